@@ -1,0 +1,630 @@
+/**
+ * The Raft core: a pure state machine in the style of etcd-io/raft. It does no I/O and reads no clock.
+ * The caller drives it with tick(), step(message) and propose(), then takes ready() (entries and hard
+ * state to persist, messages to send, committed entries to apply), does those in that order, and calls
+ * advance(). Randomness (election jitter) comes from an injected Random so a seeded simulation replays.
+ *
+ * Implemented: leader election with pre-vote and check-quorum, log replication with conflict hints and
+ * optimistic pipelining, commit of the leader's own-term entries by counting (Figure 8), single-server
+ * configuration changes that take effect when appended, and learners (non-voters).
+ */
+import { assert } from '../shared/assert.ts';
+import { ShoalError } from '../shared/errors.ts';
+import type { Random } from '../shared/random.ts';
+import type {
+  ClusterConfig,
+  EntryKind,
+  HardState,
+  LogEntry,
+  NodeId,
+  PeerProgress,
+  RaftMessage,
+  RaftStatus,
+  Ready,
+  Role,
+} from './types.ts';
+
+export interface RaftInit {
+  readonly id: NodeId;
+  /** Election timeout is drawn from [electionTicks, 2 × electionTicks) after every reset. */
+  readonly electionTicks: number;
+  /** The leader sends appends (heartbeats) every heartbeatTicks; must be well below electionTicks. */
+  readonly heartbeatTicks: number;
+  readonly random: Random;
+  /** Entries per appendEntries message, so one message stays under the transport's size limit. */
+  readonly entriesPerMessageMax: number;
+  /** Bytes of entry data per appendEntries message (soft: one entry is always sent). */
+  readonly bytesPerMessageMax: number;
+  /** Restored from stable storage. */
+  readonly hardState: HardState;
+  readonly entries: readonly LogEntry[];
+}
+
+interface Progress {
+  matchIndex: number;
+  nextIndex: number;
+  recentlyActive: boolean;
+}
+
+const emptyConfig: ClusterConfig = { voters: [], learners: [] };
+
+export function parseConfig(data: string): ClusterConfig {
+  const parsed = JSON.parse(data) as ClusterConfig;
+  assert(
+    Array.isArray(parsed.voters) && Array.isArray(parsed.learners),
+    'config entry holds voters and learners',
+  );
+  return parsed;
+}
+
+export class RaftCore {
+  readonly id: NodeId;
+  private readonly electionTicks: number;
+  private readonly heartbeatTicks: number;
+  private readonly random: Random;
+  private readonly entriesPerMessageMax: number;
+  private readonly bytesPerMessageMax: number;
+
+  private term: number;
+  private votedFor: NodeId | null;
+  private role: Role = 'follower';
+  private leaderId: NodeId | null = null;
+  private readonly log: LogEntry[];
+  private commitIndex: number;
+  private appliedIndex = 0;
+  private config: ClusterConfig = emptyConfig;
+  /** Index of the newest config entry; a second change waits until it commits. */
+  private configIndex = 0;
+
+  private electionElapsed = 0;
+  private heartbeatElapsed = 0;
+  private randomizedElectionTimeout = 0;
+  private votes = new Map<NodeId, boolean>();
+  private progress = new Map<NodeId, Progress>();
+
+  // What the next Ready carries.
+  private messages: RaftMessage[] = [];
+  private stableLastIndex: number;
+  private unstableFrom: number;
+  private lastReportedHardState: HardState;
+
+  constructor(init: RaftInit) {
+    assert(init.heartbeatTicks > 0 && init.heartbeatTicks < init.electionTicks, 'heartbeat below election');
+    this.id = init.id;
+    this.electionTicks = init.electionTicks;
+    this.heartbeatTicks = init.heartbeatTicks;
+    this.random = init.random;
+    this.entriesPerMessageMax = init.entriesPerMessageMax;
+    this.bytesPerMessageMax = init.bytesPerMessageMax;
+    this.term = init.hardState.term;
+    this.votedFor = init.hardState.votedFor;
+    this.log = [...init.entries];
+    for (let i = 0; i < this.log.length; i++) {
+      assert(this.log[i]?.index === i + 1, 'restored log is contiguous from index 1');
+    }
+    this.commitIndex = Math.min(init.hardState.commitIndex, this.log.length);
+    this.stableLastIndex = this.log.length;
+    this.unstableFrom = this.log.length + 1;
+    this.lastReportedHardState = { term: this.term, votedFor: this.votedFor, commitIndex: this.commitIndex };
+    this.reloadConfig();
+    this.resetElectionTimeout();
+  }
+
+  // ---- inputs ----------------------------------------------------------------------------------------
+
+  /** Creates the first configuration of a brand-new cluster whose only voter is this node. */
+  bootstrap(): void {
+    assert(this.log.length === 0 && this.term === 0, 'bootstrap only on an empty log');
+    this.term = 1;
+    this.appendLocal('config', JSON.stringify({ voters: [this.id], learners: [] } satisfies ClusterConfig));
+    this.commitIndex = 1;
+  }
+
+  tick(): void {
+    this.electionElapsed++;
+    if (this.role === 'leader') {
+      this.heartbeatElapsed++;
+      if (this.heartbeatElapsed >= this.heartbeatTicks) {
+        this.heartbeatElapsed = 0;
+        this.broadcastAppend(true);
+      }
+      if (this.electionElapsed >= this.electionTicks) {
+        this.electionElapsed = 0;
+        this.checkQuorum();
+      }
+      return;
+    }
+    if (this.electionElapsed >= this.randomizedElectionTimeout && this.isVoter(this.id)) {
+      this.campaign(true);
+    }
+  }
+
+  step(message: RaftMessage): void {
+    if (message.to !== this.id) return;
+    if (message.term > this.term) {
+      if (message.type === 'requestVote') {
+        // Leader stickiness: while we hear from a live leader, a vote request is from a disruptive node.
+        const inLease = this.leaderId !== null && this.electionElapsed < this.electionTicks;
+        if (inLease) return;
+        if (message.preVote) {
+          this.handleVoteRequest(message);
+          return;
+        }
+      }
+      if (message.type === 'requestVoteResponse' && message.preVote) {
+        // A pre-vote response at a higher term is a rejection from a node that moved on; adopt its term.
+        if (!message.granted) this.becomeFollower(message.term, null);
+        else this.handleVoteResponse(message);
+        return;
+      }
+      const leader = message.type === 'appendEntries' ? message.from : null;
+      this.becomeFollower(message.term, leader);
+    } else if (message.term < this.term) {
+      // Tell a stale leader about the newer term so it steps down; other stale messages are dropped.
+      if (message.type === 'appendEntries') {
+        this.send({
+          type: 'appendEntriesResponse',
+          from: this.id,
+          to: message.from,
+          term: this.term,
+          success: false,
+          matchIndex: 0,
+          conflictIndex: 0,
+        });
+      } else if (message.type === 'requestVote' && message.preVote) {
+        this.send({
+          type: 'requestVoteResponse',
+          from: this.id,
+          to: message.from,
+          term: this.term,
+          granted: false,
+          preVote: true,
+        });
+      }
+      return;
+    }
+
+    switch (message.type) {
+      case 'requestVote':
+        this.handleVoteRequest(message);
+        return;
+      case 'requestVoteResponse':
+        this.handleVoteResponse(message);
+        return;
+      case 'appendEntries':
+        this.handleAppend(message);
+        return;
+      case 'appendEntriesResponse':
+        this.handleAppendResponse(message);
+        return;
+    }
+  }
+
+  /** Appends a command as leader. Throws NOT_LEADER elsewhere. Returns where it will sit in the log. */
+  propose(data: string): { index: number; term: number } {
+    this.requireLeader();
+    const entry = this.appendLocal('command', data);
+    return { index: entry.index, term: entry.term };
+  }
+
+  /**
+   * Proposes a new configuration. Only one change at a time: the previous one must be committed, and the
+   * new config may differ from the current one by one server's role at most (thesis §4.1).
+   */
+  proposeConfig(next: ClusterConfig): { index: number; term: number } {
+    this.requireLeader();
+    if (this.configIndex > this.commitIndex) {
+      throw new ShoalError('CONFLICT', 'a configuration change is already in progress');
+    }
+    const before = new Set([...this.config.voters, ...this.config.learners]);
+    const after = new Set([...next.voters, ...next.learners]);
+    let changed = 0;
+    for (const id of new Set([...before, ...after])) {
+      const roleBefore = this.config.voters.includes(id)
+        ? 'v'
+        : this.config.learners.includes(id)
+          ? 'l'
+          : '-';
+      const roleAfter = next.voters.includes(id) ? 'v' : next.learners.includes(id) ? 'l' : '-';
+      if (roleBefore !== roleAfter) changed++;
+    }
+    if (changed !== 1)
+      throw new ShoalError('INVALID_ARGUMENT', 'a configuration change must change one server');
+    if (next.voters.length === 0) throw new ShoalError('INVALID_ARGUMENT', 'a configuration needs a voter');
+    const entry = this.appendLocal('config', JSON.stringify(next));
+    return { index: entry.index, term: entry.term };
+  }
+
+  // ---- outputs ---------------------------------------------------------------------------------------
+
+  hasReady(): boolean {
+    return (
+      this.messages.length > 0 ||
+      this.unstableFrom <= this.log.length ||
+      this.appliedIndex < this.committedLocalIndex() ||
+      this.hardStateChanged()
+    );
+  }
+
+  ready(): Ready {
+    const hardState = this.hardStateChanged() ? this.currentHardState() : null;
+    const truncateFrom = this.unstableFrom <= this.stableLastIndex ? this.unstableFrom : null;
+    const entries = this.log.slice(this.unstableFrom - 1);
+    const committed = this.log.slice(this.appliedIndex, this.committedLocalIndex());
+    return { hardState, truncateFrom, entries, messages: [...this.messages], committed };
+  }
+
+  /** The caller has persisted, sent and applied what the last ready() returned. */
+  advance(ready: Ready): void {
+    if (ready.hardState) this.lastReportedHardState = ready.hardState;
+    const last = ready.entries.at(-1);
+    if (last) {
+      this.stableLastIndex = last.index;
+      this.unstableFrom = Math.max(this.unstableFrom, last.index + 1);
+    } else if (ready.truncateFrom !== null) {
+      this.stableLastIndex = ready.truncateFrom - 1;
+    }
+    const lastCommitted = ready.committed.at(-1);
+    if (lastCommitted) this.appliedIndex = lastCommitted.index;
+    this.messages = this.messages.slice(ready.messages.length);
+    // The leader's own entries count towards commit only once they are durable here.
+    if (this.role === 'leader') this.maybeCommit();
+  }
+
+  status(): RaftStatus {
+    const progress: PeerProgress[] = [];
+    if (this.role === 'leader') {
+      for (const [id, p] of this.progress) {
+        progress.push({
+          id,
+          matchIndex: p.matchIndex,
+          nextIndex: p.nextIndex,
+          recentlyActive: p.recentlyActive,
+        });
+      }
+    }
+    return {
+      id: this.id,
+      role: this.role,
+      term: this.term,
+      leaderId: this.leaderId,
+      commitIndex: this.commitIndex,
+      appliedIndex: this.appliedIndex,
+      lastIndex: this.log.length,
+      config: this.config,
+      progress,
+    };
+  }
+
+  /** True once this leader has committed an entry of its own term, so its commit index is current. */
+  hasCommittedInTerm(): boolean {
+    return this.role === 'leader' && this.termAt(this.commitIndex) === this.term;
+  }
+
+  entryAt(index: number): LogEntry | undefined {
+    return this.log[index - 1];
+  }
+
+  // ---- roles -----------------------------------------------------------------------------------------
+
+  private becomeFollower(term: number, leaderId: NodeId | null): void {
+    if (term > this.term) {
+      this.term = term;
+      this.votedFor = null;
+    }
+    this.role = 'follower';
+    this.leaderId = leaderId;
+    this.progress.clear();
+    this.resetElectionTimeout();
+  }
+
+  private campaign(preVote: boolean): void {
+    const voters = this.config.voters;
+    this.votes = new Map();
+    this.leaderId = null;
+    this.resetElectionTimeout();
+    if (preVote) {
+      this.role = 'preCandidate';
+    } else {
+      this.role = 'candidate';
+      this.term++;
+      this.votedFor = this.id;
+    }
+    this.votes.set(this.id, true);
+    if (this.hasQuorum(this.votes)) {
+      if (preVote) this.campaign(false);
+      else this.becomeLeader();
+      return;
+    }
+    const term = preVote ? this.term + 1 : this.term;
+    for (const voter of voters) {
+      if (voter === this.id) continue;
+      this.send({
+        type: 'requestVote',
+        from: this.id,
+        to: voter,
+        term,
+        lastLogIndex: this.log.length,
+        lastLogTerm: this.termAt(this.log.length),
+        preVote,
+      });
+    }
+  }
+
+  private becomeLeader(): void {
+    this.role = 'leader';
+    this.leaderId = this.id;
+    this.heartbeatElapsed = 0;
+    this.electionElapsed = 0;
+    this.progress.clear();
+    for (const member of this.members()) {
+      if (member !== this.id) {
+        this.progress.set(member, { matchIndex: 0, nextIndex: this.log.length + 1, recentlyActive: true });
+      }
+    }
+    // A no-op of the new term lets the leader commit everything before it (Raft §5.4.2, Figure 8).
+    this.appendLocal('noop', '');
+  }
+
+  private checkQuorum(): void {
+    const active = new Map<NodeId, boolean>([[this.id, true]]);
+    for (const [id, p] of this.progress) {
+      active.set(id, p.recentlyActive);
+      p.recentlyActive = false;
+    }
+    if (!this.hasQuorum(active)) this.becomeFollower(this.term, null);
+  }
+
+  // ---- handlers --------------------------------------------------------------------------------------
+
+  private handleVoteRequest(message: Extract<RaftMessage, { type: 'requestVote' }>): void {
+    const upToDate =
+      message.lastLogTerm > this.termAt(this.log.length) ||
+      (message.lastLogTerm === this.termAt(this.log.length) && message.lastLogIndex >= this.log.length);
+    let granted: boolean;
+    if (message.preVote) {
+      granted = upToDate && message.term > this.term;
+    } else {
+      granted = upToDate && (this.votedFor === null || this.votedFor === message.from);
+      if (granted) {
+        this.votedFor = message.from;
+        this.resetElectionTimeout();
+      }
+    }
+    this.send({
+      type: 'requestVoteResponse',
+      from: this.id,
+      to: message.from,
+      // A granted pre-vote answers in the candidate's future term; a refusal carries our own.
+      term: message.preVote && granted ? message.term : this.term,
+      granted,
+      preVote: message.preVote,
+    });
+  }
+
+  private handleVoteResponse(message: Extract<RaftMessage, { type: 'requestVoteResponse' }>): void {
+    const expecting = message.preVote ? this.role === 'preCandidate' : this.role === 'candidate';
+    if (!expecting || !this.isVoter(message.from)) return;
+    this.votes.set(message.from, message.granted);
+    if (this.hasQuorum(this.votes)) {
+      if (message.preVote) this.campaign(false);
+      else this.becomeLeader();
+      return;
+    }
+    const rejections = new Map([...this.votes].map(([id, granted]) => [id, !granted]));
+    if (this.hasQuorum(rejections)) this.becomeFollower(this.term, null);
+  }
+
+  private handleAppend(message: Extract<RaftMessage, { type: 'appendEntries' }>): void {
+    if (this.role !== 'follower' || this.leaderId !== message.from)
+      this.becomeFollower(message.term, message.from);
+    this.electionElapsed = 0;
+    const reply = (success: boolean, matchIndex: number, conflictIndex: number): void =>
+      this.send({
+        type: 'appendEntriesResponse',
+        from: this.id,
+        to: message.from,
+        term: this.term,
+        success,
+        matchIndex,
+        conflictIndex,
+      });
+
+    if (message.prevLogIndex > this.log.length) {
+      reply(false, 0, this.log.length + 1);
+      return;
+    }
+    if (message.prevLogIndex > 0 && this.termAt(message.prevLogIndex) !== message.prevLogTerm) {
+      // Skip back over the whole conflicting term in one round trip (Raft §5.3, the optimisation).
+      const conflictTerm = this.termAt(message.prevLogIndex);
+      let first = message.prevLogIndex;
+      while (first > 1 && this.termAt(first - 1) === conflictTerm && first - 1 > this.commitIndex) first--;
+      reply(false, 0, first);
+      return;
+    }
+    for (const entry of message.entries) {
+      const existing = this.log[entry.index - 1];
+      if (existing && existing.term === entry.term) continue;
+      if (existing) {
+        assert(entry.index > this.commitIndex, 'a committed entry is never overwritten');
+        this.truncateFrom(entry.index);
+      }
+      assert(entry.index === this.log.length + 1, 'appended entries are contiguous');
+      this.log.push(entry);
+      if (entry.kind === 'config') this.reloadConfig();
+    }
+    const lastNew = message.prevLogIndex + message.entries.length;
+    const newCommit = Math.min(message.leaderCommit, lastNew);
+    if (newCommit > this.commitIndex) this.commitIndex = newCommit;
+    reply(true, lastNew, 0);
+  }
+
+  private handleAppendResponse(message: Extract<RaftMessage, { type: 'appendEntriesResponse' }>): void {
+    if (this.role !== 'leader') return;
+    const p = this.progress.get(message.from);
+    if (!p) return;
+    p.recentlyActive = true;
+    if (message.success) {
+      if (message.matchIndex > p.matchIndex) p.matchIndex = message.matchIndex;
+      if (p.nextIndex <= p.matchIndex) p.nextIndex = p.matchIndex + 1;
+      this.maybeCommit();
+      if (p.nextIndex <= this.log.length) this.sendAppend(message.from, p);
+    } else {
+      // Back off to the hint, never below what is known to match.
+      p.nextIndex = Math.max(
+        p.matchIndex + 1,
+        Math.min(message.conflictIndex, p.nextIndex - 1, this.log.length + 1),
+      );
+      if (p.nextIndex < 1) p.nextIndex = 1;
+      this.sendAppend(message.from, p);
+    }
+  }
+
+  // ---- replication -----------------------------------------------------------------------------------
+
+  private broadcastAppend(heartbeat: boolean): void {
+    for (const [id, p] of this.progress) {
+      if (heartbeat || p.nextIndex <= this.log.length) this.sendAppend(id, p);
+    }
+  }
+
+  private sendAppend(to: NodeId, p: Progress): void {
+    const prevLogIndex = p.nextIndex - 1;
+    const entries: LogEntry[] = [];
+    let bytes = 0;
+    for (let index = p.nextIndex; index <= this.log.length; index++) {
+      const entry = this.log[index - 1];
+      assert(entry !== undefined, 'entry in range');
+      if (
+        entries.length > 0 &&
+        (entries.length >= this.entriesPerMessageMax || bytes + entry.data.length > this.bytesPerMessageMax)
+      ) {
+        break;
+      }
+      entries.push(entry);
+      bytes += entry.data.length;
+    }
+    this.send({
+      type: 'appendEntries',
+      from: this.id,
+      to,
+      term: this.term,
+      prevLogIndex,
+      prevLogTerm: this.termAt(prevLogIndex),
+      entries,
+      leaderCommit: this.commitIndex,
+    });
+    // Pipelining: assume delivery; a rejection moves nextIndex back.
+    p.nextIndex += entries.length;
+  }
+
+  private maybeCommit(): void {
+    const voters = this.config.voters;
+    const matches = voters.map((id) =>
+      id === this.id ? this.stableLastIndex : (this.progress.get(id)?.matchIndex ?? 0),
+    );
+    matches.sort((a, b) => b - a);
+    const quorumMatch = matches[Math.floor(voters.length / 2)] ?? 0;
+    // Only entries of the current term commit by counting replicas (Raft §5.4.2).
+    if (quorumMatch > this.commitIndex && this.termAt(quorumMatch) === this.term) {
+      this.commitIndex = quorumMatch;
+      this.broadcastAppend(false);
+    }
+  }
+
+  // ---- log and config --------------------------------------------------------------------------------
+
+  private appendLocal(kind: EntryKind, data: string): LogEntry {
+    const entry: LogEntry = { index: this.log.length + 1, term: this.term, kind, data };
+    this.log.push(entry);
+    if (kind === 'config') {
+      this.reloadConfig();
+      if (this.role === 'leader') this.syncProgressWithConfig();
+    }
+    if (this.role === 'leader') this.broadcastAppend(false);
+    return entry;
+  }
+
+  private truncateFrom(index: number): void {
+    this.log.length = index - 1;
+    if (index < this.unstableFrom) this.unstableFrom = index;
+    this.reloadConfig();
+  }
+
+  /** The config in force is the newest config entry in the log, committed or not (thesis §4.1). */
+  private reloadConfig(): void {
+    for (let i = this.log.length - 1; i >= 0; i--) {
+      const entry = this.log[i];
+      if (entry?.kind === 'config') {
+        this.config = parseConfig(entry.data);
+        this.configIndex = entry.index;
+        return;
+      }
+    }
+    this.config = emptyConfig;
+    this.configIndex = 0;
+  }
+
+  private syncProgressWithConfig(): void {
+    const members = new Set(this.members());
+    for (const id of [...this.progress.keys()]) if (!members.has(id)) this.progress.delete(id);
+    for (const id of members) {
+      if (id !== this.id && !this.progress.has(id)) {
+        this.progress.set(id, { matchIndex: 0, nextIndex: this.log.length, recentlyActive: true });
+      }
+    }
+  }
+
+  private members(): NodeId[] {
+    return [...this.config.voters, ...this.config.learners];
+  }
+
+  private isVoter(id: NodeId): boolean {
+    return this.config.voters.includes(id);
+  }
+
+  private hasQuorum(answers: ReadonlyMap<NodeId, boolean>): boolean {
+    const voters = this.config.voters;
+    if (voters.length === 0) return false;
+    let yes = 0;
+    for (const voter of voters) if (answers.get(voter) === true) yes++;
+    return yes > voters.length / 2;
+  }
+
+  private termAt(index: number): number {
+    if (index === 0) return 0;
+    return this.log[index - 1]?.term ?? 0;
+  }
+
+  private committedLocalIndex(): number {
+    return Math.min(this.commitIndex, this.log.length);
+  }
+
+  // ---- helpers ---------------------------------------------------------------------------------------
+
+  private requireLeader(): void {
+    if (this.role !== 'leader') {
+      throw new ShoalError('NOT_LEADER', 'this node is not the leader', { cause: this.leaderId });
+    }
+  }
+
+  private send(message: RaftMessage): void {
+    this.messages.push(message);
+  }
+
+  private resetElectionTimeout(): void {
+    this.electionElapsed = 0;
+    this.randomizedElectionTimeout = this.electionTicks + this.random.int(0, this.electionTicks);
+  }
+
+  private currentHardState(): HardState {
+    return { term: this.term, votedFor: this.votedFor, commitIndex: this.commitIndex };
+  }
+
+  private hardStateChanged(): boolean {
+    const last = this.lastReportedHardState;
+    return (
+      last.term !== this.term || last.votedFor !== this.votedFor || last.commitIndex !== this.commitIndex
+    );
+  }
+}
