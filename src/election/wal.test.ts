@@ -1,0 +1,87 @@
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Wal, walFileName } from './wal.ts';
+import type { LogEntry } from './types.ts';
+
+const dirs: string[] = [];
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-wal-'));
+  dirs.push(dir);
+  return dir;
+}
+afterEach(() => {
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+const entry = (index: number, term: number, data = `d${index}`): LogEntry => ({
+  index,
+  term,
+  kind: 'command',
+  data,
+});
+
+describe('Wal', () => {
+  it('round-trips entries, truncations and hard state', () => {
+    const dir = tempDir();
+    const { wal } = Wal.open(dir);
+    wal.persist({ term: 1, votedFor: 'a', commitIndex: 0 }, null, [entry(1, 1), entry(2, 1), entry(3, 1)]);
+    wal.persist({ term: 2, votedFor: null, commitIndex: 2 }, 3, [entry(3, 2, 'new')]);
+    wal.close();
+    const { contents } = Wal.open(dir);
+    expect(contents.hardState).toEqual({ term: 2, votedFor: null, commitIndex: 2 });
+    expect(contents.entries.map((e) => [e.index, e.term, e.data])).toEqual([
+      [1, 1, 'd1'],
+      [2, 1, 'd2'],
+      [3, 2, 'new'],
+    ]);
+    expect(contents.tornBytes).toBe(0);
+  });
+
+  it('truncates a torn tail left by a crash mid-write and keeps everything before it', () => {
+    const dir = tempDir();
+    const { wal } = Wal.open(dir);
+    wal.persist(null, null, [entry(1, 1)]);
+    wal.persist(null, null, [entry(2, 1)]);
+    wal.close();
+    const path = join(dir, walFileName);
+    const size = readFileSync(path).length;
+    truncateSync(path, size - 5);
+    const first = Wal.open(dir);
+    expect(first.contents.entries.map((e) => e.index)).toEqual([1]);
+    expect(first.contents.tornBytes).toBeGreaterThan(0);
+    // The torn bytes are gone from disk, so appends continue from a clean end.
+    first.wal.persist(null, null, [entry(2, 1, 'again')]);
+    first.wal.close();
+    expect(Wal.open(dir).contents.entries.map((e) => e.data)).toEqual(['d1', 'again']);
+  });
+
+  it('treats a bad checksum on the last record as a torn tail', () => {
+    const dir = tempDir();
+    const { wal } = Wal.open(dir);
+    wal.persist(null, null, [entry(1, 1)]);
+    wal.persist(null, null, [entry(2, 1)]);
+    wal.close();
+    const path = join(dir, walFileName);
+    const data = readFileSync(path);
+    data.writeUInt8(data.readUInt8(data.length - 2) ^ 0xff, data.length - 2);
+    writeFileSync(path, data);
+    expect(Wal.open(dir).contents.entries.map((e) => e.index)).toEqual([1]);
+  });
+
+  it('refuses corruption in the middle, naming the file and offset', () => {
+    const dir = tempDir();
+    const { wal } = Wal.open(dir);
+    wal.persist(null, null, [entry(1, 1)]);
+    wal.close();
+    const path = join(dir, walFileName);
+    const data = readFileSync(path);
+    data.writeUInt8(data.readUInt8(10) ^ 0xff, 10);
+    writeFileSync(path, data);
+    appendFileSync(path, readFileSync(path));
+    expect(() => Wal.open(dir)).toThrow(
+      new RegExp(`${walFileName} is corrupt at byte 0 \\(checksum mismatch\\)`),
+    );
+  });
+});
