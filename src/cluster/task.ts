@@ -52,7 +52,10 @@ export const taskSpecSchema = z
       .max(2 ** 50),
     priority: z.number().int().min(priorityMin).max(priorityMax),
     env: z
-      .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'env names are letters, digits and "_"'), z.string())
+      .record(
+        z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'env names are letters, digits and "_"'),
+        z.string(),
+      )
       .refine((env) => Object.keys(env).length <= envEntriesMax, `at most ${envEntriesMax} env entries`),
     constraints: z.record(z.string().min(1).max(128), z.string().max(256)),
   })
@@ -65,7 +68,10 @@ export const taskSpecSchema = z
       ctx.addIssue({ code: 'custom', message: 'the docker driver needs an image (--image NAME)' });
     }
     if (spec.driver === 'exec' && spec.image !== undefined) {
-      ctx.addIssue({ code: 'custom', message: '--image is only for the docker driver (add --driver docker)' });
+      ctx.addIssue({
+        code: 'custom',
+        message: '--image is only for the docker driver (add --driver docker)',
+      });
     }
   });
 

@@ -1,0 +1,26 @@
+export {
+  ClusterState,
+  liveTasksMax,
+  terminalTasksRetainedMax,
+  type ApplyResult,
+  type Assignment,
+  type ClusterNode,
+  type Command,
+  type NodeDescription,
+  type NodeResources,
+} from './state.ts';
+export {
+  describeIssues,
+  isTerminal,
+  priorityDefault,
+  priorityMax,
+  priorityMin,
+  taskDrivers,
+  taskSpecSchema,
+  taskStates,
+  terminalTaskStates,
+  type Task,
+  type TaskDriver,
+  type TaskSpec,
+  type TaskState,
+} from './task.ts';

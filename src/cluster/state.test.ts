@@ -1,0 +1,136 @@
+import { describe, expect, it } from 'vitest';
+import { ClusterState, type Command } from './state.ts';
+import type { TaskSpec } from './task.ts';
+
+const MiB = 1024 * 1024;
+const spec = (cpuMillis = 500, memoryMiB = 64): TaskSpec => ({
+  name: 't',
+  driver: 'exec',
+  command: ['true'],
+  cpuMillis,
+  memoryBytes: memoryMiB * MiB,
+  priority: 50,
+  env: {},
+  constraints: {},
+});
+
+function cluster(): { state: ClusterState; apply: (c: Command) => ReturnType<ClusterState['apply']> } {
+  const state = new ClusterState();
+  let index = 0;
+  const apply = (c: Command): ReturnType<ClusterState['apply']> => state.apply(++index, c);
+  apply({
+    type: 'upsertNode',
+    node: {
+      id: 'n1',
+      name: 'one',
+      address: 'h:1',
+      capacity: { cpuMillis: 1000, memoryBytes: 256 * MiB },
+      labels: {},
+      drivers: ['exec'],
+    },
+    atMs: 0,
+  });
+  return { state, apply };
+}
+
+describe('ClusterState', () => {
+  it('takes a task from submission through assignment to its exit, freeing its resources', () => {
+    const { state, apply } = cluster();
+    apply({ type: 'submitTask', id: 'a', spec: spec(), atMs: 1 });
+    expect(state.pendingTasks().map((t) => t.id)).toEqual(['a']);
+    apply({ type: 'assignTasks', term: 2, assignments: [{ taskId: 'a', nodeId: 'n1' }], atMs: 2 });
+    expect(state.tasks.get('a')).toMatchObject({ state: 'assigned', nodeId: 'n1', assignedTerm: 2 });
+    expect(state.freeOn('n1')).toEqual({ cpuMillis: 500, memoryBytes: 192 * MiB });
+    apply({
+      type: 'reportTask',
+      nodeId: 'n1',
+      taskId: 'a',
+      state: 'running',
+      exitCode: null,
+      reason: null,
+      atMs: 3,
+    });
+    apply({
+      type: 'reportTask',
+      nodeId: 'n1',
+      taskId: 'a',
+      state: 'finished',
+      exitCode: 0,
+      reason: 'exit code 0',
+      atMs: 4,
+    });
+    expect(state.tasks.get('a')).toMatchObject({ state: 'finished', exitCode: 0 });
+    expect(state.freeOn('n1')).toEqual({ cpuMillis: 1000, memoryBytes: 256 * MiB });
+  });
+
+  it('is idempotent for a resubmitted id and ignores reports that go backwards or come from another node', () => {
+    const { state, apply } = cluster();
+    apply({ type: 'submitTask', id: 'a', spec: spec(), atMs: 1 });
+    expect(apply({ type: 'submitTask', id: 'a', spec: spec(900), atMs: 2 })).toEqual({
+      ok: true,
+      taskId: 'a',
+    });
+    expect(state.tasks.get('a')?.spec.cpuMillis).toBe(500);
+    apply({ type: 'assignTasks', term: 2, assignments: [{ taskId: 'a', nodeId: 'n1' }], atMs: 2 });
+    apply({
+      type: 'reportTask',
+      nodeId: 'n1',
+      taskId: 'a',
+      state: 'running',
+      exitCode: null,
+      reason: null,
+      atMs: 3,
+    });
+    apply({
+      type: 'reportTask',
+      nodeId: 'n1',
+      taskId: 'a',
+      state: 'starting',
+      exitCode: null,
+      reason: null,
+      atMs: 4,
+    });
+    apply({
+      type: 'reportTask',
+      nodeId: 'n2',
+      taskId: 'a',
+      state: 'failed',
+      exitCode: 1,
+      reason: null,
+      atMs: 5,
+    });
+    expect(state.tasks.get('a')?.state).toBe('running');
+  });
+
+  it('re-checks a stale plan: a placement that no longer fits is skipped', () => {
+    const { state, apply } = cluster();
+    apply({ type: 'submitTask', id: 'a', spec: spec(800), atMs: 1 });
+    apply({ type: 'submitTask', id: 'b', spec: spec(800), atMs: 1 });
+    apply({
+      type: 'assignTasks',
+      term: 2,
+      assignments: [
+        { taskId: 'a', nodeId: 'n1' },
+        { taskId: 'b', nodeId: 'n1' },
+      ],
+      atMs: 2,
+    });
+    expect(state.tasks.get('b')?.state).toBe('pending');
+    expect(state.freeOn('n1').cpuMillis).toBe(200);
+  });
+
+  it('kills pending tasks at once and marks tasks on a dead node lost', () => {
+    const { state, apply } = cluster();
+    apply({ type: 'submitTask', id: 'a', spec: spec(), atMs: 1 });
+    apply({ type: 'submitTask', id: 'b', spec: spec(), atMs: 1 });
+    apply({ type: 'assignTasks', term: 2, assignments: [{ taskId: 'a', nodeId: 'n1' }], atMs: 2 });
+    apply({ type: 'killTask', taskId: 'b', atMs: 3 });
+    expect(state.tasks.get('b')?.state).toBe('killed');
+    apply({ type: 'nodeDown', nodeId: 'n1', reason: 'node one unreachable', atMs: 4 });
+    expect(state.tasks.get('a')).toMatchObject({ state: 'lost', reason: 'node one unreachable' });
+    expect(apply({ type: 'killTask', taskId: 'zzz', atMs: 5 })).toMatchObject({
+      ok: false,
+      code: 'NOT_FOUND',
+    });
+  });
+});
