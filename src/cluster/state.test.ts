@@ -38,7 +38,13 @@ describe('ClusterState', () => {
     const { state, apply } = cluster();
     apply({ type: 'submitTask', id: 'a', spec: spec(), atMs: 1 });
     expect(state.pendingTasks().map((t) => t.id)).toEqual(['a']);
-    apply({ type: 'assignTasks', term: 2, assignments: [{ taskId: 'a', nodeId: 'n1' }], atMs: 2 });
+    apply({
+      type: 'assignTasks',
+      term: 2,
+      assignments: [{ taskId: 'a', nodeId: 'n1' }],
+      waiting: [],
+      atMs: 2,
+    });
     expect(state.tasks.get('a')).toMatchObject({ state: 'assigned', nodeId: 'n1', assignedTerm: 2 });
     expect(state.freeOn('n1')).toEqual({ cpuMillis: 500, memoryBytes: 192 * MiB });
     apply({
@@ -71,7 +77,13 @@ describe('ClusterState', () => {
       taskId: 'a',
     });
     expect(state.tasks.get('a')?.spec.cpuMillis).toBe(500);
-    apply({ type: 'assignTasks', term: 2, assignments: [{ taskId: 'a', nodeId: 'n1' }], atMs: 2 });
+    apply({
+      type: 'assignTasks',
+      term: 2,
+      assignments: [{ taskId: 'a', nodeId: 'n1' }],
+      waiting: [],
+      atMs: 2,
+    });
     apply({
       type: 'reportTask',
       nodeId: 'n1',
@@ -113,6 +125,7 @@ describe('ClusterState', () => {
         { taskId: 'a', nodeId: 'n1' },
         { taskId: 'b', nodeId: 'n1' },
       ],
+      waiting: [],
       atMs: 2,
     });
     expect(state.tasks.get('b')?.state).toBe('pending');
@@ -123,7 +136,13 @@ describe('ClusterState', () => {
     const { state, apply } = cluster();
     apply({ type: 'submitTask', id: 'a', spec: spec(), atMs: 1 });
     apply({ type: 'submitTask', id: 'b', spec: spec(), atMs: 1 });
-    apply({ type: 'assignTasks', term: 2, assignments: [{ taskId: 'a', nodeId: 'n1' }], atMs: 2 });
+    apply({
+      type: 'assignTasks',
+      term: 2,
+      assignments: [{ taskId: 'a', nodeId: 'n1' }],
+      waiting: [],
+      atMs: 2,
+    });
     apply({ type: 'killTask', taskId: 'b', atMs: 3 });
     expect(state.tasks.get('b')?.state).toBe('killed');
     apply({ type: 'nodeDown', nodeId: 'n1', reason: 'node one unreachable', atMs: 4 });

@@ -37,6 +37,8 @@ export type Command =
       readonly type: 'assignTasks';
       readonly term: number;
       readonly assignments: readonly Assignment[];
+      /** Why tasks the plan could not place still wait, shown by `shoal ps`. */
+      readonly waiting: readonly { readonly taskId: string; readonly reason: string }[];
       readonly atMs: number;
     }
   | {
@@ -91,6 +93,10 @@ export class ClusterState {
         return this.submit(index, command);
       case 'assignTasks':
         for (const assignment of command.assignments) this.assign(assignment, command.term, command.atMs);
+        for (const { taskId, reason } of command.waiting) {
+          const task = this.tasks.get(taskId);
+          if (task?.state === 'pending') task.reason = reason;
+        }
         return { ok: true };
       case 'reportTask':
         return this.report(command);

@@ -2,3 +2,14 @@ export { assert, unreachable, AssertionError } from './assert.ts';
 export { ShoalError, invalidArgument, isShoalError, errorMessage, type ShoalErrorCode } from './errors.ts';
 export { createLogger, silentLogger, type Logger, type LogLevel, type LogFields } from './log.ts';
 export { seededRandom, systemRandom, type Random } from './random.ts';
+export {
+  callRpc,
+  decodeJson,
+  encodeJson,
+  handleRpc,
+  jsonStream,
+  wireMessageBytesMax,
+  type RpcHandler,
+  type RpcReply,
+} from './wire.ts';
+export { writeFileAtomic } from './files.ts';

@@ -1,0 +1,2 @@
+export { ApiClient } from './client.ts';
+export { requestBytesMax, startApiServer, type ApiBackend } from './server.ts';

@@ -1,0 +1,133 @@
+/**
+ * The HTTP API the CLI talks to. Bound to 127.0.0.1 by default: anyone who can reach it can run tasks.
+ * Any node accepts any request; writes are forwarded to the leader by the node.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { z } from 'zod';
+import { describeIssues, taskSpecSchema, type TaskSpec } from '../cluster/index.ts';
+import { ShoalError, errorMessage, type ShoalErrorCode } from '../shared/errors.ts';
+import type { Logger } from '../shared/log.ts';
+
+/** The largest request body the API reads. */
+export const requestBytesMax = 1024 * 1024;
+
+/** What the API needs from a node: the node implements it; tests may too. */
+export interface ApiBackend {
+  submit(spec: TaskSpec): Promise<string>;
+  kill(taskId: string): Promise<void>;
+  tasks(): Promise<unknown[]>;
+  task(taskId: string): Promise<unknown>;
+  logs(taskId: string, tailBytes: number): Promise<{ stdout: string; stderr: string }>;
+  status(): unknown;
+  members(): unknown[];
+}
+
+const httpStatus: Record<ShoalErrorCode, number> = {
+  INVALID_ARGUMENT: 400,
+  NOT_FOUND: 404,
+  CONFLICT: 409,
+  TOO_LARGE: 413,
+  NOT_LEADER: 503,
+  NO_LEADER: 503,
+  UNAVAILABLE: 503,
+  DRIVER_UNAVAILABLE: 503,
+  TIMEOUT: 504,
+  CORRUPT_DATA: 500,
+  INTERNAL: 500,
+};
+
+export async function startApiServer(
+  backend: ApiBackend,
+  host: string,
+  port: number,
+  logger: Logger,
+): Promise<Server> {
+  const server = createServer((request, response) => {
+    route(backend, request, response).catch((error: unknown) => {
+      const shoalError =
+        error instanceof ShoalError ? error : new ShoalError('INTERNAL', errorMessage(error));
+      if (shoalError.code === 'INTERNAL')
+        logger.error('request failed', { url: request.url, error: shoalError.message });
+      send(response, httpStatus[shoalError.code], {
+        error: { code: shoalError.code, message: shoalError.message },
+      });
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (error) =>
+      reject(
+        new ShoalError(
+          'UNAVAILABLE',
+          `cannot serve the API on ${host}:${port}: ${errorMessage(error)}; pick another --api`,
+        ),
+      ),
+    );
+    server.listen(port, host, () => resolve());
+  });
+  return server;
+}
+
+async function route(backend: ApiBackend, request: IncomingMessage, response: ServerResponse): Promise<void> {
+  const url = new URL(request.url ?? '/', 'http://shoal');
+  const parts = url.pathname.split('/').filter(Boolean);
+  const method = request.method ?? 'GET';
+  if (parts[0] !== 'v1')
+    throw new ShoalError('NOT_FOUND', `no API at ${url.pathname}; the API lives under /v1`);
+  const [, resource, id, action] = parts;
+  if (method === 'GET' && resource === 'status' && id === undefined)
+    return send(response, 200, backend.status());
+  if (method === 'GET' && resource === 'members' && id === undefined)
+    return send(response, 200, backend.members());
+  if (resource === 'tasks') {
+    if (method === 'GET' && id === undefined) return send(response, 200, await backend.tasks());
+    if (method === 'POST' && id === undefined) {
+      const spec = parseSpec(await readBody(request));
+      return send(response, 201, { id: await backend.submit(spec) });
+    }
+    if (id !== undefined && method === 'GET' && action === undefined)
+      return send(response, 200, await backend.task(id));
+    if (id !== undefined && method === 'GET' && action === 'logs') {
+      const tail = Number(url.searchParams.get('tail') ?? 1024 * 1024);
+      if (!Number.isInteger(tail) || tail < 0)
+        throw new ShoalError('INVALID_ARGUMENT', 'tail must be a whole number of bytes');
+      return send(response, 200, await backend.logs(id, tail));
+    }
+    if (id !== undefined && method === 'POST' && action === 'kill') {
+      await backend.kill(id);
+      return send(response, 200, { id, desired: 'kill' });
+    }
+  }
+  throw new ShoalError('NOT_FOUND', `no route ${method} ${url.pathname}`);
+}
+
+function parseSpec(body: unknown): TaskSpec {
+  const parsed = taskSpecSchema.safeParse(body);
+  if (!parsed.success)
+    throw new ShoalError('INVALID_ARGUMENT', `invalid task: ${describeIssues(parsed.error as z.ZodError)}`);
+  return parsed.data;
+}
+
+async function readBody(request: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  for await (const chunk of request as AsyncIterable<Buffer>) {
+    bytes += chunk.length;
+    if (bytes > requestBytesMax)
+      throw new ShoalError('TOO_LARGE', `the request body exceeds ${requestBytesMax} bytes`);
+    chunks.push(chunk);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw new ShoalError('INVALID_ARGUMENT', 'the request body is not valid JSON');
+  }
+}
+
+function send(response: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  response.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+  });
+  response.end(text);
+}

@@ -1,0 +1,401 @@
+/**
+ * The `shoal` command line's commands. `shoal agent` runs a node; every other command talks to a node's HTTP API
+ * (--addr or SHOAL_ADDR, default the local node). Errors print one line and exit non-zero.
+ */
+import { readFileSync } from 'node:fs';
+import { homedir, hostname } from 'node:os';
+import { join, basename } from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { ApiClient, startApiServer } from '../api/index.ts';
+import { describeIssues, priorityDefault, taskSpecSchema, type TaskSpec } from '../cluster/index.ts';
+import { parseHostPort, parseJoinTarget, formatHostPort } from '../node/address.ts';
+import { validateClusterKey } from '../node/identity.ts';
+import { ShoalNode, shoalVersion, type MemberView, type StatusView, type TaskView } from '../node/node.ts';
+import { ShoalError, errorMessage, invalidArgument } from '../shared/errors.ts';
+import { createLogger, type LogLevel } from '../shared/log.ts';
+
+export const defaultListen = '0.0.0.0:4700';
+export const defaultApi = '127.0.0.1:4701';
+const mebibyte = 1024 * 1024;
+
+const usage = `shoal ${shoalVersion}: a datacenter operating system in one binary
+
+Usage:
+  shoal agent [--data-dir DIR] [--listen HOST:PORT] [--api HOST:PORT] [--join HOST:PORT]...
+              [--key KEY | --key-file FILE] [--name NAME] [--cpu CORES] [--memory MIB] [--label K=V]...
+              [--docker-socket PATH] [--log-level debug|info|warn|error]
+  shoal run [--name NAME] [--cpu CORES] [--memory MIB] [--priority 0-100] [--driver exec|docker]
+            [--image IMAGE] [--env K=V]... [--constraint K=V]... -- CMD ARGS...
+  shoal ps [--json]                 list tasks
+  shoal logs ID                     print a task's stdout and stderr
+  shoal kill ID                     stop a task
+  shoal members [--json]            list nodes
+  shoal status [--json]             show the leader, term, voters and commit index
+  shoal version
+
+Commands other than agent reach a node with --addr HOST:PORT or SHOAL_ADDR (default ${defaultApi}).`;
+
+type Options = ParseArgsConfig['options'];
+
+function parse(args: string[], options: Options, allowPositionals: boolean): ReturnType<typeof parseArgs> {
+  try {
+    return parseArgs({
+      args,
+      options: { ...options, help: { type: 'boolean', short: 'h' } },
+      allowPositionals,
+      strict: true,
+    });
+  } catch (error) {
+    throw invalidArgument(
+      `${errorMessage(error).replace(/\. To specify a positional.*$/, '')}; see shoal --help`,
+    );
+  }
+}
+
+function stringValue(values: Record<string, unknown>, key: string): string | undefined {
+  const value = values[key];
+  return typeof value === 'string' ? value : undefined;
+}
+
+function stringList(values: Record<string, unknown>, key: string): string[] {
+  const value = values[key];
+  return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : [];
+}
+
+function parsePairs(pairs: string[], flag: string): Record<string, string> {
+  const result: Record<string, string> = {};
+  for (const pair of pairs) {
+    const at = pair.indexOf('=');
+    if (at <= 0) throw invalidArgument(`${flag} ${JSON.stringify(pair)} is not KEY=VALUE`);
+    result[pair.slice(0, at)] = pair.slice(at + 1);
+  }
+  return result;
+}
+
+function parseNumber(
+  value: string | undefined,
+  flag: string,
+  check: (n: number) => boolean,
+  what: string,
+): number | null {
+  if (value === undefined) return null;
+  const number = Number(value);
+  if (value.trim() === '' || !Number.isFinite(number) || !check(number)) {
+    throw invalidArgument(`${flag} ${JSON.stringify(value)} must be ${what}`);
+  }
+  return number;
+}
+
+function apiAddress(values: Record<string, unknown>): string {
+  const address = stringValue(values, 'addr') ?? process.env['SHOAL_ADDR'] ?? defaultApi;
+  return formatHostPort(parseHostPort(address, '--addr'));
+}
+
+const addrOption: Options = { addr: { type: 'string' } };
+
+async function agent(args: string[]): Promise<void> {
+  const { values } = parse(
+    args,
+    {
+      'data-dir': { type: 'string' },
+      listen: { type: 'string' },
+      api: { type: 'string' },
+      join: { type: 'string', multiple: true },
+      key: { type: 'string' },
+      'key-file': { type: 'string' },
+      name: { type: 'string' },
+      cpu: { type: 'string' },
+      memory: { type: 'string' },
+      label: { type: 'string', multiple: true },
+      'docker-socket': { type: 'string' },
+      'log-level': { type: 'string' },
+    },
+    false,
+  );
+  if (values['help'] === true) return void console.log(usage);
+  const logLevel = (stringValue(values, 'log-level') ?? 'info') as LogLevel;
+  if (!['debug', 'info', 'warn', 'error'].includes(logLevel))
+    throw invalidArgument('--log-level must be debug, info, warn or error');
+  const keyFlag = stringValue(values, 'key');
+  const keyFile = stringValue(values, 'key-file');
+  if (keyFlag !== undefined && keyFile !== undefined)
+    throw invalidArgument('give --key or --key-file, not both');
+  let clusterKey: string | null = null;
+  if (keyFlag !== undefined) clusterKey = validateClusterKey(keyFlag, '--key');
+  if (keyFile !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(keyFile, 'utf8');
+    } catch (error) {
+      throw invalidArgument(`cannot read --key-file ${keyFile}: ${errorMessage(error)}`);
+    }
+    clusterKey = validateClusterKey(text, `--key-file ${keyFile}`);
+  }
+  const cpu = parseNumber(
+    stringValue(values, 'cpu'),
+    '--cpu',
+    (n) => n > 0 && n <= 1000,
+    'a positive number of cores',
+  );
+  const memory = parseNumber(
+    stringValue(values, 'memory'),
+    '--memory',
+    (n) => Number.isInteger(n) && n > 0,
+    'a positive whole number of MiB',
+  );
+  const listen = parseHostPort(stringValue(values, 'listen') ?? defaultListen, '--listen');
+  const api = parseHostPort(stringValue(values, 'api') ?? defaultApi, '--api');
+  const seeds = stringList(values, 'join').map(parseJoinTarget);
+  const logger = createLogger({ level: logLevel });
+  const name = stringValue(values, 'name') ?? hostname();
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name))
+    throw invalidArgument('--name may hold letters, digits, ".", "_" and "-" (at most 64)');
+
+  const node = await ShoalNode.start(
+    {
+      dataDir: stringValue(values, 'data-dir') ?? join(homedir(), '.shoal'),
+      listen,
+      join: seeds,
+      clusterKey,
+      name,
+      cpuMillis: cpu === null ? null : Math.round(cpu * 1000),
+      memoryBytes: memory === null ? null : memory * mebibyte,
+      labels: parsePairs(stringList(values, 'label'), '--label'),
+      dockerSocket: stringValue(values, 'docker-socket') ?? null,
+    },
+    logger,
+  );
+  let server;
+  try {
+    server = await startApiServer(node, api.host, api.port, logger.child('api'));
+  } catch (error) {
+    await node.stop();
+    throw error;
+  }
+  logger.info('agent started', { name, id: node.id, listen: node.joinAddress, api: formatHostPort(api) });
+  process.stdout.write(
+    `shoal agent ${name} is up. To join another node to this cluster, run there:\n` +
+      `  shoal agent --join ${node.joinAddress} --key ${node.clusterKey}\n`,
+  );
+  let stopping = false;
+  const shutdown = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info(`stopping on ${signal}`);
+    server.close();
+    void node
+      .leave(5000)
+      .catch(() => undefined)
+      .then(() => node.stop())
+      .finally(() => process.exit(0));
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+export function buildSpec(values: Record<string, unknown>, command: string[]): TaskSpec {
+  const driver = stringValue(values, 'driver') ?? 'exec';
+  const image = stringValue(values, 'image');
+  const cpu = parseNumber(
+    stringValue(values, 'cpu') ?? '0.1',
+    '--cpu',
+    (n) => n > 0 && n <= 1000,
+    'a positive number of cores (e.g. 0.5)',
+  );
+  const memory = parseNumber(
+    stringValue(values, 'memory') ?? '64',
+    '--memory',
+    (n) => Number.isInteger(n) && n > 0,
+    'a positive whole number of MiB',
+  );
+  const priority = parseNumber(
+    stringValue(values, 'priority') ?? String(priorityDefault),
+    '--priority',
+    (n) => Number.isInteger(n) && n >= 0 && n <= 100,
+    'a whole number from 0 to 100',
+  );
+  if (driver !== 'exec' && driver !== 'docker')
+    throw invalidArgument(`--driver ${JSON.stringify(driver)} is unknown; use exec or docker`);
+  const defaultName =
+    image !== undefined ? basename(image.split(':')[0] ?? 'task') : basename(command[0] ?? 'task');
+  const candidate = {
+    name:
+      stringValue(values, 'name') ??
+      (defaultName.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '') || 'task'),
+    driver,
+    command,
+    ...(image === undefined ? {} : { image }),
+    cpuMillis: Math.round((cpu ?? 0.1) * 1000),
+    memoryBytes: (memory ?? 64) * mebibyte,
+    priority: priority ?? priorityDefault,
+    env: parsePairs(stringList(values, 'env'), '--env'),
+    constraints: parsePairs(stringList(values, 'constraint'), '--constraint'),
+  };
+  const parsed = taskSpecSchema.safeParse(candidate);
+  if (!parsed.success) throw invalidArgument(describeIssues(parsed.error));
+  return parsed.data;
+}
+
+async function run(args: string[]): Promise<void> {
+  const { values, positionals } = parse(
+    args,
+    {
+      ...addrOption,
+      name: { type: 'string' },
+      cpu: { type: 'string' },
+      memory: { type: 'string' },
+      priority: { type: 'string' },
+      driver: { type: 'string' },
+      image: { type: 'string' },
+      env: { type: 'string', multiple: true },
+      constraint: { type: 'string', multiple: true },
+    },
+    true,
+  );
+  if (values['help'] === true) return void console.log(usage);
+  const spec = buildSpec(values, positionals);
+  const client = new ApiClient(apiAddress(values));
+  process.stderr.write(`submitting ${spec.name} to ${client.address}…\n`);
+  const { id } = await client.post<{ id: string }>('/v1/tasks', spec);
+  process.stderr.write(`committed by a quorum: task ${id}\n`);
+  process.stdout.write(`${id}\n`);
+}
+
+function table(rows: string[][]): string {
+  const widths: number[] = [];
+  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
+  return (
+    rows
+      .map((row) =>
+        row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join('  '),
+      )
+      .join('\n') + '\n'
+  );
+}
+
+async function ps(args: string[]): Promise<void> {
+  const { values } = parse(args, { ...addrOption, json: { type: 'boolean' } }, false);
+  if (values['help'] === true) return void console.log(usage);
+  const tasks = await new ApiClient(apiAddress(values)).get<TaskView[]>('/v1/tasks');
+  if (values['json'] === true) return void process.stdout.write(JSON.stringify(tasks, null, 2) + '\n');
+  const rows = [['ID', 'NAME', 'STATE', 'NODE', 'PRIO', 'EXIT', 'REASON']];
+  for (const t of tasks) {
+    rows.push([
+      t.id,
+      t.name,
+      t.state,
+      t.node ?? '-',
+      String(t.priority),
+      t.exitCode === null ? '-' : String(t.exitCode),
+      t.reason ?? '',
+    ]);
+  }
+  process.stdout.write(table(rows));
+}
+
+async function members(args: string[]): Promise<void> {
+  const { values } = parse(args, { ...addrOption, json: { type: 'boolean' } }, false);
+  if (values['help'] === true) return void console.log(usage);
+  const list = await new ApiClient(apiAddress(values)).get<MemberView[]>('/v1/members');
+  if (values['json'] === true) return void process.stdout.write(JSON.stringify(list, null, 2) + '\n');
+  const rows = [
+    ['NAME', 'ADDRESS', 'STATE', 'CPU', 'MEMORY', 'DRIVERS', 'INCARNATION', 'LAST HEARD', 'LABELS'],
+  ];
+  for (const m of list) {
+    rows.push([
+      m.name,
+      m.address,
+      m.state,
+      String(m.cpu),
+      `${m.memory} MiB`,
+      m.drivers.join(','),
+      String(m.incarnation),
+      `${(m.lastHeardMsAgo / 1000).toFixed(1)}s ago`,
+      Object.entries(m.labels)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(','),
+    ]);
+  }
+  process.stdout.write(table(rows));
+}
+
+async function status(args: string[]): Promise<void> {
+  const { values } = parse(args, { ...addrOption, json: { type: 'boolean' } }, false);
+  if (values['help'] === true) return void console.log(usage);
+  const view = await new ApiClient(apiAddress(values)).get<StatusView>('/v1/status');
+  if (values['json'] === true) return void process.stdout.write(JSON.stringify(view, null, 2) + '\n');
+  process.stdout.write(
+    `node:         ${view.name} (${view.role})\n` +
+      `leader:       ${view.leader?.name ?? 'none'}\n` +
+      `term:         ${view.term}\n` +
+      `voters:       ${view.voters.map((v) => v.name).join(', ')}\n` +
+      `learners:     ${view.learners.map((v) => v.name).join(', ') || '-'}\n` +
+      `commit index: ${view.commitIndex}\n`,
+  );
+}
+
+async function logs(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { ...addrOption, tail: { type: 'string' } }, true);
+  if (values['help'] === true) return void console.log(usage);
+  const id = positionals[0];
+  if (id === undefined || positionals.length > 1)
+    throw invalidArgument('usage: shoal logs ID (one task id, from shoal ps)');
+  const tail = parseNumber(
+    stringValue(values, 'tail'),
+    '--tail',
+    (n) => Number.isInteger(n) && n >= 0,
+    'a whole number of bytes',
+  );
+  const query = tail === null ? '' : `?tail=${tail}`;
+  const output = await new ApiClient(apiAddress(values)).get<{ stdout: string; stderr: string }>(
+    `/v1/tasks/${encodeURIComponent(id)}/logs${query}`,
+  );
+  process.stdout.write(output.stdout);
+  process.stderr.write(output.stderr);
+}
+
+async function kill(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, addrOption, true);
+  if (values['help'] === true) return void console.log(usage);
+  const id = positionals[0];
+  if (id === undefined || positionals.length > 1)
+    throw invalidArgument('usage: shoal kill ID (one task id, from shoal ps)');
+  await new ApiClient(apiAddress(values)).post(`/v1/tasks/${encodeURIComponent(id)}/kill`, {});
+  process.stderr.write(`kill requested for task ${id}\n`);
+}
+
+const commands: Record<string, (args: string[]) => Promise<void>> = {
+  agent,
+  run,
+  ps,
+  logs,
+  kill,
+  members,
+  status,
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
+    console.log(usage);
+    return command === undefined ? 2 : 0;
+  }
+  if (command === 'version' || command === '--version') {
+    console.log(shoalVersion);
+    return 0;
+  }
+  const handler = commands[command];
+  if (!handler) {
+    process.stderr.write(`shoal: unknown command ${JSON.stringify(command)}; see shoal --help\n`);
+    return 2;
+  }
+  try {
+    await handler(rest);
+    return 0;
+  } catch (error) {
+    const message = error instanceof ShoalError ? error.message : `unexpected error: ${errorMessage(error)}`;
+    process.stderr.write(`shoal ${command}: ${message.split('\n')[0] ?? message}\n`);
+    if (!(error instanceof ShoalError) && process.env['SHOAL_DEBUG'] !== undefined) console.error(error);
+    return error instanceof ShoalError && error.code === 'INVALID_ARGUMENT' ? 2 : 1;
+  }
+}

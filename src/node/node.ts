@@ -1,0 +1,697 @@
+/**
+ * The composition root: wires one shoal node from its config. Every node runs membership, Raft, the
+ * agent and the API; the Raft leader also registers nodes, manages voters and runs the allocator.
+ */
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { availableParallelism, totalmem } from 'node:os';
+import { peerIdFromString } from '@libp2p/peer-id';
+import { allocate, type AllocatorNode } from '../allocator/index.ts';
+import {
+  ClusterState,
+  isTerminal,
+  type ApplyResult,
+  type ClusterNode,
+  type Command,
+  type NodeDescription,
+  type Task,
+  type TaskDriver,
+  type TaskSpec,
+} from '../cluster/index.ts';
+import {
+  Libp2pRaftTransport,
+  RaftService,
+  defaultRaftTimings,
+  parseConfig,
+  type ClusterConfig,
+  type LogEntry,
+  type RaftTimings,
+} from '../election/index.ts';
+import {
+  MembershipService,
+  defaultMembershipConfig,
+  type Member,
+  type MembershipConfig,
+} from '../membership/index.ts';
+import { Agent, type TaskReport } from '../runtime/agent.ts';
+import { createDockerDriver, createExecDriver, readTaskLogs, type Driver } from '../runtime/drivers/index.ts';
+import { ShoalError, errorMessage, isShoalError } from '../shared/errors.ts';
+import type { Logger } from '../shared/log.ts';
+import { systemRandom } from '../shared/random.ts';
+import { callRpc, handleRpc } from '../shared/wire.ts';
+import { advertisedHost, formatHostPort, type HostPort, toMultiaddr } from './address.ts';
+import { ensureDataDir, loadOrCreateNodeKey, nextIncarnation, resolveClusterKey } from './identity.ts';
+import { createP2p, type ShoalLibp2p } from './p2p.ts';
+
+export const shoalVersion = '0.1.0';
+export const controlProtocol = '/shoal/control/1.0.0';
+/** The most voters the cluster keeps; more nodes join as learners (non-voters). */
+export const votersMax = 5;
+/** How long a write waits for a leader and a commit before it fails. */
+export const writeTimeoutMs = 10_000;
+/** Placements per committed plan, so one plan stays a small log entry. */
+export const placementsPerPlanMax = 2000;
+/** Log bytes returned by one logs request. */
+export const logsTailBytesMax = 4 * 1024 * 1024;
+
+export interface NodeConfig {
+  readonly dataDir: string;
+  readonly listen: HostPort;
+  readonly join: readonly string[];
+  readonly clusterKey: string | null;
+  readonly name: string;
+  readonly cpuMillis: number | null;
+  readonly memoryBytes: number | null;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly dockerSocket: string | null;
+  readonly raftTimings?: RaftTimings;
+  readonly membership?: MembershipConfig;
+}
+
+export interface StatusView {
+  readonly id: string;
+  readonly name: string;
+  readonly role: string;
+  readonly leader: { id: string; name: string } | null;
+  readonly term: number;
+  readonly voters: { id: string; name: string }[];
+  readonly learners: { id: string; name: string }[];
+  readonly commitIndex: number;
+  readonly appliedIndex: number;
+}
+
+export interface MemberView {
+  readonly id: string;
+  readonly name: string;
+  readonly address: string;
+  readonly state: string;
+  readonly cpu: number;
+  readonly memory: number;
+  readonly labels: Record<string, string>;
+  readonly drivers: string[];
+  readonly incarnation: number;
+  readonly lastHeardMsAgo: number;
+}
+
+export interface TaskView {
+  readonly id: string;
+  readonly name: string;
+  readonly state: string;
+  readonly node: string | null;
+  readonly nodeId: string | null;
+  readonly exitCode: number | null;
+  readonly reason: string | null;
+  readonly priority: number;
+  readonly driver: string;
+  readonly cpu: number;
+  readonly memory: number;
+  readonly command: string[];
+  readonly image: string | null;
+  readonly desired: string;
+  readonly submittedAt: string;
+  readonly updatedAt: string;
+}
+
+type ControlRequest =
+  | { method: 'propose'; command: Command }
+  | { method: 'readIndex' }
+  | { method: 'logs'; taskId: string; tailBytes: number };
+
+const mebibyte = 1024 * 1024;
+
+export class ShoalNode {
+  readonly config: NodeConfig;
+  readonly logger: Logger;
+  readonly state = new ClusterState();
+  readonly clusterKey: string;
+  readonly createdCluster: boolean;
+  private libp2pHost: ShoalLibp2p | null = null;
+  private raftService: RaftService | null = null;
+  private membershipService: MembershipService | null = null;
+  private agentService: Agent | null = null;
+  private drivers = new Map<TaskDriver, Driver>();
+  private leaderTimer: NodeJS.Timeout | null = null;
+  private healthTimer: NodeJS.Timeout | null = null;
+  private planInFlight = false;
+  private configInFlight = false;
+  private readonly nodeUpdatesInFlight = new Set<string>();
+  private stopped = false;
+
+  private constructor(config: NodeConfig, logger: Logger, clusterKey: string, createdCluster: boolean) {
+    this.config = config;
+    this.logger = logger;
+    this.clusterKey = clusterKey;
+    this.createdCluster = createdCluster;
+  }
+
+  /** Starts a node: identity, libp2p, Raft, membership, agent. Throws ShoalError on bad config or data. */
+  static async start(config: NodeConfig, logger: Logger): Promise<ShoalNode> {
+    ensureDataDir(config.dataDir);
+    const { key, created } = resolveClusterKey(config.dataDir, config.clusterKey, config.join.length > 0);
+    const node = new ShoalNode(config, logger, key, created);
+    try {
+      await node.startParts();
+    } catch (error) {
+      await node.stop();
+      throw error;
+    }
+    return node;
+  }
+
+  get id(): string {
+    return this.libp2p.peerId.toString();
+  }
+
+  /** host:port other nodes join with. */
+  get joinAddress(): string {
+    return formatHostPort({ host: advertisedHost(this.config.listen.host), port: this.listenPort() });
+  }
+
+  private get libp2p(): ShoalLibp2p {
+    if (!this.libp2pHost) throw new ShoalError('UNAVAILABLE', 'the node is not started');
+    return this.libp2pHost;
+  }
+
+  private get raft(): RaftService {
+    if (!this.raftService) throw new ShoalError('UNAVAILABLE', 'the node is not started');
+    return this.raftService;
+  }
+
+  private get membership(): MembershipService {
+    if (!this.membershipService) throw new ShoalError('UNAVAILABLE', 'the node is not started');
+    return this.membershipService;
+  }
+
+  private async startParts(): Promise<void> {
+    const { config, logger } = this;
+    const privateKey = await loadOrCreateNodeKey(config.dataDir);
+    const incarnation = nextIncarnation(config.dataDir);
+    try {
+      this.libp2pHost = await createP2p({
+        privateKey,
+        listenMultiaddr: toMultiaddr(config.listen),
+        clusterKey: this.clusterKey,
+      });
+    } catch (error) {
+      throw new ShoalError(
+        'UNAVAILABLE',
+        `cannot listen on ${formatHostPort(config.listen)}: ${errorMessage(error)}; pick another --listen`,
+        {
+          cause: error,
+        },
+      );
+    }
+    const id = this.libp2p.peerId.toString();
+
+    this.drivers.set('exec', createExecDriver({ logger: logger.child('exec') }));
+    const dockerInit =
+      config.dockerSocket === null
+        ? { logger: logger.child('docker') }
+        : { logger: logger.child('docker'), socketPath: config.dockerSocket };
+    this.drivers.set('docker', createDockerDriver(dockerInit));
+    const drivers = await this.healthyDrivers();
+
+    this.raftService = new RaftService({
+      id,
+      walDir: join(config.dataDir, 'raft'),
+      transport: new Libp2pRaftTransport(this.libp2p, logger.child('raft')),
+      timings: config.raftTimings ?? defaultRaftTimings,
+      random: systemRandom(),
+      logger: logger.child('raft'),
+      apply: (entry) => this.applyEntry(entry),
+      onChange: () => this.agentService?.schedule(),
+    });
+    if (this.raft.isEmpty() && config.join.length === 0) {
+      logger.info('starting a new cluster', { node: config.name, id });
+      this.raft.bootstrap();
+    }
+
+    this.membershipService = new MembershipService({
+      libp2p: this.libp2p,
+      self: {
+        name: config.name,
+        address: this.joinAddress,
+        cpuMillis: config.cpuMillis ?? availableParallelism() * 1000,
+        memoryBytes: config.memoryBytes ?? totalmem(),
+        labels: { ...config.labels },
+        drivers,
+        version: shoalVersion,
+        incarnation,
+      },
+      config: config.membership ?? defaultMembershipConfig,
+      logger: logger.child('members'),
+      onTransition: () => this.scheduleLeaderWork(),
+    });
+
+    await handleRpc(this.libp2p, controlProtocol, (request) => this.handleControl(request as ControlRequest));
+    await this.raft.start();
+    await this.membership.start();
+
+    this.agentService = new Agent({
+      nodeId: id,
+      dataDir: config.dataDir,
+      drivers: this.drivers,
+      logger: logger.child('agent'),
+      assignedTasks: () => this.state.liveTasksOn(id),
+      task: (taskId) => this.state.tasks.get(taskId),
+      report: (report) => this.reportTask(report),
+    });
+    await this.agentService.start();
+
+    if (config.join.length > 0) {
+      await this.membership.join(config.join, 30_000);
+      logger.info('joined the cluster', { via: config.join.join(',') });
+    }
+    this.leaderTimer = setInterval(() => this.scheduleLeaderWork(), 500);
+    this.healthTimer = setInterval(() => void this.refreshDriverHealth(), 10_000);
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.leaderTimer) clearInterval(this.leaderTimer);
+    if (this.healthTimer) clearInterval(this.healthTimer);
+    this.agentService?.stop();
+    this.membershipService?.stop();
+    this.raftService?.stop();
+    try {
+      await this.libp2pHost?.stop();
+    } catch (error) {
+      this.logger.debug('libp2p stop failed', { error: errorMessage(error) });
+    }
+  }
+
+  /** Graceful shutdown: stops local tasks, then announces the leave so peers don't wait for a timeout. */
+  async leave(graceMs: number): Promise<void> {
+    await this.agentService?.stopAll(graceMs);
+    await this.membershipService?.leave();
+  }
+
+  // ---- the API's operations -------------------------------------------------------------------------
+
+  async submit(spec: TaskSpec): Promise<string> {
+    const id = randomBytes(6).toString('hex');
+    const result = await this.propose({ type: 'submitTask', id, spec, atMs: Date.now() });
+    if (!result.ok) throw new ShoalError(result.code, result.message);
+    return id;
+  }
+
+  async kill(taskId: string): Promise<void> {
+    await this.readBarrier();
+    this.requireTask(taskId);
+    const result = await this.propose({ type: 'killTask', taskId, atMs: Date.now() });
+    if (!result.ok) throw new ShoalError(result.code, result.message);
+  }
+
+  async tasks(): Promise<TaskView[]> {
+    await this.readBarrier();
+    return [...this.state.tasks.values()]
+      .sort((a, b) => a.submitIndex - b.submitIndex)
+      .map((task) => this.taskView(task));
+  }
+
+  async task(taskId: string): Promise<TaskView> {
+    await this.readBarrier();
+    return this.taskView(this.requireTask(taskId));
+  }
+
+  async logs(taskId: string, tailBytes: number): Promise<{ stdout: string; stderr: string }> {
+    await this.readBarrier();
+    const task = this.requireTask(taskId);
+    if (task.nodeId === null) return { stdout: '', stderr: '' };
+    const tail = Math.min(Math.max(tailBytes, 0), logsTailBytesMax);
+    if (task.nodeId === this.id) return this.localLogs(taskId, tail);
+    const reply = (await callRpc(
+      this.libp2p,
+      peerIdFromString(task.nodeId),
+      controlProtocol,
+      { method: 'logs', taskId, tailBytes: tail } satisfies ControlRequest,
+      5000,
+    )) as { stdout: string; stderr: string };
+    return reply;
+  }
+
+  status(): StatusView {
+    const raft = this.raft.status();
+    const named = (id: string): { id: string; name: string } => ({ id, name: this.nameOf(id) });
+    return {
+      id: this.id,
+      name: this.config.name,
+      role: raft.role,
+      leader: raft.leaderId === null ? null : named(raft.leaderId),
+      term: raft.term,
+      voters: raft.config.voters.map(named),
+      learners: raft.config.learners.map(named),
+      commitIndex: raft.commitIndex,
+      appliedIndex: raft.appliedIndex,
+    };
+  }
+
+  members(): MemberView[] {
+    const now = Date.now();
+    return this.membership.members().map((member) => ({
+      id: member.record.id,
+      name: member.record.name,
+      address: member.record.address,
+      state: member.state,
+      cpu: member.record.cpuMillis / 1000,
+      memory: Math.floor(member.record.memoryBytes / mebibyte),
+      labels: member.record.labels,
+      drivers: member.record.drivers,
+      incarnation: member.record.incarnation,
+      lastHeardMsAgo: member.record.id === this.id ? 0 : now - member.lastHeardMs,
+    }));
+  }
+
+  // ---- writes and reads through the leader -----------------------------------------------------------
+
+  /** Commits a command through the leader (forwarding if this node is not it) and returns its result. */
+  private async propose(command: Command): Promise<ApplyResult> {
+    const deadline = Date.now() + writeTimeoutMs;
+    let lastError: unknown = null;
+    while (Date.now() < deadline && !this.stopped) {
+      const raft = this.raft.status();
+      try {
+        if (raft.role === 'leader') {
+          return (await this.raft.propose(
+            JSON.stringify(command),
+            Math.max(1, deadline - Date.now()),
+          )) as ApplyResult;
+        }
+        if (raft.leaderId !== null) {
+          const result = (await callRpc(
+            this.libp2p,
+            peerIdFromString(raft.leaderId),
+            controlProtocol,
+            { method: 'propose', command } satisfies ControlRequest,
+            Math.max(1, deadline - Date.now()),
+          )) as ApplyResult;
+          return result;
+        }
+      } catch (error) {
+        lastError = error;
+        // A timeout may have committed; retrying a submit is safe (ids are idempotent), others are too.
+        if (isShoalError(error, 'INVALID_ARGUMENT') || isShoalError(error, 'TOO_LARGE')) throw error;
+      }
+      await sleep(100);
+    }
+    throw new ShoalError(
+      'NO_LEADER',
+      `no leader accepted the request within ${writeTimeoutMs / 1000} s (${this.quorumHint()})${lastError ? `: ${errorMessage(lastError)}` : ''}`,
+    );
+  }
+
+  /** Makes this node's state at least as new as the leader's commit at the time of the call. */
+  private async readBarrier(): Promise<void> {
+    const raft = this.raft.status();
+    if (raft.role === 'leader') return;
+    if (raft.leaderId === null) return; // No leader: serve what we have rather than nothing.
+    try {
+      const { commitIndex } = (await callRpc(
+        this.libp2p,
+        peerIdFromString(raft.leaderId),
+        controlProtocol,
+        { method: 'readIndex' } satisfies ControlRequest,
+        2000,
+      )) as { commitIndex: number };
+      await this.raft.waitApplied(commitIndex, 5000);
+    } catch (error) {
+      this.logger.debug('read barrier failed; serving local state', { error: errorMessage(error) });
+    }
+  }
+
+  private async handleControl(request: ControlRequest): Promise<unknown> {
+    switch (request.method) {
+      case 'propose':
+        if (!this.raft.isLeader())
+          throw new ShoalError('NOT_LEADER', 'this node is no longer the leader; retry');
+        return this.raft.propose(JSON.stringify(request.command), writeTimeoutMs);
+      case 'readIndex':
+        if (!this.raft.isReadyLeader())
+          throw new ShoalError('NOT_LEADER', 'this node is not a settled leader');
+        return { commitIndex: this.raft.status().commitIndex };
+      case 'logs':
+        return this.localLogs(request.taskId, Math.min(request.tailBytes, logsTailBytesMax));
+    }
+  }
+
+  private async localLogs(taskId: string, tailBytes: number): Promise<{ stdout: string; stderr: string }> {
+    const dir = this.agentService?.taskDir(taskId) ?? join(this.config.dataDir, 'tasks', taskId);
+    const logs = await readTaskLogs(dir, { tailBytes });
+    return { stdout: logs.stdout.toString('utf8'), stderr: logs.stderr.toString('utf8') };
+  }
+
+  private async reportTask(report: TaskReport): Promise<void> {
+    const result = await this.propose({ type: 'reportTask', nodeId: this.id, ...report, atMs: Date.now() });
+    if (!result.ok) throw new ShoalError(result.code, result.message);
+  }
+
+  // ---- applying the log ------------------------------------------------------------------------------
+
+  private applyEntry(entry: LogEntry): ApplyResult | undefined {
+    if (entry.kind === 'config') {
+      const config = parseConfig(entry.data);
+      this.logger.info('cluster configuration committed', {
+        voters: config.voters.map((id) => this.nameOf(id)).join(','),
+        learners: config.learners.map((id) => this.nameOf(id)).join(','),
+      });
+      return undefined;
+    }
+    if (entry.kind !== 'command') return undefined;
+    const result = this.state.apply(entry.index, JSON.parse(entry.data) as Command);
+    this.agentService?.schedule();
+    this.scheduleLeaderWork();
+    return result;
+  }
+
+  // ---- leader duties ---------------------------------------------------------------------------------
+
+  private leaderWorkScheduled = false;
+
+  private scheduleLeaderWork(): void {
+    if (this.leaderWorkScheduled || this.stopped) return;
+    this.leaderWorkScheduled = true;
+    setImmediate(() => {
+      this.leaderWorkScheduled = false;
+      if (this.stopped || !this.raftService?.isReadyLeader()) return;
+      this.reconcileNodes();
+      this.reconcileVoters();
+      this.runAllocator();
+    });
+  }
+
+  /** Registers members in the replicated state, and marks dead ones down (their tasks become lost). */
+  private reconcileNodes(): void {
+    for (const member of this.membership.members()) {
+      const id = member.record.id;
+      if (this.nodeUpdatesInFlight.has(id)) continue;
+      const known = this.state.nodes.get(id);
+      let command: Command | null = null;
+      if (member.state === 'alive') {
+        const description = describeNode(member);
+        if (!known || known.status === 'down' || !sameNode(known, description)) {
+          command = { type: 'upsertNode', node: description, atMs: Date.now() };
+        }
+      } else if ((member.state === 'dead' || member.state === 'left') && known?.status === 'up') {
+        const since = new Date(member.lastHeardMs).toISOString();
+        const reason =
+          member.state === 'left'
+            ? `node ${member.record.name} left the cluster`
+            : `node ${member.record.name} unreachable since ${since}`;
+        command = { type: 'nodeDown', nodeId: id, reason, atMs: Date.now() };
+      }
+      if (!command) continue;
+      this.nodeUpdatesInFlight.add(id);
+      this.raft
+        .propose(JSON.stringify(command), writeTimeoutMs)
+        .catch((error: unknown) =>
+          this.logger.debug('node update failed', { node: member.record.name, error: errorMessage(error) }),
+        )
+        .finally(() => this.nodeUpdatesInFlight.delete(id));
+    }
+  }
+
+  /**
+   * Grows the voter set from live members: new nodes join as learners and are promoted once caught up,
+   * up to an odd number of voters (at most votersMax). One change at a time.
+   */
+  private reconcileVoters(): void {
+    if (this.configInFlight) return;
+    const raft = this.raft.status();
+    const config = raft.config;
+    const alive = this.membership.members().filter((m) => m.state === 'alive');
+    const inConfig = new Set([...config.voters, ...config.learners]);
+    let next: ClusterConfig | null = null;
+    const newcomer = alive.find((m) => !inConfig.has(m.record.id));
+    if (newcomer) {
+      next = { voters: config.voters, learners: [...config.learners, newcomer.record.id] };
+    } else {
+      const aliveIds = new Set(alive.map((m) => m.record.id));
+      const healthyVoters = config.voters.filter((id) => aliveIds.has(id)).length;
+      const target = Math.min(votersMax, aliveIds.size % 2 === 1 ? aliveIds.size : aliveIds.size - 1);
+      if (healthyVoters < target || config.voters.length % 2 === 0) {
+        const caughtUp = raft.progress.find(
+          (p) =>
+            config.learners.includes(p.id) && aliveIds.has(p.id) && p.matchIndex >= raft.commitIndex - 10,
+        );
+        if (caughtUp && config.voters.length < votersMax) {
+          next = {
+            voters: [...config.voters, caughtUp.id],
+            learners: config.learners.filter((id) => id !== caughtUp.id),
+          };
+        }
+      }
+    }
+    if (!next) return;
+    this.configInFlight = true;
+    this.raft
+      .proposeConfig(next, writeTimeoutMs)
+      .catch((error: unknown) =>
+        this.logger.debug('configuration change failed', { error: errorMessage(error) }),
+      )
+      .finally(() => {
+        this.configInFlight = false;
+        this.scheduleLeaderWork();
+      });
+  }
+
+  /** Places pending tasks on live nodes with room, and commits the plan. One plan in flight at a time. */
+  private runAllocator(): void {
+    if (this.planInFlight) return;
+    const pending = this.state.pendingTasks();
+    if (pending.length === 0) return;
+    const nodes: AllocatorNode[] = [];
+    for (const node of this.state.nodes.values()) {
+      const member = this.membership.member(node.id);
+      if (node.status !== 'up' || member?.state !== 'alive') continue;
+      nodes.push({
+        id: node.id,
+        capacity: node.capacity,
+        free: this.state.freeOn(node.id),
+        labels: node.labels,
+        drivers: node.drivers,
+      });
+    }
+    const plan = allocate({
+      nodes,
+      pending: pending.map((task) => ({
+        id: task.id,
+        priority: task.spec.priority,
+        submitIndex: task.submitIndex,
+        driver: task.spec.driver,
+        request: { cpuMillis: task.spec.cpuMillis, memoryBytes: task.spec.memoryBytes },
+        constraints: task.spec.constraints,
+      })),
+      placementsMax: placementsPerPlanMax,
+    });
+    const reasons = plan.waiting.filter((w) => this.state.tasks.get(w.taskId)?.reason !== w.reason);
+    if (plan.placements.length === 0 && reasons.length === 0) return;
+    this.planInFlight = true;
+    const command: Command = {
+      type: 'assignTasks',
+      term: this.raft.status().term,
+      assignments: plan.placements,
+      waiting: reasons,
+      atMs: Date.now(),
+    };
+    this.raft
+      .propose(JSON.stringify(command), writeTimeoutMs)
+      .catch((error: unknown) => this.logger.debug('plan commit failed', { error: errorMessage(error) }))
+      .finally(() => {
+        this.planInFlight = false;
+      });
+  }
+
+  // ---- helpers ---------------------------------------------------------------------------------------
+
+  private async healthyDrivers(): Promise<TaskDriver[]> {
+    const healthy: TaskDriver[] = [];
+    for (const [name, driver] of this.drivers) {
+      const health = await driver
+        .health()
+        .catch((error: unknown) => ({ healthy: false, detail: errorMessage(error) }));
+      if (health.healthy) healthy.push(name);
+      else this.logger.info(`the ${name} driver is unavailable: ${health.detail}`);
+    }
+    return healthy;
+  }
+
+  private async refreshDriverHealth(): Promise<void> {
+    const drivers = await this.healthyDrivers();
+    this.membershipService?.update({ drivers });
+  }
+
+  private requireTask(taskId: string): Task {
+    const task = this.state.tasks.get(taskId);
+    if (!task) throw new ShoalError('NOT_FOUND', `no task ${taskId}; list tasks with shoal ps`);
+    return task;
+  }
+
+  private taskView(task: Task): TaskView {
+    return {
+      id: task.id,
+      name: task.spec.name,
+      state: task.state,
+      node: task.nodeId === null ? null : this.nameOf(task.nodeId),
+      nodeId: task.nodeId,
+      exitCode: task.exitCode,
+      reason: task.reason,
+      priority: task.spec.priority,
+      driver: task.spec.driver,
+      cpu: task.spec.cpuMillis / 1000,
+      memory: Math.ceil(task.spec.memoryBytes / mebibyte),
+      command: task.spec.command,
+      image: task.spec.image ?? null,
+      desired: isTerminal(task.state) ? 'none' : task.desired,
+      submittedAt: new Date(task.submittedAtMs).toISOString(),
+      updatedAt: new Date(task.updatedAtMs).toISOString(),
+    };
+  }
+
+  private nameOf(id: string): string {
+    return this.membershipService?.member(id)?.record.name ?? this.state.nodes.get(id)?.name ?? id;
+  }
+
+  private quorumHint(): string {
+    const raft = this.raft.status();
+    const reachable = new Set(this.libp2p.getConnections().map((c) => c.remotePeer.toString()));
+    const voters = raft.config.voters.map(
+      (id) => `${this.nameOf(id)}${id === this.id || reachable.has(id) ? '' : ' (unreachable)'}`,
+    );
+    return `voters: ${voters.join(', ') || 'none yet'}`;
+  }
+
+  private listenPort(): number {
+    for (const address of this.libp2p.getMultiaddrs()) {
+      const port = Number(/\/tcp\/(\d+)/.exec(address.toString())?.[1] ?? 0);
+      if (port > 0) return port;
+    }
+    return this.config.listen.port;
+  }
+}
+
+function describeNode(member: Member): NodeDescription {
+  return {
+    id: member.record.id,
+    name: member.record.name,
+    address: member.record.address,
+    capacity: { cpuMillis: member.record.cpuMillis, memoryBytes: member.record.memoryBytes },
+    labels: member.record.labels,
+    drivers: member.record.drivers,
+  };
+}
+
+function sameNode(known: ClusterNode, description: NodeDescription): boolean {
+  return (
+    known.name === description.name &&
+    known.address === description.address &&
+    known.capacity.cpuMillis === description.capacity.cpuMillis &&
+    known.capacity.memoryBytes === description.capacity.memoryBytes &&
+    JSON.stringify(known.labels) === JSON.stringify(description.labels) &&
+    JSON.stringify(known.drivers) === JSON.stringify(description.drivers)
+  );
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,332 @@
+/**
+ * The agent: runs on every node and brings what runs here in line with what the log assigns here.
+ * Reconciliation is idempotent: it can run any number of times, after a lost message, a new leader or an
+ * agent restart, and it converges. Handles of running tasks are kept in the data dir so a restarted agent
+ * re-attaches instead of starting anything twice.
+ */
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { isTerminal, type Task, type TaskDriver, type TaskState } from '../cluster/task.ts';
+import { ShoalError, errorMessage } from '../shared/errors.ts';
+import type { Logger } from '../shared/log.ts';
+import type { Driver, ExitResult, TaskHandle } from './drivers/index.ts';
+import { writeFileAtomic } from '../shared/files.ts';
+
+export const handlesFileName = 'handles.json';
+/** How long a task gets to stop after SIGTERM before SIGKILL. */
+export const stopGraceMsDefault = 10_000;
+
+export interface TaskReport {
+  readonly taskId: string;
+  readonly state: TaskState;
+  readonly exitCode: number | null;
+  readonly reason: string | null;
+}
+
+export interface AgentInit {
+  readonly nodeId: string;
+  readonly dataDir: string;
+  readonly drivers: ReadonlyMap<TaskDriver, Driver>;
+  readonly logger: Logger;
+  /** The tasks the replicated state assigns to this node (non-terminal), and any task by id. */
+  readonly assignedTasks: () => Task[];
+  readonly task: (id: string) => Task | undefined;
+  /** Sends a state change to the leader; rejects if it could not be committed (it is retried). */
+  readonly report: (report: TaskReport) => Promise<void>;
+}
+
+interface LocalTask {
+  readonly taskId: string;
+  handle: TaskHandle | null;
+  /** Set once the task has exited (or failed to start). */
+  exit: ExitResult | null;
+  stopping: boolean;
+  /** What we last got committed, so reports are not repeated. */
+  reported: TaskState | null;
+  reporting: boolean;
+}
+
+export class Agent {
+  private readonly init: AgentInit;
+  private readonly local = new Map<string, LocalTask>();
+  private timer: NodeJS.Timeout | null = null;
+  private scheduled = false;
+  private running = false;
+  private readonly handlesPath: string;
+
+  constructor(init: AgentInit) {
+    this.init = init;
+    const runtimeDir = join(init.dataDir, 'runtime');
+    mkdirSync(runtimeDir, { recursive: true });
+    mkdirSync(join(init.dataDir, 'tasks'), { recursive: true });
+    this.handlesPath = join(runtimeDir, handlesFileName);
+  }
+
+  taskDir(taskId: string): string {
+    return join(this.init.dataDir, 'tasks', taskId);
+  }
+
+  /** Re-attaches to what an earlier agent process left running, then reconciles every second. */
+  async start(): Promise<void> {
+    for (const handle of this.loadHandles()) {
+      const driver = this.init.drivers.get(handle.driver);
+      const local: LocalTask = {
+        taskId: handle.taskId,
+        handle,
+        exit: null,
+        stopping: false,
+        reported: null,
+        reporting: false,
+      };
+      this.local.set(handle.taskId, local);
+      let alive = false;
+      try {
+        alive = driver !== undefined && (await driver.recover(handle));
+      } catch (error) {
+        this.init.logger.warn('could not re-attach to a task', {
+          task: handle.taskId,
+          error: errorMessage(error),
+        });
+      }
+      if (alive && driver) {
+        this.init.logger.info('re-attached to a running task', { task: handle.taskId });
+        this.watch(driver, local);
+      } else {
+        local.exit = {
+          exitCode: null,
+          signal: null,
+          oomKilled: false,
+          succeeded: false,
+          reason: 'exited while the agent was down',
+        };
+      }
+    }
+    this.timer = setInterval(() => this.schedule(), 1000);
+    this.schedule();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  /**
+   * Stops every task running here and waits for them (a node that leaves must not leave tasks behind that
+   * the cluster will place elsewhere). Used on graceful shutdown.
+   */
+  async stopAll(graceMs: number): Promise<void> {
+    this.stop();
+    const stops: Promise<void>[] = [];
+    for (const local of this.local.values()) {
+      const driver = local.handle ? this.init.drivers.get(local.handle.driver) : undefined;
+      if (!driver || !local.handle || local.exit !== null) continue;
+      stops.push(driver.stop(local.handle, { graceMs }).catch(() => undefined));
+    }
+    await Promise.all(stops);
+  }
+
+  /** Runs a reconciliation soon (coalesced); call whenever the replicated state changed. */
+  schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      if (this.running) {
+        this.schedule();
+        return;
+      }
+      this.running = true;
+      try {
+        this.reconcile();
+      } finally {
+        this.running = false;
+      }
+    });
+  }
+
+  private reconcile(): void {
+    const assigned = new Map(this.init.assignedTasks().map((task) => [task.id, task]));
+    for (const task of assigned.values()) {
+      const local = this.local.get(task.id);
+      if (task.desired === 'kill' && !local) {
+        this.sendReport(
+          { taskId: task.id, handle: null, exit: null, stopping: false, reported: null, reporting: false },
+          'killed',
+          null,
+          'killed before it started',
+        );
+        continue;
+      }
+      if (!local) {
+        if (task.state === 'assigned') this.startTask(task);
+        else
+          this.sendReport(
+            this.track(task.id),
+            'lost',
+            null,
+            'the agent has no record of this task (its handle was lost)',
+          );
+        continue;
+      }
+      if (task.desired === 'kill' && local.exit === null) this.stopTask(local);
+    }
+    for (const local of this.local.values()) {
+      const task = assigned.get(local.taskId) ?? this.init.task(local.taskId);
+      if (!task || isTerminal(task.state)) {
+        // Replaced, lost or forgotten by the cluster while it ran here: it must not keep running.
+        if (local.exit === null) {
+          this.stopTask(local);
+          continue;
+        }
+        this.forget(local);
+        continue;
+      }
+      if (local.exit !== null) {
+        const state: TaskState =
+          task.desired === 'kill' ? 'killed' : local.exit.succeeded ? 'finished' : 'failed';
+        this.sendReport(
+          local,
+          state,
+          local.exit.exitCode,
+          task.desired === 'kill' ? 'killed by request' : local.exit.reason,
+        );
+      } else if (local.handle !== null && task.state !== 'running') {
+        this.sendReport(local, 'running', null, null);
+      }
+    }
+  }
+
+  private track(taskId: string): LocalTask {
+    const local: LocalTask = {
+      taskId,
+      handle: null,
+      exit: null,
+      stopping: false,
+      reported: null,
+      reporting: false,
+    };
+    this.local.set(taskId, local);
+    return local;
+  }
+
+  private startTask(task: Task): void {
+    const local = this.track(task.id);
+    const driver = this.init.drivers.get(task.spec.driver);
+    if (!driver) {
+      local.exit = failure(`the ${task.spec.driver} driver is not available on this node`);
+      this.schedule();
+      return;
+    }
+    const taskDir = this.taskDir(task.id);
+    mkdirSync(taskDir, { recursive: true });
+    this.init.logger.info('starting task', { task: task.id, name: task.spec.name, driver: task.spec.driver });
+    driver
+      .start({ taskId: task.id, spec: task.spec, taskDir })
+      .then((handle) => {
+        local.handle = handle;
+        this.saveHandles();
+        this.watch(driver, local);
+      })
+      .catch((error: unknown) => {
+        local.exit = failure(
+          error instanceof ShoalError ? error.message : `start failed: ${errorMessage(error)}`,
+        );
+        this.init.logger.warn('task failed to start', { task: task.id, reason: local.exit.reason });
+      })
+      .finally(() => this.schedule());
+  }
+
+  private watch(driver: Driver, local: LocalTask): void {
+    const handle = local.handle;
+    if (!handle) return;
+    driver
+      .wait(handle)
+      .then((exit) => {
+        local.exit = exit;
+      })
+      .catch((error: unknown) => {
+        local.exit = failure(`lost track of the task: ${errorMessage(error)}`);
+      })
+      .finally(() => {
+        this.init.logger.info('task exited', { task: local.taskId, reason: local.exit?.reason });
+        this.schedule();
+      });
+  }
+
+  private stopTask(local: LocalTask): void {
+    if (local.stopping || local.handle === null) return;
+    const driver = this.init.drivers.get(local.handle.driver);
+    if (!driver) return;
+    local.stopping = true;
+    this.init.logger.info('stopping task', { task: local.taskId });
+    driver
+      .stop(local.handle, { graceMs: stopGraceMsDefault })
+      .catch((error: unknown) =>
+        this.init.logger.warn('stop failed', { task: local.taskId, error: errorMessage(error) }),
+      )
+      .finally(() => {
+        local.stopping = false;
+        this.schedule();
+      });
+  }
+
+  private forget(local: LocalTask): void {
+    this.local.delete(local.taskId);
+    this.saveHandles();
+    if (local.handle) {
+      const driver = this.init.drivers.get(local.handle.driver);
+      void driver
+        ?.destroy(local.handle)
+        .catch((error: unknown) =>
+          this.init.logger.warn('destroy failed', { task: local.taskId, error: errorMessage(error) }),
+        );
+    }
+  }
+
+  private sendReport(
+    local: LocalTask,
+    state: TaskState,
+    exitCode: number | null,
+    reason: string | null,
+  ): void {
+    if (local.reporting || local.reported === state) return;
+    local.reporting = true;
+    this.init
+      .report({ taskId: local.taskId, state, exitCode, reason })
+      .then(() => {
+        local.reported = state;
+      })
+      .catch((error: unknown) => {
+        this.init.logger.debug('report failed; will retry', {
+          task: local.taskId,
+          state,
+          error: errorMessage(error),
+        });
+      })
+      .finally(() => {
+        local.reporting = false;
+        if (isTerminal(state) && local.reported === state) this.schedule();
+      });
+  }
+
+  private loadHandles(): TaskHandle[] {
+    if (!existsSync(this.handlesPath)) return [];
+    try {
+      const parsed = JSON.parse(readFileSync(this.handlesPath, 'utf8')) as { handles: TaskHandle[] };
+      return parsed.handles;
+    } catch (error) {
+      throw new ShoalError(
+        'CORRUPT_DATA',
+        `${this.handlesPath} is not valid JSON (${errorMessage(error)}); fix or remove it`,
+      );
+    }
+  }
+
+  private saveHandles(): void {
+    const handles = [...this.local.values()].flatMap((local) => (local.handle ? [local.handle] : []));
+    writeFileAtomic(this.handlesPath, JSON.stringify({ handles }));
+  }
+}
+
+function failure(reason: string): ExitResult {
+  return { exitCode: null, signal: null, oomKilled: false, succeeded: false, reason };
+}
