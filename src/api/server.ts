@@ -3,7 +3,6 @@
  * Any node accepts any request; writes are forwarded to the leader by the node.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { z } from 'zod';
 import { describeIssues, taskSpecSchema, type TaskSpec } from '../cluster/index.ts';
 import { ShoalError, errorMessage, type ShoalErrorCode } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
@@ -103,7 +102,7 @@ async function route(backend: ApiBackend, request: IncomingMessage, response: Se
 function parseSpec(body: unknown): TaskSpec {
   const parsed = taskSpecSchema.safeParse(body);
   if (!parsed.success)
-    throw new ShoalError('INVALID_ARGUMENT', `invalid task: ${describeIssues(parsed.error as z.ZodError)}`);
+    throw new ShoalError('INVALID_ARGUMENT', `invalid task: ${describeIssues(parsed.error)}`);
   return parsed.data;
 }
 

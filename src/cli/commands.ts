@@ -46,9 +46,13 @@ function parse(args: string[], options: Options, allowPositionals: boolean): Ret
       strict: true,
     });
   } catch (error) {
-    throw invalidArgument(
-      `${errorMessage(error).replace(/\. To specify a positional.*$/, '')}; see shoal --help`,
-    );
+    // parseArgs explains over several lines; the CLI promises one.
+    const message = errorMessage(error)
+      .split('\n')
+      .map((line) => line.trim().replace(/\.$/, ''))
+      .filter((line) => line !== '' && !line.startsWith('To specify a positional'))
+      .join('; ');
+    throw invalidArgument(`${message}; see shoal --help`);
   }
 }
 
@@ -112,7 +116,10 @@ async function agent(args: string[]): Promise<void> {
     },
     false,
   );
-  if (values['help'] === true) return void console.log(usage);
+  if (values['help'] === true) {
+    console.log(usage);
+    return;
+  }
   const logLevel = (stringValue(values, 'log-level') ?? 'info') as LogLevel;
   if (!['debug', 'info', 'warn', 'error'].includes(logLevel))
     throw invalidArgument('--log-level must be debug, info, warn or error');
@@ -252,13 +259,20 @@ async function run(args: string[]): Promise<void> {
     },
     true,
   );
-  if (values['help'] === true) return void console.log(usage);
+  if (values['help'] === true) {
+    console.log(usage);
+    return;
+  }
   const spec = buildSpec(values, positionals);
   const client = new ApiClient(apiAddress(values));
   process.stderr.write(`submitting ${spec.name} to ${client.address}…\n`);
   const { id } = await client.post<{ id: string }>('/v1/tasks', spec);
   process.stderr.write(`committed by a quorum: task ${id}\n`);
   process.stdout.write(`${id}\n`);
+}
+
+function writeJson(value: unknown): void {
+  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
 }
 
 function table(rows: string[][]): string {
@@ -275,9 +289,12 @@ function table(rows: string[][]): string {
 
 async function ps(args: string[]): Promise<void> {
   const { values } = parse(args, { ...addrOption, json: { type: 'boolean' } }, false);
-  if (values['help'] === true) return void console.log(usage);
+  if (values['help'] === true) {
+    console.log(usage);
+    return;
+  }
   const tasks = await new ApiClient(apiAddress(values)).get<TaskView[]>('/v1/tasks');
-  if (values['json'] === true) return void process.stdout.write(JSON.stringify(tasks, null, 2) + '\n');
+  if (values['json'] === true) return writeJson(tasks);
   const rows = [['ID', 'NAME', 'STATE', 'NODE', 'PRIO', 'EXIT', 'REASON']];
   for (const t of tasks) {
     rows.push([
@@ -295,9 +312,12 @@ async function ps(args: string[]): Promise<void> {
 
 async function members(args: string[]): Promise<void> {
   const { values } = parse(args, { ...addrOption, json: { type: 'boolean' } }, false);
-  if (values['help'] === true) return void console.log(usage);
+  if (values['help'] === true) {
+    console.log(usage);
+    return;
+  }
   const list = await new ApiClient(apiAddress(values)).get<MemberView[]>('/v1/members');
-  if (values['json'] === true) return void process.stdout.write(JSON.stringify(list, null, 2) + '\n');
+  if (values['json'] === true) return writeJson(list);
   const rows = [
     ['NAME', 'ADDRESS', 'STATE', 'CPU', 'MEMORY', 'DRIVERS', 'INCARNATION', 'LAST HEARD', 'LABELS'],
   ];
@@ -321,9 +341,12 @@ async function members(args: string[]): Promise<void> {
 
 async function status(args: string[]): Promise<void> {
   const { values } = parse(args, { ...addrOption, json: { type: 'boolean' } }, false);
-  if (values['help'] === true) return void console.log(usage);
+  if (values['help'] === true) {
+    console.log(usage);
+    return;
+  }
   const view = await new ApiClient(apiAddress(values)).get<StatusView>('/v1/status');
-  if (values['json'] === true) return void process.stdout.write(JSON.stringify(view, null, 2) + '\n');
+  if (values['json'] === true) return writeJson(view);
   process.stdout.write(
     `node:         ${view.name} (${view.role})\n` +
       `leader:       ${view.leader?.name ?? 'none'}\n` +
@@ -336,7 +359,10 @@ async function status(args: string[]): Promise<void> {
 
 async function logs(args: string[]): Promise<void> {
   const { values, positionals } = parse(args, { ...addrOption, tail: { type: 'string' } }, true);
-  if (values['help'] === true) return void console.log(usage);
+  if (values['help'] === true) {
+    console.log(usage);
+    return;
+  }
   const id = positionals[0];
   if (id === undefined || positionals.length > 1)
     throw invalidArgument('usage: shoal logs ID (one task id, from shoal ps)');
@@ -356,7 +382,10 @@ async function logs(args: string[]): Promise<void> {
 
 async function kill(args: string[]): Promise<void> {
   const { values, positionals } = parse(args, addrOption, true);
-  if (values['help'] === true) return void console.log(usage);
+  if (values['help'] === true) {
+    console.log(usage);
+    return;
+  }
   const id = positionals[0];
   if (id === undefined || positionals.length > 1)
     throw invalidArgument('usage: shoal kill ID (one task id, from shoal ps)');

@@ -183,7 +183,7 @@ export class MembershipService {
   private observe(record: NodeRecord): void {
     const transition = this.state.observe(record, Date.now());
     if (transition) this.emit(transition);
-    if (record.id !== this.record.id && record.leaving === false) this.dialIfDisconnected(record);
+    if (record.id !== this.record.id && !record.leaving) this.dialIfDisconnected(record);
   }
 
   private emit(transition: MemberTransition): void {

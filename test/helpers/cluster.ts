@@ -147,8 +147,10 @@ export class TestAgent {
     });
   }
 
+  /** Runs `shoal COMMAND --addr API ARGS…` (the address goes first so it never lands after `--`). */
   cli(args: string[]): Promise<CliResult> {
-    return shoal([...args, '--addr', this.api]);
+    const [command = 'help', ...rest] = args;
+    return shoal([command, '--addr', this.api, ...rest]);
   }
 
   async json<T>(args: string[]): Promise<T> {
@@ -202,6 +204,6 @@ export async function waitFor<T>(
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(
-    `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`,
+    `timed out after ${timeoutMs} ms waiting for ${what}${lastError instanceof Error ? `: ${lastError.message}` : ''}`,
   );
 }
