@@ -1,0 +1,544 @@
+/**
+ * The docker driver: runs a task as a container on a local Docker engine, through its unix socket.
+ *
+ * Containers are named `shoal-<taskId>` and labelled io.shoal.task/io.shoal.managed so an operator (and a
+ * future garbage collector) can tell shoal's containers from others. While a container runs, its output is
+ * streamed into taskDir/stdout.log and stderr.log, so the logs outlive the container's removal.
+ */
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { constants as osConstants } from 'node:os';
+import { join } from 'node:path';
+import { finished } from 'node:stream/promises';
+import Docker from 'dockerode';
+import { errorMessage, isShoalError, ShoalError, type Logger } from '../../shared/index.ts';
+import {
+  checkHandleDriver,
+  isErrnoException,
+  stderrLogFileName,
+  stdoutLogFileName,
+  type Driver,
+  type DriverHealth,
+  type ExitResult,
+  type StartRequest,
+  type TaskHandle,
+} from './driver.ts';
+
+export interface DockerDriverInit {
+  /** Used as given: pass one named for the driver, e.g. logger.child('docker'). */
+  logger: Logger;
+  /** The engine's unix socket. Default: the path in DOCKER_HOST when it is unix://…, else /var/run/docker.sock. */
+  socketPath?: string;
+  /** How long health() and start()'s engine check wait for the engine to answer. Default 2000 ms. */
+  pingTimeoutMs?: number;
+  /** How long pulling a missing image may take before start() gives up on it. Default 10 minutes. */
+  pullTimeoutMs?: number;
+}
+
+export const dockerSocketPathDefault = '/var/run/docker.sock';
+export const containerNamePrefix = 'shoal-';
+export const taskLabel = 'io.shoal.task';
+export const managedLabel = 'io.shoal.managed';
+
+const pingTimeoutMsDefault = 2000;
+const pullTimeoutMsDefault = 10 * 60_000;
+/** After a container exits, how long wait() lets the log stream deliver its last bytes before it answers. */
+const logsDrainTimeoutMs = 5000;
+/** The engine keeps at most this much of a container's log (json-file max-size); shoal's own copy is in taskDir. */
+const engineLogSizeMax = '20m';
+/** Docker's container names allow [a-zA-Z0-9][a-zA-Z0-9_.-]*; the prefix supplies the first character. */
+const taskIdPattern = /^[A-Za-z0-9_.-]+$/;
+
+/** The unix socket named by DOCKER_HOST (unix:///path), else the standard one. Other schemes are not supported. */
+export function dockerSocketPathFromEnv(env: NodeJS.ProcessEnv = process.env): string {
+  const host = env['DOCKER_HOST'];
+  if (host?.startsWith('unix://') === true && host.length > 'unix://'.length)
+    return host.slice('unix://'.length);
+  return dockerSocketPathDefault;
+}
+
+/** What handle.state holds for a docker task. */
+interface DockerState {
+  containerId: string;
+  containerName: string;
+  image: string;
+  /** Kept so a recovering agent knows where to append the logs. */
+  taskDir: string;
+}
+
+interface LogPump {
+  done: Promise<void>;
+  abort: AbortController;
+}
+
+export function createDockerDriver(init: DockerDriverInit): Driver {
+  const logger = init.logger;
+  const socketPath = init.socketPath ?? dockerSocketPathFromEnv();
+  const pingTimeoutMs = init.pingTimeoutMs ?? pingTimeoutMsDefault;
+  const pullTimeoutMs = init.pullTimeoutMs ?? pullTimeoutMsDefault;
+  // docker-modem fills unset options from DOCKER_HOST and DOCKER_CLIENT_TIMEOUT. Explicit undefineds win its
+  // merge: shoal talks to exactly the socket it reports, and no client timeout cuts the long-lived wait and
+  // log requests.
+  const client = new Docker({
+    socketPath,
+    host: undefined,
+    port: undefined,
+    protocol: undefined,
+    timeout: undefined,
+  });
+  const logPumps = new Map<string, LogPump>();
+  /** Tasks this instance stopped: a 128+n exit code from them means "killed by signal n", not a choice of the task. */
+  const stopsRequested = new Set<string>();
+
+  const unreachable = (error: unknown): ShoalError =>
+    new ShoalError(
+      'DRIVER_UNAVAILABLE',
+      `docker engine unreachable at ${socketPath}: ${errorMessage(error)}`,
+      {
+        cause: error,
+      },
+    );
+
+  /** Turns what dockerode threw into a ShoalError a user can act on. */
+  const engineError = (error: unknown, action: string): ShoalError => {
+    if (isShoalError(error)) return error;
+    if (isConnectionError(error)) return unreachable(error);
+    const code = statusCodeOf(error) === 400 ? 'INVALID_ARGUMENT' : 'INTERNAL';
+    return new ShoalError(code, `docker could not ${action}: ${engineMessage(error)}`, { cause: error });
+  };
+
+  const ping = async (): Promise<void> => {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => {
+        reject(new Error(`no answer within ${pingTimeoutMs} ms`));
+      }, pingTimeoutMs);
+    });
+    try {
+      await Promise.race([client.ping(), timeout]);
+    } catch (error) {
+      throw unreachable(error);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+
+  const health = async (): Promise<DriverHealth> => {
+    try {
+      await ping();
+      return { healthy: true, detail: `docker engine reachable at ${socketPath}` };
+    } catch (error) {
+      return { healthy: false, detail: errorMessage(error) };
+    }
+  };
+
+  const ensureImage = async (image: string): Promise<void> => {
+    try {
+      await client.getImage(image).inspect();
+      return;
+    } catch (error) {
+      if (statusCodeOf(error) !== 404) throw engineError(error, `inspect image ${image}`);
+    }
+    logger.info('pulling image', { image });
+    try {
+      const stream = await client.pull(image, { abortSignal: AbortSignal.timeout(pullTimeoutMs) });
+      const progress = await new Promise<unknown[]>((resolve, reject) => {
+        client.modem.followProgress(stream, (error, output: unknown[]) => {
+          if (error) reject(error);
+          else resolve(output);
+        });
+      });
+      // The engine reports a failed pull inside the progress stream, after an HTTP 200.
+      const failure = progress.map(progressError).find((message) => message !== null);
+      if (failure !== undefined) throw new Error(failure);
+    } catch (error) {
+      if (isConnectionError(error)) throw unreachable(error);
+      throw new ShoalError(
+        'INVALID_ARGUMENT',
+        `image not found: ${image} (pull failed: ${engineMessage(error)})`,
+        {
+          cause: error,
+        },
+      );
+    }
+  };
+
+  const createContainer = async (request: StartRequest, image: string): Promise<Docker.Container> => {
+    const { taskId, spec } = request;
+    const name = containerNamePrefix + taskId;
+    const options: Docker.ContainerCreateOptions = {
+      name,
+      Image: image,
+      // An empty command runs the image's default.
+      ...(spec.command.length > 0 ? { Cmd: spec.command } : {}),
+      Env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
+      Labels: { [taskLabel]: taskId, [managedLabel]: 'true' },
+      Tty: false,
+      OpenStdin: false,
+      HostConfig: {
+        Memory: spec.memoryBytes,
+        // No swap on top: the memory the allocator reserved is all the task gets.
+        MemorySwap: spec.memoryBytes,
+        NanoCpus: spec.cpuMillis * 1_000_000,
+        // shoal does not manage container networking yet, and engines run with --bridge=none (as in our tests)
+        // have no default bridge to attach to: 'none' is the one mode that works everywhere.
+        NetworkMode: 'none',
+        // shoal reads output through the engine's log API, which needs a readable log driver whatever the
+        // daemon's default; the size cap keeps the engine's copy from filling its disk.
+        LogConfig: { Type: 'json-file', Config: { 'max-size': engineLogSizeMax, 'max-file': '1' } },
+      },
+    };
+    try {
+      return await client.createContainer(options);
+    } catch (error) {
+      if (statusCodeOf(error) !== 409) throw engineError(error, `create container ${name}`);
+    }
+    // The name is taken. A container of this task left behind by an agent that died mid-start is removed and
+    // replaced; anything else is not ours to touch.
+    const leftover = client.getContainer(name);
+    const info = await leftover.inspect().catch((error: unknown) => {
+      throw engineError(error, `inspect container ${name}`);
+    });
+    if (info.Config.Labels[taskLabel] !== taskId) {
+      throw new ShoalError(
+        'CONFLICT',
+        `a container named ${name} exists and is not shoal's: remove or rename it`,
+      );
+    }
+    logger.warn('replacing a leftover container of this task', { taskId, containerId: info.Id });
+    await leftover.remove({ force: true, v: true }).catch((error: unknown) => {
+      if (statusCodeOf(error) !== 404) throw engineError(error, `remove leftover container ${name}`);
+    });
+    try {
+      return await client.createContainer(options);
+    } catch (error) {
+      throw engineError(error, `create container ${name}`);
+    }
+  };
+
+  /** Appends the container's output to the task's log files until the container stops. Never rejects. */
+  const pumpLogs = (taskId: string, containerId: string, taskDir: string, sinceSeconds: number): LogPump => {
+    const abort = new AbortController();
+    const done = (async (): Promise<void> => {
+      const files = [
+        createWriteStream(join(taskDir, stdoutLogFileName), { flags: 'a' }),
+        createWriteStream(join(taskDir, stderrLogFileName), { flags: 'a' }),
+      ] as const;
+      for (const file of files) {
+        file.on('error', (error) =>
+          logger.warn('cannot write task log', { taskId, error: errorMessage(error) }),
+        );
+      }
+      try {
+        const stream = await client.getContainer(containerId).logs({
+          follow: true,
+          stdout: true,
+          stderr: true,
+          since: sinceSeconds,
+          abortSignal: abort.signal,
+        });
+        client.modem.demuxStream(stream, files[0], files[1]);
+        await finished(stream);
+      } catch (error) {
+        if (!abort.signal.aborted) {
+          logger.warn('container log stream broke', { taskId, error: errorMessage(error) });
+        }
+      } finally {
+        await Promise.all(files.map(closeFile));
+      }
+    })();
+    return { done, abort };
+  };
+
+  const start = async (request: StartRequest): Promise<TaskHandle> => {
+    const { taskId, spec, taskDir } = request;
+    if (spec.driver !== 'docker') {
+      throw new ShoalError(
+        'INVALID_ARGUMENT',
+        `task ${taskId} asks for the ${spec.driver} driver, not docker`,
+      );
+    }
+    const image = spec.image;
+    if (image === undefined) {
+      throw new ShoalError('INVALID_ARGUMENT', 'the docker driver needs an image (--image NAME)');
+    }
+    if (!taskIdPattern.test(taskId)) {
+      throw new ShoalError('INVALID_ARGUMENT', `task id ${JSON.stringify(taskId)} cannot name a container`);
+    }
+    // Fail fast with a clear reason when the engine is down, before any slower step.
+    await ping();
+    await ensureImage(image);
+    await mkdir(taskDir, { recursive: true });
+    const container = await createContainer(request, image);
+    try {
+      await container.start();
+    } catch (error) {
+      await container.remove({ force: true, v: true }).catch((removeError: unknown) => {
+        logger.warn('cannot remove a container that failed to start', {
+          taskId,
+          error: errorMessage(removeError),
+        });
+      });
+      throw startError(error, spec.command[0] ?? `the default command of ${image}`, engineError);
+    }
+    // Since 0: the whole output, even if the container already exited.
+    logPumps.set(taskId, pumpLogs(taskId, container.id, taskDir, 0));
+    const state: DockerState = {
+      containerId: container.id,
+      containerName: containerNamePrefix + taskId,
+      image,
+      taskDir,
+    };
+    logger.info('task started', { taskId, containerId: container.id, image });
+    return { taskId, driver: 'docker', state: { ...state } };
+  };
+
+  const wait = async (handle: TaskHandle): Promise<ExitResult> => {
+    checkHandleDriver(handle, 'docker');
+    const { containerId } = parseState(handle);
+    const container = client.getContainer(containerId);
+    let statusCode: number | null = null;
+    try {
+      const answer: unknown = await container.wait({ condition: 'not-running' });
+      statusCode = statusCodeOfWait(answer);
+    } catch (error) {
+      if (statusCodeOf(error) !== 404) throw engineError(error, `wait for task ${handle.taskId}`);
+      return {
+        exitCode: null,
+        signal: null,
+        oomKilled: false,
+        reason: 'container removed',
+        succeeded: false,
+      };
+    }
+    const pump = logPumps.get(handle.taskId);
+    if (pump !== undefined) await settleWithin(pump.done, logsDrainTimeoutMs);
+    let info: Docker.ContainerInspectInfo | null = null;
+    try {
+      info = await container.inspect();
+    } catch (error) {
+      // Removed right after it exited: the status from wait is all there is.
+      if (statusCodeOf(error) !== 404) throw engineError(error, `inspect task ${handle.taskId}`);
+    }
+    return exitResultOf({
+      exitCode: info?.State.ExitCode ?? statusCode,
+      oomKilled: info?.State.OOMKilled ?? false,
+      engineError: info?.State.Error ?? '',
+      stoppedByShoal: stopsRequested.has(handle.taskId),
+    });
+  };
+
+  const stop = async (
+    handle: TaskHandle,
+    options: { graceMs: number; signal?: NodeJS.Signals },
+  ): Promise<void> => {
+    checkHandleDriver(handle, 'docker');
+    const { graceMs } = options;
+    if (!Number.isFinite(graceMs) || graceMs < 0) {
+      throw new ShoalError('INVALID_ARGUMENT', `graceMs must be a non-negative number, got ${graceMs}`);
+    }
+    const { containerId } = parseState(handle);
+    const container = client.getContainer(containerId);
+    stopsRequested.add(handle.taskId);
+    // Whole seconds, rounded up: the engine's grace must never be shorter than the one asked for.
+    const graceSeconds = Math.ceil(graceMs / 1000);
+    try {
+      if (options.signal === undefined || options.signal === 'SIGTERM') {
+        // The engine sends the stop signal, waits, then SIGKILLs: the grace holds even if shoal dies meanwhile.
+        await container.stop({ t: graceSeconds });
+        return;
+      }
+      // API 1.41 has no signal for stop: send it ourselves, then stop with no grace once it has run out.
+      try {
+        await container.kill({ signal: options.signal });
+      } catch (error) {
+        if (statusCodeOf(error) === 409) return; // not running
+        throw error;
+      }
+      await container
+        .wait({ condition: 'not-running', abortSignal: AbortSignal.timeout(graceMs) })
+        .catch(() => {
+          // the grace ran out (or the engine hiccuped): the stop below settles it
+        });
+      await container.stop({ t: 0 });
+    } catch (error) {
+      // 304: already stopped; 404: already removed.
+      const status = statusCodeOf(error);
+      if (status === 304 || status === 404) return;
+      throw engineError(error, `stop task ${handle.taskId}`);
+    }
+  };
+
+  const destroy = async (handle: TaskHandle): Promise<void> => {
+    checkHandleDriver(handle, 'docker');
+    const { containerId } = parseState(handle);
+    try {
+      await client.getContainer(containerId).remove({ force: true, v: true });
+    } catch (error) {
+      // 404: already gone; 409: a removal is already under way.
+      const status = statusCodeOf(error);
+      if (status !== 404 && status !== 409)
+        throw engineError(error, `remove the container of task ${handle.taskId}`);
+    }
+    const pump = logPumps.get(handle.taskId);
+    if (pump !== undefined) {
+      // The stream ends by itself once the container is gone; the abort only guards against an engine that hangs.
+      await settleWithin(pump.done, logsDrainTimeoutMs);
+      pump.abort.abort();
+      logPumps.delete(handle.taskId);
+    }
+    stopsRequested.delete(handle.taskId);
+  };
+
+  const recover = async (handle: TaskHandle): Promise<boolean> => {
+    checkHandleDriver(handle, 'docker');
+    const { containerId, taskDir } = parseState(handle);
+    let info: Docker.ContainerInspectInfo;
+    try {
+      info = await client.getContainer(containerId).inspect();
+    } catch (error) {
+      if (statusCodeOf(error) === 404) return false;
+      // An engine that is down says nothing about the task: reject rather than report it gone.
+      throw engineError(error, `inspect task ${handle.taskId}`);
+    }
+    if (info.Config.Labels[taskLabel] !== handle.taskId || !info.State.Running) return false;
+    if (!logPumps.has(handle.taskId)) {
+      await mkdir(taskDir, { recursive: true });
+      // From now on: what the container wrote while no agent listened is in the engine's log, not in taskDir.
+      logPumps.set(
+        handle.taskId,
+        pumpLogs(handle.taskId, containerId, taskDir, Math.floor(Date.now() / 1000)),
+      );
+    }
+    logger.info('task recovered', { taskId: handle.taskId, containerId });
+    return true;
+  };
+
+  return { name: 'docker', health, start, wait, stop, destroy, recover };
+}
+
+function parseState(handle: TaskHandle): DockerState {
+  const { containerId, containerName, image, taskDir } = handle.state;
+  if (typeof containerId !== 'string' || containerId === '') {
+    throw new ShoalError('INVALID_ARGUMENT', `docker handle for task ${handle.taskId} has no containerId`);
+  }
+  if (typeof containerName !== 'string' || typeof image !== 'string' || typeof taskDir !== 'string') {
+    throw new ShoalError('INVALID_ARGUMENT', `docker handle for task ${handle.taskId} is incomplete`);
+  }
+  return { containerId, containerName, image, taskDir };
+}
+
+interface ContainerExit {
+  exitCode: number | null;
+  oomKilled: boolean;
+  /** State.Error: why the engine could not run the container, if it says. */
+  engineError: string;
+  stoppedByShoal: boolean;
+}
+
+function exitResultOf(exit: ContainerExit): ExitResult {
+  const { exitCode, oomKilled } = exit;
+  if (oomKilled) return { exitCode, signal: null, oomKilled: true, reason: 'OOM-killed', succeeded: false };
+  if (exitCode === 0)
+    return { exitCode, signal: null, oomKilled: false, reason: 'exit code 0', succeeded: true };
+  if (exitCode === null) {
+    return { exitCode, signal: null, oomKilled: false, reason: 'exit status unknown', succeeded: false };
+  }
+  // A shell reports death by signal n as 128+n; after our stop that is what it means.
+  const signal = exit.stoppedByShoal && exitCode > 128 ? signalName(exitCode - 128) : null;
+  if (signal !== null)
+    return { exitCode, signal, oomKilled: false, reason: `killed by ${signal}`, succeeded: false };
+  const detail = exit.engineError === '' ? '' : `: ${oneLine(exit.engineError)}`;
+  return {
+    exitCode,
+    signal: null,
+    oomKilled: false,
+    reason: `exit code ${exitCode}${detail}`,
+    succeeded: false,
+  };
+}
+
+function signalName(signalNumber: number): string | null {
+  for (const [name, value] of Object.entries(osConstants.signals)) {
+    if (value === signalNumber) return name;
+  }
+  return null;
+}
+
+/** Reads why a container could not start: a missing executable is the user's to fix. */
+function startError(
+  error: unknown,
+  command: string,
+  engineError: (error: unknown, action: string) => ShoalError,
+): ShoalError {
+  const message = engineMessage(error);
+  // runc says e.g.: exec: "nosuch": executable file not found in $PATH
+  const executable = /exec: "([^"]*)"/.exec(message)?.[1] ?? command;
+  if (/executable file not found|no such file or directory/.test(message)) {
+    return new ShoalError('INVALID_ARGUMENT', `command not found: ${executable}`, { cause: error });
+  }
+  if (/permission denied/.test(message)) {
+    return new ShoalError('INVALID_ARGUMENT', `command not executable (permission denied): ${executable}`, {
+      cause: error,
+    });
+  }
+  return engineError(error, 'start the container');
+}
+
+/** The engine's HTTP status, when dockerode got an answer. */
+function statusCodeOf(error: unknown): number | undefined {
+  if (typeof error !== 'object' || error === null || !('statusCode' in error)) return undefined;
+  return typeof error.statusCode === 'number' ? error.statusCode : undefined;
+}
+
+/** Socket-level failures: the engine is not there (ENOENT, ECONNREFUSED) or not ours to use (EACCES). */
+function isConnectionError(error: unknown): boolean {
+  if (!isErrnoException(error)) return false;
+  return ['ENOENT', 'ECONNREFUSED', 'EACCES', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTSOCK'].includes(
+    error.code ?? '',
+  );
+}
+
+/** The engine's own message (dockerode wraps it in "(HTTP code 404) no such container - …"), on one line. */
+function engineMessage(error: unknown): string {
+  if (typeof error === 'object' && error !== null && 'json' in error) {
+    const json: unknown = error.json;
+    if (typeof json === 'object' && json !== null && 'message' in json && typeof json.message === 'string') {
+      return oneLine(json.message);
+    }
+  }
+  return oneLine(errorMessage(error));
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s+/g, ' ').trim();
+}
+
+/** A pull's progress line that reports failure ({"error": "…"}), or null. */
+function progressError(line: unknown): string | null {
+  if (typeof line !== 'object' || line === null || !('error' in line)) return null;
+  return typeof line.error === 'string' ? line.error : JSON.stringify(line.error);
+}
+
+function statusCodeOfWait(answer: unknown): number | null {
+  if (typeof answer !== 'object' || answer === null || !('StatusCode' in answer)) return null;
+  return typeof answer.StatusCode === 'number' ? answer.StatusCode : null;
+}
+
+async function closeFile(file: WriteStream): Promise<void> {
+  file.end();
+  await finished(file).catch(() => undefined); // a write error was already logged
+}
+
+/** Waits for `promise` at most timeoutMs; the caller goes on either way. */
+async function settleWithin(promise: Promise<void>, timeoutMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, timeoutMs);
+  });
+  try {
+    await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
