@@ -1,0 +1,157 @@
+/**
+ * bench:start — from `shoal run` (the API call) to the task running, p50 and p99, for the exec driver and,
+ * when a Docker engine is given (SHOAL_BENCH_DOCKER_SOCKET, SHOAL_BENCH_DOCKER_IMAGE), the docker driver
+ * beside a bare `docker run -d` in the same run. Also prints the agent's idle RSS and the binary's size.
+ *
+ *   npm run build && npm run bench:start [-- --tasks 200]
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+
+const root = resolve(import.meta.dirname, '..');
+const binary = join(root, 'dist', 'shoal');
+const { values } = parseArgs({ options: { tasks: { type: 'string', default: '200' } } });
+const taskCount = Number(values.tasks);
+const dockerSocket = process.env['SHOAL_BENCH_DOCKER_SOCKET'];
+const dockerImage = process.env['SHOAL_BENCH_DOCKER_IMAGE'];
+
+async function freePort(): Promise<number> {
+  return new Promise((done) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => done(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN;
+}
+
+function summary(label: string, samples: number[]): void {
+  const sorted = [...samples].sort((a, b) => a - b);
+  console.log(
+    `${label}: n=${sorted.length} p50=${percentile(sorted, 50).toFixed(1)} ms p99=${percentile(sorted, 99).toFixed(1)} ms max=${(sorted.at(-1) ?? NaN).toFixed(1)} ms`,
+  );
+}
+
+async function api<T>(address: string, method: string, path: string, body?: unknown): Promise<T> {
+  const response = await fetch(`http://${address}${path}`, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? null : JSON.stringify(body),
+  });
+  const payload = (await response.json()) as T;
+  if (!response.ok) throw new Error(`${method} ${path}: ${JSON.stringify(payload)}`);
+  return payload;
+}
+
+async function measure(address: string, spec: Record<string, unknown>): Promise<number[]> {
+  const samples: number[] = [];
+  const ids: string[] = [];
+  for (let i = 0; i < taskCount; i++) {
+    const started = performance.now();
+    const { id } = await api<{ id: string }>(address, 'POST', '/v1/tasks', { ...spec, name: `bench${i}` });
+    for (;;) {
+      const task = await api<{ state: string; reason: string | null }>(address, 'GET', `/v1/tasks/${id}`);
+      if (task.state === 'running') break;
+      if (task.state !== 'pending' && task.state !== 'assigned' && task.state !== 'starting') {
+        throw new Error(`task ${id} ended ${task.state}: ${task.reason ?? ''}`);
+      }
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    samples.push(performance.now() - started);
+    ids.push(id);
+  }
+  // Stop them after measuring, so slow stops (docker's grace period) don't load the engine meanwhile.
+  for (const id of ids) await api(address, 'POST', `/v1/tasks/${id}/kill`, {});
+  return samples;
+}
+
+const dataDir = mkdtempSync(join(tmpdir(), 'shoal-bench-start-'));
+const apiAddress = `127.0.0.1:${await freePort()}`;
+const agent = spawn(
+  binary,
+  [
+    'agent',
+    '--data-dir',
+    dataDir,
+    '--name',
+    'bench',
+    '--listen',
+    `127.0.0.1:${await freePort()}`,
+    '--api',
+    apiAddress,
+    '--cpu',
+    '1000',
+    '--memory',
+    '65536',
+    ...(dockerSocket ? ['--docker-socket', dockerSocket] : ['--docker-socket', '/nonexistent']),
+  ],
+  { stdio: ['ignore', 'ignore', 'ignore'] },
+);
+try {
+  for (let i = 0; i < 100; i++) {
+    try {
+      await api(apiAddress, 'GET', '/v1/status');
+      break;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  await new Promise((r) => setTimeout(r, 5000));
+  const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${agent.pid}/status`, 'utf8'))?.[1]);
+  console.log(
+    `binary: ${(statSync(binary).size / 1e6).toFixed(1)} MB; idle agent RSS: ${(rssKiB / 1024).toFixed(1)} MiB`,
+  );
+  // Half a core each: a container's own start-up runs inside its CPU limit, so tiny limits slow the start.
+  const base = { cpuMillis: 500, memoryBytes: 32 * 1024 * 1024, priority: 50, env: {}, constraints: {} };
+  summary(
+    'exec: shoal run -> running',
+    await measure(apiAddress, { ...base, driver: 'exec', command: ['sleep', '60'] }),
+  );
+  if (dockerSocket && dockerImage) {
+    summary(
+      'docker: shoal run -> running',
+      await measure(apiAddress, { ...base, driver: 'docker', image: dockerImage, command: ['sleep', '60'] }),
+    );
+    const bare: number[] = [];
+    for (let i = 0; i < Math.min(taskCount, 50); i++) {
+      const started = performance.now();
+      const id = execFileSync('docker', [
+        '-H',
+        `unix://${dockerSocket}`,
+        'run',
+        '-d',
+        '--network',
+        'none',
+        '--cpus',
+        '0.5',
+        '--memory',
+        '32m',
+        dockerImage,
+        'sleep',
+        '60',
+      ])
+        .toString()
+        .trim();
+      bare.push(performance.now() - started);
+      execFileSync('docker', ['-H', `unix://${dockerSocket}`, 'rm', '-f', id], { stdio: 'ignore' });
+    }
+    summary('anchor: bare docker run -d', bare);
+  } else {
+    console.log('docker: skipped (set SHOAL_BENCH_DOCKER_SOCKET and SHOAL_BENCH_DOCKER_IMAGE)');
+  }
+  console.log(
+    'anchor: classic Docker Swarm scheduling delay p50 230 ms, p99 400 ms (1,000 nodes, published)',
+  );
+} finally {
+  agent.kill('SIGTERM');
+  await new Promise((r) => agent.once('exit', r));
+  rmSync(dataDir, { recursive: true, force: true });
+}
