@@ -67,6 +67,8 @@ export interface AgentOptions {
   cpu?: number;
   memoryMiB?: number;
   labels?: Record<string, string>;
+  /** A Docker engine socket; by default none, so only the exec driver is healthy. */
+  dockerSocket?: string;
   extraArgs?: string[];
 }
 
@@ -112,7 +114,7 @@ export class TestAgent {
       '--memory',
       String(this.options.memoryMiB ?? 1024),
       '--docker-socket',
-      '/nonexistent/docker.sock',
+      this.options.dockerSocket ?? '/nonexistent/docker.sock',
       ...Object.entries(this.options.labels ?? {}).flatMap(([k, v]) => ['--label', `${k}=${v}`]),
       ...(this.options.join === undefined ? [] : ['--join', this.options.join]),
       ...(this.options.key === undefined ? [] : ['--key', this.options.key]),
