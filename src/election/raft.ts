@@ -6,7 +6,10 @@
  *
  * Implemented: leader election with pre-vote and check-quorum, log replication with conflict hints and
  * optimistic pipelining, commit of the leader's own-term entries by counting (Figure 8), single-server
- * configuration changes that take effect when appended, and learners (non-voters).
+ * configuration changes that take effect when appended, learners (non-voters), snapshots and log
+ * compaction with InstallSnapshot, ReadIndex for linearizable reads, and leadership transfer.
+ *
+ * The log holds entries after the latest snapshot: entry `i` is at `log[i - snapshotIndex - 1]`.
  */
 import { assert } from '../shared/assert.ts';
 import { ShoalError } from '../shared/errors.ts';
@@ -20,8 +23,10 @@ import type {
   PeerProgress,
   RaftMessage,
   RaftStatus,
+  ReadState,
   Ready,
   Role,
+  Snapshot,
 } from './types.ts';
 
 export interface RaftInit {
@@ -35,8 +40,10 @@ export interface RaftInit {
   readonly entriesPerMessageMax: number;
   /** Bytes of entry data per appendEntries message (soft: one entry is always sent). */
   readonly bytesPerMessageMax: number;
-  /** Restored from stable storage. */
+  /** Restored from stable storage: the latest snapshot (the state machine is restored from it by the
+   * caller) and the entries after it. */
   readonly hardState: HardState;
+  readonly snapshot: Snapshot | null;
   readonly entries: readonly LogEntry[];
 }
 
@@ -44,6 +51,16 @@ interface Progress {
   matchIndex: number;
   nextIndex: number;
   recentlyActive: boolean;
+  /** The highest read sequence this peer echoed (ReadIndex). */
+  readAck: number;
+  /** Ticks to wait before sending another snapshot to this peer (one is in flight). */
+  snapshotCooldownTicks: number;
+}
+
+interface PendingRead {
+  readonly requestId: string;
+  readonly index: number;
+  readonly seq: number;
 }
 
 const emptyConfig: ClusterConfig = { voters: [], learners: [] };
@@ -69,7 +86,10 @@ export class RaftCore {
   private votedFor: NodeId | null;
   private role: Role = 'follower';
   private leaderId: NodeId | null = null;
-  private readonly log: LogEntry[];
+  private log: LogEntry[];
+  private snapshot: Snapshot;
+  /** A snapshot received from the leader and not yet handed to the caller. */
+  private pendingSnapshot: Snapshot | null = null;
   private commitIndex: number;
   private appliedIndex = 0;
   private config: ClusterConfig = emptyConfig;
@@ -81,6 +101,11 @@ export class RaftCore {
   private randomizedElectionTimeout = 0;
   private votes = new Map<NodeId, boolean>();
   private progress = new Map<NodeId, Progress>();
+  private readSeq = 0;
+  private pendingReads: PendingRead[] = [];
+  private readStates: ReadState[] = [];
+  private transferee: NodeId | null = null;
+  private transferElapsed = 0;
 
   // What the next Ready carries.
   private messages: RaftMessage[] = [];
@@ -98,13 +123,18 @@ export class RaftCore {
     this.bytesPerMessageMax = init.bytesPerMessageMax;
     this.term = init.hardState.term;
     this.votedFor = init.hardState.votedFor;
+    this.snapshot = init.snapshot ?? { index: 0, term: 0, config: emptyConfig, data: '' };
     this.log = [...init.entries];
     for (let i = 0; i < this.log.length; i++) {
-      assert(this.log[i]?.index === i + 1, 'restored log is contiguous from index 1');
+      assert(
+        this.log[i]?.index === this.snapshot.index + i + 1,
+        'restored log is contiguous after the snapshot',
+      );
     }
-    this.commitIndex = Math.min(init.hardState.commitIndex, this.log.length);
-    this.stableLastIndex = this.log.length;
-    this.unstableFrom = this.log.length + 1;
+    this.appliedIndex = this.snapshot.index;
+    this.commitIndex = Math.max(this.snapshot.index, Math.min(init.hardState.commitIndex, this.lastIndex()));
+    this.stableLastIndex = this.lastIndex();
+    this.unstableFrom = this.lastIndex() + 1;
     this.lastReportedHardState = { term: this.term, votedFor: this.votedFor, commitIndex: this.commitIndex };
     this.reloadConfig();
     this.resetElectionTimeout();
@@ -114,7 +144,7 @@ export class RaftCore {
 
   /** Creates the first configuration of a brand-new cluster whose only voter is this node. */
   bootstrap(): void {
-    assert(this.log.length === 0 && this.term === 0, 'bootstrap only on an empty log');
+    assert(this.lastIndex() === 0 && this.term === 0, 'bootstrap only on an empty log');
     this.term = 1;
     this.appendLocal('config', JSON.stringify({ voters: [this.id], learners: [] } satisfies ClusterConfig));
     this.commitIndex = 1;
@@ -127,6 +157,11 @@ export class RaftCore {
       if (this.heartbeatElapsed >= this.heartbeatTicks) {
         this.heartbeatElapsed = 0;
         this.broadcastAppend(true);
+      }
+      for (const p of this.progress.values()) if (p.snapshotCooldownTicks > 0) p.snapshotCooldownTicks--;
+      if (this.transferee !== null && ++this.transferElapsed >= this.electionTicks) {
+        // The transferee did not take over in time: carry on leading.
+        this.transferee = null;
       }
       if (this.electionElapsed >= this.electionTicks) {
         this.electionElapsed = 0;
@@ -145,7 +180,7 @@ export class RaftCore {
       if (message.type === 'requestVote') {
         // Leader stickiness: while we hear from a live leader, a vote request is from a disruptive node.
         const inLease = this.leaderId !== null && this.electionElapsed < this.electionTicks;
-        if (inLease) return;
+        if (inLease && !message.transfer) return;
         if (message.preVote) {
           this.handleVoteRequest(message);
           return;
@@ -157,11 +192,14 @@ export class RaftCore {
         else this.handleVoteResponse(message);
         return;
       }
-      const leader = message.type === 'appendEntries' ? message.from : null;
-      this.becomeFollower(message.term, leader);
+      const fromLeader =
+        message.type === 'appendEntries' ||
+        message.type === 'installSnapshot' ||
+        message.type === 'timeoutNow';
+      this.becomeFollower(message.term, fromLeader ? message.from : null);
     } else if (message.term < this.term) {
       // Tell a stale leader about the newer term so it steps down; other stale messages are dropped.
-      if (message.type === 'appendEntries') {
+      if (message.type === 'appendEntries' || message.type === 'installSnapshot') {
         this.send({
           type: 'appendEntriesResponse',
           from: this.id,
@@ -170,6 +208,7 @@ export class RaftCore {
           success: false,
           matchIndex: 0,
           conflictIndex: 0,
+          readSeq: 0,
         });
       } else if (message.type === 'requestVote' && message.preVote) {
         this.send({
@@ -197,12 +236,21 @@ export class RaftCore {
       case 'appendEntriesResponse':
         this.handleAppendResponse(message);
         return;
+      case 'installSnapshot':
+        this.handleSnapshot(message);
+        return;
+      case 'timeoutNow':
+        // Our leader hands over: campaign at once, skipping pre-vote (the leader agreed).
+        if (this.isVoter(this.id) && message.from === this.leaderId) this.campaign(false, true);
+        return;
     }
   }
 
   /** Appends a command as leader. Throws NOT_LEADER elsewhere. Returns where it will sit in the log. */
   propose(data: string): { index: number; term: number } {
     this.requireLeader();
+    if (this.transferee !== null)
+      throw new ShoalError('NOT_LEADER', 'leadership is being transferred; retry');
     const entry = this.appendLocal('command', data);
     return { index: entry.index, term: entry.term };
   }
@@ -235,12 +283,66 @@ export class RaftCore {
     return { index: entry.index, term: entry.term };
   }
 
+  /**
+   * Asks for a linearizable read point (ReadIndex, thesis §6.4): once a quorum confirms this node still
+   * leads, a ReadState with the commit index at the time of the call comes out in a Ready.
+   */
+  readIndex(requestId: string): void {
+    this.requireLeader();
+    if (!this.hasCommittedInTerm())
+      throw new ShoalError('UNAVAILABLE', 'the new leader has not committed yet; retry');
+    const seq = ++this.readSeq;
+    this.pendingReads.push({ requestId, index: this.commitIndex, seq });
+    if (this.config.voters.length === 1 && this.isVoter(this.id)) {
+      this.releaseReads();
+      return;
+    }
+    this.broadcastAppend(true);
+  }
+
+  /** Hands leadership to a voter: brings it up to date, then tells it to campaign (thesis §3.10). */
+  transferLeadership(to: NodeId): void {
+    this.requireLeader();
+    if (to === this.id || !this.isVoter(to))
+      throw new ShoalError('INVALID_ARGUMENT', `${to} is not another voter`);
+    const p = this.progress.get(to);
+    assert(p !== undefined, 'a voter has progress');
+    this.transferee = to;
+    this.transferElapsed = 0;
+    if (p.matchIndex === this.lastIndex())
+      this.send({ type: 'timeoutNow', from: this.id, to, term: this.term });
+    else this.sendAppend(to, p);
+  }
+
+  /**
+   * Replaces the log up to `index` (already applied) with a snapshot of the state machine there. The
+   * caller persists the snapshot before it drops those entries from disk.
+   */
+  compact(index: number, data: string): Snapshot {
+    assert(
+      index <= this.appliedIndex && index > this.snapshot.index,
+      'compact only applied, uncompacted entries',
+    );
+    assert(index <= this.stableLastIndex, 'compact only persisted entries');
+    const term = this.termAt(index);
+    const snapshot: Snapshot = { index, term, config: this.configAt(index), data };
+    this.log = this.log.slice(index - this.snapshot.index);
+    this.snapshot = snapshot;
+    return snapshot;
+  }
+
+  latestSnapshot(): Snapshot {
+    return this.snapshot;
+  }
+
   // ---- outputs ---------------------------------------------------------------------------------------
 
   hasReady(): boolean {
     return (
       this.messages.length > 0 ||
-      this.unstableFrom <= this.log.length ||
+      this.pendingSnapshot !== null ||
+      this.readStates.length > 0 ||
+      this.unstableFrom <= this.lastIndex() ||
       this.appliedIndex < this.committedLocalIndex() ||
       this.hardStateChanged()
     );
@@ -248,15 +350,36 @@ export class RaftCore {
 
   ready(): Ready {
     const hardState = this.hardStateChanged() ? this.currentHardState() : null;
-    const truncateFrom = this.unstableFrom <= this.stableLastIndex ? this.unstableFrom : null;
-    const entries = this.log.slice(this.unstableFrom - 1);
-    const committed = this.log.slice(this.appliedIndex, this.committedLocalIndex());
-    return { hardState, truncateFrom, entries, messages: [...this.messages], committed };
+    const snapshot = this.pendingSnapshot;
+    const truncateFrom =
+      snapshot === null && this.unstableFrom <= this.stableLastIndex ? this.unstableFrom : null;
+    const firstIndex = this.snapshot.index + 1;
+    const entries = this.log.slice(Math.max(this.unstableFrom, firstIndex) - firstIndex);
+    const applyFrom = Math.max(this.appliedIndex, snapshot?.index ?? 0);
+    const committed = this.log.slice(
+      applyFrom - this.snapshot.index,
+      this.committedLocalIndex() - this.snapshot.index,
+    );
+    return {
+      hardState,
+      snapshot,
+      truncateFrom,
+      entries,
+      messages: [...this.messages],
+      committed,
+      readStates: [...this.readStates],
+    };
   }
 
   /** The caller has persisted, sent and applied what the last ready() returned. */
   advance(ready: Ready): void {
     if (ready.hardState) this.lastReportedHardState = ready.hardState;
+    if (ready.snapshot) {
+      this.appliedIndex = Math.max(this.appliedIndex, ready.snapshot.index);
+      this.stableLastIndex = ready.snapshot.index;
+      if (this.pendingSnapshot === ready.snapshot) this.pendingSnapshot = null;
+    }
+    this.readStates = this.readStates.slice(ready.readStates.length);
     const last = ready.entries.at(-1);
     if (last) {
       this.stableLastIndex = last.index;
@@ -290,8 +413,10 @@ export class RaftCore {
       leaderId: this.leaderId,
       commitIndex: this.commitIndex,
       appliedIndex: this.appliedIndex,
-      lastIndex: this.log.length,
+      lastIndex: this.lastIndex(),
+      snapshotIndex: this.snapshot.index,
       config: this.config,
+      transferee: this.transferee,
       progress,
     };
   }
@@ -301,8 +426,9 @@ export class RaftCore {
     return this.role === 'leader' && this.termAt(this.commitIndex) === this.term;
   }
 
+  /** An entry still in the log (not compacted), or undefined. */
   entryAt(index: number): LogEntry | undefined {
-    return this.log[index - 1];
+    return this.log[index - this.snapshot.index - 1];
   }
 
   // ---- roles -----------------------------------------------------------------------------------------
@@ -315,10 +441,12 @@ export class RaftCore {
     this.role = 'follower';
     this.leaderId = leaderId;
     this.progress.clear();
+    this.pendingReads = [];
+    this.transferee = null;
     this.resetElectionTimeout();
   }
 
-  private campaign(preVote: boolean): void {
+  private campaign(preVote: boolean, transfer = false): void {
     const voters = this.config.voters;
     this.votes = new Map();
     this.leaderId = null;
@@ -344,9 +472,10 @@ export class RaftCore {
         from: this.id,
         to: voter,
         term,
-        lastLogIndex: this.log.length,
-        lastLogTerm: this.termAt(this.log.length),
+        lastLogIndex: this.lastIndex(),
+        lastLogTerm: this.termAt(this.lastIndex()),
         preVote,
+        transfer,
       });
     }
   }
@@ -357,10 +486,10 @@ export class RaftCore {
     this.heartbeatElapsed = 0;
     this.electionElapsed = 0;
     this.progress.clear();
+    this.pendingReads = [];
+    this.transferee = null;
     for (const member of this.members()) {
-      if (member !== this.id) {
-        this.progress.set(member, { matchIndex: 0, nextIndex: this.log.length + 1, recentlyActive: true });
-      }
+      if (member !== this.id) this.progress.set(member, this.newProgress(this.lastIndex() + 1));
     }
     // A no-op of the new term lets the leader commit everything before it (Raft §5.4.2, Figure 8).
     this.appendLocal('noop', '');
@@ -378,9 +507,10 @@ export class RaftCore {
   // ---- handlers --------------------------------------------------------------------------------------
 
   private handleVoteRequest(message: Extract<RaftMessage, { type: 'requestVote' }>): void {
+    const lastTerm = this.termAt(this.lastIndex());
     const upToDate =
-      message.lastLogTerm > this.termAt(this.log.length) ||
-      (message.lastLogTerm === this.termAt(this.log.length) && message.lastLogIndex >= this.log.length);
+      message.lastLogTerm > lastTerm ||
+      (message.lastLogTerm === lastTerm && message.lastLogIndex >= this.lastIndex());
     let granted: boolean;
     if (message.preVote) {
       granted = upToDate && message.term > this.term;
@@ -428,35 +558,76 @@ export class RaftCore {
         success,
         matchIndex,
         conflictIndex,
+        readSeq: message.readSeq,
       });
 
-    if (message.prevLogIndex > this.log.length) {
-      reply(false, 0, this.log.length + 1);
+    let prevLogIndex = message.prevLogIndex;
+    let prevLogTerm = message.prevLogTerm;
+    let entries = message.entries;
+    if (prevLogIndex < this.snapshot.index) {
+      // Entries up to our snapshot are committed, so they match the leader's (Log Matching): skip them.
+      const skip = this.snapshot.index - prevLogIndex;
+      if (entries.length <= skip) {
+        reply(true, prevLogIndex + entries.length, 0);
+        return;
+      }
+      entries = entries.slice(skip);
+      prevLogIndex = this.snapshot.index;
+      prevLogTerm = this.snapshot.term;
+    }
+    if (prevLogIndex > this.lastIndex()) {
+      reply(false, 0, this.lastIndex() + 1);
       return;
     }
-    if (message.prevLogIndex > 0 && this.termAt(message.prevLogIndex) !== message.prevLogTerm) {
+    if (this.termAt(prevLogIndex) !== prevLogTerm) {
       // Skip back over the whole conflicting term in one round trip (Raft §5.3, the optimisation).
-      const conflictTerm = this.termAt(message.prevLogIndex);
-      let first = message.prevLogIndex;
-      while (first > 1 && this.termAt(first - 1) === conflictTerm && first - 1 > this.commitIndex) first--;
+      const conflictTerm = this.termAt(prevLogIndex);
+      let first = prevLogIndex;
+      while (first - 1 > this.commitIndex && this.termAt(first - 1) === conflictTerm) first--;
       reply(false, 0, first);
       return;
     }
-    for (const entry of message.entries) {
-      const existing = this.log[entry.index - 1];
+    for (const entry of entries) {
+      const existing = this.entryAt(entry.index);
       if (existing && existing.term === entry.term) continue;
       if (existing) {
         assert(entry.index > this.commitIndex, 'a committed entry is never overwritten');
         this.truncateFrom(entry.index);
       }
-      assert(entry.index === this.log.length + 1, 'appended entries are contiguous');
+      assert(entry.index === this.lastIndex() + 1, 'appended entries are contiguous');
       this.log.push(entry);
       if (entry.kind === 'config') this.reloadConfig();
     }
-    const lastNew = message.prevLogIndex + message.entries.length;
+    const lastNew = prevLogIndex + entries.length;
     const newCommit = Math.min(message.leaderCommit, lastNew);
     if (newCommit > this.commitIndex) this.commitIndex = newCommit;
     reply(true, lastNew, 0);
+  }
+
+  private handleSnapshot(message: Extract<RaftMessage, { type: 'installSnapshot' }>): void {
+    if (this.role !== 'follower' || this.leaderId !== message.from)
+      this.becomeFollower(message.term, message.from);
+    this.electionElapsed = 0;
+    const snapshot = message.snapshot;
+    if (snapshot.index > this.commitIndex) {
+      // Everything we hold is older than the snapshot or not committed: replace it all.
+      this.log = [];
+      this.snapshot = snapshot;
+      this.pendingSnapshot = snapshot;
+      this.commitIndex = snapshot.index;
+      this.unstableFrom = snapshot.index + 1;
+      this.reloadConfig();
+    }
+    this.send({
+      type: 'appendEntriesResponse',
+      from: this.id,
+      to: message.from,
+      term: this.term,
+      success: true,
+      matchIndex: Math.max(this.commitIndex, snapshot.index),
+      conflictIndex: 0,
+      readSeq: 0,
+    });
   }
 
   private handleAppendResponse(message: Extract<RaftMessage, { type: 'appendEntriesResponse' }>): void {
@@ -464,19 +635,43 @@ export class RaftCore {
     const p = this.progress.get(message.from);
     if (!p) return;
     p.recentlyActive = true;
+    if (message.readSeq > p.readAck) {
+      p.readAck = message.readSeq;
+      this.releaseReads();
+    }
     if (message.success) {
-      if (message.matchIndex > p.matchIndex) p.matchIndex = message.matchIndex;
+      if (message.matchIndex > p.matchIndex) {
+        p.matchIndex = message.matchIndex;
+        p.snapshotCooldownTicks = 0;
+      }
       if (p.nextIndex <= p.matchIndex) p.nextIndex = p.matchIndex + 1;
       this.maybeCommit();
-      if (p.nextIndex <= this.log.length) this.sendAppend(message.from, p);
+      if (message.from === this.transferee && p.matchIndex === this.lastIndex()) {
+        this.send({ type: 'timeoutNow', from: this.id, to: message.from, term: this.term });
+      } else if (p.nextIndex <= this.lastIndex()) {
+        this.sendAppend(message.from, p);
+      }
     } else {
       // Back off to the hint, never below what is known to match.
       p.nextIndex = Math.max(
         p.matchIndex + 1,
-        Math.min(message.conflictIndex, p.nextIndex - 1, this.log.length + 1),
+        Math.min(message.conflictIndex, p.nextIndex - 1, this.lastIndex() + 1),
+        1,
       );
-      if (p.nextIndex < 1) p.nextIndex = 1;
       this.sendAppend(message.from, p);
+    }
+  }
+
+  /** Releases reads whose sequence a quorum of voters has echoed since they were asked. */
+  private releaseReads(): void {
+    while (this.pendingReads.length > 0) {
+      const read = this.pendingReads[0];
+      assert(read !== undefined, 'non-empty');
+      const acks = new Map<NodeId, boolean>([[this.id, true]]);
+      for (const [id, p] of this.progress) acks.set(id, p.readAck >= read.seq);
+      if (!this.hasQuorum(acks)) return;
+      this.pendingReads.shift();
+      this.readStates.push({ requestId: read.requestId, index: read.index });
     }
   }
 
@@ -484,16 +679,24 @@ export class RaftCore {
 
   private broadcastAppend(heartbeat: boolean): void {
     for (const [id, p] of this.progress) {
-      if (heartbeat || p.nextIndex <= this.log.length) this.sendAppend(id, p);
+      if (heartbeat || p.nextIndex <= this.lastIndex()) this.sendAppend(id, p);
     }
   }
 
   private sendAppend(to: NodeId, p: Progress): void {
+    if (p.nextIndex <= this.snapshot.index) {
+      // The entries it needs are compacted: send the snapshot, once per cooldown (it is large).
+      if (p.snapshotCooldownTicks > 0) return;
+      p.snapshotCooldownTicks = this.electionTicks;
+      this.send({ type: 'installSnapshot', from: this.id, to, term: this.term, snapshot: this.snapshot });
+      p.nextIndex = this.snapshot.index + 1;
+      return;
+    }
     const prevLogIndex = p.nextIndex - 1;
     const entries: LogEntry[] = [];
     let bytes = 0;
-    for (let index = p.nextIndex; index <= this.log.length; index++) {
-      const entry = this.log[index - 1];
+    for (let index = p.nextIndex; index <= this.lastIndex(); index++) {
+      const entry = this.entryAt(index);
       assert(entry !== undefined, 'entry in range');
       if (
         entries.length > 0 &&
@@ -513,6 +716,7 @@ export class RaftCore {
       prevLogTerm: this.termAt(prevLogIndex),
       entries,
       leaderCommit: this.commitIndex,
+      readSeq: this.readSeq,
     });
     // Pipelining: assume delivery; a rejection moves nextIndex back.
     p.nextIndex += entries.length;
@@ -534,8 +738,12 @@ export class RaftCore {
 
   // ---- log and config --------------------------------------------------------------------------------
 
+  private lastIndex(): number {
+    return this.snapshot.index + this.log.length;
+  }
+
   private appendLocal(kind: EntryKind, data: string): LogEntry {
-    const entry: LogEntry = { index: this.log.length + 1, term: this.term, kind, data };
+    const entry: LogEntry = { index: this.lastIndex() + 1, term: this.term, kind, data };
     this.log.push(entry);
     if (kind === 'config') {
       this.reloadConfig();
@@ -546,7 +754,8 @@ export class RaftCore {
   }
 
   private truncateFrom(index: number): void {
-    this.log.length = index - 1;
+    assert(index > this.snapshot.index, 'never truncate into the snapshot');
+    this.log.length = index - this.snapshot.index - 1;
     if (index < this.unstableFrom) this.unstableFrom = index;
     this.reloadConfig();
   }
@@ -561,18 +770,29 @@ export class RaftCore {
         return;
       }
     }
-    this.config = emptyConfig;
-    this.configIndex = 0;
+    this.config = this.snapshot.config;
+    this.configIndex = this.snapshot.index;
+  }
+
+  /** The configuration in force at `index` (for a snapshot taken there). */
+  private configAt(index: number): ClusterConfig {
+    for (let i = index - this.snapshot.index - 1; i >= 0; i--) {
+      const entry = this.log[i];
+      if (entry?.kind === 'config') return parseConfig(entry.data);
+    }
+    return this.snapshot.config;
   }
 
   private syncProgressWithConfig(): void {
     const members = new Set(this.members());
     for (const id of [...this.progress.keys()]) if (!members.has(id)) this.progress.delete(id);
     for (const id of members) {
-      if (id !== this.id && !this.progress.has(id)) {
-        this.progress.set(id, { matchIndex: 0, nextIndex: this.log.length, recentlyActive: true });
-      }
+      if (id !== this.id && !this.progress.has(id)) this.progress.set(id, this.newProgress(this.lastIndex()));
     }
+  }
+
+  private newProgress(nextIndex: number): Progress {
+    return { matchIndex: 0, nextIndex, recentlyActive: true, readAck: 0, snapshotCooldownTicks: 0 };
   }
 
   private members(): NodeId[] {
@@ -591,13 +811,15 @@ export class RaftCore {
     return yes > voters.length / 2;
   }
 
+  /** The term of entry `index`; the snapshot's term at its index; 0 before the log. */
   private termAt(index: number): number {
-    if (index === 0) return 0;
-    return this.log[index - 1]?.term ?? 0;
+    if (index === this.snapshot.index) return this.snapshot.term;
+    if (index < this.snapshot.index) return 0;
+    return this.entryAt(index)?.term ?? 0;
   }
 
   private committedLocalIndex(): number {
-    return Math.min(this.commitIndex, this.log.length);
+    return Math.min(this.commitIndex, this.lastIndex());
   }
 
   // ---- helpers ---------------------------------------------------------------------------------------

@@ -22,6 +22,15 @@ export interface ClusterConfig {
   readonly learners: readonly NodeId[];
 }
 
+/** A state-machine snapshot: everything up to and including `index`, and the configuration in force there. */
+export interface Snapshot {
+  readonly index: number;
+  readonly term: number;
+  readonly config: ClusterConfig;
+  /** The state machine's serialized state (opaque to Raft). */
+  readonly data: string;
+}
+
 /** What must be on disk before any message that depends on it is sent. */
 export interface HardState {
   readonly term: number;
@@ -39,6 +48,8 @@ export type RaftMessage =
       readonly lastLogTerm: number;
       /** Pre-vote (Raft thesis §9.6): asks "would you vote for me?" without disturbing anyone's term. */
       readonly preVote: boolean;
+      /** Campaign asked for by the leader (leadership transfer): voters ignore their leader lease. */
+      readonly transfer: boolean;
     }
   | {
       readonly type: 'requestVoteResponse';
@@ -57,6 +68,22 @@ export type RaftMessage =
       readonly prevLogTerm: number;
       readonly entries: readonly LogEntry[];
       readonly leaderCommit: number;
+      /** The leader's latest read sequence; echoed back, it confirms leadership for ReadIndex. */
+      readonly readSeq: number;
+    }
+  | {
+      readonly type: 'installSnapshot';
+      readonly from: NodeId;
+      readonly to: NodeId;
+      readonly term: number;
+      readonly snapshot: Snapshot;
+    }
+  | {
+      /** Leadership transfer: the leader tells a caught-up voter to campaign now. */
+      readonly type: 'timeoutNow';
+      readonly from: NodeId;
+      readonly to: NodeId;
+      readonly term: number;
     }
   | {
       readonly type: 'appendEntriesResponse';
@@ -68,7 +95,14 @@ export type RaftMessage =
       readonly matchIndex: number;
       /** On failure, where the leader should try next (first index of the conflicting term, or lastIndex + 1). */
       readonly conflictIndex: number;
+      readonly readSeq: number;
     };
+
+/** A linearizable read is safe once the state machine has applied `index` (ReadIndex, thesis §6.4). */
+export interface ReadState {
+  readonly requestId: string;
+  readonly index: number;
+}
 
 export type Role = 'follower' | 'preCandidate' | 'candidate' | 'leader';
 
@@ -76,12 +110,16 @@ export type Role = 'follower' | 'preCandidate' | 'candidate' | 'leader';
 export interface Ready {
   /** Set when term, vote or commit changed since the last Ready. */
   readonly hardState: HardState | null;
+  /** A snapshot received from the leader: persist it, drop the whole log, restore the state machine. */
+  readonly snapshot: Snapshot | null;
   /** Stable entries with index >= truncateFrom must be dropped before `entries` are appended. */
   readonly truncateFrom: number | null;
   readonly entries: readonly LogEntry[];
   readonly messages: readonly RaftMessage[];
-  /** Entries now committed, in order, to apply to the state machine. */
+  /** Entries now committed, in order, to apply to the state machine (after `snapshot`, if any). */
   readonly committed: readonly LogEntry[];
+  /** Reads confirmed by a quorum: serve each once `index` is applied. */
+  readonly readStates: readonly ReadState[];
 }
 
 export interface PeerProgress {
@@ -99,7 +137,11 @@ export interface RaftStatus {
   readonly commitIndex: number;
   readonly appliedIndex: number;
   readonly lastIndex: number;
+  /** Entries up to here are compacted into a snapshot. */
+  readonly snapshotIndex: number;
   readonly config: ClusterConfig;
+  /** Set while this leader hands leadership to that voter. */
+  readonly transferee: NodeId | null;
   /** Only on the leader: replication progress of every other member. */
   readonly progress: readonly PeerProgress[];
 }
