@@ -152,4 +152,19 @@ describe('ClusterState', () => {
       code: 'NOT_FOUND',
     });
   });
+
+  it('a snapshot restores the same state, derived indexes included', () => {
+    const { state, apply } = cluster();
+    apply({ type: 'submitTask', id: 'a', spec: spec(), atMs: 1 });
+    apply({ type: 'submitTask', id: 'b', spec: spec(), atMs: 1 });
+    apply({ type: 'submitTask', id: 'c', spec: spec(), atMs: 1 });
+    apply({ type: 'assignTasks', term: 2, assignments: [{ taskId: 'a', nodeId: 'n1' }], waiting: [], atMs: 2 });
+    apply({ type: 'killTask', taskId: 'c', atMs: 3 });
+    const copy = new ClusterState();
+    copy.restore(state.toSnapshot());
+    expect(copy.toSnapshot()).toBe(state.toSnapshot());
+    expect(copy.freeOn('n1')).toEqual(state.freeOn('n1'));
+    expect(copy.pendingTasks().map((t) => t.id)).toEqual(['b']);
+    expect(copy.appliedIndex).toBe(state.appliedIndex);
+  });
 });

@@ -58,6 +58,13 @@ export type ApplyResult =
   | { readonly ok: true; readonly taskId?: string }
   | { readonly ok: false; readonly code: 'NOT_FOUND' | 'CONFLICT'; readonly message: string };
 
+interface StateSnapshot {
+  readonly appliedIndex: number;
+  readonly nodes: ClusterNode[];
+  readonly tasks: Task[];
+  readonly terminalOrder: string[];
+}
+
 /** Terminal tasks kept for `shoal ps` and `shoal logs`; older ones are forgotten so state stays bounded. */
 export const terminalTasksRetainedMax = 10_000;
 /** Live (non-terminal) tasks the cluster accepts; a submission beyond it is refused. */
@@ -111,6 +118,40 @@ export class ClusterState {
       case 'nodeDown':
         return this.nodeDown(command.nodeId, command.reason, command.atMs);
     }
+  }
+
+  /** The whole state as JSON, for a Raft snapshot. Derived indexes are rebuilt on restore. */
+  toSnapshot(): string {
+    return JSON.stringify({
+      appliedIndex: this.appliedIndex,
+      nodes: [...this.nodes.values()],
+      tasks: [...this.tasks.values()],
+      terminalOrder: this.terminalOrder,
+    } satisfies StateSnapshot);
+  }
+
+  /** Replaces this state with a snapshot's. */
+  restore(data: string): void {
+    const snapshot = JSON.parse(data) as StateSnapshot;
+    this.tasks.clear();
+    this.nodes.clear();
+    this.used.clear();
+    this.pending.clear();
+    this.terminalOrder.length = 0;
+    this.liveCount = 0;
+    this.appliedIndex = snapshot.appliedIndex;
+    for (const node of snapshot.nodes) {
+      this.nodes.set(node.id, node);
+      this.used.set(node.id, { cpuMillis: 0, memoryBytes: 0 });
+    }
+    for (const task of snapshot.tasks) {
+      this.tasks.set(task.id, task);
+      if (isTerminal(task.state)) continue;
+      this.liveCount++;
+      if (task.state === 'pending') this.pending.add(task.id);
+      else if (task.nodeId !== null) this.hold(task.nodeId, task.spec, 1);
+    }
+    this.terminalOrder.push(...snapshot.terminalOrder);
   }
 
   /** Pending tasks in placement order: highest priority first, then oldest submission. */

@@ -1,5 +1,29 @@
 export { RaftCore, parseConfig, type RaftInit } from './raft.ts';
-export { RaftService, defaultRaftTimings, type RaftServiceInit, type RaftTimings } from './service.ts';
+export {
+  RaftService,
+  defaultCompactionPolicy,
+  defaultRaftTimings,
+  type CompactionPolicy,
+  type RaftServiceInit,
+  type RaftTimings,
+} from './service.ts';
 export { Libp2pRaftTransport, raftProtocol, type RaftTransport } from './transport.ts';
-export { Wal, walFileName } from './wal.ts';
-export type { ClusterConfig, HardState, LogEntry, NodeId, RaftMessage, RaftStatus, Role } from './types.ts';
+export { Wal, loadSnapshot, saveSnapshot, snapshotFileName, walFileName } from './wal.ts';
+export type {
+  ClusterConfig,
+  HardState,
+  LogEntry,
+  NodeId,
+  RaftMessage,
+  RaftStatus,
+  ReadState,
+  Role,
+  Snapshot,
+} from './types.ts';
+export {
+  defaultVoterPolicy,
+  planVoterChange,
+  type VoterCandidate,
+  type VoterInput,
+  type VoterPolicy,
+} from './voters.ts';

@@ -331,6 +331,10 @@ export class RaftCore {
     return snapshot;
   }
 
+  votedForId(): NodeId | null {
+    return this.votedFor;
+  }
+
   latestSnapshot(): Snapshot {
     return this.snapshot;
   }

@@ -5,13 +5,25 @@
  * On open, a torn tail (a last record cut short or with a bad checksum, as a crash mid-write leaves) is
  * truncated away; a bad record followed by more data is corruption and is refused, naming file and offset.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, ftruncateSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { ShoalError } from '../shared/errors.ts';
-import type { HardState, LogEntry } from './types.ts';
+import { writeFileAtomic } from '../shared/files.ts';
+import type { HardState, LogEntry, Snapshot } from './types.ts';
 
 export const walFileName = 'raft.wal';
+export const snapshotFileName = 'snapshot.bin';
 /** One record holds at most this many bytes of payload; bigger means the length field is corrupt. */
 export const walRecordBytesMax = 64 * 1024 * 1024;
 const headerBytes = 8;
@@ -24,10 +36,14 @@ type WalRecord =
       readonly commitIndex: number;
     }
   | { readonly t: 'entries'; readonly entries: readonly LogEntry[] }
-  | { readonly t: 'truncate'; readonly from: number };
+  | { readonly t: 'truncate'; readonly from: number }
+  /** The log restarts after a snapshot at `index`: everything before is dropped. */
+  | { readonly t: 'reset'; readonly index: number; readonly term: number };
 
 export interface WalContents {
   readonly hardState: HardState;
+  /** The index the log restarts after (the snapshot it follows); 0 for a log from the start. */
+  readonly baseIndex: number;
   readonly entries: LogEntry[];
   /** Bytes cut from a torn tail on open; 0 when the file ended cleanly. */
   readonly tornBytes: number;
@@ -36,10 +52,13 @@ export interface WalContents {
 export class Wal {
   readonly path: string;
   private fd: number;
+  /** Bytes in the file; the shell compacts when the log grows. */
+  sizeBytes: number;
 
-  private constructor(path: string, fd: number) {
+  private constructor(path: string, fd: number, sizeBytes: number) {
     this.path = path;
     this.fd = fd;
+    this.sizeBytes = sizeBytes;
   }
 
   /** Opens (creating if needed) the WAL in `dir` and returns it with what it holds. */
@@ -54,7 +73,25 @@ export class Wal {
       closeSync(fd);
       throw error;
     }
-    return { wal: new Wal(path, fd), contents };
+    return { wal: new Wal(path, fd, readFileSync(path).length), contents };
+  }
+
+  /**
+   * Replaces the whole file with a log that restarts after `baseIndex`: hard state and the entries kept.
+   * Written to a new file, fsynced and renamed over the old one, so a crash leaves one or the other.
+   */
+  rewrite(hardState: HardState, baseIndex: number, baseTerm: number, entries: readonly LogEntry[]): void {
+    const temporary = `${this.path}.tmp`;
+    const records: WalRecord[] = [{ t: 'reset', index: baseIndex, term: baseTerm }];
+    if (entries.length > 0) records.push({ t: 'entries', entries });
+    records.push({ t: 'hard', ...hardState });
+    const buffer = Buffer.concat(records.map(encodeRecord));
+    writeFileAtomic(temporary, buffer);
+    closeSync(this.fd);
+    renameSync(temporary, this.path);
+    syncDirectory(this.path);
+    this.fd = openSync(this.path, 'a+');
+    this.sizeBytes = buffer.length;
   }
 
   /** Appends what one Raft Ready asks to persist, as one write, then fsyncs. */
@@ -68,6 +105,7 @@ export class Wal {
     let written = 0;
     while (written < buffer.length) written += writeSync(this.fd, buffer, written);
     fsyncSync(this.fd);
+    this.sizeBytes += buffer.length;
   }
 
   close(): void {
@@ -90,6 +128,7 @@ function replay(path: string, fd: number): WalContents {
   const data = readFileSync(path);
   let hardState: HardState = { term: 0, votedFor: null, commitIndex: 0 };
   const entries: LogEntry[] = [];
+  let baseIndex = 0;
   let offset = 0;
   let tornBytes = 0;
   const corrupt = (why: string): ShoalError =>
@@ -129,12 +168,19 @@ function replay(path: string, fd: number): WalContents {
         hardState = { term: record.term, votedFor: record.votedFor, commitIndex: record.commitIndex };
         break;
       case 'truncate':
-        entries.length = Math.max(0, Math.min(entries.length, record.from - 1));
+        entries.length = Math.max(0, Math.min(entries.length, record.from - baseIndex - 1));
+        break;
+      case 'reset':
+        baseIndex = record.index;
+        entries.length = 0;
         break;
       case 'entries':
         for (const entry of record.entries) {
-          if (entry.index > entries.length + 1) throw corrupt(`entry ${entry.index} leaves a gap`);
-          entries.length = entry.index - 1;
+          if (entry.index > baseIndex + entries.length + 1)
+            throw corrupt(`entry ${entry.index} leaves a gap`);
+          if (entry.index <= baseIndex)
+            throw corrupt(`entry ${entry.index} is before the log's start ${baseIndex + 1}`);
+          entries.length = entry.index - baseIndex - 1;
           entries.push(entry);
         }
         break;
@@ -147,8 +193,46 @@ function replay(path: string, fd: number): WalContents {
     ftruncateSync(fd, offset);
     fsyncSync(fd);
   }
-  if (hardState.commitIndex > entries.length) {
-    throw corrupt(`commit index ${hardState.commitIndex} is beyond the last entry ${entries.length}`);
+  if (hardState.commitIndex > baseIndex + entries.length) {
+    throw corrupt(
+      `commit index ${hardState.commitIndex} is beyond the last entry ${baseIndex + entries.length}`,
+    );
   }
-  return { hardState, entries, tornBytes };
+  return { hardState, baseIndex, entries, tornBytes };
+}
+
+function syncDirectory(path: string): void {
+  const fd = openSync(join(path, '..'), 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Saves a snapshot as one checksummed record, atomically (write, fsync, rename). */
+export function saveSnapshot(dir: string, snapshot: Snapshot): void {
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, snapshotFileName);
+  const payload = Buffer.from(JSON.stringify(snapshot), 'utf8');
+  const header = Buffer.alloc(headerBytes);
+  header.writeUInt32LE(payload.length, 0);
+  header.writeUInt32LE(crc32(payload), 4);
+  writeFileAtomic(path, Buffer.concat([header, payload]));
+  syncDirectory(path);
+}
+
+/** Loads the snapshot in `dir`, or null if there is none; a damaged one is refused with the file named. */
+export function loadSnapshot(dir: string): Snapshot | null {
+  const path = join(dir, snapshotFileName);
+  if (!existsSync(path)) return null;
+  const data = readFileSync(path);
+  const length = data.length >= headerBytes ? data.readUInt32LE(0) : -1;
+  if (length !== data.length - headerBytes || crc32(data.subarray(headerBytes)) !== data.readUInt32LE(4)) {
+    throw new ShoalError(
+      'CORRUPT_DATA',
+      `${path} is damaged (length or checksum mismatch); restore the data dir from a backup or remove it to rejoin as a new node`,
+    );
+  }
+  return JSON.parse(data.subarray(headerBytes).toString('utf8')) as Snapshot;
 }

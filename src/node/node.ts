@@ -22,10 +22,12 @@ import {
   Libp2pRaftTransport,
   RaftService,
   defaultRaftTimings,
+  defaultVoterPolicy,
   parseConfig,
-  type ClusterConfig,
+  planVoterChange,
   type LogEntry,
   type RaftTimings,
+  type VoterPolicy,
 } from '../election/index.ts';
 import {
   MembershipService,
@@ -45,14 +47,14 @@ import { createP2p, type ShoalLibp2p } from './p2p.ts';
 
 export const shoalVersion = '0.1.0';
 export const controlProtocol = '/shoal/control/1.0.0';
-/** The most voters the cluster keeps; more nodes join as learners (non-voters). */
-export const votersMax = 5;
 /** How long a write waits for a leader and a commit before it fails. */
 export const writeTimeoutMs = 10_000;
 /** Placements per committed plan, so one plan stays a small log entry. */
 export const placementsPerPlanMax = 2000;
 /** Log bytes returned by one logs request. */
 export const logsTailBytesMax = 4 * 1024 * 1024;
+/** How long a read waits for the leader to confirm it still leads. */
+export const readIndexTimeoutMs = 2000;
 
 export interface NodeConfig {
   readonly dataDir: string;
@@ -66,7 +68,15 @@ export interface NodeConfig {
   readonly dockerSocket: string | null;
   readonly raftTimings?: RaftTimings;
   readonly membership?: MembershipConfig;
+  readonly voterPolicy?: VoterPolicy;
+  /** Held back from detected capacity for the agent itself, so tasks cannot starve the control plane. */
+  readonly reservedCpuMillis?: number;
+  readonly reservedMemoryBytes?: number;
 }
+
+/** What the agent keeps for itself when capacity is detected: Raft, gossip and the API must stay responsive. */
+export const reservedCpuMillisDefault = 200;
+export const reservedMemoryBytesDefault = 256 * 1024 * 1024;
 
 export interface StatusView {
   readonly id: string;
@@ -134,6 +144,8 @@ export class ShoalNode {
   private healthTimer: NodeJS.Timeout | null = null;
   private planInFlight = false;
   private configInFlight = false;
+  /** When each member was last seen turning alive (for the voter promotion stability period). */
+  private readonly aliveSinceMs = new Map<string, number>();
   private readonly nodeUpdatesInFlight = new Set<string>();
   private stopped = false;
 
@@ -219,6 +231,11 @@ export class ShoalNode {
       random: systemRandom(),
       logger: logger.child('raft'),
       apply: (entry) => this.applyEntry(entry),
+      snapshotState: () => this.state.toSnapshot(),
+      restoreState: (data) => {
+        this.state.restore(data);
+        this.agentService?.schedule();
+      },
       onChange: () => this.agentService?.schedule(),
     });
     if (this.raft.isEmpty() && config.join.length === 0) {
@@ -231,8 +248,12 @@ export class ShoalNode {
       self: {
         name: config.name,
         address: this.joinAddress,
-        cpuMillis: config.cpuMillis ?? availableParallelism() * 1000,
-        memoryBytes: config.memoryBytes ?? totalmem(),
+        cpuMillis:
+          config.cpuMillis ??
+          Math.max(0, availableParallelism() * 1000 - (config.reservedCpuMillis ?? reservedCpuMillisDefault)),
+        memoryBytes:
+          config.memoryBytes ??
+          Math.max(0, totalmem() - (config.reservedMemoryBytes ?? reservedMemoryBytesDefault)),
         labels: { ...config.labels },
         drivers,
         version: shoalVersion,
@@ -240,7 +261,11 @@ export class ShoalNode {
       },
       config: config.membership ?? defaultMembershipConfig,
       logger: logger.child('members'),
-      onTransition: () => this.scheduleLeaderWork(),
+      onTransition: (transition) => {
+        if (transition.to === 'alive') this.aliveSinceMs.set(transition.id, Date.now());
+        else this.aliveSinceMs.delete(transition.id);
+        this.scheduleLeaderWork();
+      },
     });
 
     await handleRpc(this.libp2p, controlProtocol, (request) => this.handleControl(request as ControlRequest));
@@ -284,6 +309,11 @@ export class ShoalNode {
   /** Graceful shutdown: stops local tasks, then announces the leave so peers don't wait for a timeout. */
   async leave(graceMs: number): Promise<void> {
     await this.agentService?.stopAll(graceMs);
+    // A leader hands over first, so the cluster does not wait out an election timeout.
+    if (this.raftService?.isLeader() === true) {
+      const moved = await this.raftService.transferLeadership(2000).catch(() => false);
+      this.logger.info(moved ? 'handed leadership over' : 'could not hand leadership over; leaving anyway');
+    }
     await this.membershipService?.leave();
   }
 
@@ -393,7 +423,8 @@ export class ShoalNode {
         // A timeout may have committed; retrying a submit is safe (ids are idempotent), others are too.
         if (isShoalError(error, 'INVALID_ARGUMENT') || isShoalError(error, 'TOO_LARGE')) throw error;
       }
-      await sleep(100);
+      // Short: right after a failover the new leader is usually known within a few ticks.
+      await sleep(20);
     }
     throw new ShoalError(
       'NO_LEADER',
@@ -402,22 +433,48 @@ export class ShoalNode {
   }
 
   /** Makes this node's state at least as new as the leader's commit at the time of the call. */
+  /**
+   * Linearizable reads (ReadIndex): learn the leader's commit index once a quorum confirms its leadership,
+   * then wait until this node has applied it. Without a reachable leader the read is served from local
+   * state, which may be stale: a minority keeps answering `ps` rather than nothing.
+   */
   private async readBarrier(): Promise<void> {
+    const deadline = Date.now() + readIndexTimeoutMs;
+    for (;;) {
+      try {
+        await this.readIndexOnce();
+        return;
+      } catch (error) {
+        if (Date.now() >= deadline || this.stopped) {
+          this.logger.warn('linearizable read failed; serving local state, which may be stale', {
+            error: errorMessage(error),
+          });
+          return;
+        }
+        // Right after an election the leader must commit in its term first; that takes a few ticks.
+        await sleep(20);
+      }
+    }
+  }
+
+  private async readIndexOnce(): Promise<void> {
     const raft = this.raft.status();
-    if (raft.role === 'leader') return;
-    if (raft.leaderId === null) return; // No leader: serve what we have rather than nothing.
-    try {
-      const { commitIndex } = (await callRpc(
+    let readIndex: number;
+    if (raft.role === 'leader') {
+      readIndex = await this.raft.readIndex(readIndexTimeoutMs);
+    } else if (raft.leaderId !== null) {
+      const reply = (await callRpc(
         this.libp2p,
         peerIdFromString(raft.leaderId),
         controlProtocol,
         { method: 'readIndex' } satisfies ControlRequest,
-        2000,
-      )) as { commitIndex: number };
-      await this.raft.waitApplied(commitIndex, 5000);
-    } catch (error) {
-      this.logger.debug('read barrier failed; serving local state', { error: errorMessage(error) });
+        readIndexTimeoutMs,
+      )) as { index: number };
+      readIndex = reply.index;
+    } else {
+      throw new ShoalError('NO_LEADER', 'no leader is known');
     }
+    await this.raft.waitApplied(readIndex, readIndexTimeoutMs);
   }
 
   private async handleControl(request: ControlRequest): Promise<unknown> {
@@ -427,9 +484,8 @@ export class ShoalNode {
           throw new ShoalError('NOT_LEADER', 'this node is no longer the leader; retry');
         return this.raft.propose(JSON.stringify(request.command), writeTimeoutMs);
       case 'readIndex':
-        if (!this.raft.isReadyLeader())
-          throw new ShoalError('NOT_LEADER', 'this node is not a settled leader');
-        return { commitIndex: this.raft.status().commitIndex };
+        if (!this.raft.isLeader()) throw new ShoalError('NOT_LEADER', 'this node is not the leader');
+        return { index: await this.raft.readIndex(readIndexTimeoutMs) };
       case 'logs':
         return this.localLogs(request.taskId, Math.min(request.tailBytes, logsTailBytesMax));
     }
@@ -511,37 +567,25 @@ export class ShoalNode {
     }
   }
 
-  /**
-   * Grows the voter set from live members: new nodes join as learners and are promoted once caught up,
-   * up to an odd number of voters (at most votersMax). One change at a time.
-   */
+  /** Keeps the voter set healthy and odd from live members (see planVoterChange). One change at a time. */
   private reconcileVoters(): void {
     if (this.configInFlight) return;
     const raft = this.raft.status();
-    const config = raft.config;
-    const alive = this.membership.members().filter((m) => m.state === 'alive');
-    const inConfig = new Set([...config.voters, ...config.learners]);
-    let next: ClusterConfig | null = null;
-    const newcomer = alive.find((m) => !inConfig.has(m.record.id));
-    if (newcomer) {
-      next = { voters: config.voters, learners: [...config.learners, newcomer.record.id] };
-    } else {
-      const aliveIds = new Set(alive.map((m) => m.record.id));
-      const healthyVoters = config.voters.filter((id) => aliveIds.has(id)).length;
-      const target = Math.min(votersMax, aliveIds.size % 2 === 1 ? aliveIds.size : aliveIds.size - 1);
-      if (healthyVoters < target || config.voters.length % 2 === 0) {
-        const caughtUp = raft.progress.find(
-          (p) =>
-            config.learners.includes(p.id) && aliveIds.has(p.id) && p.matchIndex >= raft.commitIndex - 10,
-        );
-        if (caughtUp && config.voters.length < votersMax) {
-          next = {
-            voters: [...config.voters, caughtUp.id],
-            learners: config.learners.filter((id) => id !== caughtUp.id),
-          };
-        }
-      }
-    }
+    const nowMs = Date.now();
+    const next = planVoterChange({
+      leaderId: this.id,
+      config: raft.config,
+      members: this.membership.members().map((member) => ({
+        id: member.record.id,
+        state: member.state,
+        aliveSinceMs: member.state === 'alive' ? (this.aliveSinceMs.get(member.record.id) ?? nowMs) : null,
+        lastHeardMs: member.lastHeardMs,
+      })),
+      progress: raft.progress,
+      commitIndex: raft.commitIndex,
+      nowMs,
+      policy: this.config.voterPolicy ?? defaultVoterPolicy,
+    });
     if (!next) return;
     this.configInFlight = true;
     this.raft
