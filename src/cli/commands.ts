@@ -23,7 +23,7 @@ const usage = `shoal ${shoalVersion}: a datacenter operating system in one binar
 Usage:
   shoal agent [--data-dir DIR] [--listen HOST:PORT] [--api HOST:PORT] [--join HOST:PORT]...
               [--key KEY | --key-file FILE] [--name NAME] [--cpu CORES] [--memory MIB] [--label K=V]...
-              [--docker-socket PATH] [--log-level debug|info|warn|error]
+              [--docker-socket PATH] [--log-level debug|info|warn|error] [--raft-compact-entries N]
   shoal run [--name NAME] [--cpu CORES] [--memory MIB] [--priority 0-100] [--driver exec|docker]
             [--image IMAGE] [--env K=V]... [--constraint K=V]... -- CMD ARGS...
   shoal ps [--json]                 list tasks
@@ -113,6 +113,7 @@ async function agent(args: string[]): Promise<void> {
       label: { type: 'string', multiple: true },
       'docker-socket': { type: 'string' },
       'log-level': { type: 'string' },
+      'raft-compact-entries': { type: 'string' },
     },
     false,
   );
@@ -150,6 +151,12 @@ async function agent(args: string[]): Promise<void> {
     (n) => Number.isInteger(n) && n > 0,
     'a positive whole number of MiB',
   );
+  const compactEntries = parseNumber(
+    stringValue(values, 'raft-compact-entries'),
+    '--raft-compact-entries',
+    (n) => Number.isInteger(n) && n >= 2,
+    'a whole number of entries, at least 2',
+  );
   const listen = parseHostPort(stringValue(values, 'listen') ?? defaultListen, '--listen');
   const api = parseHostPort(stringValue(values, 'api') ?? defaultApi, '--api');
   const seeds = stringList(values, 'join').map(parseJoinTarget);
@@ -169,6 +176,7 @@ async function agent(args: string[]): Promise<void> {
       memoryBytes: memory === null ? null : memory * mebibyte,
       labels: parsePairs(stringList(values, 'label'), '--label'),
       dockerSocket: stringValue(values, 'docker-socket') ?? null,
+      ...(compactEntries === null ? {} : { compaction: { entriesBeforeCompaction: compactEntries } }),
     },
     logger,
   );

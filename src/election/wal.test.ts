@@ -2,7 +2,7 @@ import { appendFileSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeF
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Wal, walFileName } from './wal.ts';
+import { Wal, loadSnapshot, saveSnapshot, snapshotFileName, walFileName } from './wal.ts';
 import type { LogEntry } from './types.ts';
 
 const dirs: string[] = [];
@@ -83,5 +83,37 @@ describe('Wal', () => {
     expect(() => Wal.open(dir)).toThrow(
       new RegExp(`${walFileName} is corrupt at byte 0 \\(checksum mismatch\\)`),
     );
+  });
+
+  it('rewrites itself after a snapshot: only later entries remain, and appends continue', () => {
+    const dir = tempDir();
+    const { wal } = Wal.open(dir);
+    wal.persist({ term: 1, votedFor: null, commitIndex: 3 }, null, [
+      entry(1, 1),
+      entry(2, 1),
+      entry(3, 1),
+      entry(4, 1),
+    ]);
+    const before = wal.sizeBytes;
+    wal.rewrite({ term: 1, votedFor: null, commitIndex: 3 }, 3, 1, [entry(4, 1)]);
+    expect(wal.sizeBytes).toBeLessThan(before);
+    wal.persist(null, null, [entry(5, 1)]);
+    wal.close();
+    const { contents } = Wal.open(dir);
+    expect(contents.baseIndex).toBe(3);
+    expect(contents.entries.map((e) => e.index)).toEqual([4, 5]);
+  });
+
+  it('saves and loads a snapshot, and refuses a damaged one', () => {
+    const dir = tempDir();
+    expect(loadSnapshot(dir)).toBeNull();
+    const snapshot = { index: 7, term: 2, config: { voters: ['a'], learners: [] }, data: '{"x":1}' };
+    saveSnapshot(dir, snapshot);
+    expect(loadSnapshot(dir)).toEqual(snapshot);
+    const path = join(dir, snapshotFileName);
+    const data = readFileSync(path);
+    data.writeUInt8(data.readUInt8(20) ^ 0xff, 20);
+    writeFileSync(path, data);
+    expect(() => loadSnapshot(dir)).toThrow(/snapshot.bin is damaged/);
   });
 });

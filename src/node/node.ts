@@ -25,6 +25,7 @@ import {
   defaultVoterPolicy,
   parseConfig,
   planVoterChange,
+  type CompactionPolicy,
   type LogEntry,
   type RaftTimings,
   type VoterPolicy,
@@ -69,6 +70,7 @@ export interface NodeConfig {
   readonly raftTimings?: RaftTimings;
   readonly membership?: MembershipConfig;
   readonly voterPolicy?: VoterPolicy;
+  readonly compaction?: CompactionPolicy;
   /** Held back from detected capacity for the agent itself, so tasks cannot starve the control plane. */
   readonly reservedCpuMillis?: number;
   readonly reservedMemoryBytes?: number;
@@ -228,6 +230,7 @@ export class ShoalNode {
       walDir: join(config.dataDir, 'raft'),
       transport: new Libp2pRaftTransport(this.libp2p, logger.child('raft')),
       timings: config.raftTimings ?? defaultRaftTimings,
+      ...(config.compaction === undefined ? {} : { compaction: config.compaction }),
       random: systemRandom(),
       logger: logger.child('raft'),
       apply: (entry) => this.applyEntry(entry),
