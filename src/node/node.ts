@@ -90,6 +90,8 @@ export interface StatusView {
   readonly learners: { id: string; name: string }[];
   readonly commitIndex: number;
   readonly appliedIndex: number;
+  /** The longest the event loop stalled between two Raft ticks since start (election timeouts must exceed it). */
+  readonly eventLoopStallMsMax: number;
 }
 
 export interface MemberView {
@@ -377,6 +379,7 @@ export class ShoalNode {
       learners: raft.config.learners.map(named),
       commitIndex: raft.commitIndex,
       appliedIndex: raft.appliedIndex,
+      eventLoopStallMsMax: Math.round(this.raft.tickStallMsMax),
     };
   }
 

@@ -1,0 +1,262 @@
+/**
+ * bench:failover — five real agents (dist/shoal); `--rounds` times (default 20): SIGKILL the leader and time
+ * until a survivor accepts the next task submission through its API; restart the killed agent and let it
+ * catch up. Prints p50/p99 beside etcd's figure from ../shared/anchors/etcd-failover.sh in the same run
+ * (Debian's etcd-server; skipped with a note if etcd is not installed). Then measures commit throughput
+ * with three voters (concurrent submissions, batched by Raft) and reports the worst event-loop stall the
+ * agents saw between Raft ticks.
+ *
+ *   npm run build && npm run bench:failover [-- --rounds 20 --throughput-seconds 10]
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+
+const root = resolve(import.meta.dirname, '..');
+const binary = join(root, 'dist', 'shoal');
+const { values } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '20' },
+    'throughput-seconds': { type: 'string', default: '10' },
+    concurrency: { type: 'string', default: '64' },
+  },
+});
+const rounds = Number(values.rounds);
+const throughputSeconds = Number(values['throughput-seconds']);
+const concurrency = Number(values.concurrency);
+
+interface Agent {
+  name: string;
+  api: string;
+  listen: string;
+  dataDir: string;
+  process: ChildProcess | null;
+}
+
+interface Status {
+  name: string;
+  role: string;
+  leader: { name: string } | null;
+  voters: { name: string }[];
+  commitIndex: number;
+  appliedIndex: number;
+  eventLoopStallMsMax: number;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((done) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => done(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+async function api<T>(
+  address: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  timeoutMs = 15_000,
+): Promise<T> {
+  const response = await fetch(`http://${address}${path}`, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? null : JSON.stringify(body),
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  const payload = (await response.json()) as T;
+  if (!response.ok) throw new Error(`${method} ${path}: ${JSON.stringify(payload)}`);
+  return payload;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function until<T>(what: string, probe: () => Promise<T | null>, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      const value = await probe();
+      if (value !== null) return value;
+    } catch {
+      // not yet
+    }
+    await sleep(20);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+function start(agent: Agent, extra: string[]): void {
+  agent.process = spawn(
+    binary,
+    [
+      'agent',
+      '--name',
+      agent.name,
+      '--data-dir',
+      agent.dataDir,
+      '--listen',
+      agent.listen,
+      '--api',
+      agent.api,
+      '--cpu',
+      '4',
+      '--memory',
+      '4096',
+      '--docker-socket',
+      '/nonexistent',
+      '--log-level',
+      'warn',
+      ...extra,
+    ],
+    { stdio: ['ignore', 'ignore', 'ignore'] },
+  );
+}
+
+async function stopAll(agents: Agent[]): Promise<void> {
+  for (const agent of agents) agent.process?.kill('SIGKILL');
+  await sleep(200);
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN;
+}
+
+const taskSpec = (name: string, constraints: Record<string, string> = {}): unknown => ({
+  name,
+  driver: 'exec',
+  command: ['true'],
+  cpuMillis: 1,
+  memoryBytes: 1024 * 1024,
+  priority: 50,
+  env: {},
+  constraints,
+});
+
+async function cluster(size: number, root: string): Promise<Agent[]> {
+  const agents: Agent[] = [];
+  for (let i = 1; i <= size; i++) {
+    agents.push({
+      name: `b${i}`,
+      api: `127.0.0.1:${await freePort()}`,
+      listen: `127.0.0.1:${await freePort()}`,
+      dataDir: join(root, `b${i}-${size}`),
+      process: null,
+    });
+  }
+  const [first, ...rest] = agents;
+  if (!first) throw new Error('no agents');
+  start(first, []);
+  await until('the first agent', () => api<Status>(first.api, 'GET', '/v1/status'));
+  const key = execFileSync('cat', [join(first.dataDir, 'cluster.key')])
+    .toString()
+    .trim();
+  for (const agent of rest) start(agent, ['--join', first.listen, '--key', key]);
+  await until(
+    `${size} voters`,
+    async () => {
+      const status = await api<Status>(first.api, 'GET', '/v1/status');
+      return status.voters.length === size ? status : null;
+    },
+    120_000,
+  );
+  return agents;
+}
+
+async function leaderOf(agents: Agent[]): Promise<Agent> {
+  return until('an agreed leader', async () => {
+    const statuses = await Promise.all(
+      agents.map((a) => api<Status>(a.api, 'GET', '/v1/status', undefined, 2000)),
+    );
+    const name = statuses[0]?.leader?.name;
+    if (name === undefined || !statuses.every((s) => s.leader?.name === name)) return null;
+    return agents.find((a) => a.name === name) ?? null;
+  });
+}
+
+const workDir = mkdtempSync(join(tmpdir(), 'shoal-bench-failover-'));
+let stallMsMax = 0;
+try {
+  // ---- failover ----
+  const five = await cluster(5, workDir);
+  const samples: number[] = [];
+  for (let round = 0; round < rounds; round++) {
+    const leader = await leaderOf(five);
+    const survivors = five.filter((a) => a !== leader);
+    const via = survivors[round % survivors.length];
+    if (!via) throw new Error('no survivor');
+    leader.process?.kill('SIGKILL');
+    const killedAt = performance.now();
+    // One submission: the node retries internally until a leader commits it.
+    await api(via.api, 'POST', '/v1/tasks', taskSpec(`failover${round}`));
+    samples.push(performance.now() - killedAt);
+    start(leader, []);
+    await until('the restarted agent to catch up', async () => {
+      const [mine, theirs] = await Promise.all([
+        api<Status>(leader.api, 'GET', '/v1/status', undefined, 2000),
+        api<Status>(via.api, 'GET', '/v1/status', undefined, 2000),
+      ]);
+      return mine.leader !== null && mine.appliedIndex >= theirs.commitIndex ? mine : null;
+    });
+    await sleep(500);
+  }
+  for (const agent of five) {
+    const status = await api<Status>(agent.api, 'GET', '/v1/status').catch(() => null);
+    stallMsMax = Math.max(stallMsMax, status?.eventLoopStallMsMax ?? 0);
+  }
+  await stopAll(five);
+  const sorted = [...samples].sort((a, b) => a - b);
+  console.log(
+    `shoal failover (5 agents, SIGKILL leader -> next accepted run, ${sorted.length} rounds): p50=${percentile(sorted, 50).toFixed(0)} ms p99=${percentile(sorted, 99).toFixed(0)} ms min=${(sorted[0] ?? NaN).toFixed(0)} ms max=${(sorted.at(-1) ?? NaN).toFixed(0)} ms`,
+  );
+
+  // ---- the anchor, in the same run ----
+  const anchor = resolve(root, '..', 'shared', 'anchors', 'etcd-failover.sh');
+  if (existsSync(anchor) && existsSync('/usr/bin/etcd')) {
+    const etcdSamples: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const output = execFileSync('bash', [anchor], { encoding: 'utf8', timeout: 120_000 });
+      const seconds = Number(/failover_write_s=([\d.]+)/.exec(output)?.[1]);
+      if (Number.isFinite(seconds)) etcdSamples.push(seconds * 1000);
+    }
+    console.log(
+      `anchor etcd 3.4 (3 members, defaults, same machine, 3 runs): ${etcdSamples.map((ms) => `${ms.toFixed(0)} ms`).join(', ')}`,
+    );
+  } else {
+    console.log(
+      'anchor etcd: skipped (apt-get install etcd-server etcd-client, and ../shared/anchors/etcd-failover.sh)',
+    );
+  }
+
+  // ---- commit throughput with three voters ----
+  const three = await cluster(3, workDir);
+  const leader = await leaderOf(three);
+  let committed = 0;
+  const deadline = performance.now() + throughputSeconds * 1000;
+  const workers = Array.from({ length: concurrency }, async (_, worker) => {
+    let n = 0;
+    while (performance.now() < deadline) {
+      // Constrained to a label no node has: each submission is one log entry and no task ever runs.
+      await api(leader.api, 'POST', '/v1/tasks', taskSpec(`t${worker}-${n++}`, { bench: 'never' }));
+      committed++;
+    }
+  });
+  await Promise.all(workers);
+  for (const agent of three) {
+    const status = await api<Status>(agent.api, 'GET', '/v1/status').catch(() => null);
+    stallMsMax = Math.max(stallMsMax, status?.eventLoopStallMsMax ?? 0);
+  }
+  await stopAll(three);
+  console.log(
+    `shoal commit throughput (3 voters, ${concurrency} concurrent clients via the leader's API, fsync per batch): ${(committed / throughputSeconds).toFixed(0)} submissions/s`,
+  );
+  console.log(
+    `worst event-loop stall between Raft ticks on any agent: ${stallMsMax} ms (election timeout floor: 200 ms)`,
+  );
+} finally {
+  rmSync(workDir, { recursive: true, force: true });
+}
