@@ -88,6 +88,8 @@ export class ClusterState {
   /** Resources held on each node by its assigned, starting and running tasks. */
   private readonly used = new Map<string, { cpuMillis: number; memoryBytes: number }>();
   private readonly pending = new Set<string>();
+  /** Live tasks by the node they are assigned to, so an agent's view costs what runs there, not the cluster. */
+  private readonly liveByNode = new Map<string, Set<string>>();
   private readonly terminalOrder: string[] = [];
   private liveCount = 0;
   appliedIndex = 0;
@@ -137,6 +139,7 @@ export class ClusterState {
     this.nodes.clear();
     this.used.clear();
     this.pending.clear();
+    this.liveByNode.clear();
     this.terminalOrder.length = 0;
     this.liveCount = 0;
     this.appliedIndex = snapshot.appliedIndex;
@@ -149,7 +152,10 @@ export class ClusterState {
       if (isTerminal(task.state)) continue;
       this.liveCount++;
       if (task.state === 'pending') this.pending.add(task.id);
-      else if (task.nodeId !== null) this.hold(task.nodeId, task.spec, 1);
+      else if (task.nodeId !== null) {
+        this.hold(task.nodeId, task.spec, 1);
+        this.track(task.nodeId, task.id, true);
+      }
     }
     this.terminalOrder.push(...snapshot.terminalOrder);
   }
@@ -181,8 +187,10 @@ export class ClusterState {
   /** Tasks the log assigns to a node that are not terminal. */
   liveTasksOn(nodeId: string): Task[] {
     const tasks: Task[] = [];
-    for (const task of this.tasks.values())
-      if (task.nodeId === nodeId && !isTerminal(task.state)) tasks.push(task);
+    for (const id of this.liveByNode.get(nodeId) ?? []) {
+      const task = this.tasks.get(id);
+      if (task) tasks.push(task);
+    }
     return tasks;
   }
 
@@ -229,6 +237,7 @@ export class ClusterState {
     task.updatedAtMs = atMs;
     this.pending.delete(task.id);
     this.hold(node.id, task.spec, 1);
+    this.track(node.id, task.id, true);
   }
 
   private report(command: Extract<Command, { type: 'reportTask' }>): ApplyResult {
@@ -272,7 +281,10 @@ export class ClusterState {
     task.reason = reason;
     if (exitCode !== null) task.exitCode = exitCode;
     if (!isTerminal(state)) return;
-    if (wasHolding && task.nodeId !== null) this.hold(task.nodeId, task.spec, -1);
+    if (wasHolding && task.nodeId !== null) {
+      this.hold(task.nodeId, task.spec, -1);
+      this.track(task.nodeId, task.id, false);
+    }
     this.pending.delete(task.id);
     this.liveCount--;
     this.terminalOrder.push(task.id);
@@ -280,6 +292,16 @@ export class ClusterState {
       const oldest = this.terminalOrder.shift();
       if (oldest !== undefined) this.tasks.delete(oldest);
     }
+  }
+
+  private track(nodeId: string, taskId: string, live: boolean): void {
+    let ids = this.liveByNode.get(nodeId);
+    if (!ids) {
+      ids = new Set();
+      this.liveByNode.set(nodeId, ids);
+    }
+    if (live) ids.add(taskId);
+    else ids.delete(taskId);
   }
 
   private hold(nodeId: string, spec: TaskSpec, sign: 1 | -1): void {

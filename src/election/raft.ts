@@ -105,6 +105,8 @@ export class RaftCore {
   private pendingReads: PendingRead[] = [];
   private readStates: ReadState[] = [];
   private transferee: NodeId | null = null;
+  /** Entries were appended as leader since the last ready(): send them to followers then. */
+  private appendsPending = false;
   private transferElapsed = 0;
 
   // What the next Ready carries.
@@ -344,6 +346,7 @@ export class RaftCore {
   hasReady(): boolean {
     return (
       this.messages.length > 0 ||
+      this.appendsPending ||
       this.pendingSnapshot !== null ||
       this.readStates.length > 0 ||
       this.unstableFrom <= this.lastIndex() ||
@@ -353,6 +356,10 @@ export class RaftCore {
   }
 
   ready(): Ready {
+    if (this.appendsPending) {
+      this.appendsPending = false;
+      if (this.role === 'leader') this.broadcastAppend(false);
+    }
     const hardState = this.hardStateChanged() ? this.currentHardState() : null;
     const snapshot = this.pendingSnapshot;
     const truncateFrom =
@@ -753,7 +760,8 @@ export class RaftCore {
       this.reloadConfig();
       if (this.role === 'leader') this.syncProgressWithConfig();
     }
-    if (this.role === 'leader') this.broadcastAppend(false);
+    // Batching: entries proposed before the next ready() travel in one message per follower.
+    if (this.role === 'leader') this.appendsPending = true;
     return entry;
   }
 
