@@ -11,6 +11,7 @@ import { describeIssues, priorityDefault, taskSpecSchema, type TaskSpec } from '
 import { parseHostPort, parseJoinTarget, formatHostPort } from '../node/address.ts';
 import { validateClusterKey } from '../node/identity.ts';
 import { ShoalNode, shoalVersion, type MemberView, type StatusView, type TaskView } from '../node/node.ts';
+import { defaultVoterPolicy } from '../election/index.ts';
 import { ShoalError, errorMessage, invalidArgument } from '../shared/errors.ts';
 import { createLogger, type LogLevel } from '../shared/log.ts';
 
@@ -24,6 +25,7 @@ Usage:
   shoal agent [--data-dir DIR] [--listen HOST:PORT] [--api HOST:PORT] [--join HOST:PORT]...
               [--key KEY | --key-file FILE] [--name NAME] [--cpu CORES] [--memory MIB] [--label K=V]...
               [--docker-socket PATH] [--log-level debug|info|warn|error] [--raft-compact-entries N]
+              [--voter-removal-delay SECONDS]
   shoal run [--name NAME] [--cpu CORES] [--memory MIB] [--priority 0-100] [--driver exec|docker]
             [--image IMAGE] [--env K=V]... [--constraint K=V]... -- CMD ARGS...
   shoal ps [--json]                 list tasks
@@ -114,6 +116,7 @@ async function agent(args: string[]): Promise<void> {
       'docker-socket': { type: 'string' },
       'log-level': { type: 'string' },
       'raft-compact-entries': { type: 'string' },
+      'voter-removal-delay': { type: 'string' },
     },
     false,
   );
@@ -157,6 +160,12 @@ async function agent(args: string[]): Promise<void> {
     (n) => Number.isInteger(n) && n >= 2,
     'a whole number of entries, at least 2',
   );
+  const removalDelayS = parseNumber(
+    stringValue(values, 'voter-removal-delay'),
+    '--voter-removal-delay',
+    (n) => n >= 1 && n <= 86_400,
+    'a number of seconds from 1 to 86400',
+  );
   const listen = parseHostPort(stringValue(values, 'listen') ?? defaultListen, '--listen');
   const api = parseHostPort(stringValue(values, 'api') ?? defaultApi, '--api');
   const seeds = stringList(values, 'join').map(parseJoinTarget);
@@ -177,6 +186,9 @@ async function agent(args: string[]): Promise<void> {
       labels: parsePairs(stringList(values, 'label'), '--label'),
       dockerSocket: stringValue(values, 'docker-socket') ?? null,
       ...(compactEntries === null ? {} : { compaction: { entriesBeforeCompaction: compactEntries } }),
+      ...(removalDelayS === null
+        ? {}
+        : { voterPolicy: { ...defaultVoterPolicy, deadVoterRemovalMs: Math.round(removalDelayS * 1000) } }),
     },
     logger,
   );
