@@ -7,7 +7,14 @@ import { homedir, hostname } from 'node:os';
 import { join, basename } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ApiClient, startApiServer } from '../api/index.ts';
-import { describeIssues, priorityDefault, taskSpecSchema, type TaskSpec } from '../cluster/index.ts';
+import {
+  describeIssues,
+  priorityDefault,
+  restartPolicies,
+  taskSpecSchema,
+  type RestartSpec,
+  type TaskSpec,
+} from '../cluster/index.ts';
 import { parseHostPort, parseJoinTarget, formatHostPort } from '../node/address.ts';
 import { validateClusterKey } from '../node/identity.ts';
 import { ShoalNode, shoalVersion, type MemberView, type StatusView, type TaskView } from '../node/node.ts';
@@ -27,7 +34,8 @@ Usage:
               [--docker-socket PATH] [--log-level debug|info|warn|error] [--raft-compact-entries N]
               [--voter-removal-delay SECONDS]
   shoal run [--name NAME] [--cpu CORES] [--memory MIB] [--priority 0-100] [--driver exec|docker]
-            [--image IMAGE] [--env K=V]... [--constraint K=V]... -- CMD ARGS...
+            [--image IMAGE] [--env K=V]... [--constraint K=V]...
+            [--restart never|on-failure|always] [--max-restarts N] [--restart-delay SECONDS] -- CMD ARGS...
   shoal ps [--json]                 list tasks
   shoal logs ID                     print a task's stdout and stderr
   shoal kill ID                     stop a task
@@ -220,6 +228,41 @@ async function agent(args: string[]): Promise<void> {
   process.on('SIGINT', () => shutdown('SIGINT'));
 }
 
+/** --restart never|on-failure|always, --max-restarts N, --restart-delay SECONDS. */
+function restartFlags(values: Record<string, unknown>): { restart?: RestartSpec } {
+  const policy = stringValue(values, 'restart');
+  const max = stringValue(values, 'max-restarts');
+  const delay = stringValue(values, 'restart-delay');
+  if (policy === undefined) {
+    if (max !== undefined || delay !== undefined)
+      throw invalidArgument('--max-restarts and --restart-delay need --restart on-failure or always');
+    return {};
+  }
+  if (!(restartPolicies as readonly string[]).includes(policy)) {
+    throw invalidArgument(`--restart ${JSON.stringify(policy)} is unknown; use never, on-failure or always`);
+  }
+  const maxRestarts = parseNumber(
+    max,
+    '--max-restarts',
+    (n) => Number.isInteger(n) && n >= 0,
+    'a whole number',
+  );
+  const delaySeconds = parseNumber(
+    delay,
+    '--restart-delay',
+    (n) => n >= 0 && n <= 300,
+    'a number of seconds from 0 to 300',
+  );
+  return {
+    restart: {
+      policy: policy as RestartSpec['policy'],
+      // on-failure gives up after 3 restarts unless told otherwise; always keeps going.
+      maxRestarts: maxRestarts ?? (policy === 'on-failure' ? 3 : null),
+      delayMs: Math.round((delaySeconds ?? 1) * 1000),
+    },
+  };
+}
+
 export function buildSpec(values: Record<string, unknown>, command: string[]): TaskSpec {
   const driver = stringValue(values, 'driver') ?? 'exec';
   const image = stringValue(values, 'image');
@@ -257,6 +300,7 @@ export function buildSpec(values: Record<string, unknown>, command: string[]): T
     priority: priority ?? priorityDefault,
     env: parsePairs(stringList(values, 'env'), '--env'),
     constraints: parsePairs(stringList(values, 'constraint'), '--constraint'),
+    ...restartFlags(values),
   };
   const parsed = taskSpecSchema.safeParse(candidate);
   if (!parsed.success) throw invalidArgument(describeIssues(parsed.error));
@@ -276,6 +320,9 @@ async function run(args: string[]): Promise<void> {
       image: { type: 'string' },
       env: { type: 'string', multiple: true },
       constraint: { type: 'string', multiple: true },
+      restart: { type: 'string' },
+      'max-restarts': { type: 'string' },
+      'restart-delay': { type: 'string' },
     },
     true,
   );

@@ -49,6 +49,7 @@ describe('ClusterState', () => {
     expect(state.freeOn('n1')).toEqual({ cpuMillis: 500, memoryBytes: 192 * MiB });
     apply({
       type: 'reportTask',
+      attempt: 0,
       nodeId: 'n1',
       taskId: 'a',
       state: 'running',
@@ -58,6 +59,7 @@ describe('ClusterState', () => {
     });
     apply({
       type: 'reportTask',
+      attempt: 0,
       nodeId: 'n1',
       taskId: 'a',
       state: 'finished',
@@ -86,6 +88,7 @@ describe('ClusterState', () => {
     });
     apply({
       type: 'reportTask',
+      attempt: 0,
       nodeId: 'n1',
       taskId: 'a',
       state: 'running',
@@ -95,6 +98,7 @@ describe('ClusterState', () => {
     });
     apply({
       type: 'reportTask',
+      attempt: 0,
       nodeId: 'n1',
       taskId: 'a',
       state: 'starting',
@@ -104,6 +108,7 @@ describe('ClusterState', () => {
     });
     apply({
       type: 'reportTask',
+      attempt: 0,
       nodeId: 'n2',
       taskId: 'a',
       state: 'failed',
@@ -158,7 +163,13 @@ describe('ClusterState', () => {
     apply({ type: 'submitTask', id: 'a', spec: spec(), atMs: 1 });
     apply({ type: 'submitTask', id: 'b', spec: spec(), atMs: 1 });
     apply({ type: 'submitTask', id: 'c', spec: spec(), atMs: 1 });
-    apply({ type: 'assignTasks', term: 2, assignments: [{ taskId: 'a', nodeId: 'n1' }], waiting: [], atMs: 2 });
+    apply({
+      type: 'assignTasks',
+      term: 2,
+      assignments: [{ taskId: 'a', nodeId: 'n1' }],
+      waiting: [],
+      atMs: 2,
+    });
     apply({ type: 'killTask', taskId: 'c', atMs: 3 });
     const copy = new ClusterState();
     copy.restore(state.toSnapshot());
@@ -166,5 +177,76 @@ describe('ClusterState', () => {
     expect(copy.freeOn('n1')).toEqual(state.freeOn('n1'));
     expect(copy.pendingTasks().map((t) => t.id)).toEqual(['b']);
     expect(copy.appliedIndex).toBe(state.appliedIndex);
+  });
+
+  it('restarts a failed task under on-failure with doubling backoff, up to its limit, then it stays failed', () => {
+    const { state, apply } = cluster();
+    const restart = { policy: 'on-failure' as const, maxRestarts: 2, delayMs: 1000 };
+    apply({ type: 'submitTask', id: 'a', spec: { ...spec(), restart }, atMs: 0 });
+    const runAndFail = (attempt: number, atMs: number): void => {
+      apply({
+        type: 'assignTasks',
+        term: 2,
+        assignments: [{ taskId: 'a', nodeId: 'n1' }],
+        waiting: [],
+        atMs,
+      });
+      apply({
+        type: 'reportTask',
+        attempt,
+        nodeId: 'n1',
+        taskId: 'a',
+        state: 'failed',
+        exitCode: 3,
+        reason: 'exit code 3',
+        atMs,
+      });
+    };
+    runAndFail(0, 10);
+    expect(state.tasks.get('a')).toMatchObject({
+      state: 'pending',
+      attempt: 1,
+      notBeforeMs: 1010,
+      nodeId: null,
+    });
+    expect(state.tasks.get('a')?.reason).toBe('failed (exit code 3); restart 1 in 1 s');
+    expect(state.freeOn('n1').cpuMillis).toBe(1000);
+    // A late report about the first run changes nothing.
+    apply({
+      type: 'reportTask',
+      attempt: 0,
+      nodeId: 'n1',
+      taskId: 'a',
+      state: 'failed',
+      exitCode: 3,
+      reason: null,
+      atMs: 11,
+    });
+    expect(state.tasks.get('a')?.attempt).toBe(1);
+    runAndFail(1, 2000);
+    expect(state.tasks.get('a')).toMatchObject({ state: 'pending', attempt: 2, notBeforeMs: 4000 });
+    runAndFail(2, 5000);
+    expect(state.tasks.get('a')).toMatchObject({ state: 'failed', attempt: 2, exitCode: 3 });
+  });
+
+  it('restarts lost tasks under always, but never a killed one', () => {
+    const { state, apply } = cluster();
+    apply({
+      type: 'submitTask',
+      id: 'a',
+      spec: { ...spec(), restart: { policy: 'always', maxRestarts: null, delayMs: 0 } },
+      atMs: 0,
+    });
+    apply({
+      type: 'assignTasks',
+      term: 2,
+      assignments: [{ taskId: 'a', nodeId: 'n1' }],
+      waiting: [],
+      atMs: 1,
+    });
+    apply({ type: 'nodeDown', nodeId: 'n1', reason: 'node one unreachable', atMs: 2 });
+    expect(state.tasks.get('a')).toMatchObject({ state: 'pending', attempt: 1 });
+    apply({ type: 'killTask', taskId: 'a', atMs: 3 });
+    expect(state.tasks.get('a')?.state).toBe('killed');
   });
 });

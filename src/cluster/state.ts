@@ -4,7 +4,14 @@
  * proposer), never from a clock here.
  */
 import { assert } from '../shared/assert.ts';
-import { isTerminal, type Task, type TaskDriver, type TaskSpec, type TaskState } from './task.ts';
+import {
+  isTerminal,
+  restartDecision,
+  type Task,
+  type TaskDriver,
+  type TaskSpec,
+  type TaskState,
+} from './task.ts';
 
 export interface NodeResources {
   readonly cpuMillis: number;
@@ -45,6 +52,8 @@ export type Command =
       readonly type: 'reportTask';
       readonly nodeId: string;
       readonly taskId: string;
+      /** The run the report is about; a report about an earlier run of a restarted task is ignored. */
+      readonly attempt: number;
       readonly state: TaskState;
       readonly exitCode: number | null;
       readonly reason: string | null;
@@ -213,6 +222,8 @@ export class ClusterState {
       state: 'pending',
       nodeId: null,
       assignedTerm: null,
+      attempt: 0,
+      notBeforeMs: null,
       exitCode: null,
       reason: 'waiting for the allocator',
       updatedAtMs: command.atMs,
@@ -243,7 +254,9 @@ export class ClusterState {
   private report(command: Extract<Command, { type: 'reportTask' }>): ApplyResult {
     const task = this.tasks.get(command.taskId);
     if (!task) return { ok: false, code: 'NOT_FOUND', message: `no task ${command.taskId}` };
-    if (task.nodeId !== command.nodeId || isTerminal(task.state)) return { ok: true };
+    if (task.nodeId !== command.nodeId || task.attempt !== command.attempt || isTerminal(task.state)) {
+      return { ok: true };
+    }
     if (stateOrder[command.state] <= stateOrder[task.state]) return { ok: true };
     this.transition(task, command.state, command.atMs, command.reason, command.exitCode);
     return { ok: true };
@@ -284,6 +297,19 @@ export class ClusterState {
     if (wasHolding && task.nodeId !== null) {
       this.hold(task.nodeId, task.spec, -1);
       this.track(task.nodeId, task.id, false);
+    }
+    const decision = task.desired === 'run' ? restartDecision(task.spec, task.attempt, state) : null;
+    if (decision?.restart === true) {
+      // Back to the queue for another run, after its backoff; it keeps its place in the FIFO order.
+      const seconds = Math.round(decision.delayMs / 100) / 10;
+      task.reason = `${state} (${reason ?? 'no reason'}); restart ${task.attempt + 1} in ${seconds} s`;
+      task.state = 'pending';
+      task.nodeId = null;
+      task.assignedTerm = null;
+      task.attempt++;
+      task.notBeforeMs = atMs + decision.delayMs;
+      this.pending.add(task.id);
+      return;
     }
     this.pending.delete(task.id);
     this.liveCount--;

@@ -34,6 +34,23 @@ export const commandArgumentsMax = 256;
 export const commandBytesMax = 64 * 1024;
 export const envEntriesMax = 256;
 
+export const restartPolicies = ['never', 'on-failure', 'always'] as const;
+export type RestartPolicy = (typeof restartPolicies)[number];
+/** The longest wait between two restarts, however many failures came before. */
+export const restartDelayMsMax = 5 * 60_000;
+
+export const restartSchema = z
+  .object({
+    policy: z.enum(restartPolicies),
+    /** Restarts allowed after the first run; null means no limit (for `always`). */
+    maxRestarts: z.number().int().min(0).max(1_000_000).nullable(),
+    /** Delay before the first restart; it doubles with each restart, up to restartDelayMsMax. */
+    delayMs: z.number().int().min(0).max(restartDelayMsMax),
+  })
+  .strict();
+
+export type RestartSpec = z.infer<typeof restartSchema>;
+
 export const taskSpecSchema = z
   .object({
     name: z
@@ -58,6 +75,8 @@ export const taskSpecSchema = z
       )
       .refine((env) => Object.keys(env).length <= envEntriesMax, `at most ${envEntriesMax} env entries`),
     constraints: z.record(z.string().min(1).max(128), z.string().max(256)),
+    /** What to do when the task ends; absent means never restart. */
+    restart: restartSchema.optional(),
   })
   .strict()
   .superRefine((spec, ctx) => {
@@ -90,6 +109,10 @@ export interface Task {
   nodeId: string | null;
   /** The leader term that assigned it; agents ignore assignments from older terms. */
   assignedTerm: number | null;
+  /** Which run this is: 0 for the first, +1 for every restart. Reports name the attempt they are about. */
+  attempt: number;
+  /** A restarted task is not placed before this time (its backoff). */
+  notBeforeMs: number | null;
   exitCode: number | null;
   /** Why the task is in its state: a terminal reason, or why it still waits. */
   reason: string | null;
@@ -101,4 +124,18 @@ export function describeIssues(error: z.ZodError): string {
   return error.issues
     .map((issue) => (issue.path.length > 0 ? `${issue.path.join('.')}: ${issue.message}` : issue.message))
     .join('; ');
+}
+
+/** Whether a task that ended in `state` runs again under its policy, after how long, and why. */
+export function restartDecision(
+  spec: TaskSpec,
+  attempt: number,
+  state: TaskState,
+): { restart: false } | { restart: true; delayMs: number } {
+  const restart = spec.restart;
+  if (!restart || restart.policy === 'never' || state === 'killed') return { restart: false };
+  if (restart.policy === 'on-failure' && state === 'finished') return { restart: false };
+  if (restart.maxRestarts !== null && attempt >= restart.maxRestarts) return { restart: false };
+  const delayMs = Math.min(restartDelayMsMax, restart.delayMs * 2 ** Math.min(attempt, 20));
+  return { restart: true, delayMs };
 }

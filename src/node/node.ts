@@ -115,6 +115,9 @@ export interface TaskView {
   readonly nodeId: string | null;
   readonly exitCode: number | null;
   readonly reason: string | null;
+  /** 0 for the first run, +1 per restart. */
+  readonly attempt: number;
+  readonly restart: string;
   readonly priority: number;
   readonly driver: string;
   readonly cpu: number;
@@ -608,7 +611,11 @@ export class ShoalNode {
   /** Places pending tasks on live nodes with room, and commits the plan. One plan in flight at a time. */
   private runAllocator(): void {
     if (this.planInFlight) return;
-    const pending = this.state.pendingTasks();
+    const nowMs = Date.now();
+    // A restarted task waits out its backoff before it can be placed again.
+    const pending = this.state
+      .pendingTasks()
+      .filter((task) => task.notBeforeMs === null || task.notBeforeMs <= nowMs);
     if (pending.length === 0) return;
     const nodes: AllocatorNode[] = [];
     for (const node of this.state.nodes.values()) {
@@ -686,6 +693,8 @@ export class ShoalNode {
       nodeId: task.nodeId,
       exitCode: task.exitCode,
       reason: task.reason,
+      attempt: task.attempt,
+      restart: task.spec.restart?.policy ?? 'never',
       priority: task.spec.priority,
       driver: task.spec.driver,
       cpu: task.spec.cpuMillis / 1000,

@@ -18,6 +18,8 @@ export const stopGraceMsDefault = 10_000;
 
 export interface TaskReport {
   readonly taskId: string;
+  /** Which run of the task the report is about. */
+  readonly attempt: number;
   readonly state: TaskState;
   readonly exitCode: number | null;
   readonly reason: string | null;
@@ -37,6 +39,7 @@ export interface AgentInit {
 
 interface LocalTask {
   readonly taskId: string;
+  readonly attempt: number;
   handle: TaskHandle | null;
   /** Set once the task has exited (or failed to start). */
   exit: ExitResult | null;
@@ -68,10 +71,11 @@ export class Agent {
 
   /** Re-attaches to what an earlier agent process left running, then reconciles every second. */
   async start(): Promise<void> {
-    for (const handle of this.loadHandles()) {
+    for (const { attempt, handle } of this.loadHandles()) {
       const driver = this.init.drivers.get(handle.driver);
       const local: LocalTask = {
         taskId: handle.taskId,
+        attempt,
         handle,
         exit: null,
         stopping: false,
@@ -145,32 +149,36 @@ export class Agent {
 
   private reconcile(): void {
     const assigned = new Map(this.init.assignedTasks().map((task) => [task.id, task]));
+    const current = (taskId: string): Task | undefined => assigned.get(taskId) ?? this.init.task(taskId);
+    // An earlier run of a task that has since been restarted is history once it has stopped.
+    for (const local of [...this.local.values()]) {
+      const task = current(local.taskId);
+      if (task && task.attempt !== local.attempt) {
+        if (local.exit === null) this.stopTask(local);
+        else this.forget(local);
+      }
+    }
     for (const task of assigned.values()) {
       const local = this.local.get(task.id);
-      if (task.desired === 'kill' && !local) {
-        this.sendReport(
-          { taskId: task.id, handle: null, exit: null, stopping: false, reported: null, reporting: false },
-          'killed',
-          null,
-          'killed before it started',
-        );
-        continue;
-      }
+      if (local && local.attempt !== task.attempt) continue; // its earlier run is still stopping
       if (!local) {
-        if (task.state === 'assigned') this.startTask(task);
-        else
-          this.sendReport(
-            this.track(task.id),
-            'lost',
-            null,
-            'the agent has no record of this task (its handle was lost)',
-          );
+        if (task.desired === 'kill') {
+          const record = this.track(task.id, task.attempt);
+          record.exit = failure('killed before it started');
+        } else if (task.state === 'assigned') {
+          this.startTask(task);
+        } else {
+          const record = this.track(task.id, task.attempt);
+          record.exit = failure('the agent has no record of this task (its handle was lost)');
+          this.sendReport(record, 'lost', null, record.exit.reason);
+        }
         continue;
       }
       if (task.desired === 'kill' && local.exit === null) this.stopTask(local);
     }
     for (const local of this.local.values()) {
-      const task = assigned.get(local.taskId) ?? this.init.task(local.taskId);
+      const task = current(local.taskId);
+      if (task && task.attempt !== local.attempt) continue;
       if (!task || isTerminal(task.state)) {
         // Replaced, lost or forgotten by the cluster while it ran here: it must not keep running.
         if (local.exit === null) {
@@ -181,23 +189,20 @@ export class Agent {
         continue;
       }
       if (local.exit !== null) {
-        const state: TaskState =
-          task.desired === 'kill' ? 'killed' : local.exit.succeeded ? 'finished' : 'failed';
-        this.sendReport(
-          local,
-          state,
-          local.exit.exitCode,
-          task.desired === 'kill' ? 'killed by request' : local.exit.reason,
-        );
+        const killed = task.desired === 'kill';
+        const state: TaskState = killed ? 'killed' : local.exit.succeeded ? 'finished' : 'failed';
+        const reason = killed && local.handle !== null ? 'killed by request' : local.exit.reason;
+        this.sendReport(local, state, local.exit.exitCode, reason);
       } else if (local.handle !== null && task.state !== 'running') {
         this.sendReport(local, 'running', null, null);
       }
     }
   }
 
-  private track(taskId: string): LocalTask {
+  private track(taskId: string, attempt: number): LocalTask {
     const local: LocalTask = {
       taskId,
+      attempt,
       handle: null,
       exit: null,
       stopping: false,
@@ -209,7 +214,7 @@ export class Agent {
   }
 
   private startTask(task: Task): void {
-    const local = this.track(task.id);
+    const local = this.track(task.id, task.attempt);
     const driver = this.init.drivers.get(task.spec.driver);
     if (!driver) {
       local.exit = failure(`the ${task.spec.driver} driver is not available on this node`);
@@ -291,7 +296,7 @@ export class Agent {
     if (local.reporting || local.reported === state) return;
     local.reporting = true;
     this.init
-      .report({ taskId: local.taskId, state, exitCode, reason })
+      .report({ taskId: local.taskId, attempt: local.attempt, state, exitCode, reason })
       .then(() => {
         local.reported = state;
       })
@@ -308,11 +313,11 @@ export class Agent {
       });
   }
 
-  private loadHandles(): TaskHandle[] {
+  private loadHandles(): SavedHandle[] {
     if (!existsSync(this.handlesPath)) return [];
     try {
-      const parsed = JSON.parse(readFileSync(this.handlesPath, 'utf8')) as { handles: TaskHandle[] };
-      return parsed.handles;
+      const parsed = JSON.parse(readFileSync(this.handlesPath, 'utf8')) as { tasks: SavedHandle[] };
+      return parsed.tasks;
     } catch (error) {
       throw new ShoalError(
         'CORRUPT_DATA',
@@ -322,9 +327,17 @@ export class Agent {
   }
 
   private saveHandles(): void {
-    const handles = [...this.local.values()].flatMap((local) => (local.handle ? [local.handle] : []));
-    writeFileAtomic(this.handlesPath, JSON.stringify({ handles }));
+    const tasks: SavedHandle[] = [...this.local.values()].flatMap((local) =>
+      local.handle ? [{ attempt: local.attempt, handle: local.handle }] : [],
+    );
+    writeFileAtomic(this.handlesPath, JSON.stringify({ tasks }));
   }
+}
+
+/** What handles.json keeps per running task. */
+interface SavedHandle {
+  readonly attempt: number;
+  readonly handle: TaskHandle;
 }
 
 function failure(reason: string): ExitResult {
