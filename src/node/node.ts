@@ -3,6 +3,7 @@
  * agent and the API; the Raft leader also registers nodes, manages voters and runs the allocator.
  */
 import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { availableParallelism, totalmem } from 'node:os';
 import { peerIdFromString } from '@libp2p/peer-id';
@@ -54,6 +55,16 @@ export const writeTimeoutMs = 10_000;
 export const placementsPerPlanMax = 2000;
 /** Log bytes returned by one logs request. */
 export const logsTailBytesMax = 4 * 1024 * 1024;
+/**
+ * An agent that has not renewed its lease with a leader for this long stops its tasks; the leader
+ * replaces a node's tasks only after the lease plus replaceGraceMs has passed without a renewal, so the
+ * two never overlap (the grace covers message latency and the agent's reconcile period).
+ */
+export const taskLeaseMs = 10_000;
+export const leaseFileName = 'lease.json';
+export const replaceGraceMs = 2_000;
+/** How often an agent renews its lease with the leader. */
+export const leaseRenewIntervalMs = 1_000;
 /** How long a read waits for the leader to confirm it still leads. */
 export const readIndexTimeoutMs = 2000;
 
@@ -131,6 +142,7 @@ export interface TaskView {
 
 type ControlRequest =
   | { method: 'propose'; command: Command }
+  | { method: 'renewLease' }
   | { method: 'readIndex' }
   | { method: 'logs'; taskId: string; tailBytes: number };
 
@@ -153,6 +165,15 @@ export class ShoalNode {
   private configInFlight = false;
   /** When each member was last seen turning alive (for the voter promotion stability period). */
   private readonly aliveSinceMs = new Map<string, number>();
+  /**
+   * Agent side: when this node last confirmed that a leader hears it. Kept in the data dir, so a restarted
+   * agent does not grant itself a fresh lease (its tasks may have been placed elsewhere meanwhile).
+   */
+  private leaseConfirmedMs = 0;
+  private leaseTimer: NodeJS.Timeout | null = null;
+  /** Leader side: when each node last renewed its lease with this leader (this node's clock). */
+  private readonly leaseRenewedMs = new Map<string, number>();
+  private ledInTerm = 0;
   private readonly nodeUpdatesInFlight = new Set<string>();
   private stopped = false;
 
@@ -205,6 +226,7 @@ export class ShoalNode {
     const { config, logger } = this;
     const privateKey = await loadOrCreateNodeKey(config.dataDir);
     const incarnation = nextIncarnation(config.dataDir);
+    this.leaseConfirmedMs = readLease(join(config.dataDir, leaseFileName));
     try {
       this.libp2pHost = await createP2p({
         privateKey,
@@ -276,7 +298,9 @@ export class ShoalNode {
       },
     });
 
-    await handleRpc(this.libp2p, controlProtocol, (request) => this.handleControl(request as ControlRequest));
+    await handleRpc(this.libp2p, controlProtocol, (request, remotePeer) =>
+      this.handleControl(request as ControlRequest, remotePeer.toString()),
+    );
     await this.raft.start();
     await this.membership.start();
 
@@ -288,6 +312,8 @@ export class ShoalNode {
       assignedTasks: () => this.state.liveTasksOn(id),
       task: (taskId) => this.state.tasks.get(taskId),
       report: (report) => this.reportTask(report),
+      leaseExpired: () => Date.now() - this.leaseConfirmedMs > taskLeaseMs,
+      leaseReason: `stopped after losing contact with the cluster's leader for ${taskLeaseMs / 1000} s`,
     });
     await this.agentService.start();
 
@@ -297,6 +323,7 @@ export class ShoalNode {
     }
     this.leaderTimer = setInterval(() => this.scheduleLeaderWork(), 500);
     this.healthTimer = setInterval(() => void this.refreshDriverHealth(), 10_000);
+    this.leaseTimer = setInterval(() => void this.renewLease(), leaseRenewIntervalMs);
   }
 
   async stop(): Promise<void> {
@@ -304,6 +331,7 @@ export class ShoalNode {
     this.stopped = true;
     if (this.leaderTimer) clearInterval(this.leaderTimer);
     if (this.healthTimer) clearInterval(this.healthTimer);
+    if (this.leaseTimer) clearInterval(this.leaseTimer);
     this.agentService?.stop();
     this.membershipService?.stop();
     this.raftService?.stop();
@@ -486,8 +514,12 @@ export class ShoalNode {
     await this.raft.waitApplied(readIndex, readIndexTimeoutMs);
   }
 
-  private async handleControl(request: ControlRequest): Promise<unknown> {
+  private async handleControl(request: ControlRequest, remotePeer: string): Promise<unknown> {
     switch (request.method) {
+      case 'renewLease':
+        if (!this.raft.isLeader()) throw new ShoalError('NOT_LEADER', 'this node is not the leader');
+        this.leaseRenewedMs.set(remotePeer, Date.now());
+        return { ok: true };
       case 'propose':
         if (!this.raft.isLeader())
           throw new ShoalError('NOT_LEADER', 'this node is no longer the leader; retry');
@@ -539,31 +571,47 @@ export class ShoalNode {
     setImmediate(() => {
       this.leaderWorkScheduled = false;
       if (this.stopped || !this.raftService?.isReadyLeader()) return;
+      const term = this.raftService.status().term;
+      if (term !== this.ledInTerm) {
+        // A new leader knows nothing of earlier renewals: every node gets a full lease from now.
+        this.ledInTerm = term;
+        const nowMs = Date.now();
+        for (const id of this.state.nodes.keys()) this.leaseRenewedMs.set(id, nowMs);
+      }
       this.reconcileNodes();
       this.reconcileVoters();
       this.runAllocator();
     });
   }
 
-  /** Registers members in the replicated state, and marks dead ones down (their tasks become lost). */
+  /**
+   * Registers members in the replicated state while they are alive and hold a lease, and marks nodes
+   * down once their lease has run out (their agents have stopped their tasks by then): their tasks become
+   * lost and are placed elsewhere as their restart policies allow.
+   */
   private reconcileNodes(): void {
+    const nowMs = Date.now();
+    this.leaseRenewedMs.set(this.id, nowMs);
     for (const member of this.membership.members()) {
       const id = member.record.id;
       if (this.nodeUpdatesInFlight.has(id)) continue;
       const known = this.state.nodes.get(id);
+      const renewedMs = this.leaseRenewedMs.get(id);
+      const leaseHeld = renewedMs !== undefined && nowMs - renewedMs < taskLeaseMs;
+      const leaseGone = renewedMs === undefined || nowMs - renewedMs >= taskLeaseMs + replaceGraceMs;
       let command: Command | null = null;
-      if (member.state === 'alive') {
+      if (member.state === 'alive' && leaseHeld) {
         const description = describeNode(member);
         if (!known || known.status === 'down' || !sameNode(known, description)) {
-          command = { type: 'upsertNode', node: description, atMs: Date.now() };
+          command = { type: 'upsertNode', node: description, atMs: nowMs };
         }
-      } else if ((member.state === 'dead' || member.state === 'left') && known?.status === 'up') {
-        const since = new Date(member.lastHeardMs).toISOString();
+      } else if (known?.status === 'up' && (member.state === 'left' || leaseGone)) {
+        const since = new Date(renewedMs ?? member.lastHeardMs).toISOString();
         const reason =
           member.state === 'left'
             ? `node ${member.record.name} left the cluster`
             : `node ${member.record.name} unreachable since ${since}`;
-        command = { type: 'nodeDown', nodeId: id, reason, atMs: Date.now() };
+        command = { type: 'nodeDown', nodeId: id, reason, atMs: nowMs };
       }
       if (!command) continue;
       this.nodeUpdatesInFlight.add(id);
@@ -573,6 +621,40 @@ export class ShoalNode {
           this.logger.debug('node update failed', { node: member.record.name, error: errorMessage(error) }),
         )
         .finally(() => this.nodeUpdatesInFlight.delete(id));
+    }
+  }
+
+  private confirmLease(atMs: number): void {
+    if (atMs <= this.leaseConfirmedMs) return;
+    const wasExpired = Date.now() - this.leaseConfirmedMs > taskLeaseMs;
+    this.leaseConfirmedMs = atMs;
+    // Back in contact: run what waited for the lease without waiting for the next reconcile tick.
+    if (wasExpired) this.agentService?.schedule();
+    // No fsync: after a power loss an older time only makes the lease end sooner, which is safe.
+    writeFileSync(join(this.config.dataDir, leaseFileName), JSON.stringify({ confirmedMs: atMs }));
+  }
+
+  /** Agent side: confirms with the leader that it still hears this node (see taskLeaseMs). */
+  private async renewLease(): Promise<void> {
+    const raft = this.raft.status();
+    if (raft.role === 'leader') {
+      if (this.raft.isReadyLeader()) this.confirmLease(Date.now());
+      return;
+    }
+    if (raft.leaderId === null) return;
+    const sentMs = Date.now();
+    try {
+      await callRpc(
+        this.libp2p,
+        peerIdFromString(raft.leaderId),
+        controlProtocol,
+        { method: 'renewLease' } satisfies ControlRequest,
+        leaseRenewIntervalMs,
+      );
+      // Counted from when the request left: the leader recorded it after that.
+      this.confirmLease(sentMs);
+    } catch (error) {
+      this.logger.debug('lease renewal failed', { error: errorMessage(error) });
     }
   }
 
@@ -749,6 +831,16 @@ function sameNode(known: ClusterNode, description: NodeDescription): boolean {
     JSON.stringify(known.labels) === JSON.stringify(description.labels) &&
     JSON.stringify(known.drivers) === JSON.stringify(description.drivers)
   );
+}
+
+/** The lease time saved by an earlier run; 0 (expired) if missing or unreadable. */
+function readLease(path: string): number {
+  try {
+    const saved = JSON.parse(readFileSync(path, 'utf8')) as { confirmedMs?: unknown };
+    return typeof saved.confirmedMs === 'number' ? Math.min(saved.confirmedMs, Date.now()) : 0;
+  } catch {
+    return 0;
+  }
 }
 
 function sleep(ms: number): Promise<void> {

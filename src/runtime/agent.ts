@@ -35,6 +35,13 @@ export interface AgentInit {
   readonly task: (id: string) => Task | undefined;
   /** Sends a state change to the leader; rejects if it could not be committed (it is retried). */
   readonly report: (report: TaskReport) => Promise<void>;
+  /**
+   * True when this node has not confirmed contact with a leader for its lease period: the cluster may
+   * already have placed its tasks elsewhere, so they must stop here (no task runs on two nodes at once).
+   */
+  readonly leaseExpired: () => boolean;
+  /** The reason given for tasks stopped because the lease ran out. */
+  readonly leaseReason: string;
 }
 
 interface LocalTask {
@@ -44,6 +51,8 @@ interface LocalTask {
   /** Set once the task has exited (or failed to start). */
   exit: ExitResult | null;
   stopping: boolean;
+  /** Stopped because the node lost contact with the cluster: reported as lost, not as its exit. */
+  leaseStopped: boolean;
   /** What we last got committed, so reports are not repeated. */
   reported: TaskState | null;
   reporting: boolean;
@@ -79,6 +88,7 @@ export class Agent {
         handle,
         exit: null,
         stopping: false,
+        leaseStopped: false,
         reported: null,
         reporting: false,
       };
@@ -148,6 +158,16 @@ export class Agent {
   }
 
   private reconcile(): void {
+    if (this.init.leaseExpired()) {
+      // Cut off from the leader for a whole lease: stop everything, start nothing, report when back.
+      for (const local of this.local.values()) {
+        if (local.exit === null && local.handle !== null) {
+          local.leaseStopped = true;
+          this.stopTask(local);
+        }
+      }
+      return;
+    }
     const assigned = new Map(this.init.assignedTasks().map((task) => [task.id, task]));
     const current = (taskId: string): Task | undefined => assigned.get(taskId) ?? this.init.task(taskId);
     // An earlier run of a task that has since been restarted is history once it has stopped.
@@ -190,6 +210,10 @@ export class Agent {
       }
       if (local.exit !== null) {
         const killed = task.desired === 'kill';
+        if (local.leaseStopped && !killed) {
+          this.sendReport(local, 'lost', null, this.init.leaseReason);
+          continue;
+        }
         const state: TaskState = killed ? 'killed' : local.exit.succeeded ? 'finished' : 'failed';
         const reason = killed && local.handle !== null ? 'killed by request' : local.exit.reason;
         this.sendReport(local, state, local.exit.exitCode, reason);
@@ -206,6 +230,7 @@ export class Agent {
       handle: null,
       exit: null,
       stopping: false,
+      leaseStopped: false,
       reported: null,
       reporting: false,
     };
