@@ -19,6 +19,8 @@ export interface ApiBackend {
   logs(taskId: string, tailBytes: number): Promise<{ stdout: string; stderr: string }>;
   status(): unknown;
   members(): unknown[];
+  drain(node: string, drain: boolean): Promise<void>;
+  leaveCluster(): Promise<void>;
 }
 
 const httpStatus: Record<ShoalErrorCode, number> = {
@@ -77,6 +79,17 @@ async function route(backend: ApiBackend, request: IncomingMessage, response: Se
     return send(response, 200, backend.status());
   if (method === 'GET' && resource === 'members' && id === undefined)
     return send(response, 200, backend.members());
+  if (method === 'POST' && resource === 'nodes' && id !== undefined && action === 'drain') {
+    const body = (await readBody(request)) as { drain?: unknown } | null;
+    const drain = body?.drain ?? true;
+    if (typeof drain !== 'boolean') throw new ShoalError('INVALID_ARGUMENT', 'drain must be true or false');
+    await backend.drain(decodeURIComponent(id), drain);
+    return send(response, 200, { node: id, draining: drain });
+  }
+  if (method === 'POST' && resource === 'agent' && id === 'leave') {
+    await backend.leaveCluster();
+    return send(response, 200, { leaving: true });
+  }
   if (resource === 'tasks') {
     if (method === 'GET' && id === undefined) return send(response, 200, await backend.tasks());
     if (method === 'POST' && id === undefined) {

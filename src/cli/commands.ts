@@ -39,6 +39,8 @@ Usage:
   shoal ps [--json]                 list tasks
   shoal logs ID                     print a task's stdout and stderr
   shoal kill ID                     stop a task
+  shoal drain NODE [--cancel]       stop placing tasks on NODE and move its tasks elsewhere
+  shoal leave                       drain this node, hand over leadership, and stop its agent
   shoal members [--json]            list nodes
   shoal status [--json]             show the leader, term, voters and commit index
   shoal version
@@ -224,6 +226,7 @@ async function agent(args: string[]): Promise<void> {
       .then(() => node.stop())
       .finally(() => process.exit(0));
   };
+  node.onLeaveRequested = () => shutdown('shoal leave');
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
 }
@@ -392,7 +395,7 @@ async function members(args: string[]): Promise<void> {
     rows.push([
       m.name,
       m.address,
-      m.state,
+      m.draining ? `${m.state},draining` : m.state,
       String(m.cpu),
       `${m.memory} MiB`,
       m.drivers.join(','),
@@ -460,6 +463,38 @@ async function kill(args: string[]): Promise<void> {
   process.stderr.write(`kill requested for task ${id}\n`);
 }
 
+async function drain(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { ...addrOption, cancel: { type: 'boolean' } }, true);
+  if (values['help'] === true) {
+    console.log(usage);
+    return;
+  }
+  const node = positionals[0];
+  if (node === undefined || positionals.length > 1)
+    throw invalidArgument('usage: shoal drain NODE [--cancel] (a name from shoal members)');
+  const cancel = values['cancel'] === true;
+  await new ApiClient(apiAddress(values)).post(`/v1/nodes/${encodeURIComponent(node)}/drain`, {
+    drain: !cancel,
+  });
+  process.stderr.write(
+    cancel
+      ? `node ${node} takes tasks again\n`
+      : `node ${node} is draining: no new tasks, its tasks move elsewhere\n`,
+  );
+}
+
+async function leave(args: string[]): Promise<void> {
+  const { values } = parse(args, addrOption, false);
+  if (values['help'] === true) {
+    console.log(usage);
+    return;
+  }
+  const client = new ApiClient(apiAddress(values), 120_000);
+  process.stderr.write(`draining ${client.address} and leaving the cluster…\n`);
+  await client.post('/v1/agent/leave', {});
+  process.stderr.write('its tasks have moved; the agent is leaving\n');
+}
+
 const commands: Record<string, (args: string[]) => Promise<void>> = {
   agent,
   run,
@@ -468,6 +503,8 @@ const commands: Record<string, (args: string[]) => Promise<void>> = {
   kill,
   members,
   status,
+  drain,
+  leave,
 };
 
 export async function main(argv: string[]): Promise<number> {

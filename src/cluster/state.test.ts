@@ -249,4 +249,51 @@ describe('ClusterState', () => {
     apply({ type: 'killTask', taskId: 'a', atMs: 3 });
     expect(state.tasks.get('a')?.state).toBe('killed');
   });
+
+  it('drains a node: no new placements there, and its live tasks are queued again once stopped', () => {
+    const { state, apply } = cluster();
+    apply({ type: 'submitTask', id: 'a', spec: spec(), atMs: 0 });
+    apply({
+      type: 'assignTasks',
+      term: 2,
+      assignments: [{ taskId: 'a', nodeId: 'n1' }],
+      waiting: [],
+      atMs: 1,
+    });
+    apply({ type: 'drainNode', nodeId: 'n1', drain: true, atMs: 2 });
+    expect(state.tasks.get('a')).toMatchObject({ desired: 'move', state: 'assigned' });
+    apply({
+      type: 'reportTask',
+      attempt: 0,
+      nodeId: 'n1',
+      taskId: 'a',
+      state: 'killed',
+      exitCode: 137,
+      reason: 'killed by request',
+      atMs: 3,
+    });
+    expect(state.tasks.get('a')).toMatchObject({
+      desired: 'run',
+      state: 'pending',
+      attempt: 1,
+      reason: 'moved off one',
+    });
+    apply({
+      type: 'assignTasks',
+      term: 2,
+      assignments: [{ taskId: 'a', nodeId: 'n1' }],
+      waiting: [],
+      atMs: 4,
+    });
+    expect(state.tasks.get('a')?.state).toBe('pending');
+    apply({ type: 'drainNode', nodeId: 'n1', drain: false, atMs: 5 });
+    apply({
+      type: 'assignTasks',
+      term: 2,
+      assignments: [{ taskId: 'a', nodeId: 'n1' }],
+      waiting: [],
+      atMs: 6,
+    });
+    expect(state.tasks.get('a')?.state).toBe('assigned');
+  });
 });

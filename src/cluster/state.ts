@@ -28,10 +28,12 @@ export interface ClusterNode {
   /** Drivers that are healthy on the node; the allocator places a task only where its driver is. */
   readonly drivers: readonly TaskDriver[];
   status: 'up' | 'down';
+  /** A draining node takes no new tasks, and its tasks are moved elsewhere. */
+  draining: boolean;
   updatedAtMs: number;
 }
 
-export type NodeDescription = Omit<ClusterNode, 'status' | 'updatedAtMs'>;
+export type NodeDescription = Omit<ClusterNode, 'status' | 'updatedAtMs' | 'draining'>;
 
 export interface Assignment {
   readonly taskId: string;
@@ -61,7 +63,8 @@ export type Command =
     }
   | { readonly type: 'killTask'; readonly taskId: string; readonly atMs: number }
   | { readonly type: 'upsertNode'; readonly node: NodeDescription; readonly atMs: number }
-  | { readonly type: 'nodeDown'; readonly nodeId: string; readonly reason: string; readonly atMs: number };
+  | { readonly type: 'nodeDown'; readonly nodeId: string; readonly reason: string; readonly atMs: number }
+  | { readonly type: 'drainNode'; readonly nodeId: string; readonly drain: boolean; readonly atMs: number };
 
 export type ApplyResult =
   | { readonly ok: true; readonly taskId?: string }
@@ -122,12 +125,19 @@ export class ClusterState {
         return this.kill(command.taskId, command.atMs);
       case 'upsertNode': {
         const existing = this.nodes.get(command.node.id);
-        this.nodes.set(command.node.id, { ...command.node, status: 'up', updatedAtMs: command.atMs });
+        this.nodes.set(command.node.id, {
+          ...command.node,
+          status: 'up',
+          draining: existing?.draining ?? false,
+          updatedAtMs: command.atMs,
+        });
         if (!existing) this.used.set(command.node.id, { cpuMillis: 0, memoryBytes: 0 });
         return { ok: true };
       }
       case 'nodeDown':
         return this.nodeDown(command.nodeId, command.reason, command.atMs);
+      case 'drainNode':
+        return this.drain(command.nodeId, command.drain, command.atMs);
     }
   }
 
@@ -238,6 +248,7 @@ export class ClusterState {
     const task = this.tasks.get(assignment.taskId);
     const node = this.nodes.get(assignment.nodeId);
     if (!task || !node || task.state !== 'pending' || task.desired !== 'run' || node.status !== 'up') return;
+    if (node.draining) return;
     if (!node.drivers.includes(task.spec.driver)) return;
     const free = this.freeOn(node.id);
     if (free.cpuMillis < task.spec.cpuMillis || free.memoryBytes < task.spec.memoryBytes) return;
@@ -272,6 +283,24 @@ export class ClusterState {
     return { ok: true };
   }
 
+  /**
+   * Drains a node: no new placements there, and each live task on it is stopped and queued again
+   * (desired `move`); the allocator then places them elsewhere, highest priority first.
+   */
+  private drain(nodeId: string, drain: boolean, atMs: number): ApplyResult {
+    const node = this.nodes.get(nodeId);
+    if (!node) return { ok: false, code: 'NOT_FOUND', message: `no node ${nodeId}` };
+    node.draining = drain;
+    node.updatedAtMs = atMs;
+    if (!drain) return { ok: true };
+    for (const task of this.liveTasksOn(nodeId)) {
+      if (task.desired !== 'run') continue;
+      task.desired = 'move';
+      task.updatedAtMs = atMs;
+    }
+    return { ok: true };
+  }
+
   private nodeDown(nodeId: string, reason: string, atMs: number): ApplyResult {
     const node = this.nodes.get(nodeId);
     if (!node) return { ok: false, code: 'NOT_FOUND', message: `no node ${nodeId}` };
@@ -297,6 +326,19 @@ export class ClusterState {
     if (wasHolding && task.nodeId !== null) {
       this.hold(task.nodeId, task.spec, -1);
       this.track(task.nodeId, task.id, false);
+    }
+    if (task.desired === 'move') {
+      // Moved off a draining node: queue it again at once, as the same task.
+      const node = this.nodes.get(task.nodeId ?? '');
+      task.reason = `moved off ${node?.name ?? 'a draining node'}`;
+      task.desired = 'run';
+      task.state = 'pending';
+      task.nodeId = null;
+      task.assignedTerm = null;
+      task.attempt++;
+      task.notBeforeMs = null;
+      this.pending.add(task.id);
+      return;
     }
     const decision = task.desired === 'run' ? restartDecision(task.spec, task.attempt, state) : null;
     if (decision?.restart === true) {

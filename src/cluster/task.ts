@@ -103,7 +103,8 @@ export interface Task {
   /** Log index of the submission: the FIFO order among equal priorities. */
   readonly submitIndex: number;
   readonly submittedAtMs: number;
-  desired: 'run' | 'kill';
+  /** run; kill (stop for good); move (stop here, then queue again: the node is being drained). */
+  desired: 'run' | 'kill' | 'move';
   state: TaskState;
   /** The node (peer id) the task is assigned to, once placed. */
   nodeId: string | null;

@@ -65,6 +65,8 @@ export const leaseFileName = 'lease.json';
 export const replaceGraceMs = 2_000;
 /** How often an agent renews its lease with the leader. */
 export const leaseRenewIntervalMs = 1_000;
+/** How long `shoal leave` waits for a node's tasks to move before it leaves anyway. */
+export const leaveDrainTimeoutMs = 60_000;
 /** How long a read waits for the leader to confirm it still leads. */
 export const readIndexTimeoutMs = 2000;
 
@@ -116,6 +118,8 @@ export interface MemberView {
   readonly drivers: string[];
   readonly incarnation: number;
   readonly lastHeardMsAgo: number;
+  /** True while `shoal drain` keeps new tasks off the node. */
+  readonly draining: boolean;
 }
 
 export interface TaskView {
@@ -355,6 +359,31 @@ export class ShoalNode {
 
   // ---- the API's operations -------------------------------------------------------------------------
 
+  /** Drains a node (by name or id): no new tasks there, and its tasks move elsewhere. */
+  async drain(node: string, drain: boolean): Promise<void> {
+    await this.readBarrier();
+    const target = [...this.state.nodes.values()].find((n) => n.id === node || n.name === node);
+    if (!target) throw new ShoalError('NOT_FOUND', `no node ${node}; list nodes with shoal members`);
+    const result = await this.propose({ type: 'drainNode', nodeId: target.id, drain, atMs: Date.now() });
+    if (!result.ok) throw new ShoalError(result.code, result.message);
+  }
+
+  /**
+   * `shoal leave` on this node: drains it, waits until its tasks have moved (at most leaveDrainTimeoutMs),
+   * then hands the process over to the shutdown handler (which hands over leadership and leaves).
+   */
+  async leaveCluster(): Promise<void> {
+    await this.drain(this.id, true);
+    const deadline = Date.now() + leaveDrainTimeoutMs;
+    while (this.state.liveTasksOn(this.id).length > 0 && Date.now() < deadline) await sleep(100);
+    const left = this.state.liveTasksOn(this.id).length;
+    if (left > 0) this.logger.warn(`leaving with ${left} tasks not yet moved`);
+    setImmediate(() => this.onLeaveRequested?.());
+  }
+
+  /** Set by the process that runs the node: what to do once `shoal leave` has drained it. */
+  onLeaveRequested: (() => void) | null = null;
+
   async submit(spec: TaskSpec): Promise<string> {
     const id = randomBytes(6).toString('hex');
     const result = await this.propose({ type: 'submitTask', id, spec, atMs: Date.now() });
@@ -427,6 +456,7 @@ export class ShoalNode {
       drivers: member.record.drivers,
       incarnation: member.record.incarnation,
       lastHeardMsAgo: member.record.id === this.id ? 0 : now - member.lastHeardMs,
+      draining: this.state.nodes.get(member.record.id)?.draining ?? false,
     }));
   }
 
@@ -702,7 +732,7 @@ export class ShoalNode {
     const nodes: AllocatorNode[] = [];
     for (const node of this.state.nodes.values()) {
       const member = this.membership.member(node.id);
-      if (node.status !== 'up' || member?.state !== 'alive') continue;
+      if (node.status !== 'up' || node.draining || member?.state !== 'alive') continue;
       nodes.push({
         id: node.id,
         capacity: node.capacity,

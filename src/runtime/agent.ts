@@ -182,7 +182,7 @@ export class Agent {
       const local = this.local.get(task.id);
       if (local && local.attempt !== task.attempt) continue; // its earlier run is still stopping
       if (!local) {
-        if (task.desired === 'kill') {
+        if (task.desired !== 'run') {
           const record = this.track(task.id, task.attempt);
           record.exit = failure('killed before it started');
         } else if (task.state === 'assigned') {
@@ -194,7 +194,7 @@ export class Agent {
         }
         continue;
       }
-      if (task.desired === 'kill' && local.exit === null) this.stopTask(local);
+      if (task.desired !== 'run' && local.exit === null) this.stopTask(local);
     }
     for (const local of this.local.values()) {
       const task = current(local.taskId);
@@ -209,7 +209,7 @@ export class Agent {
         continue;
       }
       if (local.exit !== null) {
-        const killed = task.desired === 'kill';
+        const killed = task.desired !== 'run';
         if (local.leaseStopped && !killed) {
           this.sendReport(local, 'lost', null, this.init.leaseReason);
           continue;
