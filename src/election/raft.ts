@@ -333,6 +333,11 @@ export class RaftCore {
     return snapshot;
   }
 
+  /** Drops unsent messages (Raft tolerates loss) when the caller cannot act on a Ready, e.g. a full disk. */
+  discardMessages(): void {
+    this.messages = [];
+  }
+
   votedForId(): NodeId | null {
     return this.votedFor;
   }

@@ -70,6 +70,9 @@ export class RaftService {
   private stopped = false;
   /** The worst gap between two ticks seen, minus the tick: how long the event loop stalled. */
   tickStallMsMax = 0;
+  /** Set while the WAL cannot be written (e.g. the disk is full); writes through this node are refused. */
+  private diskError: string | null = null;
+  private diskRetryTimer: NodeJS.Timeout | null = null;
 
   constructor(init: RaftServiceInit) {
     this.init = init;
@@ -142,6 +145,7 @@ export class RaftService {
     if (this.stopped) return;
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.diskRetryTimer) clearTimeout(this.diskRetryTimer);
     this.init.transport.stop();
     for (const waiter of this.waiters.values())
       waiter.reject(new ShoalError('UNAVAILABLE', 'the node is stopping'));
@@ -164,6 +168,7 @@ export class RaftService {
 
   /** Proposes a command; resolves with the state machine's answer once it is committed and applied here. */
   propose(data: string, timeoutMs: number): Promise<unknown> {
+    if (this.diskError !== null) throw new ShoalError('UNAVAILABLE', this.diskError);
     const { index, term } = this.core.propose(data);
     return this.wait(index, term, timeoutMs);
   }
@@ -281,14 +286,33 @@ export class RaftService {
     if (this.stopped) return;
     while (this.core.hasReady()) {
       const ready = this.core.ready();
+      try {
+        if (ready.snapshot) {
+          // The leader sent a snapshot: it replaces our log and state machine.
+          saveSnapshot(this.init.walDir, ready.snapshot);
+          this.wal.rewrite(
+            ready.hardState ?? this.hardState(),
+            ready.snapshot.index,
+            ready.snapshot.term,
+            [],
+          );
+        }
+        this.wal.persist(ready.hardState, ready.truncateFrom, ready.entries);
+      } catch (error) {
+        this.onDiskError(error);
+        this.core.discardMessages();
+        // Nothing of this Ready happened: no message leaves, nothing applies. The core still holds it
+        // as unstable, and the next attempt writes it again.
+        return;
+      }
+      if (this.diskError !== null) {
+        this.init.logger.info('the write-ahead log is writable again');
+        this.diskError = null;
+      }
       if (ready.snapshot) {
-        // The leader sent a snapshot: it replaces our log and state machine.
-        saveSnapshot(this.init.walDir, ready.snapshot);
-        this.wal.rewrite(ready.hardState ?? this.hardState(), ready.snapshot.index, ready.snapshot.term, []);
         this.init.restoreState(ready.snapshot.data);
         this.init.logger.info('installed a snapshot from the leader', { index: ready.snapshot.index });
       }
-      this.wal.persist(ready.hardState, ready.truncateFrom, ready.entries);
       for (const message of ready.messages) this.init.transport.send(message);
       for (const entry of ready.committed) this.applyOne(entry);
       this.core.advance(ready);
@@ -299,8 +323,25 @@ export class RaftService {
       }
     }
     this.releaseAppliedWaiters();
-    this.maybeCompact();
+    try {
+      this.maybeCompact();
+    } catch (error) {
+      // The old snapshot and WAL are still whole (both are replaced atomically); retry later.
+      this.onDiskError(error);
+    }
     this.init.onChange?.(this.core.status());
+  }
+
+  private onDiskError(error: unknown): void {
+    const message = error instanceof Error ? error.message : String(error);
+    if (this.diskError === null) this.init.logger.error(message);
+    this.diskError = message;
+    if (this.diskRetryTimer === null) {
+      this.diskRetryTimer = setTimeout(() => {
+        this.diskRetryTimer = null;
+        this.schedule();
+      }, 1000);
+    }
   }
 
   private applyOne(entry: LogEntry): void {

@@ -18,7 +18,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
-import { ShoalError } from '../shared/errors.ts';
+import { ShoalError, errorMessage } from '../shared/errors.ts';
 import { writeFileAtomic } from '../shared/files.ts';
 import type { HardState, LogEntry, Snapshot } from './types.ts';
 
@@ -102,9 +102,26 @@ export class Wal {
     if (hardState) records.push({ t: 'hard', ...hardState });
     if (records.length === 0) return;
     const buffer = Buffer.concat(records.map(encodeRecord));
-    let written = 0;
-    while (written < buffer.length) written += writeSync(this.fd, buffer, written);
-    fsyncSync(this.fd);
+    try {
+      let written = 0;
+      while (written < buffer.length) written += writeSync(this.fd, buffer, written);
+      fsyncSync(this.fd);
+    } catch (error) {
+      // A full disk (ENOSPC) or an I/O error: cut what was half written so the log stays clean, and
+      // let the caller retry the same records later.
+      try {
+        ftruncateSync(this.fd, this.sizeBytes);
+      } catch {
+        // If even that fails, the torn tail is cut on the next open.
+      }
+      throw new ShoalError(
+        'UNAVAILABLE',
+        `cannot write ${this.path}: ${errorMessage(error)}; free space in the data dir`,
+        {
+          cause: error,
+        },
+      );
+    }
     this.sizeBytes += buffer.length;
   }
 

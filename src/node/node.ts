@@ -660,8 +660,13 @@ export class ShoalNode {
     this.leaseConfirmedMs = atMs;
     // Back in contact: run what waited for the lease without waiting for the next reconcile tick.
     if (wasExpired) this.agentService?.schedule();
-    // No fsync: after a power loss an older time only makes the lease end sooner, which is safe.
-    writeFileSync(join(this.config.dataDir, leaseFileName), JSON.stringify({ confirmedMs: atMs }));
+    // No fsync: after a power loss an older time only makes the lease end sooner, which is safe. A failed
+    // write (full disk) leaves the older time on disk, which is safe too.
+    try {
+      writeFileSync(join(this.config.dataDir, leaseFileName), JSON.stringify({ confirmedMs: atMs }));
+    } catch (error) {
+      this.logger.debug('cannot save the lease time', { error: errorMessage(error) });
+    }
   }
 
   /** Agent side: confirms with the leader that it still hears this node (see taskLeaseMs). */
