@@ -10,10 +10,10 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { api, freePort, percentile } from './lib/bench.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const binary = join(root, 'dist', 'shoal');
@@ -44,34 +44,6 @@ interface Status {
   commitIndex: number;
   appliedIndex: number;
   eventLoopStallMsMax: number;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((done) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => done(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
-
-async function api<T>(
-  address: string,
-  method: string,
-  path: string,
-  body?: unknown,
-  timeoutMs = 15_000,
-): Promise<T> {
-  const response = await fetch(`http://${address}${path}`, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? null : JSON.stringify(body),
-    signal: AbortSignal.timeout(timeoutMs),
-  });
-  const payload = (await response.json()) as T;
-  if (!response.ok) throw new Error(`${method} ${path}: ${JSON.stringify(payload)}`);
-  return payload;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -120,10 +92,6 @@ function start(agent: Agent, extra: string[]): void {
 async function stopAll(agents: Agent[]): Promise<void> {
   for (const agent of agents) agent.process?.kill('SIGKILL');
   await sleep(200);
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN;
 }
 
 const taskSpec = (name: string, constraints: Record<string, string> = {}): unknown => ({

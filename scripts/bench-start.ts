@@ -7,10 +7,10 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { api, freePort, percentile } from './lib/bench.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const binary = join(root, 'dist', 'shoal');
@@ -19,36 +19,11 @@ const taskCount = Number(values.tasks);
 const dockerSocket = process.env['SHOAL_BENCH_DOCKER_SOCKET'];
 const dockerImage = process.env['SHOAL_BENCH_DOCKER_IMAGE'];
 
-async function freePort(): Promise<number> {
-  return new Promise((done) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => done(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN;
-}
-
 function summary(label: string, samples: number[]): void {
   const sorted = [...samples].sort((a, b) => a - b);
   console.log(
     `${label}: n=${sorted.length} p50=${percentile(sorted, 50).toFixed(1)} ms p99=${percentile(sorted, 99).toFixed(1)} ms max=${(sorted.at(-1) ?? NaN).toFixed(1)} ms`,
   );
-}
-
-async function api<T>(address: string, method: string, path: string, body?: unknown): Promise<T> {
-  const response = await fetch(`http://${address}${path}`, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? null : JSON.stringify(body),
-  });
-  const payload = (await response.json()) as T;
-  if (!response.ok) throw new Error(`${method} ${path}: ${JSON.stringify(payload)}`);
-  return payload;
 }
 
 async function measure(address: string, spec: Record<string, unknown>): Promise<number[]> {
