@@ -13,10 +13,11 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { api, freePort, percentile } from './lib/bench.ts';
+import { api, freePort, percentile, requireBinary } from './lib/bench.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const binary = join(root, 'dist', 'shoal');
+requireBinary(binary);
 const { values } = parseArgs({
   options: {
     rounds: { type: 'string', default: '20' },

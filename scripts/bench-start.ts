@@ -10,10 +10,11 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { api, freePort, percentile } from './lib/bench.ts';
+import { api, freePort, percentile, requireBinary } from './lib/bench.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const binary = join(root, 'dist', 'shoal');
+requireBinary(binary);
 const { values } = parseArgs({ options: { tasks: { type: 'string', default: '200' } } });
 const taskCount = Number(values.tasks);
 const dockerSocket = process.env['SHOAL_BENCH_DOCKER_SOCKET'];

@@ -1,4 +1,5 @@
 /** Small helpers the benchmark scripts share: free ports, the HTTP API, percentiles. */
+import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 
 export async function freePort(): Promise<number> {
@@ -34,4 +35,12 @@ export async function api<T>(
 /** The p-th percentile (0–100) of ascending samples, nearest-rank. */
 export function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN;
+}
+
+/** Exits with a one-line error when the benchmark's binary has not been built. */
+export function requireBinary(path: string): void {
+  if (!existsSync(path)) {
+    console.error(`${path} is missing: run \`npm run build\` first`);
+    process.exit(2);
+  }
 }
