@@ -182,9 +182,12 @@ export class RaftService {
    * On the leader: the commit index once a quorum confirms this node still leads (ReadIndex). A read
    * served after the state machine applied it is linearizable.
    */
-  async readIndex(timeoutMs: number): Promise<number> {
+  readIndex(timeoutMs: number): Promise<number> {
     const requestId = randomBytes(8).toString('hex');
-    const index = new Promise<number>((resolve, reject) => {
+    // First, so a node that is not (or not yet) a settled leader throws before any timer exists.
+    this.core.readIndex(requestId);
+    this.schedule();
+    return new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.readWaiters.delete(requestId);
         reject(new ShoalError('TIMEOUT', `leadership was not confirmed within ${timeoutMs} ms`));
@@ -194,9 +197,6 @@ export class RaftService {
         resolve(readIndex);
       });
     });
-    this.core.readIndex(requestId);
-    this.schedule();
-    return index;
   }
 
   /** Waits until this node has applied at least `index`. */
