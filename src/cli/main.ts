@@ -1,7 +1,15 @@
 /** The `shoal` binary's entry point. No top-level await: the single binary is a CommonJS bundle. */
-import { main } from './commands.ts';
+import { runShim, shimArgument } from '../runtime/drivers/shim.ts';
 
-void main(process.argv.slice(2)).then((exitCode) => {
-  // The agent keeps running on its own handles; every other command exits with its code.
-  if (process.argv[2] !== 'agent' || exitCode !== 0) process.exit(exitCode);
-});
+// The exec driver starts one shim per task as `shoal __shim LAUNCH_FILE`. It loads only the shim's modules:
+// the CLI (libp2p, dockerode…) is imported lazily, so every running task does not pay for it.
+if (process.argv[2] === shimArgument) {
+  void runShim(process.argv.slice(3));
+} else {
+  void import('./commands.ts')
+    .then(({ main }) => main(process.argv.slice(2)))
+    .then((exitCode) => {
+      // The agent keeps running on its own handles; every other command exits with its code.
+      if (process.argv[2] !== 'agent' || exitCode !== 0) process.exit(exitCode);
+    });
+}

@@ -218,7 +218,8 @@ export class Agent {
         const reason = killed && local.handle !== null ? 'killed by request' : local.exit.reason;
         this.sendReport(local, state, local.exit.exitCode, reason);
       } else if (local.handle !== null && task.state !== 'running') {
-        this.sendReport(local, 'running', null, null);
+        // A limit the node could not enforce shows on the task, plainly.
+        this.sendReport(local, 'running', null, local.handle.warnings?.join('; ') ?? null);
       }
     }
   }
@@ -250,8 +251,16 @@ export class Agent {
     mkdirSync(taskDir, { recursive: true });
     this.init.logger.info('starting task', { task: task.id, name: task.spec.name, driver: task.spec.driver });
     driver
-      .start({ taskId: task.id, spec: task.spec, taskDir })
+      .start({
+        taskId: task.id,
+        spec: task.spec,
+        taskDir,
+        onEvent: (event) => this.init.logger.info(event.message, { task: task.id, event: event.type }),
+      })
       .then((handle) => {
+        for (const warning of handle.warnings ?? []) {
+          this.init.logger.warn('task limit not enforced', { task: task.id, warning });
+        }
         local.handle = handle;
         this.saveHandles();
         this.watch(driver, local);

@@ -5,9 +5,9 @@
  * Commands are plain POSIX sh and busybox: `sh -c …`, `sleep`, `true`. Timing assertions are upper bounds with
  * several seconds of slack, since CI is a loaded 2-core machine.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -16,9 +16,11 @@ import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { TaskDriver, TaskSpec } from '../../src/cluster/task.ts';
 import {
+  followTaskLogs,
   readTaskLogs,
   type Driver,
   type ExitResult,
+  type LogRotation,
   type StartRequest,
   type TaskHandle,
 } from '../../src/runtime/drivers/index.ts';
@@ -29,6 +31,13 @@ export interface SpecInput {
 }
 
 export type MakeSpec = (input: SpecInput) => TaskSpec;
+
+/** What the suite varies in a driver's configuration. */
+export interface DriverTestInit {
+  logRotation?: LogRotation;
+}
+
+export type MakeDriver = (init?: DriverTestInit) => Driver;
 
 /** Slack on top of a grace period before a stop counts as too slow. */
 export const stopSlackMs = 10_000;
@@ -84,6 +93,68 @@ export async function startInDyingAgent(
     { timeout: 30_000 },
   );
   return JSON.parse(stdout) as TaskHandle;
+}
+
+/**
+ * Starts a task from a separate Node process that stays, like an agent, until it is SIGKILLed here once the
+ * handle is out. Returns the handle.
+ */
+export async function startInKilledAgent(
+  driver: TaskDriver,
+  socketPath: string | undefined,
+  request: StartRequest,
+): Promise<TaskHandle> {
+  const input = JSON.stringify({
+    driver,
+    ...(socketPath === undefined ? {} : { socketPath }),
+    hold: true,
+    request,
+  });
+  const agent = spawn(
+    process.execPath,
+    ['--experimental-strip-types', '--disable-warning=ExperimentalWarning', dyingAgentPath, input],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const exited = new Promise<void>((resolve) => agent.once('exit', () => resolve()));
+  try {
+    const line = await new Promise<string>((resolve, reject) => {
+      let text = '';
+      const timer = setTimeout(
+        () => reject(new Error('the agent process printed no handle within 30 s')),
+        30_000,
+      );
+      agent.stdout.on('data', (chunk: Buffer) => {
+        text += chunk.toString('utf8');
+        const end = text.indexOf('\n');
+        if (end !== -1) {
+          clearTimeout(timer);
+          resolve(text.slice(0, end));
+        }
+      });
+      agent.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`the agent process exited (${code}) before it printed a handle`));
+      });
+    });
+    return JSON.parse(line) as TaskHandle;
+  } finally {
+    agent.kill('SIGKILL');
+    await exited;
+  }
+}
+
+/** The sizes of a stream's log files in taskDir, by name. */
+export async function logFileSizes(
+  taskDir: string,
+  stream: 'stdout' | 'stderr',
+): Promise<Map<string, number>> {
+  const sizes = new Map<string, number>();
+  for (const name of await readdir(taskDir)) {
+    if (name === `${stream}.log` || name.startsWith(`${stream}.log.`)) {
+      sizes.set(name, (await stat(join(taskDir, name))).size);
+    }
+  }
+  return sizes;
 }
 
 /** A task ended by a signal: exec reports the signal, docker 128+n (named when shoal stopped it). */
@@ -145,7 +216,7 @@ export interface ComplianceOptions {
 
 export function driverCompliance(
   name: TaskDriver,
-  makeDriver: () => Driver,
+  makeDriver: MakeDriver,
   makeSpec: MakeSpec,
   options: ComplianceOptions = {},
 ): void {
@@ -280,6 +351,11 @@ export function driverCompliance(
       const exit = second.wait(persisted);
       await second.stop(persisted, { graceMs });
       expect((await exit).succeeded).toBe(false);
+      // Stopped but not destroyed: a later agent still learns how it ended. Once destroyed, nothing is left.
+      const third = makeDriver();
+      expect(await third.recover(persisted)).toBe(true);
+      expectKilled(await third.wait(persisted));
+      await third.destroy(persisted);
       expect(await makeDriver().recover(persisted)).toBe(false);
     });
 
@@ -306,12 +382,117 @@ export function driverCompliance(
       expect((await exit).succeeded).toBe(false);
     });
 
-    it('does not re-attach to a task that has finished', async () => {
+    it('re-attaches to a task that has finished, reports its exit code, and forgets it once destroyed', async () => {
       const first = makeDriver();
-      const { handle } = await tasks.start(first, ['true']);
-      await first.wait(handle);
+      const { handle } = await tasks.start(first, ['sh', '-c', 'exit 6']);
+      expect((await first.wait(handle)).exitCode).toBe(6);
       const persisted = JSON.parse(JSON.stringify(handle)) as TaskHandle;
+      const second = makeDriver();
+      expect(await second.recover(persisted)).toBe(true);
+      expect(await second.wait(persisted)).toEqual({
+        exitCode: 6,
+        signal: null,
+        oomKilled: false,
+        reason: 'exit code 6',
+        succeeded: false,
+      });
+      await second.destroy(persisted);
       expect(await makeDriver().recover(persisted)).toBe(false);
+    });
+
+    it('reports the exit code of a task whose agent was SIGKILLed, when the task ends later', async () => {
+      const taskDir = await tasks.dir();
+      const handle = await startInKilledAgent(name, options.socketPath, {
+        taskId: uniqueTaskId('killed'),
+        spec: makeSpec({
+          command: ['sh', '-c', 'trap "exit 7" TERM; echo ready; while true; do sleep 0.1; done'],
+          env: {},
+        }),
+        taskDir,
+      });
+      const driver = makeDriver();
+      tasks.track(driver, handle);
+      expect(await driver.recover(handle)).toBe(true);
+      const exit = driver.wait(handle);
+      // The trap must be set before the signal comes.
+      await waitForStdout(taskDir, 'ready');
+      await driver.stop(handle, { graceMs: 20_000 });
+      expect(await exit).toEqual({
+        exitCode: 7,
+        signal: null,
+        oomKilled: false,
+        reason: 'exit code 7',
+        succeeded: false,
+      });
+    });
+
+    it('reports the exit code and output of a task that ended while its agent was dead', async () => {
+      const taskDir = await tasks.dir();
+      const handle = await startInKilledAgent(name, options.socketPath, {
+        taskId: uniqueTaskId('ended'),
+        spec: makeSpec({ command: ['sh', '-c', 'echo bye; exit 4'], env: {} }),
+        taskDir,
+      });
+      // No agent runs meanwhile; the task ends on its own.
+      await sleep(2000);
+      const driver = makeDriver();
+      tasks.track(driver, handle);
+      expect(await driver.recover(handle)).toBe(true);
+      expect(await driver.wait(handle)).toEqual({
+        exitCode: 4,
+        signal: null,
+        oomKilled: false,
+        reason: 'exit code 4',
+        succeeded: false,
+      });
+      expect((await readTaskLogs(taskDir)).stdout.toString('utf8')).toBe('bye\n');
+    });
+
+    it('streams the output of a running task to followTaskLogs', async () => {
+      const driver = makeDriver();
+      const { handle, taskDir } = await tasks.start(driver, [
+        'sh',
+        '-c',
+        'for i in 1 2 3; do echo "out $i"; echo "err $i" >&2; sleep 0.3; done',
+      ]);
+      const controller = new AbortController();
+      const text = { stdout: '', stderr: '' };
+      const following = (async () => {
+        const options = { signal: controller.signal, fromBytes: Infinity, pollIntervalMs: 100 };
+        for await (const chunk of followTaskLogs(taskDir, options))
+          text[chunk.stream] += chunk.data.toString('utf8');
+      })();
+      await waitUntil('the first line arrives while the task runs', () =>
+        Promise.resolve(text.stdout.includes('out 1')),
+      );
+      expect((await driver.wait(handle)).succeeded).toBe(true);
+      await waitUntil('every line arrives', () =>
+        Promise.resolve(text.stdout === 'out 1\nout 2\nout 3\n' && text.stderr === 'err 1\nerr 2\nerr 3\n'),
+      );
+      controller.abort();
+      await following;
+    });
+
+    it('caps its log files, rotates them, and reads them back across rotation', async () => {
+      const fileBytesMax = 1000;
+      const driver = makeDriver({ logRotation: { fileBytesMax, filesMax: 3 } });
+      // 200 numbered lines, 5000 bytes in all: more than the 3000 bytes three files keep.
+      const { handle, taskDir } = await tasks.start(driver, [
+        'sh',
+        '-c',
+        'i=1000; while [ $i -lt 1200 ]; do echo "line $i abcdefghijklmn"; i=$((i+1)); done',
+      ]);
+      expect((await driver.wait(handle)).succeeded).toBe(true);
+      const written = Array.from({ length: 200 }, (_, k) => `line ${1000 + k} abcdefghijklmn\n`).join('');
+      const sizes = await logFileSizes(taskDir, 'stdout');
+      expect([...sizes.keys()].sort()).toEqual(['stdout.log', 'stdout.log.1', 'stdout.log.2']);
+      for (const sizeBytes of sizes.values()) expect(sizeBytes).toBeLessThanOrEqual(fileBytesMax);
+      // What is kept is the end of what was written, in order, across the three files.
+      const kept = (await readTaskLogs(taskDir, { tailBytes: 10_000 })).stdout.toString('utf8');
+      expect(kept.length).toBe([...sizes.values()].reduce((sum, size) => sum + size, 0));
+      expect(kept).toBe(written.slice(-kept.length));
+      const tail = (await readTaskLogs(taskDir, { tailBytes: 1500 })).stdout.toString('utf8');
+      expect(tail).toBe(kept.slice(-1500));
     });
   });
 }

@@ -4,17 +4,26 @@
  *   SHOAL_TEST_DOCKER_IMAGE   a local busybox image with sh, sleep, echo, cat, true, false and /bin/busybox
  * The "engine down" tests need no engine and always run.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import Docker from 'dockerode';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { TaskSpec } from '../../src/cluster/task.ts';
+import { createPullProgress } from '../../src/runtime/drivers/docker.ts';
 import {
   containerNamePrefix,
   createDockerDriver,
   dockerSocketPathFromEnv,
   managedLabel,
   taskLabel,
+  type DockerDriverInit,
   type Driver,
+  type TaskEvent,
+  type TaskHandle,
 } from '../../src/runtime/drivers/index.ts';
 import { isShoalError, silentLogger } from '../../src/shared/index.ts';
 import {
@@ -22,6 +31,8 @@ import {
   driverCompliance,
   taskTestTimeoutMs,
   uniqueTaskId,
+  waitUntil,
+  type DriverTestInit,
   type SpecInput,
 } from './compliance.ts';
 
@@ -51,7 +62,87 @@ const makeSpec = ({ command, env }: SpecInput): TaskSpec => ({
   constraints: {},
 });
 
-const makeDriver = (): Driver => createDockerDriver({ logger: silentLogger, socketPath });
+const makeDriver = (init: DriverTestInit & Partial<DockerDriverInit> = {}): Driver =>
+  createDockerDriver({ logger: silentLogger, socketPath, ...init });
+
+/**
+ * A stand-in for the engine's socket that forwards to the real one, and can make the engine disappear
+ * (kill: sockets closed, socket file gone) or hang (freeze: connections stay open and nothing more answers).
+ */
+interface EngineProxy {
+  socketPath: string;
+  kill(): Promise<void>;
+  freeze(): void;
+  /** Listens again on the same path after kill(). */
+  revive(): Promise<void>;
+}
+
+async function startEngineProxy(targetSocketPath: string): Promise<EngineProxy> {
+  const dir = await mkdtemp(join(tmpdir(), 'shoal-engine-proxy-'));
+  const proxySocketPath = join(dir, 'docker.sock');
+  const pairs = new Set<{ client: Socket; upstream: Socket | null }>();
+  let frozen = false;
+  let server: Server | null = null;
+  const listen = async (): Promise<void> => {
+    frozen = false;
+    const next = createServer((client) => {
+      const pair: { client: Socket; upstream: Socket | null } = { client, upstream: null };
+      pairs.add(pair);
+      client.on('error', () => undefined);
+      client.on('close', () => {
+        pair.upstream?.destroy();
+        pairs.delete(pair);
+      });
+      if (frozen) return; // accepted, never answered
+      const upstream = connect(targetSocketPath);
+      pair.upstream = upstream;
+      upstream.on('error', () => client.destroy());
+      upstream.on('close', () => client.destroy());
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve) => next.listen(proxySocketPath, resolve));
+    server = next;
+  };
+  await listen();
+  return {
+    socketPath: proxySocketPath,
+    async kill() {
+      const closing = server;
+      server = null;
+      for (const pair of pairs) {
+        pair.client.destroy();
+        pair.upstream?.destroy();
+      }
+      await new Promise<void>((resolve) => (closing === null ? resolve() : closing.close(() => resolve())));
+    },
+    freeze() {
+      frozen = true;
+      for (const pair of pairs) {
+        pair.client.unpipe();
+        pair.upstream?.unpipe();
+        pair.upstream?.pause();
+        pair.client.pause();
+      }
+    },
+    revive: listen,
+  };
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.listen(0, '127.0.0.1', () => {
+      const address = probe.address();
+      probe.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
+    });
+  });
+}
+
+const registryBinary = '/usr/bin/docker-registry';
+const registryInstalled = await access(registryBinary).then(
+  () => true,
+  () => false,
+);
 
 describe('docker driver with its engine down', { timeout: taskTestTimeoutMs }, () => {
   const missingSocket = join('/tmp', `shoal-no-engine-${process.pid}`, 'docker.sock');
@@ -79,6 +170,42 @@ describe('docker driver with its engine down', { timeout: taskTestTimeoutMs }, (
     );
     // The engine check waits 2 s at most; the rest is slack for a loaded machine.
     expect(Date.now() - startedMs).toBeLessThan(10_000);
+  });
+
+  it('rejects recover() with DRIVER_UNAVAILABLE: an engine that is down says nothing about the task', async () => {
+    const handle: TaskHandle = {
+      taskId: uniqueTaskId('down'),
+      driver: 'docker',
+      state: {
+        containerId: 'c0ffee',
+        containerName: 'shoal-x',
+        image: 'busybox:1',
+        taskDir: await tasks.dir(),
+      },
+    };
+    await expect(downDriver().recover(handle)).rejects.toSatisfy((error) =>
+      isShoalError(error, 'DRIVER_UNAVAILABLE'),
+    );
+  });
+
+  it('turns pull progress into lines, each layer at most once a second unless its status changes', () => {
+    let nowMs = 0;
+    const line = createPullProgress(() => nowMs);
+    expect(line({ status: 'Pulling from shoal/busybox', id: '1' })).toBe('1: Pulling from shoal/busybox');
+    expect(
+      line({ status: 'Downloading', id: 'abc', progressDetail: { current: 1_200_000, total: 2_000_000 } }),
+    ).toBe('abc: Downloading 1.2 MB / 2.0 MB');
+    nowMs = 500;
+    expect(
+      line({ status: 'Downloading', id: 'abc', progressDetail: { current: 1_500_000, total: 2_000_000 } }),
+    ).toBe(null);
+    expect(line({ status: 'Download complete', id: 'abc' })).toBe('abc: Download complete');
+    nowMs = 2000;
+    expect(line({ status: 'Status: Downloaded newer image for x' })).toBe(
+      'Status: Downloaded newer image for x',
+    );
+    expect(line({ error: 'boom' })).toBe(null);
+    expect(line('not an event')).toBe(null);
   });
 
   it('finds its socket in DOCKER_HOST', () => {
@@ -202,6 +329,153 @@ describe.skipIf(skipReason !== null)(
         expect(second.state['containerId']).not.toBe(first.state['containerId']);
         expect((await driver.wait(second)).succeeded).toBe(true);
       });
+
+      const lossInit = { engineCheckIntervalMs: 200, pingTimeoutMs: 500 };
+
+      it('ends a task whose engine disappears with a clear reason, not a hang', async () => {
+        const proxy = await startEngineProxy(socketPath);
+        const driver = makeDriver({ ...lossInit, socketPath: proxy.socketPath, engineLossGraceMs: 1500 });
+        const handle = await driver.start({
+          taskId: uniqueTaskId('gone'),
+          spec: makeSpec({ command: ['sleep', '1000'], env: {} }),
+          taskDir: await tasks.dir(),
+        });
+        // The container outlives the proxy: clean it up through the real engine.
+        tasks.track(makeDriver(), handle);
+        const exit = driver.wait(handle);
+        await sleep(300);
+        const lostMs = Date.now();
+        await proxy.kill();
+        const result = await exit;
+        expect(result).toMatchObject({ exitCode: null, succeeded: false });
+        expect(result.reason).toMatch(
+          /^docker engine unreachable while the task ran: .* \(no answer from .* for 2 s\)$/,
+        );
+        expect(Date.now() - lostMs).toBeLessThan(15_000);
+      });
+
+      it('ends a task whose engine hangs with the same reason', async () => {
+        const proxy = await startEngineProxy(socketPath);
+        const driver = makeDriver({ ...lossInit, socketPath: proxy.socketPath, engineLossGraceMs: 1500 });
+        const handle = await driver.start({
+          taskId: uniqueTaskId('hung'),
+          spec: makeSpec({ command: ['sleep', '1000'], env: {} }),
+          taskDir: await tasks.dir(),
+        });
+        tasks.track(makeDriver(), handle);
+        const exit = driver.wait(handle);
+        await sleep(300);
+        proxy.freeze();
+        const result = await exit;
+        expect(result.reason).toMatch(/^docker engine unreachable while the task ran: /);
+        await proxy.kill();
+      });
+
+      it('rides out an engine that comes back within the grace period', async () => {
+        const proxy = await startEngineProxy(socketPath);
+        const driver = makeDriver({ ...lossInit, socketPath: proxy.socketPath, engineLossGraceMs: 30_000 });
+        const handle = await driver.start({
+          taskId: uniqueTaskId('back'),
+          spec: makeSpec({
+            command: ['sh', '-c', 'trap "exit 9" TERM; while true; do sleep 0.1; done'],
+            env: {},
+          }),
+          taskDir: await tasks.dir(),
+        });
+        // Cleaned up through the real engine: the proxy is gone by then.
+        tasks.track(makeDriver(), handle);
+        const exit = driver.wait(handle);
+        await sleep(500);
+        await proxy.kill();
+        await sleep(1500);
+        await proxy.revive();
+        await driver.stop(handle, { graceMs: 10_000 });
+        expect(await exit).toMatchObject({ exitCode: 9, reason: 'exit code 9' });
+        await proxy.kill();
+      });
+
+      describe.skipIf(!registryInstalled)(
+        `pulling from a registry${registryInstalled ? '' : ` (skipped: ${registryBinary} not installed)`}`,
+        () => {
+          let registry: ChildProcess | null = null;
+          let registryDir: string | null = null;
+          afterEach(async () => {
+            registry?.kill('SIGTERM');
+            registry = null;
+            if (registryDir !== null) await rm(registryDir, { recursive: true, force: true });
+            registryDir = null;
+          });
+
+          it('pulls a missing image, sending its progress as task events', async () => {
+            registryDir = await mkdtemp(join(tmpdir(), 'shoal-registry-'));
+            const port = await freePort();
+            await writeFile(
+              join(registryDir, 'config.yml'),
+              `version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: ${registryDir}/data\nhttp:\n  addr: 127.0.0.1:${port}\n`,
+            );
+            registry = spawn(registryBinary, ['serve', join(registryDir, 'config.yml')], { stdio: 'ignore' });
+            await waitUntil('the registry answers', async () => {
+              const answer = await fetch(`http://127.0.0.1:${port}/v2/`).catch(() => null);
+              return answer?.ok === true;
+            });
+            // The test image, pushed under a name of its own and then removed here: the driver must pull it.
+            const source = engine.getImage(image);
+            if ((await source.inspect().catch(() => null)) === null) {
+              await new Promise((resolve, reject) => {
+                void engine.pull(image).then((stream) => {
+                  engine.modem.followProgress(stream, (error) => (error ? reject(error) : resolve(null)));
+                }, reject);
+              });
+            }
+            const repo = `127.0.0.1:${port}/shoal-test/busybox`;
+            const tag = String(process.pid);
+            const reference = `${repo}:${tag}`;
+            await source.tag({ repo, tag });
+            // The engine insists on credentials, even empty ones for a registry that needs none.
+            const pushed = await engine
+              .getImage(reference)
+              .push({ authconfig: { serveraddress: `127.0.0.1:${port}` } });
+            await new Promise((resolve, reject) => {
+              engine.modem.followProgress(pushed, (error, output: unknown[]) => {
+                const failed = output.find(
+                  (line) => typeof line === 'object' && line !== null && 'error' in line,
+                );
+                if (error || failed) reject(error ?? new Error(JSON.stringify(failed)));
+                else resolve(null);
+              });
+            });
+            await engine.getImage(reference).remove();
+
+            const events: TaskEvent[] = [];
+            const driver = makeDriver();
+            const handle = await driver.start({
+              taskId: uniqueTaskId('pull'),
+              spec: { ...makeSpec({ command: ['true'], env: {} }), image: reference },
+              taskDir: await tasks.dir(),
+              onEvent: (event) => events.push(event),
+            });
+            tasks.track(driver, handle);
+            expect((await driver.wait(handle)).succeeded).toBe(true);
+            expect(events[0]).toEqual({ type: 'image:pull', message: `pulling image ${reference}` });
+            expect(events.filter((event) => event.type === 'image:pull').length).toBeGreaterThan(2);
+            expect(events.map((event) => event.message)).toContainEqual(
+              expect.stringMatching(
+                /Pulling from shoal-test\/busybox|Pull complete|Already exists/,
+              ) as unknown,
+            );
+            const last = events.at(-1);
+            expect(last?.type).toBe('image:pulled');
+            expect(last?.message).toMatch(
+              new RegExp(`^pulled image ${reference.replace(/[.:]/g, '\\$&')} in \\d+\\.\\d s$`),
+            );
+            await driver.destroy(handle);
+            await engine
+              .getImage(reference)
+              .remove()
+              .catch(() => undefined);
+          });
+        },
+      );
     });
   },
 );

@@ -86,6 +86,8 @@ describe('the runtime through a real agent', { timeout: 120_000 }, () => {
       60_000,
     );
     expect(done.attempt).toBe(0);
+    // The exec shim recorded the exit status while no agent watched: the real code is reported.
+    expect(done).toMatchObject({ state: 'finished', exitCode: 0 });
     expect((await agent.cli(['logs', id])).stdout).toBe(`${marker}\n`);
   });
 });

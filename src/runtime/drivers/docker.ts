@@ -3,26 +3,38 @@
  *
  * Containers are named `shoal-<taskId>` and labelled io.shoal.task/io.shoal.managed so an operator (and a
  * future garbage collector) can tell shoal's containers from others. While a container runs, its output is
- * streamed into taskDir/stdout.log and stderr.log, so the logs outlive the container's removal.
+ * streamed into taskDir/stdout.log and stderr.log (size-capped and rotated), so the logs outlive the container's
+ * removal. A missing image is pulled, its progress sent to StartRequest.onEvent.
+ *
+ * While a task runs, wait() watches the engine: if it stops answering (gone, or hung) for longer than
+ * engineLossGraceMs, the task ends with the reason "docker engine unreachable while the task ran: …" rather
+ * than a wait that never returns; an engine that comes back within that time (a restart) is simply re-attached.
  */
-import { createWriteStream, type WriteStream } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { finished } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import Docker from 'dockerode';
 import { errorMessage, isShoalError, ShoalError, type Logger } from '../../shared/index.ts';
 import {
   checkHandleDriver,
   isErrnoException,
-  stderrLogFileName,
-  stdoutLogFileName,
   type Driver,
   type DriverHealth,
   type ExitResult,
   type StartRequest,
+  type TaskEvent,
   type TaskHandle,
 } from './driver.ts';
+import {
+  checkLogRotation,
+  logRotationDefault,
+  RotatingLogFile,
+  stderrLogFileName,
+  stdoutLogFileName,
+  type LogRotation,
+} from './logs.ts';
 
 export interface DockerDriverInit {
   /** Used as given: pass one named for the driver, e.g. logger.child('docker'). */
@@ -33,6 +45,15 @@ export interface DockerDriverInit {
   pingTimeoutMs?: number;
   /** How long pulling a missing image may take before start() gives up on it. Default 10 minutes. */
   pullTimeoutMs?: number;
+  /**
+   * How long a running task's engine may stay unreachable before wait() ends the task with "docker engine
+   * unreachable while the task ran". Long enough to ride out an engine restart. Default 30 s.
+   */
+  engineLossGraceMs?: number;
+  /** While tasks run, the engine is pinged this often (one ping for all tasks) to notice a hung engine. Default 5 s. */
+  engineCheckIntervalMs?: number;
+  /** Size cap and number of log files per stream. Default logRotationDefault (10 MiB × 3). */
+  logRotation?: LogRotation;
 }
 
 export const dockerSocketPathDefault = '/var/run/docker.sock';
@@ -42,6 +63,12 @@ export const managedLabel = 'io.shoal.managed';
 
 const pingTimeoutMsDefault = 2000;
 const pullTimeoutMsDefault = 10 * 60_000;
+const engineLossGraceMsDefault = 30_000;
+const engineCheckIntervalMsDefault = 5000;
+/** While the engine is unreachable, how often wait() looks whether it is back. */
+const engineRetryIntervalMs = 1000;
+/** A layer's pull progress ("Downloading 1.2 MB / 2.0 MB") is sent at most this often; status changes always. */
+const pullProgressIntervalMs = 1000;
 /** After a container exits, how long wait() lets the log stream deliver its last bytes before it answers. */
 const logsDrainTimeoutMs = 5000;
 /** The engine keeps at most this much of a container's log (json-file max-size); shoal's own copy is in taskDir. */
@@ -76,6 +103,10 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
   const socketPath = init.socketPath ?? dockerSocketPathFromEnv();
   const pingTimeoutMs = init.pingTimeoutMs ?? pingTimeoutMsDefault;
   const pullTimeoutMs = init.pullTimeoutMs ?? pullTimeoutMsDefault;
+  const engineLossGraceMs = init.engineLossGraceMs ?? engineLossGraceMsDefault;
+  const engineCheckIntervalMs = init.engineCheckIntervalMs ?? engineCheckIntervalMsDefault;
+  const logRotation = { ...(init.logRotation ?? logRotationDefault) };
+  checkLogRotation(logRotation);
   // docker-modem fills unset options from DOCKER_HOST and DOCKER_CLIENT_TIMEOUT. Explicit undefineds win its
   // merge: shoal talks to exactly the socket it reports, and no client timeout cuts the long-lived wait and
   // log requests.
@@ -132,7 +163,15 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
     }
   };
 
-  const ensureImage = async (image: string): Promise<void> => {
+  const emit = (request: StartRequest, event: TaskEvent): void => {
+    try {
+      request.onEvent?.(event);
+    } catch (error) {
+      logger.warn('task event listener threw', { taskId: request.taskId, error: errorMessage(error) });
+    }
+  };
+
+  const ensureImage = async (image: string, request: StartRequest): Promise<void> => {
     try {
       await client.getImage(image).inspect();
       return;
@@ -140,13 +179,23 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
       if (statusCodeOf(error) !== 404) throw engineError(error, `inspect image ${image}`);
     }
     logger.info('pulling image', { image });
+    emit(request, { type: 'image:pull', message: `pulling image ${image}` });
+    const startedMs = performance.now();
+    const progressLine = createPullProgress();
     try {
       const stream = await client.pull(image, { abortSignal: AbortSignal.timeout(pullTimeoutMs) });
       const progress = await new Promise<unknown[]>((resolve, reject) => {
-        client.modem.followProgress(stream, (error, output: unknown[]) => {
-          if (error) reject(error);
-          else resolve(output);
-        });
+        client.modem.followProgress(
+          stream,
+          (error, output: unknown[]) => {
+            if (error) reject(error);
+            else resolve(output);
+          },
+          (event: unknown) => {
+            const line = progressLine(event);
+            if (line !== null) emit(request, { type: 'image:pull', message: line });
+          },
+        );
       });
       // The engine reports a failed pull inside the progress stream, after an HTTP 200.
       const failure = progress.map(progressError).find((message) => message !== null);
@@ -161,6 +210,9 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
         },
       );
     }
+    const seconds = ((performance.now() - startedMs) / 1000).toFixed(1);
+    logger.info('pulled image', { image, seconds });
+    emit(request, { type: 'image:pulled', message: `pulled image ${image} in ${seconds} s` });
   };
 
   const createContainer = async (request: StartRequest, image: string): Promise<Docker.Container> => {
@@ -221,8 +273,8 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
     const abort = new AbortController();
     const done = (async (): Promise<void> => {
       const files = [
-        createWriteStream(join(taskDir, stdoutLogFileName), { flags: 'a' }),
-        createWriteStream(join(taskDir, stderrLogFileName), { flags: 'a' }),
+        new RotatingLogFile(join(taskDir, stdoutLogFileName), logRotation),
+        new RotatingLogFile(join(taskDir, stderrLogFileName), logRotation),
       ] as const;
       for (const file of files) {
         file.on('error', (error) =>
@@ -267,7 +319,7 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
     }
     // Fail fast with a clear reason when the engine is down, before any slower step.
     await ping();
-    await ensureImage(image);
+    await ensureImage(image, request);
     await mkdir(taskDir, { recursive: true });
     const container = await createContainer(request, image);
     try {
@@ -293,23 +345,132 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
     return { taskId, driver: 'docker', state: { ...state } };
   };
 
+  // One timer for every wait(): while any task is waited for, the engine is pinged every engineCheckIntervalMs.
+  // A failed ping wakes the waits, which then give the engine engineLossGraceMs to come back.
+  const engineListeners = new Set<(error: unknown) => void>();
+  let engineTimer: NodeJS.Timeout | null = null;
+  let engineChecking = false;
+  const checkEngine = (): void => {
+    if (engineChecking) return;
+    engineChecking = true;
+    ping()
+      .catch((error: unknown) => {
+        for (const listener of [...engineListeners]) listener(error);
+      })
+      .finally(() => {
+        engineChecking = false;
+      });
+  };
+  const watchEngine = (onDown: (error: unknown) => void): (() => void) => {
+    engineListeners.add(onDown);
+    if (engineTimer === null) {
+      engineTimer = setInterval(checkEngine, engineCheckIntervalMs);
+      // The pending wait request is what keeps an agent busy, not this timer.
+      engineTimer.unref();
+    }
+    return () => {
+      engineListeners.delete(onDown);
+      if (engineListeners.size === 0 && engineTimer !== null) {
+        clearInterval(engineTimer);
+        engineTimer = null;
+      }
+    };
+  };
+
+  type WaitOutcome =
+    | { kind: 'exited'; statusCode: number | null }
+    | { kind: 'removed' }
+    | { kind: 'unreachable'; error: unknown };
+
+  const waitForExit = async (taskId: string, container: Docker.Container): Promise<WaitOutcome> => {
+    const abort = new AbortController();
+    let unwatch = (): void => undefined;
+    // Raced rather than trusted to the abort: a wait request whose connection dies after the engine sent its
+    // headers is never settled by dockerode.
+    const engineDown = new Promise<WaitOutcome>((resolve) => {
+      unwatch = watchEngine((error) => {
+        abort.abort();
+        resolve({ kind: 'unreachable', error });
+      });
+    });
+    const exited = (async (): Promise<WaitOutcome> => {
+      try {
+        const answer: unknown = await container.wait({ condition: 'not-running', abortSignal: abort.signal });
+        return { kind: 'exited', statusCode: statusCodeOfWait(answer) };
+      } catch (error) {
+        if (statusCodeOf(error) === 404) return { kind: 'removed' };
+        if (abort.signal.aborted || isConnectionError(error)) return { kind: 'unreachable', error };
+        throw engineError(error, `wait for task ${taskId}`);
+      }
+    })();
+    try {
+      return await Promise.race([exited, engineDown]);
+    } finally {
+      unwatch();
+      abort.abort();
+    }
+  };
+
+  /** Pings until the engine answers (true) or graceMs has passed since it was found gone (false). */
+  const engineBackWithin = async (graceMs: number): Promise<boolean> => {
+    const deadlineMs = Date.now() + graceMs;
+    for (;;) {
+      try {
+        await ping();
+        return true;
+      } catch {
+        const leftMs = deadlineMs - Date.now();
+        if (leftMs <= 0) return false;
+        await sleep(Math.min(engineRetryIntervalMs, leftMs));
+      }
+    }
+  };
+
   const wait = async (handle: TaskHandle): Promise<ExitResult> => {
     checkHandleDriver(handle, 'docker');
-    const { containerId } = parseState(handle);
+    const { containerId, taskDir } = parseState(handle);
     const container = client.getContainer(containerId);
     let statusCode: number | null = null;
-    try {
-      const answer: unknown = await container.wait({ condition: 'not-running' });
-      statusCode = statusCodeOfWait(answer);
-    } catch (error) {
-      if (statusCodeOf(error) !== 404) throw engineError(error, `wait for task ${handle.taskId}`);
-      return {
-        exitCode: null,
-        signal: null,
-        oomKilled: false,
-        reason: 'container removed',
-        succeeded: false,
-      };
+    for (;;) {
+      const outcome = await waitForExit(handle.taskId, container);
+      if (outcome.kind === 'removed') {
+        return {
+          exitCode: null,
+          signal: null,
+          oomKilled: false,
+          reason: 'container removed',
+          succeeded: false,
+        };
+      }
+      if (outcome.kind === 'exited') {
+        statusCode = outcome.statusCode;
+        break;
+      }
+      logger.warn('docker engine unreachable while a task runs', {
+        taskId: handle.taskId,
+        error: errorMessage(outcome.error),
+        graceMs: engineLossGraceMs,
+      });
+      if (!(await engineBackWithin(engineLossGraceMs))) {
+        return {
+          exitCode: null,
+          signal: null,
+          oomKilled: false,
+          reason:
+            `docker engine unreachable while the task ran: ${oneLine(rootCauseMessage(outcome.error))} ` +
+            `(no answer from ${socketPath} for ${Math.round(engineLossGraceMs / 1000)} s)`,
+          succeeded: false,
+        };
+      }
+      logger.info('docker engine answers again; waiting for the task', { taskId: handle.taskId });
+      // The log stream broke with the engine: pick it up from the last line written.
+      const pump = logPumps.get(handle.taskId);
+      if (pump === undefined || (await isSettled(pump.done))) {
+        logPumps.set(
+          handle.taskId,
+          pumpLogs(handle.taskId, containerId, taskDir, await logsSinceSeconds(taskDir)),
+        );
+      }
     }
     const pump = logPumps.get(handle.taskId);
     if (pump !== undefined) await settleWithin(pump.done, logsDrainTimeoutMs);
@@ -401,16 +562,20 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
       // An engine that is down says nothing about the task: reject rather than report it gone.
       throw engineError(error, `inspect task ${handle.taskId}`);
     }
-    if (info.Config.Labels[taskLabel] !== handle.taskId || !info.State.Running) return false;
+    // A container that ended while no agent watched still tells its exit code: report on it too.
+    if (info.Config.Labels[taskLabel] !== handle.taskId) return false;
     if (!logPumps.has(handle.taskId)) {
       await mkdir(taskDir, { recursive: true });
-      // From now on: what the container wrote while no agent listened is in the engine's log, not in taskDir.
+      // What the container wrote after the last line in taskDir is still in the engine's log: copy from there.
       logPumps.set(
         handle.taskId,
-        pumpLogs(handle.taskId, containerId, taskDir, Math.floor(Date.now() / 1000)),
+        pumpLogs(handle.taskId, containerId, taskDir, await logsSinceSeconds(taskDir)),
       );
     }
-    logger.info('task recovered', { taskId: handle.taskId, containerId });
+    logger.info(info.State.Running ? 'task recovered' : 'task ended while no agent watched; recovered it', {
+      taskId: handle.taskId,
+      containerId,
+    });
     return true;
   };
 
@@ -485,6 +650,12 @@ function startError(
   return engineError(error, 'start the container');
 }
 
+/** What went wrong underneath our own wrapping ("connect ENOENT /run/docker.sock"), for one-line reasons. */
+function rootCauseMessage(error: unknown): string {
+  if (isShoalError(error) && error.cause !== undefined) return errorMessage(error.cause);
+  return errorMessage(error);
+}
+
 /** The engine's HTTP status, when dockerode got an answer. */
 function statusCodeOf(error: unknown): number | undefined {
   if (typeof error !== 'object' || error === null || !('statusCode' in error)) return undefined;
@@ -525,7 +696,62 @@ function statusCodeOfWait(answer: unknown): number | null {
   return typeof answer.StatusCode === 'number' ? answer.StatusCode : null;
 }
 
-async function closeFile(file: WriteStream): Promise<void> {
+/**
+ * Turns pull progress events into lines worth showing: every change of a layer's status, and its byte
+ * counts at most every pullProgressIntervalMs. Returns null for an event to skip.
+ */
+export function createPullProgress(nowMs: () => number = Date.now): (event: unknown) => string | null {
+  const layers = new Map<string, { status: string; atMs: number }>();
+  return (event) => {
+    if (typeof event !== 'object' || event === null || !('status' in event)) return null;
+    const status = typeof event.status === 'string' ? oneLine(event.status) : null;
+    if (status === null || status === '') return null;
+    const id = 'id' in event && typeof event.id === 'string' ? event.id : '';
+    const last = layers.get(id);
+    const atMs = nowMs();
+    if (last?.status === status && atMs - last.atMs < pullProgressIntervalMs) return null;
+    layers.set(id, { status, atMs });
+    const detail = 'progressDetail' in event ? byteProgress(event.progressDetail) : '';
+    return `${id === '' ? '' : `${id}: `}${status}${detail}`;
+  };
+}
+
+function byteProgress(detail: unknown): string {
+  if (typeof detail !== 'object' || detail === null) return '';
+  const current = 'current' in detail && typeof detail.current === 'number' ? detail.current : null;
+  const total = 'total' in detail && typeof detail.total === 'number' ? detail.total : null;
+  if (current === null) return '';
+  return total === null || total <= 0
+    ? ` ${formatMegabytes(current)}`
+    : ` ${formatMegabytes(current)} / ${formatMegabytes(total)}`;
+}
+
+function formatMegabytes(bytes: number): string {
+  return `${(bytes / 1e6).toFixed(1)} MB`;
+}
+
+/**
+ * Where to resume copying a container's log: the time of the last write to the task's log files (fractional
+ * seconds, as the engine's `since` takes them), or 0 (everything) when nothing was written yet.
+ */
+async function logsSinceSeconds(taskDir: string): Promise<number> {
+  const times = await Promise.all(
+    [stdoutLogFileName, stderrLogFileName].map((name) =>
+      stat(join(taskDir, name)).then(
+        (info) => info.mtimeMs,
+        () => 0,
+      ),
+    ),
+  );
+  return Math.max(0, ...times) / 1000;
+}
+
+async function isSettled(promise: Promise<void>): Promise<boolean> {
+  const pending = Symbol('pending');
+  return (await Promise.race([promise.then(() => true), Promise.resolve(pending)])) !== pending;
+}
+
+async function closeFile(file: RotatingLogFile): Promise<void> {
   file.end();
   await finished(file).catch(() => undefined); // a write error was already logged
 }

@@ -3,8 +3,6 @@
  * After Nomad's plugins/drivers: the handle carries opaque, JSON-serialisable driver state so an agent that
  * restarts can find its tasks again. Every driver passes the same compliance suite (test/drivers/compliance.ts).
  */
-import { open } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { TaskDriver, TaskSpec } from '../../cluster/task.ts';
 import { ShoalError } from '../../shared/index.ts';
 
@@ -13,6 +11,12 @@ export interface TaskHandle {
   readonly driver: TaskDriver;
   /** JSON-serialisable driver state so a restarted agent can re-attach (pid, containerId…) */
   readonly state: Readonly<Record<string, string | number | boolean | null>>;
+  /**
+   * Resource limits of the spec that the driver could not enforce, one line each, e.g. "memory limit not
+   * enforced: no memory cgroup controller on this node (…)". Absent when every limit holds. The task runs
+   * anyway; show these with the task (its events, and its reason in `shoal ps`).
+   */
+  readonly warnings?: readonly string[];
 }
 
 export interface ExitResult {
@@ -30,11 +34,31 @@ export interface DriverHealth {
   detail: string;
 }
 
+/**
+ * Something worth showing a user while a task starts:
+ * - image:pull — a line of the engine's pull progress ("pulling image x", "a3ed95caeb02: Downloading 1.2 MB / 2.0 MB");
+ * - image:pulled — the image is now on the node;
+ * - limit:unenforced — a limit the node cannot enforce (the same lines as TaskHandle.warnings).
+ */
+export type TaskEventType = 'image:pull' | 'image:pulled' | 'limit:unenforced';
+
+export interface TaskEvent {
+  type: TaskEventType;
+  /** One line for a human. */
+  message: string;
+}
+
 export interface StartRequest {
   taskId: string;
   spec: TaskSpec;
   /** directory owned by this task: stdout.log and stderr.log live here */
   taskDir: string;
+  /**
+   * Receives progress while start() runs, never after it settles. Called synchronously from the driver: keep it
+   * quick; what it throws is logged and otherwise ignored. Pull progress comes at most about once a second per
+   * image layer.
+   */
+  onEvent?: (event: TaskEvent) => void;
 }
 
 export interface Driver {
@@ -46,73 +70,15 @@ export interface Driver {
   wait(handle: TaskHandle): Promise<ExitResult>;
   /** Sends `signal` (default SIGTERM), waits up to graceMs, then SIGKILL. Idempotent; fine if it already exited. */
   stop(handle: TaskHandle, options: { graceMs: number; signal?: NodeJS.Signals }): Promise<void>;
-  /** Frees what the task held (container removal). Logs in taskDir stay. Idempotent. */
+  /** Frees what the task held (container, cgroups, processes left behind). Logs in taskDir stay. Idempotent. */
   destroy(handle: TaskHandle): Promise<void>;
-  /** Re-attaches to a task started by an earlier agent process from its handle: returns false if it no longer runs (then wait() is not called). */
+  /**
+   * Re-attaches to a task started by an earlier agent process, from its handle. True when the driver can still
+   * report on the task: it runs, or it ended while no agent watched and its exit status is known; wait() then
+   * answers (at once for a task that already ended). False when nothing of it is left (destroyed, or never
+   * started); then wait() is not called. Rejects with DRIVER_UNAVAILABLE when it cannot tell (engine down).
+   */
   recover(handle: TaskHandle): Promise<boolean>;
-}
-
-/** File names inside a task's taskDir. Every driver appends there, so logs outlive the agent and the container. */
-export const stdoutLogFileName = 'stdout.log';
-export const stderrLogFileName = 'stderr.log';
-
-/**
- * How much of each log readTaskLogs returns when the caller names no limit: the tail a user usually wants,
- * and small enough to send in one API answer.
- */
-export const logsLimitBytesDefault = 1024 * 1024;
-
-export interface ReadTaskLogsOptions {
-  /** Return at most the last tailBytes of each stream; defaults to logsLimitBytesDefault. */
-  tailBytes?: number;
-}
-
-export interface TaskLogs {
-  stdout: Buffer;
-  stderr: Buffer;
-}
-
-/** Reads the tail of a task's stdout.log and stderr.log. A file not written yet reads as empty. */
-export async function readTaskLogs(taskDir: string, options: ReadTaskLogsOptions = {}): Promise<TaskLogs> {
-  const tailBytes = options.tailBytes ?? logsLimitBytesDefault;
-  if (!Number.isSafeInteger(tailBytes) || tailBytes < 0) {
-    throw new ShoalError('INVALID_ARGUMENT', `tailBytes must be a non-negative integer, got ${tailBytes}`);
-  }
-  const [stdout, stderr] = await Promise.all([
-    readTail(join(taskDir, stdoutLogFileName), tailBytes),
-    readTail(join(taskDir, stderrLogFileName), tailBytes),
-  ]);
-  return { stdout, stderr };
-}
-
-async function readTail(path: string, tailBytes: number): Promise<Buffer> {
-  let file;
-  try {
-    file = await open(path, 'r');
-  } catch (error) {
-    if (isErrnoException(error) && error.code === 'ENOENT') return Buffer.alloc(0);
-    throw error;
-  }
-  try {
-    const sizeBytes = (await file.stat()).size;
-    // A running task may still append: read the size once and return exactly that window.
-    const lengthBytes = Math.min(sizeBytes, tailBytes);
-    const buffer = Buffer.alloc(lengthBytes);
-    let readBytes = 0;
-    while (readBytes < lengthBytes) {
-      const { bytesRead } = await file.read(
-        buffer,
-        readBytes,
-        lengthBytes - readBytes,
-        sizeBytes - lengthBytes + readBytes,
-      );
-      if (bytesRead === 0) break; // truncated under us: return what was there
-      readBytes += bytesRead;
-    }
-    return buffer.subarray(0, readBytes);
-  } finally {
-    await file.close();
-  }
 }
 
 /** Node's system errors carry a string `code` (ENOENT, ESRCH…). */

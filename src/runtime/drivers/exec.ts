@@ -1,77 +1,238 @@
 /**
  * The exec driver: runs a task as a plain process tree on this host.
  *
- * Each task leads its own session and process group (`detached: true`), so stop() can signal the whole tree
- * with `process.kill(-pid, sig)`. stdout/stderr go straight to files in the task's directory through file
- * descriptors the child inherits: no pipe runs through the agent, so output keeps flowing if the agent dies and
- * the task keeps running for a later agent to recover().
+ * Each task runs under its own shim (shim.ts), a small supervisor process that outlives the agent: it starts
+ * the task in its own session and process group, inside the task's cgroups where the node has them, copies its
+ * output into size-capped, rotated log files, and records its exit status in the task directory. An agent that
+ * restarts, even after SIGKILL, re-attaches from the handle and still learns the exit code.
  *
- * No resource limits yet (cgroups come later): spec.cpuMillis and spec.memoryBytes are only used by the
- * allocator for now.
+ * Limits: CPU (CFS quota from cpuMillis) and memory (hard limit from memoryBytes, no swap) through cgroup v1
+ * or v2, whichever offers the controller (cgroups.ts). What cannot be enforced (no controller, not root) does not
+ * stop the task: it is listed in handle.warnings and sent as 'limit:unenforced' events.
+ *
+ * stop() signals the task's process group and every process in its cgroup (so one that left the group with
+ * setsid is reached too), waits out the grace period, then kills them all.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import {
+  accessSync,
+  closeSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  openSync,
+  rmSync,
+  statSync,
+  watch,
+  writeFileSync,
+  type FSWatcher,
+} from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { isSea } from 'node:sea';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { assert, errorMessage, ShoalError, type Logger } from '../../shared/index.ts';
+import { fileURLToPath } from 'node:url';
+import { errorMessage, ShoalError, type Logger } from '../../shared/index.ts';
+import {
+  cgroupPids,
+  createTaskCgroup,
+  detectCgroupMounts,
+  killCgroup,
+  removeTaskCgroup,
+  type CgroupMounts,
+  type TaskCgroup,
+} from './cgroups.ts';
 import {
   checkHandleDriver,
-  isErrnoException,
-  stderrLogFileName,
-  stdoutLogFileName,
   type Driver,
   type DriverHealth,
   type ExitResult,
   type StartRequest,
+  type TaskEvent,
   type TaskHandle,
 } from './driver.ts';
+import { checkLogRotation, logRotationDefault, type LogRotation } from './logs.ts';
+import {
+  groupAlive,
+  identify,
+  pidAlive,
+  procAvailable,
+  processStatus,
+  readProcStat,
+  signalGroup,
+  signalProcess,
+  waitGone,
+  type ProcessIdentity,
+} from './process.ts';
+import {
+  exitFileName,
+  lastShimLogLine,
+  launchFileName,
+  parseLaunch,
+  readRuntimeRecord,
+  removeRuntimeDir,
+  runtimeDirName,
+  shimArgument,
+  shimLogFileName,
+  taskFileName,
+  type ExitRecord,
+  type ShimLaunch,
+  type TaskRecord,
+} from './shim.ts';
 
 export interface ExecDriverInit {
   /** Used as given: pass one named for the driver, e.g. logger.child('exec'). */
   logger: Logger;
+  /**
+   * The program and leading arguments that run a shim; the driver appends the launch file's path.
+   * Default: shimCommandDefault().
+   */
+  shimCommand?: readonly string[];
+  /** Task cgroups go to <hierarchy>/<cgroupParent>/<taskId>. Default "shoal". */
+  cgroupParent?: string;
+  /**
+   * The cgroup hierarchies to use. Default: those in /proc/self/mountinfo, read at the first start. null runs
+   * tasks without cgroups (their limits then show as not enforced).
+   */
+  cgroupMounts?: CgroupMounts | null;
+  /** Size cap and number of log files per stream. Default logRotationDefault (10 MiB × 3). */
+  logRotation?: LogRotation;
 }
 
 /** The PATH a task gets unless its spec sets one: the usual system directories, nothing from the agent's env. */
 export const execPathDefault = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+export const cgroupParentDefault = 'shoal';
 
-/** A re-attached task is not our child, so no exit event arrives: poll its pid at this pace. */
-const recoveredPollIntervalMs = 200;
-/** How often stop() looks whether the process group is gone while it waits out the grace period. */
-const stopPollIntervalMs = 50;
-/** After SIGKILL a group normally vanishes at once; a process stuck in the kernel (state D) may take longer. */
-const killWaitMsMax = 10_000;
-
+/** The reason for a task started by an older shoal (no shim) that ended while no agent watched it. */
 export const exitedWhileAgentDownReason = 'exited while the agent was down';
 
-/** What handle.state holds for an exec task. */
-interface ExecState {
+/** wait() wakes on file notifications; this poll is the fallback should one be missed. */
+const waitPollIntervalMs = 1000;
+/** A task of an older shoal (no shim) is not our child: its end is seen by polling its pid. */
+const legacyPollIntervalMs = 200;
+/** How long stop() and destroy() wait for a shim that is starting up to say which process is the task. */
+const shimStartWaitMsMax = 10_000;
+/** How long destroy() waits for a shim to finish once its task is gone, before it kills the shim. */
+const shimExitWaitMsMax = 5000;
+/** After SIGKILL a task normally vanishes at once; a process stuck in the kernel (state D) may take longer. */
+const killWaitMsMax = 10_000;
+const findTargetPollIntervalMs = 20;
+
+/**
+ * How to run a shim here. Inside the single binary: the binary itself with the hidden argument. From the
+ * sources: node with shim-main.ts (next to this file). From a bundle run by node: that bundle's own entry.
+ */
+export function shimCommandDefault(): string[] {
+  if (isSea()) return [process.execPath, shimArgument];
+  const entry = fileURLToPath(new URL('./shim-main.ts', import.meta.url));
+  if (existsSync(entry)) return [process.execPath, '--disable-warning=ExperimentalWarning', entry];
+  const script = process.argv[1];
+  return script === undefined ? [process.execPath, shimArgument] : [process.execPath, script, shimArgument];
+}
+
+/** handle.state of an exec task. */
+interface ShimState {
+  shimPid: number;
+  shimStartTicks: number | null;
+  startedAtMs: number;
+  taskDir: string;
+}
+
+/** handle.state of a task started by shoal before the shim (pid of the task itself, no exit status). */
+interface LegacyState {
   pid: number;
   startedAtMs: number;
-  /** Field 22 of /proc/<pid>/stat (clock ticks after boot): tells the same process from a later one with a reused pid. null without /proc. */
   procStartTicks: number | null;
 }
 
-interface Attached {
-  state: ExecState;
-  /** The child process when this driver instance started the task; null for a recovered one. */
+interface ShimTask {
+  kind: 'shim';
+  state: ShimState;
+  runtimeDir: string;
+  /** The shim when this driver instance started it; null for a recovered task. */
   child: ChildProcess | null;
-  /** Settles when the task's leader exits. Made on the first call and shared by later ones. */
+  childExited: boolean;
+  /** Kept once known, so waits still answer after destroy() removed the runtime directory. */
+  exit: ExitResult | null;
+  /** Called when something a wait() looks at may have changed. */
+  wakers: Set<() => void>;
+}
+
+interface LegacyTask {
+  kind: 'legacy';
+  state: LegacyState;
   exited: () => Promise<ExitResult>;
 }
 
-// /proc is where Linux tells one process from a later one with the same pid; elsewhere we fall back to kill(pid, 0).
-const procAvailable = existsSync('/proc/self/stat');
+type Attached = ShimTask | LegacyTask;
+
+/** Which processes are the task: its leader's process group and its cgroup. */
+interface Target {
+  leader: ProcessIdentity | null;
+  cgroup: TaskCgroup | null;
+}
 
 export function createExecDriver(init: ExecDriverInit): Driver {
   const logger = init.logger;
+  const shimCommand = [...(init.shimCommand ?? shimCommandDefault())];
+  const [shimProgram, ...shimArgs] = shimCommand;
+  if (shimProgram === undefined) throw new ShoalError('INVALID_ARGUMENT', 'shimCommand must not be empty');
+  const cgroupParent = init.cgroupParent ?? cgroupParentDefault;
+  // Relative, and never above the hierarchy's root: shoal removes what it makes there.
+  if (!/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/.test(cgroupParent) || cgroupParent.split('/').includes('..')) {
+    throw new ShoalError(
+      'INVALID_ARGUMENT',
+      `cgroupParent ${JSON.stringify(cgroupParent)} is not a relative path`,
+    );
+  }
+  const logRotation = { ...(init.logRotation ?? logRotationDefault) };
+  checkLogRotation(logRotation);
   const attached = new Map<string, Attached>();
+  let mounts: Promise<CgroupMounts | null> | null = null;
+  const cgroupMounts = (): Promise<CgroupMounts | null> =>
+    (mounts ??= init.cgroupMounts === undefined ? detectCgroupMounts() : Promise.resolve(init.cgroupMounts));
 
-  const health = (): Promise<DriverHealth> =>
-    Promise.resolve({
-      healthy: true,
-      detail: procAvailable ? 'exec driver ready' : 'exec driver ready (no /proc: pid reuse goes undetected)',
+  const emit = (request: StartRequest, event: TaskEvent): void => {
+    try {
+      request.onEvent?.(event);
+    } catch (error) {
+      logger.warn('task event listener threw', { taskId: request.taskId, error: errorMessage(error) });
+    }
+  };
+
+  const health = async (): Promise<DriverHealth> => {
+    const found = await cgroupMounts();
+    const limits = found === null ? 'cgroups off: limits not enforced' : `cgroups: ${describeMounts(found)}`;
+    const proc = procAvailable ? '' : '; no /proc: pid reuse goes undetected';
+    return { healthy: true, detail: `exec driver ready (${limits}${proc})` };
+  };
+
+  const placeInCgroups = async (
+    taskId: string,
+    request: StartRequest,
+  ): Promise<{ cgroup: TaskCgroup | null; warnings: string[] }> => {
+    const { cpuMillis, memoryBytes } = request.spec;
+    const found = await cgroupMounts();
+    if (found === null) {
+      const why = 'cgroups are turned off for the exec driver';
+      return {
+        cgroup: null,
+        warnings: [`cpu limit not enforced: ${why}`, `memory limit not enforced: ${why}`],
+      };
+    }
+    if (!existsSync('/bin/sh')) {
+      const why = 'no /bin/sh to place the task in its cgroups with';
+      return {
+        cgroup: null,
+        warnings: [`cpu limit not enforced: ${why}`, `memory limit not enforced: ${why}`],
+      };
+    }
+    const { cgroup, warnings } = createTaskCgroup(found, cgroupParent, taskId, {
+      cpuMillis,
+      memoryBytes,
     });
+    return { cgroup: cgroup.procsFiles.length === 0 ? null : cgroup, warnings };
+  };
 
   const start = async (request: StartRequest): Promise<TaskHandle> => {
     const { taskId, spec, taskDir } = request;
@@ -82,53 +243,127 @@ export function createExecDriver(init: ExecDriverInit): Driver {
     if (command === undefined || command === '') {
       throw new ShoalError('INVALID_ARGUMENT', 'the exec driver needs a command (shoal run -- CMD ARGS…)');
     }
+    if (!/^[A-Za-z0-9_.-]+$/.test(taskId) || taskId === '.' || taskId === '..') {
+      throw new ShoalError('INVALID_ARGUMENT', `task id ${JSON.stringify(taskId)} cannot name a cgroup`);
+    }
     const previous = attached.get(taskId);
-    if (previous !== undefined && processStatus(previous.state) === 'running') {
+    if (previous !== undefined && isRunning(previous)) {
       throw new ShoalError('CONFLICT', `task ${taskId} is already running on this agent`);
     }
-    await mkdir(taskDir, { recursive: true });
+    // Only what the task asked for: the agent's own environment (tokens, keys) must not leak into tasks.
+    const env = { PATH: execPathDefault, HOME: taskDir, ...spec.env };
+    // The file work up to the spawn is synchronous on purpose: some twenty small calls on local files and
+    // cgroupfs, each cheaper than the thread-pool round trip an async call costs, all on the start's critical path.
+    mkdirSync(taskDir, { recursive: true });
+    // Found here rather than by the shim: start() can then reject at once, with the reason a user needs.
+    checkCommand(command, env.PATH, taskDir);
+    const runtimeDir = join(taskDir, runtimeDirName);
+    mkdirSync(runtimeDir, { recursive: true, mode: 0o700 });
+    // A previous run of this task in the same directory must not answer for this one.
+    for (const name of [taskFileName, exitFileName]) rmSync(join(runtimeDir, name), { force: true });
 
-    let stdoutFile: FileHandle | null = null;
-    let stderrFile: FileHandle | null = null;
+    const { cgroup, warnings } = await placeInCgroups(taskId, request);
+    for (const warning of warnings) {
+      logger.warn('task limit not enforced', { taskId, warning });
+      emit(request, { type: 'limit:unenforced', message: warning });
+    }
+    const launch: ShimLaunch = {
+      taskId,
+      command,
+      args,
+      env,
+      cwd: taskDir,
+      logDir: taskDir,
+      logRotation,
+      cgroup,
+    };
+    const launchPath = join(runtimeDir, launchFileName);
+    let child: ChildProcess;
+    let shimIdentity: ProcessIdentity;
     try {
-      // O_APPEND: a restarted task, or one sharing the file with a leftover child, adds to the log, never overwrites it.
-      stdoutFile = await open(join(taskDir, stdoutLogFileName), 'a');
-      stderrFile = await open(join(taskDir, stderrLogFileName), 'a');
-      const child = spawn(command, args, {
-        cwd: taskDir,
-        // Only what the task asked for: the agent's own environment (tokens, keys) must not leak into tasks.
-        env: { PATH: execPathDefault, HOME: taskDir, ...spec.env },
+      // 0600: the task's environment may hold secrets.
+      writeFileSync(launchPath, JSON.stringify(launch), { mode: 0o600 });
+      ({ child, identity: shimIdentity } = await spawnShim(
+        shimProgram,
+        [...shimArgs, launchPath],
+        runtimeDir,
+      ));
+    } catch (error) {
+      if (cgroup !== null) await removeTaskCgroup(cgroup);
+      await removeRuntimeDir(runtimeDir);
+      throw error;
+    }
+    const state: ShimState = {
+      shimPid: shimIdentity.pid,
+      shimStartTicks: shimIdentity.procStartTicks,
+      startedAtMs: Date.now(),
+      taskDir,
+    };
+    const entry: ShimTask = {
+      kind: 'shim',
+      state,
+      runtimeDir,
+      child,
+      childExited: false,
+      exit: null,
+      wakers: new Set(),
+    };
+    child.once('exit', () => {
+      entry.childExited = true;
+      wakeAll(entry);
+    });
+    // Later errors (a failed kill) must not crash the agent as unhandled 'error' events.
+    child.on('error', (error) => logger.warn('exec shim error', { taskId, error: errorMessage(error) }));
+    // A task must not keep the agent alive; wait() refs the shim again while someone waits for it.
+    child.unref();
+    attached.set(taskId, entry);
+    logger.info('task started', { taskId, shimPid: state.shimPid, command });
+    return {
+      taskId,
+      driver: 'exec',
+      state: { ...state },
+      ...(warnings.length > 0 ? { warnings } : {}),
+    };
+  };
+
+  const spawnShim = async (
+    program: string,
+    programArgs: string[],
+    runtimeDir: string,
+  ): Promise<{ child: ChildProcess; identity: ProcessIdentity }> => {
+    const shimLog = openSync(join(runtimeDir, shimLogFileName), 'a');
+    try {
+      const child = spawn(program, programArgs, {
+        cwd: runtimeDir,
+        // The shim needs nothing from the agent's environment; NODE_OPTIONS in particular must not reach it.
+        env: { PATH: process.env['PATH'] ?? execPathDefault },
+        // Its own session: the agent's terminal, process group and death do not reach it.
         detached: true,
-        stdio: ['ignore', stdoutFile.fd, stderrFile.fd],
+        stdio: ['ignore', shimLog, shimLog],
       });
       // Read the start time now, synchronously: the child cannot have been reaped before we return to the event loop.
-      const procStartTicks = child.pid === undefined ? null : (readProcStat(child.pid)?.startTicks ?? null);
-      const exited = new Promise<ExitResult>((resolve) => {
-        child.once('exit', (code, signal) => resolve(exitResultOf(code, signal)));
-      });
+      const identity = child.pid === undefined ? null : identify(child.pid);
       await new Promise<void>((resolve, reject) => {
         child.once('spawn', resolve);
         child.once('error', reject);
       }).catch((error: unknown) => {
-        throw spawnError(command, error);
+        throw new ShoalError(
+          'INTERNAL',
+          `could not start the exec shim (${[program, ...programArgs].join(' ')}): ${errorMessage(error)}`,
+          { cause: error },
+        );
       });
-      // Later errors (a failed kill) must not crash the agent as unhandled 'error' events.
-      child.on('error', (error) =>
-        logger.warn('child process error', { taskId, error: errorMessage(error) }),
-      );
-      // A task must not keep the agent alive; wait() refs the child again while someone waits for it.
-      child.unref();
-      const pid = child.pid;
-      assert(pid !== undefined, 'a spawned child has a pid');
-      const state: ExecState = { pid, startedAtMs: Date.now(), procStartTicks };
-      attached.set(taskId, { state, child, exited: () => exited });
-      logger.info('task started', { taskId, pid, command });
-      return { taskId, driver: 'exec', state: { ...state } };
+      if (identity === null) throw new ShoalError('INTERNAL', 'the exec shim started without a pid');
+      return { child, identity };
     } finally {
-      // The child holds its own copies of the descriptors.
-      await stdoutFile?.close();
-      await stderrFile?.close();
+      // The shim holds its own copy of the descriptor.
+      closeSync(shimLog);
     }
+  };
+
+  const isRunning = (entry: Attached): boolean => {
+    if (entry.kind === 'legacy') return processStatus(legacyIdentity(entry.state)) === 'running';
+    return shimRunning(entry);
   };
 
   const wait = async (handle: TaskHandle): Promise<ExitResult> => {
@@ -140,11 +375,57 @@ export function createExecDriver(init: ExecDriverInit): Driver {
         `task ${handle.taskId} is not attached to this exec driver: start() or recover() it first`,
       );
     }
+    if (entry.kind === 'legacy') return entry.exited();
+    return waitShim(entry);
+  };
+
+  const waitShim = async (entry: ShimTask): Promise<ExitResult> => {
     entry.child?.ref();
+    let wake: (() => void) | null = null;
+    const waker = (): void => wake?.();
+    entry.wakers.add(waker);
+    const watcher = watchQuietly(entry.runtimeDir, waker);
     try {
-      return await entry.exited();
+      for (;;) {
+        if (entry.exit !== null) return entry.exit;
+        const record = await readRuntimeRecord<ExitRecord>(entry.runtimeDir, exitFileName);
+        if (record !== null) return (entry.exit = exitResultOf(record));
+        if (!shimRunning(entry)) {
+          // It may have written the record just before it ended.
+          const late = await readRuntimeRecord<ExitRecord>(entry.runtimeDir, exitFileName);
+          if (late !== null) return (entry.exit = exitResultOf(late));
+          // destroy() may have read it meanwhile, just before it removed the directory.
+          return (entry.exit = knownExit(entry) ?? (await shimLostResult(entry.runtimeDir)));
+        }
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, waitPollIntervalMs);
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        wake = null;
+      }
     } finally {
+      watcher?.close();
+      entry.wakers.delete(waker);
       entry.child?.unref();
+    }
+  };
+
+  /** The task's processes, once its shim has started them; null when none were ever started. */
+  const findTarget = async (entry: ShimTask): Promise<Target | null> => {
+    const launch = await readLaunch(entry.runtimeDir);
+    const cgroup = launch?.cgroup ?? null;
+    const deadlineMs = Date.now() + shimStartWaitMsMax;
+    for (;;) {
+      const task = await readRuntimeRecord<TaskRecord>(entry.runtimeDir, taskFileName);
+      if (task !== null) return { leader: { pid: task.pid, procStartTicks: task.procStartTicks }, cgroup };
+      const ended = (await readRuntimeRecord<ExitRecord>(entry.runtimeDir, exitFileName)) !== null;
+      if (ended || !shimRunning(entry) || Date.now() >= deadlineMs) {
+        return cgroup === null ? null : { leader: null, cgroup };
+      }
+      await sleep(findTargetPollIntervalMs);
     }
   };
 
@@ -157,88 +438,294 @@ export function createExecDriver(init: ExecDriverInit): Driver {
     if (!Number.isFinite(graceMs) || graceMs < 0) {
       throw new ShoalError('INVALID_ARGUMENT', `graceMs must be a non-negative number, got ${graceMs}`);
     }
-    const state = attached.get(handle.taskId)?.state ?? parseState(handle);
+    const signal = options.signal ?? 'SIGTERM';
+    const entry = attached.get(handle.taskId) ?? detachedEntry(handle);
+    if (entry.kind === 'legacy') {
+      await stopLegacy(entry.state, handle.taskId, graceMs, signal);
+      return;
+    }
+    const target = await findTarget(entry);
+    if (target === null || !(await targetAlive(target))) return;
+    logger.info('stopping task', { taskId: handle.taskId, pid: target.leader?.pid ?? null, signal, graceMs });
+    await signalTarget(target, signal);
+    if (await waitGone(() => targetAlive(target), graceMs)) return;
+    logger.info('task outlived its grace period, killing it', { taskId: handle.taskId });
+    await signalTarget(target, 'SIGKILL');
+    if (!(await waitGone(() => targetAlive(target), killWaitMsMax))) {
+      logger.warn('task processes still alive after SIGKILL', { taskId: handle.taskId });
+    }
+  };
+
+  const stopLegacy = async (
+    state: LegacyState,
+    taskId: string,
+    graceMs: number,
+    signal: NodeJS.Signals,
+  ): Promise<void> => {
     // A pid now held by an unrelated process means our leader is long gone. Our group cannot outlive its id
     // (Linux keeps a pid allocated while a group uses it), so there is nothing of ours left to signal.
-    if (processStatus(state) === 'reused') return;
-    const signal = options.signal ?? 'SIGTERM';
+    if (processStatus(legacyIdentity(state)) === 'reused') return;
     if (!signalGroup(state.pid, signal)) return;
-    logger.info('stopping task', { taskId: handle.taskId, pid: state.pid, signal, graceMs });
-    if (await waitGroupGone(state.pid, graceMs)) return;
-    logger.info('task outlived its grace period, killing it', { taskId: handle.taskId, pid: state.pid });
+    logger.info('stopping task', { taskId, pid: state.pid, signal, graceMs });
+    if (await waitGone(() => groupAlive(state.pid), graceMs)) return;
     if (!signalGroup(state.pid, 'SIGKILL')) return;
-    if (!(await waitGroupGone(state.pid, killWaitMsMax))) {
-      logger.warn('process group still alive after SIGKILL', { taskId: handle.taskId, pid: state.pid });
-    }
+    await waitGone(() => groupAlive(state.pid), killWaitMsMax);
   };
 
   const destroy = async (handle: TaskHandle): Promise<void> => {
     checkHandleDriver(handle, 'exec');
-    const state = attached.get(handle.taskId)?.state ?? parseState(handle);
-    // What an exec task holds is its processes: anything of its group still running is killed, leftovers included.
-    if (processStatus(state) !== 'reused' && signalGroup(state.pid, 'SIGKILL')) {
-      await waitGroupGone(state.pid, killWaitMsMax);
+    const entry = attached.get(handle.taskId) ?? detachedEntry(handle);
+    if (entry.kind === 'legacy') {
+      // What a task of an older shoal holds is its processes: anything of its group still running is killed.
+      const { state } = entry;
+      if (processStatus(legacyIdentity(state)) !== 'reused' && signalGroup(state.pid, 'SIGKILL')) {
+        await waitGone(() => groupAlive(state.pid), killWaitMsMax);
+      }
+      attached.delete(handle.taskId);
+      return;
     }
+    const launch = await readLaunch(entry.runtimeDir);
+    const target = await findTarget(entry);
+    if (target !== null) {
+      await signalTarget(target, 'SIGKILL');
+      await waitGone(() => targetAlive(target), killWaitMsMax);
+    }
+    // The shim ends once the task's pipes close; it must not write into a directory being removed.
+    if (!(await waitGone(() => Promise.resolve(shimRunning(entry)), shimExitWaitMsMax))) {
+      logger.warn('exec shim outlived its task, killing it', { taskId: handle.taskId });
+      signalProcess(entry.state.shimPid, 'SIGKILL');
+    }
+    const record = await readRuntimeRecord<ExitRecord>(entry.runtimeDir, exitFileName);
+    if (record !== null) entry.exit ??= exitResultOf(record);
+    if (launch?.cgroup) {
+      const failures = await removeTaskCgroup(launch.cgroup);
+      for (const failure of failures)
+        logger.warn('cannot remove a task cgroup', { taskId: handle.taskId, failure });
+    }
+    await removeRuntimeDir(entry.runtimeDir);
+    wakeAll(entry);
     attached.delete(handle.taskId);
   };
 
-  const recoverNow = (handle: TaskHandle): boolean => {
+  const recover = async (handle: TaskHandle): Promise<boolean> => {
     checkHandleDriver(handle, 'exec');
+    if (!('shimPid' in handle.state)) return recoverLegacy(handle);
+    const state = parseShimState(handle);
+    const runtimeDir = join(state.taskDir, runtimeDirName);
     const existing = attached.get(handle.taskId);
-    const state = parseState(handle);
-    if (existing !== undefined && existing.state.pid === state.pid) {
-      return processStatus(state) === 'running';
+    const launched = existsSync(join(runtimeDir, launchFileName));
+    if (existing?.kind === 'shim' && existing.state.shimPid === state.shimPid) {
+      return launched || existing.exit !== null;
     }
-    if (processStatus(state) !== 'running') return false;
-    // Not our child: no exit event and no exit status will come. Poll until the process is gone, from the
-    // first wait() on, so a recovered task nobody waits for costs no timer.
-    let polling: Promise<ExitResult> | null = null;
-    const poll = async (): Promise<ExitResult> => {
-      while (processStatus(state) === 'running') await sleep(recoveredPollIntervalMs);
-      return {
-        exitCode: null,
-        signal: null,
-        oomKilled: false,
-        reason: exitedWhileAgentDownReason,
-        succeeded: false,
-      };
+    // No launch file: destroyed, or never got as far as its shim. Nothing to report on.
+    if (!launched) return false;
+    const entry: ShimTask = {
+      kind: 'shim',
+      state,
+      runtimeDir,
+      child: null,
+      childExited: false,
+      exit: null,
+      wakers: new Set(),
     };
-    attached.set(handle.taskId, { state, child: null, exited: () => (polling ??= poll()) });
-    logger.info('task recovered', { taskId: handle.taskId, pid: state.pid });
+    attached.set(handle.taskId, entry);
+    logger.info('task recovered', { taskId: handle.taskId, shimPid: state.shimPid });
     return true;
   };
+
   // Nothing to await (the checks read /proc), but a bad handle must still reject rather than throw.
-  const recover = (handle: TaskHandle): Promise<boolean> =>
-    new Promise((resolve) => resolve(recoverNow(handle)));
+  const recoverLegacy = (handle: TaskHandle): Promise<boolean> =>
+    new Promise((resolve) => resolve(recoverLegacyNow(handle)));
+
+  const recoverLegacyNow = (handle: TaskHandle): boolean => {
+    const state = parseLegacyState(handle);
+    const existing = attached.get(handle.taskId);
+    const identity = legacyIdentity(state);
+    if (existing?.kind === 'legacy' && existing.state.pid === state.pid) {
+      return processStatus(identity) === 'running';
+    }
+    if (processStatus(identity) !== 'running') return false;
+    // Started before shoal had a shim: no exit status will come. Poll until the process is gone, from the first
+    // wait() on, so a recovered task nobody waits for costs no timer.
+    let polling: Promise<ExitResult> | null = null;
+    const poll = async (): Promise<ExitResult> => {
+      while (processStatus(identity) === 'running') await sleep(legacyPollIntervalMs);
+      return failure(exitedWhileAgentDownReason);
+    };
+    attached.set(handle.taskId, { kind: 'legacy', state, exited: () => (polling ??= poll()) });
+    logger.info('task recovered (started without a shim: its exit code will not be known)', {
+      taskId: handle.taskId,
+      pid: state.pid,
+    });
+    return true;
+  };
+
+  /** A view of a task this instance never attached to (stop or destroy straight from a persisted handle). */
+  const detachedEntry = (handle: TaskHandle): Attached => {
+    if (!('shimPid' in handle.state)) {
+      const state = parseLegacyState(handle);
+      return { kind: 'legacy', state, exited: () => Promise.resolve(failure(exitedWhileAgentDownReason)) };
+    }
+    const state = parseShimState(handle);
+    return {
+      kind: 'shim',
+      state,
+      runtimeDir: join(state.taskDir, runtimeDirName),
+      child: null,
+      childExited: false,
+      exit: null,
+      wakers: new Set(),
+    };
+  };
 
   return { name: 'exec', health, start, wait, stop, destroy, recover };
 }
 
-function exitResultOf(code: number | null, signal: NodeJS.Signals | null): ExitResult {
-  if (code !== null) {
+function shimRunning(entry: ShimTask): boolean {
+  if (entry.child !== null) return !entry.childExited;
+  return (
+    processStatus({ pid: entry.state.shimPid, procStartTicks: entry.state.shimStartTicks }) === 'running'
+  );
+}
+
+/** A function, so the compiler does not assume entry.exit cannot change across an await. */
+function knownExit(entry: ShimTask): ExitResult | null {
+  return entry.exit;
+}
+
+function wakeAll(entry: ShimTask): void {
+  for (const wake of entry.wakers) wake();
+}
+
+/** Any process of the task still alive: in its cgroup, or in its leader's process group. */
+async function targetAlive(target: Target): Promise<boolean> {
+  const tracking = target.cgroup?.trackingProcsFile ?? null;
+  if (tracking !== null && (await cgroupPids(tracking)).some(pidAlive)) return true;
+  if (target.leader === null || processStatus(target.leader) === 'reused') return false;
+  return groupAlive(target.leader.pid);
+}
+
+/**
+ * Signals the task's process group, and every process of its cgroup outside that group (each gets the signal
+ * once: some programs read a second SIGTERM as "hurry"). SIGKILL goes through cgroup.kill where there is one.
+ */
+async function signalTarget(target: Target, signal: NodeJS.Signals): Promise<void> {
+  const leader = target.leader !== null && processStatus(target.leader) !== 'reused' ? target.leader : null;
+  if (leader !== null) signalGroup(leader.pid, signal);
+  const cgroup = target.cgroup;
+  if (cgroup === null) return;
+  if (signal === 'SIGKILL' && (await killCgroup(cgroup))) return;
+  if (cgroup.trackingProcsFile === null) return;
+  for (const pid of await cgroupPids(cgroup.trackingProcsFile)) {
+    if (leader !== null && readProcStat(pid)?.groupId === leader.pid) continue;
+    signalProcess(pid, signal);
+  }
+}
+
+function exitResultOf(record: ExitRecord): ExitResult {
+  const { exitCode, signal } = record;
+  if (record.startError !== null) return failure(record.startError);
+  if (record.oomKilled) return { exitCode, signal, oomKilled: true, reason: 'OOM-killed', succeeded: false };
+  if (exitCode !== null) {
     return {
-      exitCode: code,
+      exitCode,
       signal: null,
       oomKilled: false,
-      reason: `exit code ${code}`,
-      succeeded: code === 0,
+      reason: `exit code ${exitCode}`,
+      succeeded: exitCode === 0,
     };
   }
-  assert(signal !== null, 'a child exits with a code or a signal');
-  return { exitCode: null, signal, oomKilled: false, reason: `killed by ${signal}`, succeeded: false };
+  if (signal !== null)
+    return { exitCode, signal, oomKilled: false, reason: `killed by ${signal}`, succeeded: false };
+  return failure('exit status unknown');
 }
 
-function spawnError(command: string, error: unknown): ShoalError {
-  if (isErrnoException(error)) {
-    if (error.code === 'ENOENT') return new ShoalError('INVALID_ARGUMENT', `command not found: ${command}`);
-    if (error.code === 'EACCES') {
-      return new ShoalError('INVALID_ARGUMENT', `command not executable (permission denied): ${command}`);
+function failure(reason: string): ExitResult {
+  return { exitCode: null, signal: null, oomKilled: false, reason, succeeded: false };
+}
+
+async function shimLostResult(runtimeDir: string): Promise<ExitResult> {
+  const line = await lastShimLogLine(runtimeDir);
+  const detail = line === null ? '' : ` (its log says: ${line})`;
+  return failure(`exit status unknown: the task's exec shim ended before it could record one${detail}`);
+}
+
+async function readLaunch(runtimeDir: string): Promise<ShimLaunch | null> {
+  const path = join(runtimeDir, launchFileName);
+  const text = await readFile(path, 'utf8').catch(() => null);
+  if (text === null) return null;
+  try {
+    return parseLaunch(text, path);
+  } catch {
+    return null;
+  }
+}
+
+/** Finds the command as execvp would, in PATH (or relative to the task directory when it has a slash). */
+function checkCommand(command: string, searchPath: string, cwd: string): void {
+  const candidates = command.includes('/')
+    ? [resolve(cwd, command)]
+    : searchPath.split(':').map((dir) => resolve(cwd, dir === '' ? '.' : dir, command));
+  let denied = false;
+  for (const candidate of candidates) {
+    if (!statSync(candidate, { throwIfNoEntry: false })?.isFile()) continue;
+    try {
+      accessSync(candidate, constants.X_OK);
+      return;
+    } catch {
+      denied = true;
     }
   }
-  return new ShoalError('INTERNAL', `could not start ${command}: ${errorMessage(error)}`, { cause: error });
+  throw new ShoalError(
+    'INVALID_ARGUMENT',
+    denied ? `command not executable (permission denied): ${command}` : `command not found: ${command}`,
+  );
 }
 
-function parseState(handle: TaskHandle): ExecState {
+function watchQuietly(dir: string, onChange: () => void): FSWatcher | null {
+  try {
+    const watcher = watch(dir, { persistent: false });
+    watcher.on('change', onChange);
+    // Removed directory, exhausted inotify budget: the poll in wait() still sees the change.
+    watcher.on('error', () => {
+      watcher.close();
+      onChange();
+    });
+    return watcher;
+  } catch {
+    return null;
+  }
+}
+
+function describeMounts(mounts: CgroupMounts): string {
+  const parts: string[] = [];
+  const v1 = ['cpu', 'memory'].filter((controller) => mounts.v1[controller] !== undefined);
+  if (v1.length > 0) parts.push(`v1 ${v1.join(', ')}`);
+  if (mounts.v2 !== null) {
+    const offered = ['cpu', 'memory'].filter((controller) => mounts.v2?.controllers.includes(controller));
+    parts.push(`v2 at ${mounts.v2.mountPoint}${offered.length > 0 ? ` with ${offered.join(', ')}` : ''}`);
+  }
+  return parts.length === 0 ? 'none found, limits not enforced' : parts.join('; ');
+}
+
+function parseShimState(handle: TaskHandle): ShimState {
+  const { shimPid, shimStartTicks, startedAtMs, taskDir } = handle.state;
+  if (typeof shimPid !== 'number' || !Number.isSafeInteger(shimPid) || shimPid <= 1) {
+    throw new ShoalError('INVALID_ARGUMENT', `exec handle for task ${handle.taskId} has no valid shimPid`);
+  }
+  if (shimStartTicks !== null && typeof shimStartTicks !== 'number') {
+    throw new ShoalError(
+      'INVALID_ARGUMENT',
+      `exec handle for task ${handle.taskId} has a bad shimStartTicks`,
+    );
+  }
+  if (typeof startedAtMs !== 'number' || typeof taskDir !== 'string' || taskDir === '') {
+    throw new ShoalError('INVALID_ARGUMENT', `exec handle for task ${handle.taskId} is incomplete`);
+  }
+  return { shimPid, shimStartTicks, startedAtMs, taskDir };
+}
+
+function parseLegacyState(handle: TaskHandle): LegacyState {
   const { pid, startedAtMs } = handle.state;
   // Absent in handles written without /proc: then only liveness can be checked.
   const procStartTicks = handle.state['procStartTicks'] ?? null;
@@ -257,104 +744,6 @@ function parseState(handle: TaskHandle): ExecState {
   return { pid, startedAtMs, procStartTicks };
 }
 
-interface ProcStat {
-  /** R, S, D, Z (zombie), X (dead)… */
-  processState: string;
-  /** Process group id. */
-  groupId: number;
-  startTicks: number;
-}
-
-/**
- * Parses /proc/<pid>/stat, or returns null when there is no such process. Synchronous on purpose: it is a
- * small in-memory kernel file, and start() must read it before the event loop can reap the child.
- */
-function readProcStat(pid: number): ProcStat | null {
-  if (!procAvailable) return null;
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/stat`, 'latin1');
-  } catch (error) {
-    if (isErrnoException(error) && (error.code === 'ENOENT' || error.code === 'ESRCH')) return null;
-    throw error;
-  }
-  return parseProcStat(text);
-}
-
-/** `pid (comm) state ppid pgrp … starttime …`; comm may hold spaces and parentheses, so split after the last ")". */
-function parseProcStat(text: string): ProcStat | null {
-  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  const processState = fields[0];
-  const groupId = Number(fields[2]);
-  const startTicks = Number(fields[19]);
-  if (processState === undefined || !Number.isSafeInteger(groupId) || !Number.isSafeInteger(startTicks))
-    return null;
-  return { processState, groupId, startTicks };
-}
-
-function isDead(processState: string): boolean {
-  return processState === 'Z' || processState === 'X';
-}
-
-/**
- * Whether the task's leader still runs. 'reused' means its pid now names another process. A zombie counts as
- * exited: on hosts whose init does not reap orphans, a dead task's zombie can linger for good.
- */
-function processStatus(state: ExecState): 'running' | 'exited' | 'reused' {
-  if (procAvailable) {
-    const stat = readProcStat(state.pid);
-    if (stat === null) return 'exited';
-    if (state.procStartTicks !== null && stat.startTicks !== state.procStartTicks) return 'reused';
-    return isDead(stat.processState) ? 'exited' : 'running';
-  }
-  try {
-    process.kill(state.pid, 0);
-    return 'running';
-  } catch (error) {
-    if (isErrnoException(error) && error.code === 'EPERM') return 'running';
-    return 'exited';
-  }
-}
-
-/** Signals every process of the group; false when the group has no process left. */
-function signalGroup(groupId: number, signal: NodeJS.Signals | 0): boolean {
-  try {
-    process.kill(-groupId, signal);
-    return true;
-  } catch (error) {
-    if (isErrnoException(error) && error.code === 'ESRCH') return false;
-    // EPERM: the group holds a process we may not signal (it changed user); it still exists.
-    if (isErrnoException(error) && error.code === 'EPERM') return true;
-    throw error;
-  }
-}
-
-/** Whether any process of the group is alive. Zombies do not count, though kill(-pgid, 0) still finds them. */
-async function groupAlive(groupId: number): Promise<boolean> {
-  if (!signalGroup(groupId, 0)) return false;
-  if (!procAvailable) return true;
-  const entries = await readdir('/proc');
-  for (const entry of entries) {
-    if (!/^\d+$/.test(entry)) continue;
-    let text: string;
-    try {
-      text = await readFile(`/proc/${entry}/stat`, 'latin1');
-    } catch {
-      continue; // exited while we looked
-    }
-    const stat = parseProcStat(text);
-    if (stat !== null && stat.groupId === groupId && !isDead(stat.processState)) return true;
-  }
-  return false;
-}
-
-/** Polls until the group has no live process (true) or timeoutMs passes (false). */
-async function waitGroupGone(groupId: number, timeoutMs: number): Promise<boolean> {
-  const deadlineMs = Date.now() + timeoutMs;
-  for (;;) {
-    if (!(await groupAlive(groupId))) return true;
-    const leftMs = deadlineMs - Date.now();
-    if (leftMs <= 0) return false;
-    await sleep(Math.min(stopPollIntervalMs, leftMs));
-  }
+function legacyIdentity(state: LegacyState): ProcessIdentity {
+  return { pid: state.pid, procStartTicks: state.procStartTicks };
 }

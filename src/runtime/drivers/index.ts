@@ -2,24 +2,40 @@
  * Task drivers: the public face of src/runtime/drivers. Other modules import only from here.
  */
 export {
-  logsLimitBytesDefault,
-  readTaskLogs,
-  stderrLogFileName,
-  stdoutLogFileName,
   type Driver,
   type DriverHealth,
   type ExitResult,
-  type ReadTaskLogsOptions,
   type StartRequest,
+  type TaskEvent,
+  type TaskEventType,
   type TaskHandle,
-  type TaskLogs,
 } from './driver.ts';
 export {
+  followChunkBytesMax,
+  followTaskLogs,
+  logRotationDefault,
+  logsLimitBytesDefault,
+  readTaskLogs,
+  RotatingLogFile,
+  stderrLogFileName,
+  stdoutLogFileName,
+  type FollowTaskLogsOptions,
+  type LogChunk,
+  type LogRotation,
+  type LogStream,
+  type ReadTaskLogsOptions,
+  type TaskLogs,
+} from './logs.ts';
+export {
+  cgroupParentDefault,
   createExecDriver,
   execPathDefault,
   exitedWhileAgentDownReason,
+  shimCommandDefault,
   type ExecDriverInit,
 } from './exec.ts';
+export { detectCgroupMounts, parseCgroupMountInfo, type CgroupMounts } from './cgroups.ts';
+export { runShim, shimArgument } from './shim.ts';
 export {
   containerNamePrefix,
   createDockerDriver,
