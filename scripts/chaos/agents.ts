@@ -1,0 +1,313 @@
+/**
+ * The agents of a chaos run: real `shoal agent` processes from a copy of dist/shoal, each on its own
+ * loopback address, in its own cgroup (so the network can tell them apart and a machine crash can kill
+ * the agent with every task it started), with its data dir on a size-capped tmpfs (so its disk can fill).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
+import { request } from 'node:http';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { cgroupPids, killCgroup, runCommand } from './network.ts';
+
+export interface AgentConfig {
+  readonly name: string;
+  readonly address: string;
+  readonly nodeDir: string;
+  readonly cgroupDir: string;
+  readonly binary: string;
+  readonly cpu: number;
+  readonly memoryMiB: number;
+  readonly compactEntries: number;
+}
+
+/** What an HTTP call to an agent's API came to. */
+export type HttpResult =
+  | { readonly kind: 'answer'; readonly status: number; readonly body: unknown }
+  /** Nothing was delivered: the connection was refused. */
+  | { readonly kind: 'undelivered'; readonly error: string }
+  /** The request may have been delivered, but no answer came (timeout, reset). */
+  | { readonly kind: 'unknown'; readonly error: string };
+
+/** One HTTP request on a fresh connection (no keep-alive: a paused agent must not hold a pooled socket). */
+export function httpCall(
+  host: string,
+  port: number,
+  method: 'GET' | 'POST',
+  path: string,
+  body: unknown,
+  timeoutMs: number,
+): Promise<HttpResult> {
+  return new Promise((resolve) => {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    let settled = false;
+    let connected = false;
+    const done = (result: HttpResult): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(result);
+    };
+    const req = request(
+      {
+        host,
+        port,
+        method,
+        path,
+        agent: false,
+        headers:
+          payload === undefined
+            ? {}
+            : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+      },
+      (response) => {
+        const chunks: Buffer[] = [];
+        response.on('data', (chunk: Buffer) => chunks.push(chunk));
+        response.on('end', () => {
+          let parsed: unknown = null;
+          try {
+            parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+          } catch {
+            parsed = null;
+          }
+          done({ kind: 'answer', status: response.statusCode ?? 0, body: parsed });
+        });
+        response.on('error', (error) => done({ kind: 'unknown', error: error.message }));
+      },
+    );
+    const timer = setTimeout(() => {
+      req.destroy();
+      done({ kind: connected ? 'unknown' : 'undelivered', error: `no answer within ${timeoutMs} ms` });
+    }, timeoutMs);
+    req.on('socket', (socket) => socket.on('connect', () => (connected = true)));
+    req.on('error', (error: NodeJS.ErrnoException) => {
+      // Refused: nobody listened, so nothing was delivered. Anything after connecting may have been.
+      done({
+        kind: error.code === 'ECONNREFUSED' || !connected ? 'undelivered' : 'unknown',
+        error: error.code ?? error.message,
+      });
+    });
+    req.end(payload);
+  });
+}
+
+/** A port free on `host` now (the agent binds it a moment later; a clash shows as a start failure). */
+export function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, host, () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export class ChaosAgent {
+  readonly config: AgentConfig;
+  readonly dataDir: string;
+  readonly logPath: string;
+  readonly fillerPath: string;
+  listenPort = 0;
+  apiPort = 0;
+  /** 1 after the first start, +1 per restart: observations are compared within one life. */
+  life = 0;
+  private child: ChildProcess | null = null;
+  /** Set when the harness stops the process, so its exit is not reported as a crash. */
+  private expectingExit = false;
+  paused = false;
+  onUnexpectedExit: ((code: number | null, signal: string | null) => void) | null = null;
+
+  constructor(config: AgentConfig) {
+    this.config = config;
+    this.dataDir = join(config.nodeDir, 'data');
+    this.fillerPath = join(config.nodeDir, 'filler');
+    this.logPath = join(config.nodeDir, '..', `${config.name}.log`);
+  }
+
+  get name(): string {
+    return this.config.name;
+  }
+
+  get address(): string {
+    return this.config.address;
+  }
+
+  get joinAddress(): string {
+    return `${this.config.address}:${this.listenPort}`;
+  }
+
+  get running(): boolean {
+    return this.child !== null && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  get pid(): number | null {
+    return this.running ? (this.child?.pid ?? null) : null;
+  }
+
+  /** Mounts the size-capped tmpfs for the data dir and picks ports. */
+  async prepare(tmpfsMiB: number): Promise<void> {
+    mkdirSync(this.config.nodeDir, { recursive: true });
+    const mounted = await runCommand('mount', [
+      '-t',
+      'tmpfs',
+      '-o',
+      `size=${tmpfsMiB}m,mode=0755`,
+      'tmpfs',
+      this.config.nodeDir,
+    ]);
+    if (mounted.code !== 0)
+      throw new Error(`cannot mount a tmpfs on ${this.config.nodeDir}: ${mounted.stderr}`);
+    mkdirSync(this.dataDir, { recursive: true });
+    this.listenPort = await freePort(this.config.address);
+    this.apiPort = await freePort(this.config.address);
+  }
+
+  /** Starts the agent inside its cgroup: the wrapper shell joins the cgroup, then execs the binary. */
+  start(seeds: readonly string[], key: string | null): void {
+    if (this.running) throw new Error(`${this.name} is already running`);
+    const args = [
+      'agent',
+      '--name',
+      this.name,
+      '--data-dir',
+      this.dataDir,
+      '--listen',
+      this.joinAddress,
+      '--api',
+      `${this.config.address}:${this.apiPort}`,
+      '--cpu',
+      String(this.config.cpu),
+      '--memory',
+      String(this.config.memoryMiB),
+      '--docker-socket',
+      '/nonexistent/docker.sock',
+      '--raft-compact-entries',
+      String(this.config.compactEntries),
+      ...seeds.flatMap((seed) => ['--join', seed]),
+      ...(key === null ? [] : ['--key', key]),
+    ];
+    const log = openSync(this.logPath, 'a');
+    writeSync(log, `\n==== chaos harness: start ${this.life + 1} at ${new Date().toISOString()}\n`);
+    const child = spawn(
+      'sh',
+      [
+        '-c',
+        'echo $$ > "$0" && exec "$@"',
+        join(this.config.cgroupDir, 'cgroup.procs'),
+        this.config.binary,
+        ...args,
+      ],
+      // Its own process group: a Ctrl-C in the harness's terminal must not reach the agents.
+      { stdio: ['ignore', log, log], detached: true },
+    );
+    closeSync(log);
+    this.child = child;
+    this.life++;
+    this.expectingExit = false;
+    this.paused = false;
+    child.once('exit', (code, signal) => {
+      if (this.child !== child) return;
+      if (!this.expectingExit) this.onUnexpectedExit?.(code, signal);
+    });
+  }
+
+  /** SIGKILLs the agent; with `withTasks`, every process it started too (the machine crashed). */
+  async kill(withTasks: boolean): Promise<void> {
+    const child = this.child;
+    this.expectingExit = true;
+    if (withTasks) killCgroup(this.config.cgroupDir);
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    if (!withTasks) child.kill('SIGKILL');
+    if (this.paused) child.kill('SIGCONT');
+    await new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) resolve();
+      else child.once('exit', () => resolve());
+    });
+    this.paused = false;
+  }
+
+  pause(): void {
+    if (!this.child || !this.running) return;
+    this.child.kill('SIGSTOP');
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (!this.child || !this.running) return;
+    this.child.kill('SIGCONT');
+    this.paused = false;
+  }
+
+  /** Task processes still alive in this agent's cgroup (everything but the agent itself). */
+  taskPids(): number[] {
+    const agentPid = this.pid;
+    return cgroupPids(this.config.cgroupDir).filter((pid) => pid !== agentPid);
+  }
+
+  /** Fills the tmpfs until ENOSPC. Returns the bytes written. */
+  fillDisk(): number {
+    const fd = openSync(this.fillerPath, 'a');
+    const block = Buffer.alloc(1 << 20);
+    let written = 0;
+    try {
+      for (;;) written += writeSync(fd, block);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOSPC') throw error;
+    } finally {
+      closeSync(fd);
+    }
+    // A partial last block is written whole or not at all; fill the remainder byte by byte-ish.
+    const fdSmall = openSync(this.fillerPath, 'a');
+    const small = Buffer.alloc(4096);
+    try {
+      for (;;) written += writeSync(fdSmall, small);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOSPC') throw error;
+    } finally {
+      closeSync(fdSmall);
+    }
+    return written;
+  }
+
+  freeDisk(): void {
+    rmSync(this.fillerPath, { force: true });
+  }
+
+  diskFilledBytes(): number {
+    return existsSync(this.fillerPath) ? statSync(this.fillerPath).size : 0;
+  }
+
+  logTail(lines: number): string {
+    try {
+      const text = readFileSync(this.logPath, 'utf8');
+      return text.trimEnd().split('\n').slice(-lines).join('\n');
+    } catch {
+      return '(no log)';
+    }
+  }
+
+  /** GET a path on this agent's API. */
+  get(path: string, timeoutMs: number): Promise<HttpResult> {
+    return httpCall(this.config.address, this.apiPort, 'GET', path, undefined, timeoutMs);
+  }
+
+  post(path: string, body: unknown, timeoutMs: number): Promise<HttpResult> {
+    return httpCall(this.config.address, this.apiPort, 'POST', path, body, timeoutMs);
+  }
+
+  /** Unmounts the tmpfs (processes must be gone). */
+  async unmount(): Promise<void> {
+    await runCommand('umount', ['-l', this.config.nodeDir]);
+  }
+}
