@@ -48,12 +48,14 @@ try {
       }),
     );
   }
-  for (const a of hosts)
-    for (const b of hosts) if (a !== b) await a.dial(multiaddr(b.getMultiaddrs()[0]!.toString()));
+  const addresses = hosts.map((host) => host.getMultiaddrs()[0]?.toString() ?? '');
+  for (const a of hosts) {
+    for (const [j, b] of hosts.entries()) if (a !== b) await a.dial(multiaddr(addresses[j] ?? ''));
+  }
   const ids = hosts.map((h) => h.peerId.toString());
   for (const [i, host] of hosts.entries()) {
     const service = new RaftService({
-      id: ids[i]!,
+      id: ids[i] ?? '',
       walDir: join(root, `n${i}`),
       transport: new Libp2pRaftTransport(host, silentLogger),
       timings: defaultRaftTimings,
@@ -65,15 +67,17 @@ try {
     });
     services.push(service);
   }
+  const [leader] = services;
+  const [n0 = '', n1 = '', n2 = ''] = ids;
+  if (!leader) throw new Error('no services');
   // n0 bootstraps alone, then adds the others as voters one at a time.
-  services[0]!.bootstrap();
+  leader.bootstrap();
   for (const service of services) await service.start();
-  while (!services[0]!.isReadyLeader()) await new Promise((r) => setTimeout(r, 10));
-  await services[0]!.proposeConfig({ voters: [ids[0]!], learners: [ids[1]!] }, 5000);
-  await services[0]!.proposeConfig({ voters: [ids[0]!, ids[1]!], learners: [] }, 5000);
-  await services[0]!.proposeConfig({ voters: [ids[0]!, ids[1]!], learners: [ids[2]!] }, 5000);
-  await services[0]!.proposeConfig({ voters: [ids[0]!, ids[1]!, ids[2]!], learners: [] }, 5000);
-  const leader = services[0]!;
+  while (!leader.isReadyLeader()) await new Promise((r) => setTimeout(r, 10));
+  await leader.proposeConfig({ voters: [n0], learners: [n1] }, 5000);
+  await leader.proposeConfig({ voters: [n0, n1], learners: [] }, 5000);
+  await leader.proposeConfig({ voters: [n0, n1], learners: [n2] }, 5000);
+  await leader.proposeConfig({ voters: [n0, n1, n2], learners: [] }, 5000);
 
   let committed = 0;
   const latencies: number[] = [];

@@ -117,8 +117,9 @@ export class RaftSimulation {
     if (core.hasReady()) {
       const ready = core.ready();
       if (ready.snapshot === null) {
-        if (ready.truncateFrom !== null)
-          node.disk.entries = node.disk.entries.filter((e) => e.index < ready.truncateFrom!);
+        const truncateFrom = ready.truncateFrom;
+        if (truncateFrom !== null)
+          node.disk.entries = node.disk.entries.filter((e) => e.index < truncateFrom);
         const kept = ready.entries.slice(0, this.random.int(0, ready.entries.length + 1));
         const first = kept[0];
         if (first) {
@@ -221,8 +222,8 @@ export class RaftSimulation {
         node.disk.entries = [];
       }
       if (ready.hardState) node.disk.hardState = ready.hardState;
-      if (ready.truncateFrom !== null)
-        node.disk.entries = node.disk.entries.filter((e) => e.index < ready.truncateFrom!);
+      const truncateFrom = ready.truncateFrom;
+      if (truncateFrom !== null) node.disk.entries = node.disk.entries.filter((e) => e.index < truncateFrom);
       const first = ready.entries[0];
       if (first) {
         node.disk.entries = node.disk.entries.filter((e) => e.index < first.index);
