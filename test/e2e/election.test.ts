@@ -31,11 +31,11 @@ async function agreedLeader(among: TestAgent[]): Promise<TestAgent> {
       if (name === undefined || !statuses.every((s) => s.leader?.name === name)) return null;
       return among.find((a) => a.name === name) ?? null;
     },
-    30_000,
+    90_000,
   );
 }
 
-describe('five agents under repeated leader failure', { timeout: 300_000 }, () => {
+describe('five agents under repeated leader failure', { timeout: 900_000 }, () => {
   beforeAll(async () => {
     await buildBinary();
     const extraArgs = ['--raft-compact-entries', String(compactEntries)];
@@ -50,7 +50,7 @@ describe('five agents under repeated leader failure', { timeout: 300_000 }, () =
     await waitFor(
       'five voters',
       async () => (await first.json<StatusRow>(['status'])).voters.length === 5,
-      60_000,
+      180_000,
     );
   }, 240_000);
 
@@ -76,7 +76,7 @@ describe('five agents under repeated leader failure', { timeout: 300_000 }, () =
       await waitFor(
         `${leader.name} back`,
         async () => (await leader.json<StatusRow>(['status'])).leader !== null,
-        60_000,
+        180_000,
       );
     }
     for (const agent of agents) {
@@ -86,7 +86,7 @@ describe('five agents under repeated leader failure', { timeout: 300_000 }, () =
           const ids = new Set((await agent.json<{ id: string }[]>(['ps'])).map((t) => t.id));
           return acknowledged.every((id) => ids.has(id));
         },
-        60_000,
+        180_000,
       );
     }
     // A node that fell behind the leader's snapshot received it (InstallSnapshot).

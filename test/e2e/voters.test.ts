@@ -12,7 +12,7 @@ interface StatusRow {
   learners: { name: string }[];
 }
 
-describe('automatic voters', { timeout: 300_000 }, () => {
+describe('automatic voters', { timeout: 900_000 }, () => {
   const cluster = new TestCluster();
   afterAll(async () => {
     await cluster.stop();
@@ -35,7 +35,7 @@ describe('automatic voters', { timeout: 300_000 }, () => {
           const s = await status();
           return s.voters.length === expectedVoters[n - 1] && s.voters.length + s.learners.length === n;
         },
-        60_000,
+        180_000,
       );
     }
     const grown = await status();
@@ -57,7 +57,7 @@ describe('automatic voters', { timeout: 300_000 }, () => {
         const names = s.voters.map((v) => v.name);
         return names.length === 5 && names.every((name) => !victims.includes(name)) ? s : null;
       },
-      90_000,
+      240_000,
     );
     expect(healed.voters.map((v) => v.name)).not.toContain(victims[0]);
   });
