@@ -1,12 +1,30 @@
+export { allocate } from './allocate.ts';
 export {
-  allocate,
+  Allocator,
+  affinitiesMax,
   comparePending,
-  formatRequest,
-  type AllocatorInput,
-  type AllocatorNode,
-  type AllocatorTask,
-  type Placement,
-  type Plan,
-  type Resources,
-  type Waiting,
-} from './allocate.ts';
+  defaultNamespace,
+  portsPerTaskMax,
+  preemptionPriorityGapDefault,
+  reservationsMaxDefault,
+  spreadValuesMax,
+} from './allocator.ts';
+export { formatRequest } from './resources.ts';
+export type {
+  Affinity,
+  AllocatorInput,
+  AllocatorNode,
+  AllocatorOptions,
+  AllocatorTask,
+  JobPolicy,
+  LabelConstraint,
+  NamespacePolicy,
+  Placement,
+  Plan,
+  PlanOptions,
+  Preemption,
+  Reservation,
+  Resources,
+  RunningTask,
+  Waiting,
+} from './types.ts';
