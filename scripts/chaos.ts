@@ -38,6 +38,7 @@ const help = `npm run chaos -- [flags]
   --schedule FILE       replay a schedule from a JSON file instead of drawing one
   --print-schedule      print the schedule (as JSON) and exit, without running anything
   --submit-ms MS        one submission every MS (default 500)
+  --long-tasks SHARE    share of tasks that run 15-35 s, past the task lease (default 0.2)
   --binary PATH         the shoal binary (default dist/shoal)
   --work-dir DIR        where runs keep their files (default ${tmpdir()})
   --keep                keep the work dir (logs, history.json) even when the run passes
@@ -60,6 +61,13 @@ function positive(text: string | undefined, flag: string, fallback: number): num
   return value;
 }
 
+function share(text: string | undefined, flag: string, fallback: number): number {
+  if (text === undefined) return fallback;
+  const value = Number(text);
+  if (!(value >= 0 && value <= 1)) throw new Error(`${flag} must be a share from 0 to 1`);
+  return value;
+}
+
 async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
@@ -72,6 +80,7 @@ async function main(): Promise<number> {
       schedule: { type: 'string' },
       'print-schedule': { type: 'boolean' },
       'submit-ms': { type: 'string' },
+      'long-tasks': { type: 'string' },
       binary: { type: 'string' },
       'work-dir': { type: 'string' },
       keep: { type: 'boolean' },
@@ -169,6 +178,7 @@ async function main(): Promise<number> {
       workRoot: values['work-dir'] ?? tmpdir(),
       keep: values.keep === true,
       submitIntervalMs: positive(values['submit-ms'], '--submit-ms', 500),
+      longTaskShare: share(values['long-tasks'], '--long-tasks', 0.2),
       tmpfsMiB: 64,
       compactEntries: 1000,
       settleMsMax: 60_000,

@@ -17,7 +17,7 @@ import {
 import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { cgroupPids, killCgroup, runCommand } from './network.ts';
+import { killCgroup, killProcessesUnder, processesUnder, runCommand } from './network.ts';
 
 export interface AgentConfig {
   readonly name: string;
@@ -222,11 +222,18 @@ export class ChaosAgent {
     });
   }
 
-  /** SIGKILLs the agent; with `withTasks`, every process it started too (the machine crashed). */
+  /**
+   * SIGKILLs the agent; with `withTasks`, every process of the node too (the machine crashed): first the
+   * agent's cgroup at once (the agent and what stayed in its cgroup, like exec shims), then every process
+   * working in the node's data dir (tasks, which the runtime may have moved into cgroups of their own).
+   */
   async kill(withTasks: boolean): Promise<void> {
     const child = this.child;
     this.expectingExit = true;
-    if (withTasks) killCgroup(this.config.cgroupDir);
+    if (withTasks) {
+      killCgroup(this.config.cgroupDir);
+      await killProcessesUnder(this.config.nodeDir);
+    }
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     if (!withTasks) child.kill('SIGKILL');
     if (this.paused) child.kill('SIGCONT');
@@ -249,10 +256,16 @@ export class ChaosAgent {
     this.paused = false;
   }
 
-  /** Task processes still alive in this agent's cgroup (everything but the agent itself). */
+  /** Processes still alive in this node's task dirs (tasks, their children, their supervisors). */
   taskPids(): number[] {
-    const agentPid = this.pid;
-    return cgroupPids(this.config.cgroupDir).filter((pid) => pid !== agentPid);
+    return processesUnder(join(this.dataDir, 'tasks')).map((p) => p.pid);
+  }
+
+  /** How many distinct tasks have a live process on this node. */
+  liveTasks(): number {
+    const tasksDir = join(this.dataDir, 'tasks');
+    const ids = new Set(processesUnder(tasksDir).map((p) => p.cwd.slice(tasksDir.length + 1).split('/')[0]));
+    return ids.size;
   }
 
   /** Fills the tmpfs until ENOSPC. Returns the bytes written. */

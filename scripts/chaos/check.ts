@@ -91,7 +91,9 @@ export interface Figures {
   readonly ackedNeverStarted: number;
   /** Per machine crash: how long until each task that ran there (and may restart) ran elsewhere. */
   readonly failoverMs: readonly number[];
-  /** Tasks that ran on a crashed node, may restart, and never ran elsewhere. */
+  /** Tasks that ran on a crashed node and may restart, which ran again only on that node once it was back. */
+  readonly failoverSameNode: number;
+  /** Tasks that ran on a crashed node and may restart, which never ran again anywhere. */
   readonly failoverMissing: number;
   /** Submissions through a node that certainly reached a majority of voters for the whole request. */
   readonly majoritySubmissions: number;
@@ -326,8 +328,24 @@ export function check(history: History, options: CheckOptions = defaultCheckOpti
     failures: failures.sort((a, b) => (a.atMs ?? Infinity) - (b.atMs ?? Infinity)),
     duplicates,
     figures: figures(history, runs, duplicates, lost, convergenceMs),
-    notes: refusedButCommitted(history),
+    notes: [...refusedButCommitted(history), ...neverAgain(history, runs)],
   };
+}
+
+/** Restartable tasks a machine crash stopped that never ran again, with what the cluster says of them. */
+function neverAgain(history: History, runs: readonly Run[]): string[] {
+  const rows = new Map<string, { state: string; attempt: number; node: string | null }>();
+  for (const list of Object.values(history.finalTasks)) for (const row of list) rows.set(row.id, row);
+  return failover(history, runs).missing.map(({ taskId, fault }) => {
+    const row = rows.get(taskId);
+    return (
+      `task ${taskId} ran on ${fault.crashed.join(',')} when fault ${fault.id} crashed it at ${at(fault.startMs, history.startMs)}, ` +
+      `may restart, and never ran again; at the end it is ` +
+      (row
+        ? `${row.state} (attempt ${row.attempt}${row.node === null ? '' : ` on ${row.node}`})`
+        : 'not listed')
+    );
+  });
 }
 
 /** Submissions answered with an error whose task is in the final list all the same. */
@@ -652,7 +670,7 @@ function figures(
     const code = /^[A-Z_]+/.exec(submission.error ?? '')?.[0] ?? `HTTP ${submission.status ?? '?'}`;
     refusedByCode[code] = (refusedByCode[code] ?? 0) + 1;
   }
-  const { failoverMs, failoverMissing } = failover(history, runs);
+  const { failoverMs, failoverSameNode, failoverMissing } = failover(history, runs);
   let majoritySubmissions = 0;
   let majorityAccepted = 0;
   for (const submission of history.submissions) {
@@ -692,6 +710,7 @@ function figures(
       (s) => s.outcome === 'ack' && s.id !== null && !started.has(s.id),
     ).length,
     failoverMs,
+    failoverSameNode,
     failoverMissing,
     majoritySubmissions,
     majorityAccepted,
@@ -744,10 +763,19 @@ function votersAt(
 }
 
 /** For each machine crash: the tasks running there that may restart, and when each next ran elsewhere. */
-function failover(history: History, runs: readonly Run[]): { failoverMs: number[]; failoverMissing: number } {
+interface Failover {
+  readonly failoverMs: number[];
+  readonly failoverSameNode: number;
+  readonly failoverMissing: number;
+  /** Task ids that never ran again, with the crash that stopped them. */
+  readonly missing: { readonly taskId: string; readonly fault: AppliedFault }[];
+}
+
+function failover(history: History, runs: readonly Run[]): Failover {
   const restartable = new Set(history.submissions.filter((s) => s.restart).map((s) => s.nonce));
   const failoverMs: number[] = [];
-  let failoverMissing = 0;
+  let failoverSameNode = 0;
+  const missing: { taskId: string; fault: AppliedFault }[] = [];
   for (const fault of history.faults) {
     for (const node of fault.crashed) {
       const victims = runs.filter(
@@ -755,7 +783,8 @@ function failover(history: History, runs: readonly Run[]): { failoverMs: number[
           run.node === node &&
           restartable.has(run.nonce) &&
           run.startMs <= fault.startMs &&
-          (run.endMs === null || run.endMs >= fault.startMs) &&
+          // Killed by the crash: no end line at all (one that wrote E finished its work, even mid-crash).
+          run.endMark === null &&
           // Alive at the crash: its last heartbeat is recent enough (it writes one per second).
           run.lastMs >= fault.startMs - 2_000,
       );
@@ -763,15 +792,20 @@ function failover(history: History, runs: readonly Run[]): { failoverMs: number[
       for (const victim of victims) {
         if (seen.has(victim.taskId)) continue;
         seen.add(victim.taskId);
-        const next = runs.find(
-          (run) => run.taskId === victim.taskId && run.node !== node && run.startMs > fault.startMs,
-        );
-        if (next) failoverMs.push(next.startMs - fault.startMs);
-        else failoverMissing++;
+        const later = runs.filter((run) => run.taskId === victim.taskId && run.startMs > fault.startMs);
+        const elsewhere = later.find((run) => run.node !== node);
+        if (elsewhere) failoverMs.push(elsewhere.startMs - fault.startMs);
+        else if (later.length > 0) failoverSameNode++;
+        else missing.push({ taskId: victim.taskId, fault });
       }
     }
   }
-  return { failoverMs: failoverMs.sort((a, b) => a - b), failoverMissing };
+  return {
+    failoverMs: failoverMs.sort((a, b) => a - b),
+    failoverSameNode,
+    failoverMissing: missing.length,
+    missing,
+  };
 }
 
 // ---- formatting -------------------------------------------------------------------------------------

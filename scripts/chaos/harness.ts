@@ -34,6 +34,8 @@ export interface HarnessOptions {
   readonly workRoot: string;
   readonly keep: boolean;
   readonly submitIntervalMs: number;
+  /** Share of tasks that outlive the task lease (15–35 s). */
+  readonly longTaskShare: number;
   readonly tmpfsMiB: number;
   readonly compactEntries: number;
   /** Longest wait, after the last heal and convergence, for every task to end before the final reads. */
@@ -232,6 +234,7 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
     submitIntervalMs: options.submitIntervalMs,
     inFlightMax: 32,
     restartShare: 0.75,
+    longShare: options.longTaskShare,
   });
   const faults: AppliedFault[] = [];
   let lastHealMs = startMs;
@@ -289,7 +292,7 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
   const resolveTarget = async (target: NodeTarget): Promise<ChaosAgent> => {
     if ('node' in target) return agentAt(target.node);
     if ('busiest' in target) {
-      const counts = agents.map((agent) => ({ agent, tasks: agent.running ? agent.taskPids().length : 0 }));
+      const counts = agents.map((agent) => ({ agent, tasks: agent.running ? agent.liveTasks() : 0 }));
       const best = counts.sort((a, b) => b.tasks - a.tasks)[0];
       return best !== undefined && best.tasks > 0 ? best.agent : agentAt(target.fallback);
     }

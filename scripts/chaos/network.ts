@@ -13,7 +13,7 @@
  * 127.0.0.1 and is never touched. Everything is removed at the end (and by `--cleanup` after a crash).
  */
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, readlinkSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** Chain names are the prefix plus the harness's pid, so a later run can tell a dead run's leftovers. */
@@ -96,6 +96,8 @@ export class ChaosNetwork {
   }
 
   async install(): Promise<void> {
+    // A chain of this name can only be a leftover of a SIGKILLed run whose pid we now reuse.
+    await removeChains(this.chain);
     await must('iptables', ['-w', '-t', 'mangle', '-N', this.chain]);
     await must('iptables', ['-w', '-t', 'nat', '-N', this.chain]);
     this.installed = true;
@@ -199,6 +201,42 @@ export function killCgroup(dir: string): void {
   }
 }
 
+/**
+ * Processes whose working directory is `dir` or below it. A node's tasks run in their task dirs under its
+ * data dir (and may sit in cgroups of their own, away from the agent's), so this is how a node's processes
+ * are found whatever the runtime does with cgroups.
+ */
+export function processesUnder(dir: string): { pid: number; cwd: string }[] {
+  const found: { pid: number; cwd: string }[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let cwd: string;
+    try {
+      cwd = readlinkSync(`/proc/${entry}/cwd`);
+    } catch {
+      continue; // gone, or a zombie (no cwd)
+    }
+    if (cwd === dir || cwd.startsWith(`${dir}/`)) found.push({ pid: Number(entry), cwd });
+  }
+  return found;
+}
+
+/** SIGKILLs every process working under `dir`, again until none is left (one may fork while we look). */
+export async function killProcessesUnder(dir: string): Promise<void> {
+  for (let round = 0; round < 50; round++) {
+    const found = processesUnder(dir);
+    if (found.length === 0) return;
+    for (const { pid } of found) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 /** Pids in a cgroup (not its children). */
 export function cgroupPids(dir: string): number[] {
   try {
@@ -259,6 +297,7 @@ export async function cleanupStale(log: (line: string) => void): Promise<void> {
     log(`unmounting ${path} left by a dead run`);
     const root = cgroup2Root();
     if (root !== null) killCgroup(join(root, `${cgroupPrefix}${tag}`, path.split('/').pop() ?? ''));
+    await killProcessesUnder(path);
     await runCommand('umount', ['-l', path]);
   }
   const root = cgroup2Root();

@@ -35,9 +35,13 @@ export function formatFigures(figures: Figures): string[] {
   lines.push(
     p50 === null || max === undefined
       ? `node death → its tasks running elsewhere: no machine crash hit a running restartable task` +
-          (figures.failoverMissing > 0 ? ` (${figures.failoverMissing} never ran elsewhere)` : '')
+          (figures.failoverMissing > 0 ? ` (${figures.failoverMissing} never ran again)` : '')
       : `node death → its tasks running elsewhere: ${figures.failoverMs.length} tasks, p50 ${seconds(p50)}, ` +
-          `max ${seconds(max)}${figures.failoverMissing > 0 ? `; ${figures.failoverMissing} never ran elsewhere` : ''}`,
+          `max ${seconds(max)}` +
+          (figures.failoverSameNode > 0
+            ? `; ${figures.failoverSameNode} ran again only on the crashed node`
+            : '') +
+          (figures.failoverMissing > 0 ? `; ${figures.failoverMissing} never ran again` : ''),
   );
   lines.push(
     figures.majoritySubmissions === 0

@@ -39,6 +39,8 @@ export interface WorkloadInit {
   readonly inFlightMax: number;
   /** Share of tasks submitted with restart policy on-failure (the rest never restart). */
   readonly restartShare: number;
+  /** Share of tasks that run 15–35 s, longer than the task lease and the leader's grace after it. */
+  readonly longShare: number;
 }
 
 export class Workload {
@@ -74,7 +76,7 @@ export class Workload {
     const restart = random.next() < this.init.restartShare;
     // Mostly short tasks, and some that outlive the task lease (10 s) and the leader's grace after it:
     // only those can be caught running on two nodes when a node is cut off, paused or loses its agent.
-    const beats = random.next() < 0.2 ? random.int(15, 36) : random.int(2, 9);
+    const beats = random.next() < this.init.longShare ? random.int(15, 36) : random.int(2, 9);
     const cpuMillis = 100 * random.int(1, 3);
     const promise = this.submit(via, nonce, restart, beats, cpuMillis).finally(() =>
       this.inFlight.delete(promise),

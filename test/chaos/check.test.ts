@@ -445,6 +445,41 @@ describe('the history checker', () => {
     expect(result.figures.failoverMs).toEqual([12_020]);
   });
 
+  it('tells tasks that ran again only on the crashed node from tasks that never ran again', () => {
+    const history = cleanHistory();
+    const crash: AppliedFault = {
+      ...isolation('n1', 4, 20),
+      kind: 'crash',
+      description: 'SIGKILL n1 and its tasks',
+      cuts: [],
+      down: ['n1'],
+      crashed: ['n1'],
+    };
+    const result = check({
+      ...history,
+      submissions: [...history.submissions, submission('00003', 'ccc', 'ack', 1)],
+      faults: [crash],
+      runLines: [
+        // aaa comes back on n1 itself after the restart; ccc never runs again.
+        ...run('00001', 'aaa', 'n1', 100, 2, 4, null),
+        ...run('00001', 'aaa', 'n1', 400, 22, 24),
+        ...run('00002', 'bbb', 'n2', 200, 3, 5),
+        ...run('00003', 'ccc', 'n1', 101, 2, 4, null),
+      ],
+      finalTasks: Object.fromEntries(
+        Object.entries(history.finalTasks).map(([n, rows]) => [
+          n,
+          [...rows, { id: 'ccc', name: 'chaos-00003', state: 'lost', node: 'n1', attempt: 3 }],
+        ]),
+      ),
+    });
+    expect(result.failures).toEqual([]);
+    expect(result.figures).toMatchObject({ failoverMs: [], failoverSameNode: 1, failoverMissing: 1 });
+    expect(result.notes).toEqual([
+      'task ccc ran on n1 when fault 1 crashed it at t+4.0s, may restart, and never ran again; at the end it is lost (attempt 3 on n1)',
+    ]);
+  });
+
   it('counts submissions made while the node taking them reached a majority', () => {
     const history = cleanHistory();
     // n1 takes every submission; it is cut off from 3 s to 10 s, so the one at 4 s does not count.
