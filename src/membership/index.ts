@@ -1,19 +1,23 @@
 export {
-  MembershipService,
   defaultMembershipConfig,
-  describeDialFailure,
-  membershipSyncProtocol,
-  membershipTopic,
+  pushPullIntervalMs,
+  retransmitLimit,
+  suspicionTimeoutMs,
+  suspicionTimeouts,
   type MembershipConfig,
+} from './config.ts';
+export { swimProtocol, swimSyncProtocol } from './messages.ts';
+export { nodeRecordSchema, compareVersions, type NodeRecord, type Version } from './records.ts';
+export {
+  MembershipService,
+  describeDialFailure,
   type MembershipInit,
+  type MembershipServiceStats,
 } from './service.ts';
 export {
   MembershipState,
-  isNewer,
-  nodeRecordSchema,
   type Member,
   type MemberState,
   type MemberTransition,
-  type MembershipTimings,
-  type NodeRecord,
+  type MembershipStats,
 } from './state.ts';

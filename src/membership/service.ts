@@ -1,90 +1,150 @@
 /**
- * Membership over libp2p: every node publishes its record (address, capacity, labels, drivers) on a
- * gossipsub topic each heartbeat, and swaps full member lists with every peer it connects to. libp2p
- * discovers nothing by itself, so peers learned from records are dialled explicitly, and re-dialled while
- * they are believed alive. Failure detection here is by heartbeat age (MembershipState); pnet keeps out
- * anyone without the cluster key.
+ * Membership over libp2p: the shell around the SWIM state machine (state.ts). It owns the clock, the
+ * timers, the sockets and the node's key: it feeds the state machine time, messages and delivery
+ * failures, sends what it asks, runs push-pull exchanges, and tells the node about state changes.
+ *
+ * Timers: one timeout, set for the state machine's next deadline (at most tickMsMax away). When it fires
+ * late by more than stallThresholdMs the event loop stalled (CPU starvation, SIGSTOP, GC): the state
+ * machine is told, and it extends its deadlines instead of blaming peers for its own lateness. Each tick
+ * runs after the poll phase (setImmediate), so acks that arrived during a stall count before timeouts do.
  */
-import type { Libp2p, PeerId } from '@libp2p/interface';
-import type { GossipSub, Message } from '@libp2p/gossipsub';
-import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
+import type { Libp2p, PeerId, PrivateKey } from '@libp2p/interface';
+import { peerIdFromString } from '@libp2p/peer-id';
+import { multiaddr } from '@multiformats/multiaddr';
 import { ShoalError, errorMessage } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
-import { callRpc, decodeJson, encodeJson, handleRpc } from '../shared/wire.ts';
-import {
-  MembershipState,
-  nodeRecordSchema,
-  type Member,
-  type MemberTransition,
-  type MembershipTimings,
-  type NodeRecord,
-} from './state.ts';
+import { systemRandom, type Random } from '../shared/random.ts';
+import { callRpc, handleRpc } from '../shared/wire.ts';
+import type { MembershipConfig } from './config.ts';
+import { ed25519MembershipCrypto } from './crypto.ts';
+import { swimSyncProtocol, syncReplySchema, syncRequestSchema, type SyncRequest } from './messages.ts';
+import type { NodeRecord } from './records.ts';
+import { MembershipState, type Member, type MemberTransition, type MembershipStats } from './state.ts';
+import { SwimTransport, type TransportStats } from './transport.ts';
 
-export const membershipTopic = 'shoal/members/1';
-export const membershipSyncProtocol = '/shoal/members/sync/1.0.0';
-/** Records in one full-state exchange. */
-export const syncRecordsMax = 10_000;
-
-export interface MembershipConfig extends MembershipTimings {
-  /** How often this node publishes its record (its heartbeat). */
-  readonly heartbeatIntervalMs: number;
-}
-
-/** LAN defaults: heartbeat 1 s; suspect after 3 s of silence, dead after 6 s (the issue allows 10 s). */
-export const defaultMembershipConfig: MembershipConfig = {
-  heartbeatIntervalMs: 1000,
-  suspectAfterMs: 3000,
-  deadAfterMs: 6000,
-};
+/** The longest the shell sleeps between ticks: bounds how late a stall is noticed. */
+export const tickMsMax = 100;
+/** Housekeeping (connection pruning, address book, own addresses) runs this often. */
+export const housekeepingIntervalMs = 1000;
+/** A debug line with traffic counters is logged this often. */
+export const statsLogIntervalMs = 10_000;
+/** Push-pull exchanges this node runs at once; more requested meanwhile are skipped. */
+export const syncsInFlightMax = 2;
+/** How long a graceful leave waits for its announcement to be written before returning. */
+export const leaveFlushMsMax = 1000;
 
 export interface MembershipInit {
-  readonly libp2p: Libp2p<{ pubsub: GossipSub }>;
-  readonly self: Omit<NodeRecord, 'heartbeat' | 'leaving' | 'id' | 'addresses'>;
+  readonly libp2p: Libp2p;
+  /** What this node advertises; its id and addresses come from libp2p. */
+  readonly self: Omit<NodeRecord, 'revision' | 'leaving' | 'id' | 'addresses'>;
   readonly config: MembershipConfig;
   readonly logger: Logger;
   readonly onTransition: (transition: MemberTransition, member: Member) => void;
+  /**
+   * The node's libp2p key (Ed25519), to sign its records. Without it, the key is taken from the host's
+   * `nodeKey` service (p2p.ts creates one).
+   */
+  readonly privateKey?: PrivateKey;
+  /** Defaults to a source seeded by the OS. */
+  readonly random?: Random;
+}
+
+export interface MembershipServiceStats extends MembershipStats, TransportStats {
+  readonly localHealth: number;
+  readonly members: number;
+  readonly connections: number;
+  readonly syncs: number;
+  readonly syncFailures: number;
+  /** Push-pull payload bytes sent (SWIM frames are in bytesSent). */
+  readonly syncBytesSent: number;
 }
 
 export class MembershipService {
   private readonly init: MembershipInit;
   private readonly state: MembershipState;
-  private record: NodeRecord;
+  private readonly transport: SwimTransport;
   private timer: NodeJS.Timeout | null = null;
-  private readonly dialing = new Set<string>();
+  private housekeepingTimer: NodeJS.Timeout | null = null;
+  private expectedAtMs = 0;
+  private lastStatsLogMs = 0;
+  private syncsInFlight = 0;
+  private syncs = 0;
+  private syncFailures = 0;
+  /** Push-pull payload sent (requests and replies); the transport counts SWIM frames. */
+  private syncBytesSent = 0;
+  private stopped = false;
+  private readonly addressBook = new Map<string, string>();
 
   constructor(init: MembershipInit) {
     this.init = init;
+    const privateKey = init.privateKey ?? nodeKeyOf(init.libp2p);
     const id = init.libp2p.peerId.toString();
-    this.state = new MembershipState(id, init.config);
-    this.record = { ...init.self, id, addresses: this.ownAddresses(), heartbeat: 0, leaving: false };
+    this.state = new MembershipState({
+      record: { ...init.self, id, addresses: this.ownAddresses() },
+      config: init.config,
+      random: init.random ?? systemRandom(),
+      crypto: ed25519MembershipCrypto(privateKey),
+      nowMs: nowMs(),
+    });
+    this.transport = new SwimTransport({
+      libp2p: init.libp2p,
+      logger: init.logger,
+      dialTimeoutMs: init.config.dialTimeoutMs,
+      peerConnectionsMax: init.config.peerConnectionsMax,
+      addressesOf: (peer) => this.state.addressesOf(peer),
+      onMessage: (from, message) => {
+        if (this.stopped || from === this.selfId) return;
+        this.state.receive(from, message, nowMs());
+        this.flush();
+      },
+      onUnreachable: (peer) => {
+        if (this.stopped) return;
+        this.state.unreachable(peer, nowMs());
+        this.flush();
+      },
+      nowMs,
+    });
   }
 
   get selfId(): string {
-    return this.record.id;
+    return this.state.selfId;
   }
 
   async start(): Promise<void> {
-    const { libp2p } = this.init;
-    libp2p.services.pubsub.subscribe(membershipTopic);
-    libp2p.services.pubsub.addEventListener('message', (event) => this.onGossip(event.detail));
-    await handleRpc(libp2p, membershipSyncProtocol, (request) => {
-      this.mergeRecords(request);
-      return Promise.resolve({ records: this.state.records() });
+    await this.transport.start();
+    await handleRpc(this.init.libp2p, swimSyncProtocol, (request, remotePeer) => {
+      const parsed = syncRequestSchema.safeParse(request);
+      if (!parsed.success) throw new ShoalError('INVALID_ARGUMENT', 'malformed membership sync request');
+      const reply = this.state.handleSyncRequest(remotePeer.toString(), parsed.data, nowMs());
+      this.flush();
+      this.syncBytesSent += jsonBytes(reply);
+      return Promise.resolve(reply);
     });
-    libp2p.addEventListener('peer:connect', (event) => void this.syncWith(event.detail));
-    this.observe(this.record);
-    this.timer = setInterval(() => this.heartbeat(), this.init.config.heartbeatIntervalMs);
+    this.init.libp2p.addEventListener('peer:disconnect', (event) => {
+      const peer = event.detail.toString();
+      if (this.stopped || this.transport.forgetPruned(peer)) return;
+      // Beyond peerConnectionsMax connections churn by design, and a closed one means nothing.
+      if (this.state.memberCount() > this.init.config.peerConnectionsMax) return;
+      this.state.connectionLost(peer, nowMs());
+      this.flush();
+    });
+    this.flush();
+    this.schedule();
+    this.housekeepingTimer = setInterval(() => this.housekeeping(), housekeepingIntervalMs);
   }
 
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.housekeepingTimer) clearInterval(this.housekeepingTimer);
+    this.transport.stop();
   }
 
   /** Dials seeds until one answers, so the node learns the cluster. Throws the last error if none does. */
   async join(seeds: readonly string[], timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = nowMs() + timeoutMs;
     let lastError: unknown = null;
-    while (Date.now() < deadline) {
+    while (nowMs() < deadline) {
       for (const seed of seeds) {
         try {
           const connection = await this.init.libp2p.dial(multiaddr(seed), {
@@ -107,14 +167,18 @@ export class MembershipService {
 
   /** Announces a graceful leave so peers mark this node "left" rather than dead. */
   async leave(): Promise<void> {
-    this.record = { ...this.record, heartbeat: this.record.heartbeat + 1, leaving: true };
-    this.observe(this.record);
-    await this.publish().catch(() => undefined);
+    this.state.leave(nowMs());
+    this.flush();
+    // The announcement is in the streams' buffers; give it (and a gossip round or two) time to go out.
+    const deadline = nowMs() + leaveFlushMsMax;
+    await sleep(this.init.config.gossipIntervalMs * 2);
+    while (nowMs() < deadline && this.transport.backlogBytes() > 0) await sleep(20);
   }
 
-  /** Updates what this node advertises (e.g. driver health) from the next heartbeat on. */
+  /** Updates what this node advertises (e.g. driver health); peers learn it by gossip. */
   update(patch: Partial<Pick<NodeRecord, 'drivers' | 'labels' | 'cpuMillis' | 'memoryBytes'>>): void {
-    this.record = { ...this.record, ...patch };
+    this.state.updateSelf(patch);
+    this.flush();
   }
 
   members(): Member[] {
@@ -125,102 +189,193 @@ export class MembershipService {
     return this.state.get(id);
   }
 
-  private heartbeat(): void {
-    this.record = { ...this.record, addresses: this.ownAddresses(), heartbeat: this.record.heartbeat + 1 };
-    this.observe(this.record);
-    void this.publish().catch((error: unknown) =>
-      this.init.logger.debug('publish failed', { error: errorMessage(error) }),
-    );
-    for (const transition of this.state.tick(Date.now())) this.emit(transition);
-    this.redialAlive();
+  /** Counters for benchmarks and debugging. */
+  stats(): MembershipServiceStats {
+    return {
+      ...this.state.stats,
+      ...this.transport.stats,
+      localHealth: this.state.localHealth,
+      members: this.state.memberCount(),
+      connections: this.init.libp2p.getConnections().length,
+      syncs: this.syncs,
+      syncFailures: this.syncFailures,
+      syncBytesSent: this.syncBytesSent,
+    };
   }
 
-  private async publish(): Promise<void> {
-    await this.init.libp2p.services.pubsub.publish(membershipTopic, encodeJson(this.record));
+  // ---- driving the state machine ---------------------------------------------------------------------
+
+  private schedule(): void {
+    if (this.stopped) return;
+    const now = nowMs();
+    const delayMs = Math.min(tickMsMax, Math.max(1, this.state.nextDeadlineMs() - now));
+    this.expectedAtMs = now + delayMs;
+    this.timer = setTimeout(() => this.onTimer(), delayMs);
   }
 
-  private onGossip(message: Message): void {
-    if (message.topic !== membershipTopic || message.type !== 'signed') return;
-    let record: NodeRecord;
-    try {
-      record = nodeRecordSchema.parse(decodeJson(message.data));
-    } catch (error) {
-      this.init.logger.warn('dropped a malformed membership record', {
-        from: message.from.toString(),
-        error: errorMessage(error),
-      });
-      return;
-    }
-    // Gossipsub signs with the publisher's key: a node may only speak for itself.
-    if (record.id !== message.from.toString()) return;
-    this.observe(record);
+  private onTimer(): void {
+    const lateMs = nowMs() - this.expectedAtMs;
+    // After the poll phase: whatever arrived while this node was not running is handled first.
+    setImmediate(() => {
+      if (this.stopped) return;
+      const now = nowMs();
+      if (lateMs > this.init.config.stallThresholdMs) {
+        this.init.logger.debug('event loop stalled; extending membership deadlines', { lateMs });
+        this.state.noteStall(lateMs, now);
+      }
+      this.state.tick(now);
+      this.flush();
+      this.schedule();
+    });
   }
 
-  private mergeRecords(payload: unknown): void {
-    const records = (payload as { records?: unknown } | null)?.records;
-    if (!Array.isArray(records)) return;
-    for (const raw of records.slice(0, syncRecordsMax)) {
-      const parsed = nodeRecordSchema.safeParse(raw);
-      if (parsed.success && parsed.data.id !== this.record.id) this.observe(parsed.data);
-    }
-  }
-
-  private async syncWith(peer: PeerId): Promise<void> {
-    try {
-      const reply = await callRpc(
-        this.init.libp2p,
-        peer,
-        membershipSyncProtocol,
-        { records: this.state.records() },
-        5000,
-      );
-      this.mergeRecords(reply);
-    } catch (error) {
-      this.init.logger.debug('membership sync failed', { peer: peer.toString(), error: errorMessage(error) });
-    }
-  }
-
-  private observe(record: NodeRecord): void {
-    const transition = this.state.observe(record, Date.now());
-    if (transition) this.emit(transition);
-    if (record.id !== this.record.id && !record.leaving) this.dialIfDisconnected(record);
+  /** Carries out what the state machine asked for. */
+  private flush(): void {
+    for (const out of this.state.takeMessages()) this.transport.send(out.to, out.message);
+    for (const peer of this.state.takeSyncs()) void this.runSync(peer);
+    for (const transition of this.state.takeTransitions()) this.emit(transition);
   }
 
   private emit(transition: MemberTransition): void {
     const member = this.state.get(transition.id);
     if (!member) return;
-    if (transition.id !== this.record.id) {
+    if (transition.id !== this.selfId) {
+      if (transition.to === 'alive') this.remember(member.record);
       this.init.logger.info(`member ${member.record.name} is ${transition.to}`, {
         id: transition.id,
         address: member.record.address,
+        version: `${member.stateVersion.incarnation}.${member.stateVersion.revision}`,
       });
     }
     this.init.onTransition(transition, member);
   }
 
-  private redialAlive(): void {
-    for (const member of this.state.list()) {
-      if (member.state === 'alive' || member.state === 'suspect') this.dialIfDisconnected(member.record);
+  // ---- push-pull -------------------------------------------------------------------------------------
+
+  private async runSync(peer: string): Promise<void> {
+    if (this.syncsInFlight >= syncsInFlightMax || this.stopped) return;
+    let peerId: PeerId;
+    try {
+      peerId = peerIdFromString(peer);
+    } catch {
+      return;
+    }
+    this.syncsInFlight++;
+    try {
+      await this.syncWith(peerId);
+    } catch (error) {
+      this.syncFailures++;
+      this.init.logger.debug('membership sync failed', { peer, error: errorMessage(error) });
+    } finally {
+      this.syncsInFlight--;
     }
   }
 
-  private dialIfDisconnected(record: NodeRecord): void {
-    if (record.id === this.record.id || this.dialing.has(record.id)) return;
-    const connected = this.init.libp2p.getConnections().some((c) => c.remotePeer.toString() === record.id);
-    if (connected || record.addresses.length === 0) return;
-    this.dialing.add(record.id);
-    const addresses: Multiaddr[] = record.addresses.map((a) => multiaddr(a));
-    void this.init.libp2p
-      .dial(addresses, { signal: AbortSignal.timeout(3000) })
-      .catch((error: unknown) =>
-        this.init.logger.debug('dial failed', { peer: record.name, error: errorMessage(error) }),
-      )
-      .finally(() => this.dialing.delete(record.id));
+  /** A full push-pull with `peer`: digest out, newer entries and its digest back, ours to it. */
+  private async syncWith(peer: PeerId): Promise<void> {
+    const { libp2p, config } = this.init;
+    const request = this.state.syncRequest();
+    this.syncBytesSent += jsonBytes(request);
+    const raw = await callRpc(libp2p, peer, swimSyncProtocol, request, config.syncTimeoutMs);
+    const reply = syncReplySchema.safeParse(raw);
+    if (!reply.success) throw new ShoalError('INTERNAL', 'malformed membership sync reply');
+    this.syncs++;
+    const back = this.state.handleSyncReply(peer.toString(), reply.data, nowMs());
+    this.flush();
+    if (back.length > 0) {
+      const push: SyncRequest = { digest: null, entries: back };
+      this.syncBytesSent += jsonBytes(push);
+      await callRpc(libp2p, peer, swimSyncProtocol, push, config.syncTimeoutMs);
+    }
+  }
+
+  // ---- housekeeping ----------------------------------------------------------------------------------
+
+  private housekeeping(): void {
+    if (this.stopped) return;
+    this.transport.prune();
+    this.state.setConnected(this.transport.connectedPeers());
+    const addresses = this.ownAddresses();
+    if (addresses.join(' ') !== this.state.record.addresses.join(' ')) this.state.updateSelf({ addresses });
+    for (const member of this.state.list()) if (member.state !== 'left') this.remember(member.record);
+    const now = nowMs();
+    if (now - this.lastStatsLogMs >= statsLogIntervalMs) {
+      this.lastStatsLogMs = now;
+      const stats = this.stats();
+      this.init.logger.debug('membership traffic', {
+        bytesSent: stats.bytesSent,
+        syncBytesSent: stats.syncBytesSent,
+        bytesReceived: stats.bytesReceived,
+        framesSent: stats.framesSent,
+        framesDropped: stats.framesDropped,
+        dials: stats.dials,
+        syncs: stats.syncs,
+        connections: stats.connections,
+        members: stats.members,
+        localHealth: stats.localHealth,
+        refutations: stats.refutations,
+        stalls: stats.stalls,
+      });
+    }
+    this.flush();
+  }
+
+  /** Puts a member's addresses in libp2p's address book, so any protocol (Raft) can dial it by id. */
+  private remember(record: NodeRecord): void {
+    const key = record.addresses.join(' ');
+    if (record.id === this.selfId || this.addressBook.get(record.id) === key) return;
+    this.addressBook.set(record.id, key);
+    try {
+      const multiaddrs = record.addresses.map((address) => multiaddr(address));
+      void this.init.libp2p.peerStore
+        .merge(peerIdFromString(record.id), { multiaddrs })
+        .catch((error: unknown) =>
+          this.init.logger.debug('address book update failed', {
+            peer: record.name,
+            error: errorMessage(error),
+          }),
+        );
+    } catch (error) {
+      this.init.logger.debug('bad addresses in a member record', {
+        peer: record.name,
+        error: errorMessage(error),
+      });
+    }
   }
 
   private ownAddresses(): string[] {
     return this.init.libp2p.getMultiaddrs().map((a) => a.toString());
   }
+}
+
+function nodeKeyOf(libp2p: Libp2p): PrivateKey {
+  const service: unknown = libp2p.services['nodeKey'];
+  if (typeof service === 'object' && service !== null && 'privateKey' in service) {
+    return (service as { privateKey: PrivateKey }).privateKey;
+  }
+  throw new ShoalError(
+    'INVALID_ARGUMENT',
+    'membership needs the node key: pass privateKey, or create libp2p with the nodeKey service (p2p.ts)',
+  );
+}
+
+/**
+ * The state machine's clock: monotonic (a wall-clock step from NTP must not expire every suspicion at
+ * once), anchored at the wall clock when the process started, so the node can still compare
+ * lastHeardMs with Date.now() (they drift apart only as much as the wall clock is stepped).
+ */
+const clockEpochMs = Date.now() - performance.now();
+
+function nowMs(): number {
+  return Math.round(clockEpochMs + performance.now());
+}
+
+function jsonBytes(value: unknown): number {
+  return Buffer.byteLength(JSON.stringify(value));
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** pnet scrambles the stream with the key, so a peer with another key fails the noise handshake. */

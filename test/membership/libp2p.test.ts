@@ -1,0 +1,132 @@
+/**
+ * Membership's shell on real libp2p hosts in one process (TCP on loopback, pnet, noise, yamux): join
+ * through a seed, a crashed host declared dead, a graceful leave, and the yamux window-update batching
+ * that p2p.ts applies (flow control must still work for large transfers).
+ */
+import { generateKeyPair } from '@libp2p/crypto/keys';
+import { lpStream } from '@libp2p/utils';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  MembershipService,
+  defaultMembershipConfig,
+  type MembershipConfig,
+} from '../../src/membership/index.ts';
+import { createP2p, yamuxWindowUpdatesBatched, type ShoalLibp2p } from '../../src/node/p2p.ts';
+import { silentLogger } from '../../src/shared/log.ts';
+import { waitUntil } from './agents.ts';
+
+const clusterKey = 'cd'.repeat(32);
+
+interface Host {
+  readonly name: string;
+  readonly libp2p: ShoalLibp2p;
+  readonly membership: MembershipService;
+}
+
+const hosts: Host[] = [];
+
+async function host(name: string, config: MembershipConfig = defaultMembershipConfig): Promise<Host> {
+  const libp2p = await createP2p({
+    privateKey: await generateKeyPair('Ed25519'),
+    listenMultiaddr: '/ip4/127.0.0.1/tcp/0',
+    clusterKey,
+  });
+  const membership = new MembershipService({
+    libp2p,
+    self: {
+      name,
+      address: '127.0.0.1:0',
+      cpuMillis: 1000,
+      memoryBytes: 1 << 30,
+      labels: { name },
+      drivers: ['exec'],
+      version: 'test',
+      incarnation: 1,
+    },
+    config,
+    logger: silentLogger,
+    onTransition: () => undefined,
+  });
+  await membership.start();
+  const created = { name, libp2p, membership };
+  hosts.push(created);
+  return created;
+}
+
+function seedAddress(seed: Host): string {
+  return (seed.libp2p.getMultiaddrs()[0]?.toString() ?? '').replace(/\/p2p\/.*$/, '');
+}
+
+function stateIn(observer: Host, subject: Host): string | undefined {
+  return observer.membership.member(subject.membership.selfId)?.state;
+}
+
+afterEach(async () => {
+  for (const h of hosts.splice(0)) {
+    h.membership.stop();
+    try {
+      await h.libp2p.stop();
+    } catch {
+      // Already stopped by the test.
+    }
+  }
+});
+
+describe('membership over libp2p, in one process', () => {
+  it('joins through a seed, declares a crashed host dead, and a leaving host "left"', async () => {
+    // Members here are seconds old: without the grace for fresh starts, the test stays short.
+    const config = { ...defaultMembershipConfig, joinGraceMs: 0 };
+    const [a, b, c, d] = [
+      await host('a', config),
+      await host('b', config),
+      await host('c', config),
+      await host('d', config),
+    ];
+    for (const joiner of [b, c, d]) await joiner.membership.join([seedAddress(a)], 10_000);
+    const all = [a, b, c, d];
+    await waitUntil(
+      'everyone to see everyone alive',
+      () => all.every((x) => all.every((y) => stateIn(x, y) === 'alive')),
+      10_000,
+      20,
+    );
+    // Records are the signed ones each host published: labels travelled intact.
+    expect(a.membership.member(d.membership.selfId)?.record.labels).toEqual({ name: 'd' });
+
+    // d's process "crashes": its connections close at once, which prompts an immediate probe.
+    d.membership.stop();
+    await d.libp2p.stop();
+    const crashedAt = Date.now();
+    await waitUntil('d to be seen dead', () => [a, b, c].every((x) => stateIn(x, d) === 'dead'), 15_000, 20);
+    expect(Date.now() - crashedAt).toBeLessThan(5000);
+
+    // c leaves gracefully: "left" everywhere, never "dead", even after it stops.
+    await c.membership.leave();
+    c.membership.stop();
+    await c.libp2p.stop();
+    await waitUntil('c to be seen left', () => [a, b].every((x) => stateIn(x, c) === 'left'), 5000, 20);
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    expect([a, b].map((x) => stateIn(x, c))).toEqual(['left', 'left']);
+    expect(a.membership.stats().badSignatures).toBe(0);
+  }, 60_000);
+
+  it('batches yamux window updates without breaking flow control on large transfers', async () => {
+    expect(yamuxWindowUpdatesBatched).toBe(true);
+    const [a, b] = [await host('a'), await host('b')];
+    const chunk = new Uint8Array(16 * 1024).fill(7);
+    const totalBytes = 4 * 1024 * 1024;
+    let received = 0;
+    await b.libp2p.handle('/shoal/test/sink/1.0.0', async (stream) => {
+      const io = lpStream(stream, { maxDataLength: chunk.length });
+      while (received < totalBytes) received += (await io.read()).byteLength;
+      await io.write(new Uint8Array([1]));
+    });
+    await a.libp2p.dial(b.libp2p.getMultiaddrs());
+    const stream = await a.libp2p.dialProtocol(b.libp2p.peerId, '/shoal/test/sink/1.0.0');
+    const io = lpStream(stream, { maxDataLength: chunk.length });
+    // Several windows' worth (256 KB each) one way: the sender must keep being topped up.
+    for (let sent = 0; sent < totalBytes; sent += chunk.length) await io.write(chunk);
+    expect((await io.read({ signal: AbortSignal.timeout(10_000) })).byteLength).toBe(1);
+    expect(received).toBe(totalBytes);
+  }, 30_000);
+});
