@@ -554,8 +554,11 @@ export class Allocator {
     this.enqueue(queue, entry);
   }
 
-  /** The leader committed a placement: the pending task now holds its resources on the node. */
-  taskPlaced(taskId: string, nodeId: string): void {
+  /**
+   * The leader committed a placement: the pending task now holds its resources on the node. A task that
+   * must never be evicted is placed with `preemptible` false.
+   */
+  taskPlaced(taskId: string, nodeId: string, preemptible = true): void {
     const pending = this.pending.get(taskId);
     assert(pending, `taskPlaced: task ${taskId} is pending`);
     this.dequeue(pending);
@@ -568,7 +571,7 @@ export class Allocator {
       namespace: pending.namespace,
       job: pending.job,
       ports: pending.ports,
-      preemptible: true,
+      preemptible,
       terminating: false,
       evictedPass: 0,
     };

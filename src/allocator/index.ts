@@ -10,6 +10,7 @@ export {
   spreadValuesMax,
 } from './allocator.ts';
 export { formatRequest } from './resources.ts';
+export { compileConstraints, matchesAll } from './labels.ts';
 export type {
   Affinity,
   AllocatorInput,

@@ -1,2 +1,8 @@
 export { ApiClient } from './client.ts';
-export { requestBytesMax, startApiServer, type ApiBackend } from './server.ts';
+export {
+  replicasMax,
+  requestBytesMax,
+  startApiServer,
+  type ApiBackend,
+  type SubmitOptions,
+} from './server.ts';

@@ -3,7 +3,13 @@
  * Any node accepts any request; writes are forwarded to the leader by the node.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { describeIssues, taskSpecSchema, type TaskSpec } from '../cluster/index.ts';
+import {
+  describeIssues,
+  namespacePolicySchema,
+  taskSpecSchema,
+  type NamespacePolicySpec,
+  type TaskSpec,
+} from '../cluster/index.ts';
 import { ShoalError, errorMessage, type ShoalErrorCode } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 
@@ -11,8 +17,21 @@ import type { Logger } from '../shared/log.ts';
 export const requestBytesMax = 1024 * 1024;
 
 /** What the API needs from a node: the node implements it; tests may too. */
+/** Most replicas one submission may create. */
+export const replicasMax = 10_000;
+
+export interface SubmitOptions {
+  /** How many tasks of this spec to create, as one job (default 1). */
+  readonly replicas: number;
+  /** The replicas start together or not at all. */
+  readonly gang: boolean;
+}
+
 export interface ApiBackend {
-  submit(spec: TaskSpec): Promise<string>;
+  /** Submits one task, or `replicas` of them as one job; returns their ids. */
+  submit(spec: TaskSpec, options: SubmitOptions): Promise<string[]>;
+  namespaces(): Promise<NamespacePolicySpec[]>;
+  setNamespace(policy: NamespacePolicySpec): Promise<void>;
   kill(taskId: string): Promise<void>;
   tasks(): Promise<unknown[]>;
   task(taskId: string): Promise<unknown>;
@@ -86,6 +105,20 @@ async function route(backend: ApiBackend, request: IncomingMessage, response: Se
     await backend.drain(decodeURIComponent(id), drain);
     return send(response, 200, { node: id, draining: drain });
   }
+  if (resource === 'namespaces') {
+    if (method === 'GET' && id === undefined) return send(response, 200, await backend.namespaces());
+    if (method === 'PUT' && id !== undefined && action === undefined) {
+      const body = await readBody(request);
+      const parsed = namespacePolicySchema.safeParse({
+        ...(typeof body === 'object' && body !== null ? body : {}),
+        name: decodeURIComponent(id),
+      });
+      if (!parsed.success)
+        throw new ShoalError('INVALID_ARGUMENT', `invalid namespace: ${describeIssues(parsed.error)}`);
+      await backend.setNamespace(parsed.data);
+      return send(response, 200, parsed.data);
+    }
+  }
   if (method === 'POST' && resource === 'agent' && id === 'leave') {
     await backend.leaveCluster();
     return send(response, 200, { leaving: true });
@@ -94,7 +127,12 @@ async function route(backend: ApiBackend, request: IncomingMessage, response: Se
     if (method === 'GET' && id === undefined) return send(response, 200, await backend.tasks());
     if (method === 'POST' && id === undefined) {
       const spec = parseSpec(await readBody(request));
-      return send(response, 201, { id: await backend.submit(spec) });
+      const replicas = Number(url.searchParams.get('replicas') ?? 1);
+      if (!Number.isInteger(replicas) || replicas < 1 || replicas > replicasMax)
+        throw new ShoalError('INVALID_ARGUMENT', `replicas must be a whole number from 1 to ${replicasMax}`);
+      const gang = url.searchParams.get('gang') === 'true';
+      const ids = await backend.submit(spec, { replicas, gang });
+      return send(response, 201, { id: ids[0], ids });
     }
     if (id !== undefined && method === 'GET' && action === undefined)
       return send(response, 200, await backend.task(id));

@@ -6,12 +6,13 @@ import { readFileSync } from 'node:fs';
 import { homedir, hostname } from 'node:os';
 import { join, basename } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { ApiClient, startApiServer } from '../api/index.ts';
+import { ApiClient, replicasMax, startApiServer } from '../api/index.ts';
 import {
   describeIssues,
   priorityDefault,
   restartPolicies,
   taskSpecSchema,
+  type NamespacePolicySpec,
   type RestartSpec,
   type TaskSpec,
 } from '../cluster/index.ts';
@@ -21,6 +22,7 @@ import { ShoalNode, shoalVersion, type MemberView, type StatusView, type TaskVie
 import { defaultVoterPolicy } from '../election/index.ts';
 import { ShoalError, errorMessage, invalidArgument } from '../shared/errors.ts';
 import { createLogger, type LogLevel } from '../shared/log.ts';
+import { parseCounts, parseMebibytes, placementSpec } from './placement.ts';
 
 export const defaultListen = '0.0.0.0:4700';
 export const defaultApi = '127.0.0.1:4701';
@@ -32,16 +34,23 @@ Usage:
   shoal agent [--data-dir DIR] [--listen HOST:PORT] [--api HOST:PORT] [--join HOST:PORT]...
               [--key KEY | --key-file FILE] [--name NAME] [--cpu CORES] [--memory MIB] [--label K=V]...
               [--docker-socket PATH] [--log-level debug|info|warn|error] [--raft-compact-entries N]
-              [--voter-removal-delay SECONDS]
-  shoal run [--name NAME] [--cpu CORES] [--memory MIB] [--priority 0-100] [--driver exec|docker]
-            [--image IMAGE] [--env K=V]... [--constraint K=V]...
+              [--voter-removal-delay SECONDS] [--disk MIB] [--device KIND=COUNT]... [--preemption-gap N]
+  shoal run [--name NAME] [--cpu CORES] [--memory MIB] [--disk MIB] [--device KIND=COUNT]...
+            [--port NAME=PORT]... [--priority 0-100] [--namespace NS] [--driver exec|docker]
+            [--image IMAGE] [--env K=V]... [--constraint RULE]... [--affinity RULE]... [--avoid RULE]...
+            [--replicas N [--gang]] [--job NAME] [--max-running N] [--distinct-nodes]
+            [--spread-over LABEL] [--spread] [--not-preemptible]
             [--restart never|on-failure|always] [--max-restarts N] [--restart-delay SECONDS] -- CMD ARGS...
+            RULE is KEY=VALUE, KEY!=VALUE, KEY=~REGEX, 'KEY in A,B' or 'KEY notin A,B'
   shoal ps [--json]                 list tasks
   shoal logs ID                     print a task's stdout and stderr
   shoal kill ID                     stop a task
   shoal drain NODE [--cancel]       stop placing tasks on NODE and move its tasks elsewhere
   shoal leave                       drain this node, hand over leadership, and stop its agent
   shoal members [--json]            list nodes
+  shoal namespace ls [--json]       list namespaces' share weights and quotas
+  shoal namespace set NS [--weight W] [--quota-cpu CORES] [--quota-memory MIB] [--quota-disk MIB]
+                         [--quota-device KIND=COUNT]...   set a namespace's weight and quota
   shoal status [--json]             show the leader, term, voters and commit index
   shoal version
 
@@ -127,6 +136,9 @@ async function agent(args: string[]): Promise<void> {
       'log-level': { type: 'string' },
       'raft-compact-entries': { type: 'string' },
       'voter-removal-delay': { type: 'string' },
+      disk: { type: 'string' },
+      device: { type: 'string', multiple: true },
+      'preemption-gap': { type: 'string' },
     },
     false,
   );
@@ -176,6 +188,14 @@ async function agent(args: string[]): Promise<void> {
     (n) => n >= 1 && n <= 86_400,
     'a number of seconds from 1 to 86400',
   );
+  const preemptionGap = parseNumber(
+    stringValue(values, 'preemption-gap'),
+    '--preemption-gap',
+    (n) => Number.isInteger(n) && n >= 0 && n <= 101,
+    'a whole number from 0 to 101 (101 turns preemption off)',
+  );
+  const diskBytes = parseMebibytes(stringValue(values, 'disk'), '--disk');
+  const devices = parseCounts(stringList(values, 'device'), '--device', true);
   const listen = parseHostPort(stringValue(values, 'listen') ?? defaultListen, '--listen');
   const api = parseHostPort(stringValue(values, 'api') ?? defaultApi, '--api');
   const seeds = stringList(values, 'join').map(parseJoinTarget);
@@ -193,6 +213,9 @@ async function agent(args: string[]): Promise<void> {
       name,
       cpuMillis: cpu === null ? null : Math.round(cpu * 1000),
       memoryBytes: memory === null ? null : memory * mebibyte,
+      diskBytes,
+      devices,
+      ...(preemptionGap === null ? {} : { preemptionPriorityGap: preemptionGap }),
       labels: parsePairs(stringList(values, 'label'), '--label'),
       dockerSocket: stringValue(values, 'docker-socket') ?? null,
       ...(compactEntries === null ? {} : { compaction: { entriesBeforeCompaction: compactEntries } }),
@@ -266,6 +289,23 @@ function restartFlags(values: Record<string, unknown>): { restart?: RestartSpec 
   };
 }
 
+function defaultTaskName(image: string | undefined, command: readonly string[]): string {
+  const base = image !== undefined ? basename(image.split(':')[0] ?? 'task') : basename(command[0] ?? 'task');
+  return base.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '') || 'task';
+}
+
+/** --replicas N (default 1). */
+function replicaCount(values: Record<string, unknown>): number {
+  return (
+    parseNumber(
+      stringValue(values, 'replicas'),
+      '--replicas',
+      (n) => Number.isInteger(n) && n >= 1 && n <= replicasMax,
+      `a whole number from 1 to ${replicasMax}`,
+    ) ?? 1
+  );
+}
+
 export function buildSpec(values: Record<string, unknown>, command: string[]): TaskSpec {
   const driver = stringValue(values, 'driver') ?? 'exec';
   const image = stringValue(values, 'image');
@@ -289,12 +329,8 @@ export function buildSpec(values: Record<string, unknown>, command: string[]): T
   );
   if (driver !== 'exec' && driver !== 'docker')
     throw invalidArgument(`--driver ${JSON.stringify(driver)} is unknown; use exec or docker`);
-  const defaultName =
-    image !== undefined ? basename(image.split(':')[0] ?? 'task') : basename(command[0] ?? 'task');
   const candidate = {
-    name:
-      stringValue(values, 'name') ??
-      (defaultName.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '') || 'task'),
+    name: stringValue(values, 'name') ?? defaultTaskName(image, command),
     driver,
     command,
     ...(image === undefined ? {} : { image }),
@@ -302,7 +338,26 @@ export function buildSpec(values: Record<string, unknown>, command: string[]): T
     memoryBytes: (memory ?? 64) * mebibyte,
     priority: priority ?? priorityDefault,
     env: parsePairs(stringList(values, 'env'), '--env'),
-    constraints: parsePairs(stringList(values, 'constraint'), '--constraint'),
+    ...placementSpec({
+      disk: stringValue(values, 'disk'),
+      devices: stringList(values, 'device'),
+      ports: stringList(values, 'port'),
+      namespace: stringValue(values, 'namespace'),
+      constraints: stringList(values, 'constraint'),
+      affinities: stringList(values, 'affinity'),
+      avoid: stringList(values, 'avoid'),
+      // Replicas are one job, named after the task unless --job says otherwise.
+      job:
+        stringValue(values, 'job') ??
+        (replicaCount(values) > 1
+          ? (stringValue(values, 'name') ?? defaultTaskName(image, command))
+          : undefined),
+      maxRunning: stringValue(values, 'max-running'),
+      distinctNodes: values['distinct-nodes'] === true,
+      spreadOver: stringValue(values, 'spread-over'),
+      spread: values['spread'] === true,
+      notPreemptible: values['not-preemptible'] === true,
+    }),
     ...restartFlags(values),
   };
   const parsed = taskSpecSchema.safeParse(candidate);
@@ -326,6 +381,20 @@ async function run(args: string[]): Promise<void> {
       restart: { type: 'string' },
       'max-restarts': { type: 'string' },
       'restart-delay': { type: 'string' },
+      disk: { type: 'string' },
+      device: { type: 'string', multiple: true },
+      port: { type: 'string', multiple: true },
+      namespace: { type: 'string' },
+      affinity: { type: 'string', multiple: true },
+      avoid: { type: 'string', multiple: true },
+      replicas: { type: 'string' },
+      gang: { type: 'boolean' },
+      job: { type: 'string' },
+      'max-running': { type: 'string' },
+      'distinct-nodes': { type: 'boolean' },
+      'spread-over': { type: 'string' },
+      spread: { type: 'boolean' },
+      'not-preemptible': { type: 'boolean' },
     },
     true,
   );
@@ -334,11 +403,17 @@ async function run(args: string[]): Promise<void> {
     return;
   }
   const spec = buildSpec(values, positionals);
+  const replicas = replicaCount(values);
+  const gang = values['gang'] === true;
+  if (gang && replicas < 2) throw invalidArgument('--gang needs --replicas 2 or more');
   const client = new ApiClient(apiAddress(values));
   process.stderr.write(`submitting ${spec.name} to ${client.address}…\n`);
-  const { id } = await client.post<{ id: string }>('/v1/tasks', spec);
-  process.stderr.write(`committed by a quorum: task ${id}\n`);
-  process.stdout.write(`${id}\n`);
+  const query = replicas > 1 ? `?replicas=${replicas}${gang ? '&gang=true' : ''}` : '';
+  const { id, ids } = await client.post<{ id: string; ids?: string[] }>(`/v1/tasks${query}`, spec);
+  const all = ids ?? [id];
+  if (all.length === 1) process.stderr.write(`committed by a quorum: task ${id}\n`);
+  else process.stderr.write(`committed by a quorum: ${all.length} tasks of job ${spec.job ?? spec.name}\n`);
+  process.stdout.write(`${all.join('\n')}\n`);
 }
 
 function writeJson(value: unknown): void {
@@ -495,6 +570,76 @@ async function leave(args: string[]): Promise<void> {
   process.stderr.write('its tasks have moved; the agent is leaving\n');
 }
 
+async function namespace(args: string[]): Promise<void> {
+  const { values, positionals } = parse(
+    args,
+    {
+      ...addrOption,
+      json: { type: 'boolean' },
+      weight: { type: 'string' },
+      'quota-cpu': { type: 'string' },
+      'quota-memory': { type: 'string' },
+      'quota-disk': { type: 'string' },
+      'quota-device': { type: 'string', multiple: true },
+    },
+    true,
+  );
+  const [action, name, ...extra] = positionals;
+  if (values['help'] === true || action === undefined) {
+    console.log(usage);
+    return;
+  }
+  const client = new ApiClient(apiAddress(values));
+  if (action === 'ls' && name === undefined) {
+    const list = await client.get<NamespacePolicySpec[]>('/v1/namespaces');
+    if (values['json'] === true) return writeJson(list);
+    const rows = [['NAMESPACE', 'WEIGHT', 'QUOTA']];
+    for (const policy of list) rows.push([policy.name, String(policy.weight), formatQuota(policy.quota)]);
+    process.stdout.write(table(rows));
+    return;
+  }
+  if (action !== 'set' || name === undefined || extra.length > 0)
+    throw invalidArgument('use shoal namespace ls, or shoal namespace set NAME [--weight W] [--quota-…]');
+  const weight = parseNumber(
+    stringValue(values, 'weight') ?? '1',
+    '--weight',
+    (n) => n > 0 && n <= 1_000_000,
+    'a positive number',
+  );
+  const cpu = parseNumber(
+    stringValue(values, 'quota-cpu'),
+    '--quota-cpu',
+    (n) => n >= 0,
+    'a number of cores',
+  );
+  const memoryBytes = parseMebibytes(stringValue(values, 'quota-memory'), '--quota-memory');
+  const diskBytes = parseMebibytes(stringValue(values, 'quota-disk'), '--quota-disk');
+  const devices = parseCounts(stringList(values, 'quota-device'), '--quota-device', true);
+  const quota = {
+    ...(cpu === null ? {} : { cpuMillis: Math.round(cpu * 1000) }),
+    ...(memoryBytes === null ? {} : { memoryBytes }),
+    ...(diskBytes === null ? {} : { diskBytes }),
+    ...(Object.keys(devices).length === 0 ? {} : { devices }),
+  };
+  const policy = await client.put<NamespacePolicySpec>(`/v1/namespaces/${encodeURIComponent(name)}`, {
+    weight: weight ?? 1,
+    quota: Object.keys(quota).length === 0 ? null : quota,
+  });
+  process.stdout.write(
+    `namespace ${policy.name}: weight ${policy.weight}, quota ${formatQuota(policy.quota)}\n`,
+  );
+}
+
+function formatQuota(quota: NamespacePolicySpec['quota']): string {
+  if (quota === null) return 'none';
+  const parts: string[] = [];
+  if (quota.cpuMillis !== undefined) parts.push(`cpu ${quota.cpuMillis / 1000}`);
+  if (quota.memoryBytes !== undefined) parts.push(`memory ${Math.floor(quota.memoryBytes / mebibyte)} MiB`);
+  if (quota.diskBytes !== undefined) parts.push(`disk ${Math.floor(quota.diskBytes / mebibyte)} MiB`);
+  for (const [kind, count] of Object.entries(quota.devices ?? {})) parts.push(`${kind} ${count}`);
+  return parts.join(', ') || 'none';
+}
+
 const commands: Record<string, (args: string[]) => Promise<void>> = {
   agent,
   run,
@@ -505,6 +650,7 @@ const commands: Record<string, (args: string[]) => Promise<void>> = {
   status,
   drain,
   leave,
+  namespace,
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -3,6 +3,7 @@
  * in the same order and reaches the same state. Pure: time comes inside commands (`atMs`, set by the
  * proposer), never from a clock here.
  */
+import { compileConstraints, matchesAll } from '../allocator/index.ts';
 import { assert } from '../shared/assert.ts';
 import {
   isTerminal,
@@ -11,11 +12,54 @@ import {
   type TaskDriver,
   type TaskSpec,
   type TaskState,
+  type NamespacePolicySpec,
 } from './task.ts';
 
 export interface NodeResources {
   readonly cpuMillis: number;
   readonly memoryBytes: number;
+  /** Absent = 0 (a node from before disk was advertised offers none). */
+  readonly diskBytes?: number;
+  /** Device counts by kind; kinds not listed count 0. */
+  readonly devices?: Readonly<Record<string, number>>;
+}
+
+/** What a node's live tasks hold. */
+interface Usage {
+  cpuMillis: number;
+  memoryBytes: number;
+  diskBytes: number;
+  readonly devices: Map<string, number>;
+  /** Port → tasks holding it (more than one only if a stale plan slipped through; never by design). */
+  readonly ports: Map<number, number>;
+}
+
+/** A pending task was placed on a node where lower-priority tasks are being evicted for it. */
+export interface PreemptionCommand {
+  readonly taskId: string;
+  readonly nodeId: string;
+  readonly forTaskId: string;
+}
+
+/**
+ * Hears every change the allocator cares about, as it is applied (the leader keeps an incremental
+ * allocator in step this way). Called synchronously from apply(); must not call back into the state.
+ */
+export interface StateObserver {
+  /** A task entered the queue: submitted, or queued again (restart, move, preemption). */
+  taskPending(task: Task): void;
+  /** A pending task was placed: it now holds resources on task.nodeId. */
+  taskPlaced(task: Task): void;
+  /** A task left the queue or gave back what it held: it ended, or this run ended before another. */
+  taskReleased(task: Task): void;
+  /** A placed task is being stopped (kill, move, preempt): it holds its resources until it ends. */
+  taskTerminating(task: Task): void;
+  /** A pending task now waits for the node it preempted on (task.nominatedNodeId). */
+  taskNominated(task: Task): void;
+  nodeChanged(node: ClusterNode): void;
+  namespaceChanged(policy: NamespacePolicySpec): void;
+  /** The whole state was replaced by a snapshot. */
+  restored(): void;
 }
 
 export interface ClusterNode {
@@ -43,9 +87,19 @@ export interface Assignment {
 export type Command =
   | { readonly type: 'submitTask'; readonly id: string; readonly spec: TaskSpec; readonly atMs: number }
   | {
+      /** Several tasks at once (replicas, a gang): all are accepted or none. */
+      readonly type: 'submitTasks';
+      readonly tasks: readonly { readonly id: string; readonly spec: TaskSpec }[];
+      readonly atMs: number;
+    }
+  | {
       readonly type: 'assignTasks';
       readonly term: number;
       readonly assignments: readonly Assignment[];
+      /** Running tasks to evict for waiting higher-priority ones (absent in older entries: none). */
+      readonly preemptions?: readonly PreemptionCommand[];
+      /** The least priority difference that allows a preemption, as the leader used it. */
+      readonly preemptionPriorityGap?: number;
       /** Why tasks the plan could not place still wait, shown by `shoal ps`. */
       readonly waiting: readonly { readonly taskId: string; readonly reason: string }[];
       readonly atMs: number;
@@ -64,7 +118,8 @@ export type Command =
   | { readonly type: 'killTask'; readonly taskId: string; readonly atMs: number }
   | { readonly type: 'upsertNode'; readonly node: NodeDescription; readonly atMs: number }
   | { readonly type: 'nodeDown'; readonly nodeId: string; readonly reason: string; readonly atMs: number }
-  | { readonly type: 'drainNode'; readonly nodeId: string; readonly drain: boolean; readonly atMs: number };
+  | { readonly type: 'drainNode'; readonly nodeId: string; readonly drain: boolean; readonly atMs: number }
+  | { readonly type: 'setNamespace'; readonly policy: NamespacePolicySpec; readonly atMs: number };
 
 export type ApplyResult =
   | { readonly ok: true; readonly taskId?: string }
@@ -75,6 +130,8 @@ interface StateSnapshot {
   readonly nodes: ClusterNode[];
   readonly tasks: Task[];
   readonly terminalOrder: string[];
+  /** Absent in snapshots from before namespaces. */
+  readonly namespaces?: NamespacePolicySpec[];
 }
 
 /** Terminal tasks kept for `shoal ps` and `shoal logs`; older ones are forgotten so state stays bounded. */
@@ -97,8 +154,11 @@ const stateOrder: Record<TaskState, number> = {
 export class ClusterState {
   readonly tasks = new Map<string, Task>();
   readonly nodes = new Map<string, ClusterNode>();
+  readonly namespaces = new Map<string, NamespacePolicySpec>();
   /** Resources held on each node by its assigned, starting and running tasks. */
-  private readonly used = new Map<string, { cpuMillis: number; memoryBytes: number }>();
+  private readonly used = new Map<string, Usage>();
+  /** Set by the leader while it keeps an allocator in step; see StateObserver. */
+  observer: StateObserver | null = null;
   private readonly pending = new Set<string>();
   /** Live tasks by the node they are assigned to, so an agent's view costs what runs there, not the cluster. */
   private readonly liveByNode = new Map<string, Set<string>>();
@@ -111,8 +171,13 @@ export class ClusterState {
     this.appliedIndex = index;
     switch (command.type) {
       case 'submitTask':
-        return this.submit(index, command);
+        return this.submit(index, [{ id: command.id, spec: command.spec }], command.atMs);
+      case 'submitTasks':
+        return this.submit(index, command.tasks, command.atMs);
       case 'assignTasks':
+        for (const preemption of command.preemptions ?? []) {
+          this.preempt(preemption, command.preemptionPriorityGap ?? 10, command.atMs);
+        }
         for (const assignment of command.assignments) this.assign(assignment, command.term, command.atMs);
         for (const { taskId, reason } of command.waiting) {
           const task = this.tasks.get(taskId);
@@ -131,13 +196,18 @@ export class ClusterState {
           draining: existing?.draining ?? false,
           updatedAtMs: command.atMs,
         });
-        if (!existing) this.used.set(command.node.id, { cpuMillis: 0, memoryBytes: 0 });
+        if (!existing) this.used.set(command.node.id, emptyUsage());
+        this.notifyNode(command.node.id);
         return { ok: true };
       }
       case 'nodeDown':
         return this.nodeDown(command.nodeId, command.reason, command.atMs);
       case 'drainNode':
         return this.drain(command.nodeId, command.drain, command.atMs);
+      case 'setNamespace':
+        this.namespaces.set(command.policy.name, command.policy);
+        this.observer?.namespaceChanged(command.policy);
+        return { ok: true };
     }
   }
 
@@ -148,6 +218,7 @@ export class ClusterState {
       nodes: [...this.nodes.values()],
       tasks: [...this.tasks.values()],
       terminalOrder: this.terminalOrder,
+      namespaces: [...this.namespaces.values()],
     } satisfies StateSnapshot);
   }
 
@@ -160,11 +231,13 @@ export class ClusterState {
     this.pending.clear();
     this.liveByNode.clear();
     this.terminalOrder.length = 0;
+    this.namespaces.clear();
     this.liveCount = 0;
     this.appliedIndex = snapshot.appliedIndex;
+    for (const policy of snapshot.namespaces ?? []) this.namespaces.set(policy.name, policy);
     for (const node of snapshot.nodes) {
       this.nodes.set(node.id, node);
-      this.used.set(node.id, { cpuMillis: 0, memoryBytes: 0 });
+      this.used.set(node.id, emptyUsage());
     }
     for (const task of snapshot.tasks) {
       this.tasks.set(task.id, task);
@@ -177,6 +250,7 @@ export class ClusterState {
       }
     }
     this.terminalOrder.push(...snapshot.terminalOrder);
+    this.observer?.restored();
   }
 
   /** Pending tasks in placement order: highest priority first, then oldest submission. */
@@ -190,17 +264,36 @@ export class ClusterState {
   }
 
   usedOn(nodeId: string): NodeResources {
-    return this.used.get(nodeId) ?? { cpuMillis: 0, memoryBytes: 0 };
+    const used = this.used.get(nodeId);
+    if (!used) return { cpuMillis: 0, memoryBytes: 0, diskBytes: 0, devices: {} };
+    return {
+      cpuMillis: used.cpuMillis,
+      memoryBytes: used.memoryBytes,
+      diskBytes: used.diskBytes,
+      devices: Object.fromEntries(used.devices),
+    };
   }
 
-  freeOn(nodeId: string): NodeResources {
+  /** What the node offers minus what its live tasks hold, on every resource. */
+  freeOn(nodeId: string): Required<NodeResources> {
     const node = this.nodes.get(nodeId);
-    if (!node) return { cpuMillis: 0, memoryBytes: 0 };
-    const used = this.usedOn(nodeId);
+    if (!node) return { cpuMillis: 0, memoryBytes: 0, diskBytes: 0, devices: {} };
+    const used = this.used.get(nodeId) ?? emptyUsage();
+    const devices: Record<string, number> = {};
+    for (const [kind, count] of Object.entries(node.capacity.devices ?? {})) {
+      devices[kind] = count - (used.devices.get(kind) ?? 0);
+    }
     return {
       cpuMillis: node.capacity.cpuMillis - used.cpuMillis,
       memoryBytes: node.capacity.memoryBytes - used.memoryBytes,
+      diskBytes: (node.capacity.diskBytes ?? 0) - used.diskBytes,
+      devices,
     };
+  }
+
+  /** Ports held on the node by its live tasks. */
+  portsInUseOn(nodeId: string): number[] {
+    return [...(this.used.get(nodeId)?.ports.keys() ?? [])];
   }
 
   /** Tasks the log assigns to a node that are not terminal. */
@@ -213,34 +306,45 @@ export class ClusterState {
     return tasks;
   }
 
-  private submit(index: number, command: Extract<Command, { type: 'submitTask' }>): ApplyResult {
+  private submit(
+    index: number,
+    tasks: readonly { readonly id: string; readonly spec: TaskSpec }[],
+    atMs: number,
+  ): ApplyResult {
+    const first = tasks[0];
+    if (!first) return { ok: false, code: 'CONFLICT', message: 'a submission holds at least one task' };
     // Idempotent by id: a client retrying an unacknowledged submission does not create a second task.
-    if (this.tasks.has(command.id)) return { ok: true, taskId: command.id };
-    if (this.liveCount >= liveTasksMax) {
+    if (this.tasks.has(first.id)) return { ok: true, taskId: first.id };
+    if (this.liveCount + tasks.length > liveTasksMax) {
       return {
         ok: false,
         code: 'CONFLICT',
-        message: `the cluster holds ${liveTasksMax} live tasks, its limit`,
+        message: `the cluster holds ${this.liveCount} live tasks and accepts at most ${liveTasksMax}`,
       };
     }
-    this.tasks.set(command.id, {
-      id: command.id,
-      spec: command.spec,
-      submitIndex: index,
-      submittedAtMs: command.atMs,
-      desired: 'run',
-      state: 'pending',
-      nodeId: null,
-      assignedTerm: null,
-      attempt: 0,
-      notBeforeMs: null,
-      exitCode: null,
-      reason: 'waiting for the allocator',
-      updatedAtMs: command.atMs,
-    });
-    this.pending.add(command.id);
-    this.liveCount++;
-    return { ok: true, taskId: command.id };
+    for (const { id, spec } of tasks) {
+      if (this.tasks.has(id)) continue;
+      const task: Task = {
+        id,
+        spec,
+        submitIndex: index,
+        submittedAtMs: atMs,
+        desired: 'run',
+        state: 'pending',
+        nodeId: null,
+        assignedTerm: null,
+        attempt: 0,
+        notBeforeMs: null,
+        exitCode: null,
+        reason: 'waiting for the allocator',
+        updatedAtMs: atMs,
+      };
+      this.tasks.set(id, task);
+      this.pending.add(id);
+      this.liveCount++;
+      this.observer?.taskPending(task);
+    }
+    return { ok: true, taskId: first.id };
   }
 
   /** The leader's plan is re-checked here, against the state it lands on; a stale placement is skipped. */
@@ -250,16 +354,54 @@ export class ClusterState {
     if (!task || !node || task.state !== 'pending' || task.desired !== 'run' || node.status !== 'up') return;
     if (node.draining) return;
     if (!node.drivers.includes(task.spec.driver)) return;
-    const free = this.freeOn(node.id);
-    if (free.cpuMillis < task.spec.cpuMillis || free.memoryBytes < task.spec.memoryBytes) return;
+    if (!this.fitsOn(node, task.spec)) return;
+    if (!matchesAll(node.labels, compileConstraints(task.spec.constraints, task.spec.labelConstraints)))
+      return;
     task.state = 'assigned';
     task.nodeId = node.id;
     task.assignedTerm = term;
     task.reason = null;
     task.updatedAtMs = atMs;
+    delete task.nominatedNodeId;
     this.pending.delete(task.id);
     this.hold(node.id, task.spec, 1);
     this.track(node.id, task.id, true);
+    this.observer?.taskPlaced(task);
+  }
+
+  /** Whether the node has room for the spec on every resource, and its ports free. */
+  private fitsOn(node: ClusterNode, spec: TaskSpec): boolean {
+    const free = this.freeOn(node.id);
+    if (free.cpuMillis < spec.cpuMillis || free.memoryBytes < spec.memoryBytes) return false;
+    if (free.diskBytes < (spec.diskBytes ?? 0)) return false;
+    for (const [kind, count] of Object.entries(spec.devices ?? {})) {
+      if ((free.devices[kind] ?? 0) < count) return false;
+    }
+    const ports = this.used.get(node.id)?.ports;
+    for (const port of Object.values(spec.ports ?? {})) if ((ports?.get(port) ?? 0) > 0) return false;
+    return true;
+  }
+
+  /**
+   * Evicts a running task for a waiting one of higher priority, if the plan still holds: the victim is
+   * live on that node, preemptible, and at least `gap` lower; the waiting task is still pending.
+   */
+  private preempt(preemption: PreemptionCommand, gap: number, atMs: number): void {
+    const victim = this.tasks.get(preemption.taskId);
+    const waiting = this.tasks.get(preemption.forTaskId);
+    if (!victim || !waiting || waiting.state !== 'pending' || waiting.desired !== 'run') return;
+    if (isTerminal(victim.state) || victim.state === 'pending' || victim.desired !== 'run') return;
+    if (victim.nodeId !== preemption.nodeId || victim.spec.preemptible === false) return;
+    if (victim.spec.priority + gap > waiting.spec.priority) return;
+    victim.desired = 'preempt';
+    victim.preemptedBy = `preempted by ${waiting.spec.name} (${waiting.id}, priority ${waiting.spec.priority})`;
+    victim.reason = victim.preemptedBy;
+    victim.updatedAtMs = atMs;
+    this.observer?.taskTerminating(victim);
+    if (waiting.nominatedNodeId !== preemption.nodeId) {
+      waiting.nominatedNodeId = preemption.nodeId;
+      this.observer?.taskNominated(waiting);
+    }
   }
 
   private report(command: Extract<Command, { type: 'reportTask' }>): ApplyResult {
@@ -277,9 +419,11 @@ export class ClusterState {
     const task = this.tasks.get(taskId);
     if (!task) return { ok: false, code: 'NOT_FOUND', message: `no task ${taskId}` };
     if (isTerminal(task.state)) return { ok: true };
+    const wasRunning = task.desired === 'run' && task.state !== 'pending';
     task.desired = 'kill';
     task.updatedAtMs = atMs;
     if (task.state === 'pending') this.transition(task, 'killed', atMs, 'killed before it was placed', null);
+    else if (wasRunning) this.observer?.taskTerminating(task);
     return { ok: true };
   }
 
@@ -292,11 +436,13 @@ export class ClusterState {
     if (!node) return { ok: false, code: 'NOT_FOUND', message: `no node ${nodeId}` };
     node.draining = drain;
     node.updatedAtMs = atMs;
+    this.observer?.nodeChanged(node);
     if (!drain) return { ok: true };
     for (const task of this.liveTasksOn(nodeId)) {
       if (task.desired !== 'run') continue;
       task.desired = 'move';
       task.updatedAtMs = atMs;
+      this.observer?.taskTerminating(task);
     }
     return { ok: true };
   }
@@ -307,6 +453,14 @@ export class ClusterState {
     node.status = 'down';
     node.updatedAtMs = atMs;
     for (const task of this.liveTasksOn(nodeId)) this.transition(task, 'lost', atMs, reason, null);
+    // Tasks waiting for this node (they preempted there) look elsewhere again.
+    for (const id of this.pending) {
+      const task = this.tasks.get(id);
+      if (task?.nominatedNodeId !== nodeId) continue;
+      delete task.nominatedNodeId;
+      this.observer?.taskNominated(task);
+    }
+    this.observer?.nodeChanged(node);
     return { ok: true };
   }
 
@@ -327,17 +481,25 @@ export class ClusterState {
       this.hold(task.nodeId, task.spec, -1);
       this.track(task.nodeId, task.id, false);
     }
-    if (task.desired === 'move') {
+    this.observer?.taskReleased(task);
+    if (task.desired === 'preempt') {
+      // Evicted for a higher-priority task: queued again if its policy restarts it, else it ends killed.
+      const preemptedReason = task.preemptedBy ?? 'preempted';
+      delete task.preemptedBy;
+      const policy = task.spec.restart?.policy ?? 'never';
+      if (policy === 'never') {
+        task.state = 'killed';
+        task.reason = preemptedReason;
+      } else {
+        task.reason = `${preemptedReason}; queued again`;
+        this.requeue(task, null);
+        return;
+      }
+    } else if (task.desired === 'move') {
       // Moved off a draining node: queue it again at once, as the same task.
       const node = this.nodes.get(task.nodeId ?? '');
       task.reason = `moved off ${node?.name ?? 'a draining node'}`;
-      task.desired = 'run';
-      task.state = 'pending';
-      task.nodeId = null;
-      task.assignedTerm = null;
-      task.attempt++;
-      task.notBeforeMs = null;
-      this.pending.add(task.id);
+      this.requeue(task, null);
       return;
     }
     const decision = task.desired === 'run' ? restartDecision(task.spec, task.attempt, state) : null;
@@ -345,12 +507,7 @@ export class ClusterState {
       // Back to the queue for another run, after its backoff; it keeps its place in the FIFO order.
       const seconds = Math.round(decision.delayMs / 100) / 10;
       task.reason = `${state} (${reason ?? 'no reason'}); restart ${task.attempt + 1} in ${seconds} s`;
-      task.state = 'pending';
-      task.nodeId = null;
-      task.assignedTerm = null;
-      task.attempt++;
-      task.notBeforeMs = atMs + decision.delayMs;
-      this.pending.add(task.id);
+      this.requeue(task, atMs + decision.delayMs);
       return;
     }
     this.pending.delete(task.id);
@@ -360,6 +517,23 @@ export class ClusterState {
       const oldest = this.terminalOrder.shift();
       if (oldest !== undefined) this.tasks.delete(oldest);
     }
+  }
+
+  /** Back to the queue as the same task, for its next attempt; it keeps its place in the FIFO order. */
+  private requeue(task: Task, notBeforeMs: number | null): void {
+    task.desired = 'run';
+    task.state = 'pending';
+    task.nodeId = null;
+    task.assignedTerm = null;
+    task.attempt++;
+    task.notBeforeMs = notBeforeMs;
+    this.pending.add(task.id);
+    this.observer?.taskPending(task);
+  }
+
+  private notifyNode(nodeId: string): void {
+    const node = this.nodes.get(nodeId);
+    if (node) this.observer?.nodeChanged(node);
   }
 
   private track(nodeId: string, taskId: string, live: boolean): void {
@@ -373,10 +547,31 @@ export class ClusterState {
   }
 
   private hold(nodeId: string, spec: TaskSpec, sign: 1 | -1): void {
-    const used = this.used.get(nodeId) ?? { cpuMillis: 0, memoryBytes: 0 };
+    let used = this.used.get(nodeId);
+    if (!used) {
+      used = emptyUsage();
+      this.used.set(nodeId, used);
+    }
     used.cpuMillis += sign * spec.cpuMillis;
     used.memoryBytes += sign * spec.memoryBytes;
-    assert(used.cpuMillis >= 0 && used.memoryBytes >= 0, 'node usage never goes negative');
-    this.used.set(nodeId, used);
+    used.diskBytes += sign * (spec.diskBytes ?? 0);
+    for (const [kind, count] of Object.entries(spec.devices ?? {}))
+      addCount(used.devices, kind, sign * count);
+    for (const port of Object.values(spec.ports ?? {})) addCount(used.ports, port, sign);
+    assert(
+      used.cpuMillis >= 0 && used.memoryBytes >= 0 && used.diskBytes >= 0,
+      'node usage never goes negative',
+    );
   }
+}
+
+function emptyUsage(): Usage {
+  return { cpuMillis: 0, memoryBytes: 0, diskBytes: 0, devices: new Map(), ports: new Map() };
+}
+
+function addCount<K>(counts: Map<K, number>, key: K, delta: number): void {
+  const next = (counts.get(key) ?? 0) + delta;
+  assert(next >= 0, 'a count never goes negative');
+  if (next === 0) counts.delete(key);
+  else counts.set(key, next);
 }

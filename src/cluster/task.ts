@@ -51,6 +51,66 @@ export const restartSchema = z
 
 export type RestartSpec = z.infer<typeof restartSchema>;
 
+/** Names of namespaces, jobs, groups, ports, device kinds and label keys in specs. */
+const identifierPattern = /^[A-Za-z0-9][A-Za-z0-9._/-]*$/;
+const identifier = (what: string, lengthMax = 128): z.ZodString =>
+  z
+    .string()
+    .min(1)
+    .max(lengthMax)
+    .regex(identifierPattern, `${what} may hold letters, digits, ".", "_", "/" and "-"`);
+
+export const labelConstraintsMax = 32;
+export const affinitiesPerTaskMax = 4;
+export const portsPerTaskMax = 64;
+export const deviceKindsMax = 16;
+
+/** A hard rule on a node label; see the allocator's LabelConstraint for the semantics. */
+export const labelConstraintSchema = z.discriminatedUnion('operator', [
+  z
+    .object({ key: z.string().min(1).max(128), operator: z.literal('='), value: z.string().max(256) })
+    .strict(),
+  z
+    .object({ key: z.string().min(1).max(128), operator: z.literal('!='), value: z.string().max(256) })
+    .strict(),
+  z
+    .object({
+      key: z.string().min(1).max(128),
+      operator: z.literal('in'),
+      values: z.array(z.string().max(256)).min(1).max(64),
+    })
+    .strict(),
+  z
+    .object({
+      key: z.string().min(1).max(128),
+      operator: z.literal('notIn'),
+      values: z.array(z.string().max(256)).min(1).max(64),
+    })
+    .strict(),
+  z
+    .object({
+      key: z.string().min(1).max(128),
+      operator: z.literal('regex'),
+      pattern: z
+        .string()
+        .min(1)
+        .max(256)
+        .refine(isValidPattern, 'the pattern is not a valid regular expression'),
+    })
+    .strict(),
+]);
+
+export type LabelConstraintSpec = z.infer<typeof labelConstraintSchema>;
+
+function isValidPattern(pattern: string): boolean {
+  try {
+    new RegExp(pattern, 'u');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export const taskSpecSchema = z
   .object({
     name: z
@@ -74,9 +134,54 @@ export const taskSpecSchema = z
         z.string(),
       )
       .refine((env) => Object.keys(env).length <= envEntriesMax, `at most ${envEntriesMax} env entries`),
+    /** Node labels that must equal these values. */
     constraints: z.record(z.string().min(1).max(128), z.string().max(256)),
     /** What to do when the task ends; absent means never restart. */
     restart: restartSchema.optional(),
+    // ---- placement; every field below is optional and absent in specs from before it existed ----
+    /** Disk the task needs on its node; accounted, not enforced by the drivers. Default 0. */
+    diskBytes: z
+      .number()
+      .int()
+      .min(0)
+      .max(2 ** 50)
+      .optional(),
+    /** Device counts by kind (e.g. gpu: 2), from what nodes advertise with --device. Default none. */
+    devices: z
+      .record(identifier('a device kind', 64), z.number().int().min(1).max(1024))
+      .refine((d) => Object.keys(d).length <= deviceKindsMax, `at most ${deviceKindsMax} device kinds`)
+      .optional(),
+    /** Host ports the task needs, by name; two tasks needing one port never share a node. */
+    ports: z
+      .record(identifier('a port name', 64), z.number().int().min(1).max(65_535))
+      .refine((p) => Object.keys(p).length <= portsPerTaskMax, `at most ${portsPerTaskMax} ports`)
+      .refine((p) => new Set(Object.values(p)).size === Object.keys(p).length, 'ports must differ')
+      .optional(),
+    /** The tenant, for fair sharing and quotas. Default `default`. */
+    namespace: identifier('a namespace', 64).optional(),
+    /** More hard rules on node labels (`!=`, `in`, `notIn`, `regex`). */
+    labelConstraints: z.array(labelConstraintSchema).max(labelConstraintsMax).optional(),
+    /** Soft preferences: nodes matching a rule score its weight (-100..100; negative avoids). */
+    affinities: z
+      .array(
+        z.object({ constraint: labelConstraintSchema, weight: z.number().int().min(-100).max(100) }).strict(),
+      )
+      .max(affinitiesPerTaskMax)
+      .optional(),
+    /** The job this task is a replica of: caps, distinct nodes and spread count per job. */
+    job: identifier('a job name').optional(),
+    /** Most tasks of the job running at once. */
+    jobRunningMax: z.number().int().min(1).max(1_000_000).optional(),
+    /** At most one task of the job per node. */
+    distinctNodes: z.boolean().optional(),
+    /** Spread the job's tasks evenly over the values of this node label (e.g. zone). */
+    spreadOver: z.string().min(1).max(128).optional(),
+    /** binpack (default) fills nodes in order; spread prefers the node with the most free CPU. */
+    packing: z.enum(['binpack', 'spread']).optional(),
+    /** Tasks of one group start together or not at all. Set by `shoal run --replicas N --gang`. */
+    group: identifier('a group name').optional(),
+    /** False: never evicted for a higher-priority task. Default true. */
+    preemptible: z.boolean().optional(),
   })
   .strict()
   .superRefine((spec, ctx) => {
@@ -85,6 +190,15 @@ export const taskSpecSchema = z
     }
     if (spec.driver === 'docker' && spec.image === undefined) {
       ctx.addIssue({ code: 'custom', message: 'the docker driver needs an image (--image NAME)' });
+    }
+    if (
+      (spec.distinctNodes === true || spec.spreadOver !== undefined || spec.jobRunningMax !== undefined) &&
+      spec.job === undefined
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'distinct nodes, spread and a running cap need a job (--job NAME)',
+      });
     }
     if (spec.driver === 'exec' && spec.image !== undefined) {
       ctx.addIssue({
@@ -103,8 +217,15 @@ export interface Task {
   /** Log index of the submission: the FIFO order among equal priorities. */
   readonly submitIndex: number;
   readonly submittedAtMs: number;
-  /** run; kill (stop for good); move (stop here, then queue again: the node is being drained). */
-  desired: 'run' | 'kill' | 'move';
+  /**
+   * run; kill (stop for good); move (stop here, then queue again: the node is being drained); preempt
+   * (stop for a higher-priority task, then queue again or end as killed, by its restart policy).
+   */
+  desired: 'run' | 'kill' | 'move' | 'preempt';
+  /** A pending task that preempted tasks on a node waits for that node (absent: none). */
+  nominatedNodeId?: string;
+  /** Why a task being preempted is stopped (absent: it is not). */
+  preemptedBy?: string;
   state: TaskState;
   /** The node (peer id) the task is assigned to, once placed. */
   nodeId: string | null;
@@ -140,3 +261,22 @@ export function restartDecision(
   const delayMs = Math.min(restartDelayMsMax, restart.delayMs * 2 ** Math.min(attempt, 20));
   return { restart: true, delayMs };
 }
+
+/** A tenant's share weight and quota, as `shoal namespace set` gives them. */
+export const namespacePolicySchema = z
+  .object({
+    name: identifier('a namespace', 64),
+    weight: z.number().positive().max(1_000_000),
+    quota: z
+      .object({
+        cpuMillis: z.number().int().min(0).optional(),
+        memoryBytes: z.number().int().min(0).optional(),
+        diskBytes: z.number().int().min(0).optional(),
+        devices: z.record(identifier('a device kind', 64), z.number().int().min(0)).optional(),
+      })
+      .strict()
+      .nullable(),
+  })
+  .strict();
+
+export type NamespacePolicySpec = z.infer<typeof namespacePolicySchema>;

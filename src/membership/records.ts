@@ -31,6 +31,13 @@ export const nodeRecordSchema = z
     address: z.string().max(256),
     cpuMillis: z.number().int().nonnegative(),
     memoryBytes: z.number().int().nonnegative(),
+    /** Disk offered to tasks; absent from nodes that advertise none. */
+    diskBytes: z.number().int().nonnegative().optional(),
+    /** Device counts by kind offered to tasks (e.g. gpu: 2). */
+    devices: z
+      .record(z.string().min(1).max(64), z.number().int().nonnegative().max(1_000_000))
+      .refine((devices) => Object.keys(devices).length <= 16, 'at most 16 device kinds')
+      .optional(),
     labels: z
       .record(z.string().max(128), z.string().max(256))
       .refine((labels) => Object.keys(labels).length <= labelsMax, `at most ${labelsMax} labels`),

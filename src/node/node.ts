@@ -3,11 +3,12 @@
  * agent and the API; the Raft leader also registers nodes, manages voters and runs the allocator.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { availableParallelism, totalmem } from 'node:os';
 import { peerIdFromString } from '@libp2p/peer-id';
-import { allocate, type AllocatorNode } from '../allocator/index.ts';
+import { preemptionPriorityGapDefault } from '../allocator/index.ts';
+import type { SubmitOptions } from '../api/index.ts';
 import {
   ClusterState,
   isTerminal,
@@ -17,7 +18,9 @@ import {
   type NodeDescription,
   type Task,
   type TaskDriver,
+  type NamespacePolicySpec,
   type TaskSpec,
+  taskNameLengthMax,
 } from '../cluster/index.ts';
 import {
   Libp2pRaftTransport,
@@ -46,6 +49,7 @@ import { callRpc, handleRpc } from '../shared/wire.ts';
 import { advertisedHost, formatHostPort, type HostPort, toMultiaddr } from './address.ts';
 import { ensureDataDir, loadOrCreateNodeKey, nextIncarnation, resolveClusterKey } from './identity.ts';
 import { createP2p, type ShoalLibp2p } from './p2p.ts';
+import { Scheduler } from './scheduler.ts';
 
 export const shoalVersion = '0.1.0';
 export const controlProtocol = '/shoal/control/1.0.0';
@@ -78,6 +82,12 @@ export interface NodeConfig {
   readonly name: string;
   readonly cpuMillis: number | null;
   readonly memoryBytes: number | null;
+  /** Disk offered to tasks; null: the data dir's free space at start minus reservedDiskBytes. */
+  readonly diskBytes?: number | null;
+  /** Device counts by kind offered to tasks (e.g. gpu: 2). */
+  readonly devices?: Readonly<Record<string, number>>;
+  /** A task may preempt only tasks at least this much lower in priority (101 turns preemption off). */
+  readonly preemptionPriorityGap?: number;
   readonly labels: Readonly<Record<string, string>>;
   readonly dockerSocket: string | null;
   readonly raftTimings?: RaftTimings;
@@ -92,6 +102,10 @@ export interface NodeConfig {
 /** What the agent keeps for itself when capacity is detected: Raft, gossip and the API must stay responsive. */
 export const reservedCpuMillisDefault = 200;
 export const reservedMemoryBytesDefault = 256 * 1024 * 1024;
+/** Disk kept free on the data dir's filesystem when disk capacity is detected: the log and logs need it. */
+export const reservedDiskBytesDefault = 1024 * 1024 * 1024;
+/** The leader rebuilds its allocator from the state this often, whatever happens (see scheduler.ts). */
+export const schedulerRebuildIntervalMs = 5 * 60_000;
 
 export interface StatusView {
   readonly id: string;
@@ -134,6 +148,8 @@ export interface TaskView {
   readonly attempt: number;
   readonly restart: string;
   readonly priority: number;
+  readonly namespace: string;
+  readonly job: string | null;
   readonly driver: string;
   readonly cpu: number;
   readonly memory: number;
@@ -166,6 +182,9 @@ export class ShoalNode {
   private leaderTimer: NodeJS.Timeout | null = null;
   private healthTimer: NodeJS.Timeout | null = null;
   private planInFlight = false;
+  /** The leader's allocator, kept in step with the state while this node leads (null otherwise). */
+  private scheduler: Scheduler | null = null;
+  private backoffTimer: NodeJS.Timeout | null = null;
   private configInFlight = false;
   /** When each member was last seen turning alive (for the voter promotion stability period). */
   private readonly aliveSinceMs = new Map<string, number>();
@@ -288,6 +307,10 @@ export class ShoalNode {
         memoryBytes:
           config.memoryBytes ??
           Math.max(0, totalmem() - (config.reservedMemoryBytes ?? reservedMemoryBytesDefault)),
+        diskBytes: config.diskBytes ?? detectDiskBytes(config.dataDir),
+        ...(config.devices === undefined || Object.keys(config.devices).length === 0
+          ? {}
+          : { devices: { ...config.devices } }),
         labels: { ...config.labels },
         drivers,
         version: shoalVersion,
@@ -384,11 +407,40 @@ export class ShoalNode {
   /** Set by the process that runs the node: what to do once `shoal leave` has drained it. */
   onLeaveRequested: (() => void) | null = null;
 
-  async submit(spec: TaskSpec): Promise<string> {
-    const id = randomBytes(6).toString('hex');
-    const result = await this.propose({ type: 'submitTask', id, spec, atMs: Date.now() });
+  async submit(spec: TaskSpec, options: SubmitOptions = { replicas: 1, gang: false }): Promise<string[]> {
+    if (options.replicas <= 1 && !options.gang) {
+      const id = randomBytes(6).toString('hex');
+      const result = await this.propose({ type: 'submitTask', id, spec, atMs: Date.now() });
+      if (!result.ok) throw new ShoalError(result.code, result.message);
+      return [id];
+    }
+    // Replicas form one job (named after the task unless given); a gang is also one group, so the
+    // allocator starts all of them or none. One entry: they are all accepted or none.
+    const ids = Array.from({ length: options.replicas }, () => randomBytes(6).toString('hex'));
+    const job = spec.job ?? spec.name;
+    const digits = String(options.replicas - 1).length;
+    const tasks = ids.map((id, index) => ({
+      id,
+      spec: {
+        ...spec,
+        name: `${spec.name.slice(0, taskNameLengthMax - digits - 1)}-${index}`,
+        job,
+        ...(options.gang ? { group: `gang-${ids[0] ?? id}` } : {}),
+      },
+    }));
+    const result = await this.propose({ type: 'submitTasks', tasks, atMs: Date.now() });
     if (!result.ok) throw new ShoalError(result.code, result.message);
-    return id;
+    return ids;
+  }
+
+  async namespaces(): Promise<NamespacePolicySpec[]> {
+    await this.readBarrier();
+    return [...this.state.namespaces.values()];
+  }
+
+  async setNamespace(policy: NamespacePolicySpec): Promise<void> {
+    const result = await this.propose({ type: 'setNamespace', policy, atMs: Date.now() });
+    if (!result.ok) throw new ShoalError(result.code, result.message);
   }
 
   async kill(taskId: string): Promise<void> {
@@ -600,7 +652,10 @@ export class ShoalNode {
     this.leaderWorkScheduled = true;
     setImmediate(() => {
       this.leaderWorkScheduled = false;
-      if (this.stopped || !this.raftService?.isReadyLeader()) return;
+      if (this.stopped || !this.raftService?.isReadyLeader()) {
+        this.dropScheduler();
+        return;
+      }
       const term = this.raftService.status().term;
       if (term !== this.ledInTerm) {
         // A new leader knows nothing of earlier renewals: every node gets a full lease from now.
@@ -725,55 +780,94 @@ export class ShoalNode {
       });
   }
 
-  /** Places pending tasks on live nodes with room, and commits the plan. One plan in flight at a time. */
+  /**
+   * Places pending tasks on live nodes with room (preempting lower priorities where the policy allows),
+   * and commits the plan. One plan in flight at a time.
+   */
   private runAllocator(): void {
     if (this.planInFlight) return;
+    const scheduler = this.ensureScheduler();
     const nowMs = Date.now();
-    // A restarted task waits out its backoff before it can be placed again.
-    const pending = this.state
-      .pendingTasks()
-      .filter((task) => task.notBeforeMs === null || task.notBeforeMs <= nowMs);
-    if (pending.length === 0) return;
-    const nodes: AllocatorNode[] = [];
-    for (const node of this.state.nodes.values()) {
-      const member = this.membership.member(node.id);
-      if (node.status !== 'up' || node.draining || member?.state !== 'alive') continue;
-      nodes.push({
-        id: node.id,
-        capacity: node.capacity,
-        free: this.state.freeOn(node.id),
-        labels: node.labels,
-        drivers: node.drivers,
-      });
+    let plan;
+    try {
+      plan = scheduler.plan(nowMs, placementsPerPlanMax);
+    } catch (error) {
+      this.logger.warn('the allocator failed; it is rebuilt from the state', { error: errorMessage(error) });
+      return;
+    } finally {
+      this.armBackoffTimer(scheduler, nowMs);
     }
-    const plan = allocate({
-      nodes,
-      pending: pending.map((task) => ({
-        id: task.id,
-        priority: task.spec.priority,
-        submitIndex: task.submitIndex,
-        driver: task.spec.driver,
-        request: { cpuMillis: task.spec.cpuMillis, memoryBytes: task.spec.memoryBytes },
-        constraints: task.spec.constraints,
-      })),
-      placementsMax: placementsPerPlanMax,
-    });
     const reasons = plan.waiting.filter((w) => this.state.tasks.get(w.taskId)?.reason !== w.reason);
-    if (plan.placements.length === 0 && reasons.length === 0) return;
+    if (plan.placements.length === 0 && plan.preemptions.length === 0 && reasons.length === 0) return;
     this.planInFlight = true;
     const command: Command = {
       type: 'assignTasks',
       term: this.raft.status().term,
       assignments: plan.placements,
+      ...(plan.preemptions.length === 0
+        ? {}
+        : { preemptions: plan.preemptions, preemptionPriorityGap: this.preemptionGap() }),
       waiting: reasons,
       atMs: Date.now(),
     };
     this.raft
       .propose(JSON.stringify(command), writeTimeoutMs)
-      .catch((error: unknown) => this.logger.debug('plan commit failed', { error: errorMessage(error) }))
+      .then(() => {
+        // Placements the log refused as stale stay pending: have their reasons reported again.
+        for (const { taskId } of plan.placements) {
+          if (this.state.tasks.get(taskId)?.state === 'pending') this.scheduler?.unplaced(taskId);
+        }
+      })
+      .catch((error: unknown) => {
+        this.logger.debug('plan commit failed', { error: errorMessage(error) });
+        // What the allocator assumed may not have happened: start again from the state.
+        this.dropScheduler();
+      })
       .finally(() => {
         this.planInFlight = false;
+        this.scheduleLeaderWork();
       });
+  }
+
+  private preemptionGap(): number {
+    return this.config.preemptionPriorityGap ?? preemptionPriorityGapDefault;
+  }
+
+  private ensureScheduler(): Scheduler {
+    if (this.scheduler) return this.scheduler;
+    const scheduler = new Scheduler(this.state, {
+      preemptionPriorityGap: this.preemptionGap(),
+      isAlive: (nodeId) => this.membership.member(nodeId)?.state === 'alive',
+      rebuildIntervalMs: schedulerRebuildIntervalMs,
+    });
+    this.scheduler = scheduler;
+    this.state.observer = scheduler;
+    return scheduler;
+  }
+
+  private dropScheduler(): void {
+    if (!this.scheduler) return;
+    this.scheduler.reset();
+    this.scheduler = null;
+    this.state.observer = null;
+    if (this.backoffTimer) clearTimeout(this.backoffTimer);
+    this.backoffTimer = null;
+  }
+
+  /** Wakes the allocator when the next restarted task's backoff ends. */
+  private armBackoffTimer(scheduler: Scheduler, nowMs: number): void {
+    const dueMs = scheduler.nextDueMs();
+    if (this.backoffTimer) clearTimeout(this.backoffTimer);
+    this.backoffTimer = null;
+    if (dueMs === null) return;
+    this.backoffTimer = setTimeout(
+      () => {
+        this.backoffTimer = null;
+        this.scheduleLeaderWork();
+      },
+      Math.max(0, dueMs - nowMs) + 5,
+    );
+    this.backoffTimer.unref();
   }
 
   // ---- helpers ---------------------------------------------------------------------------------------
@@ -813,6 +907,8 @@ export class ShoalNode {
       attempt: task.attempt,
       restart: task.spec.restart?.policy ?? 'never',
       priority: task.spec.priority,
+      namespace: task.spec.namespace ?? 'default',
+      job: task.spec.job ?? null,
       driver: task.spec.driver,
       cpu: task.spec.cpuMillis / 1000,
       memory: Math.ceil(task.spec.memoryBytes / mebibyte),
@@ -846,12 +942,28 @@ export class ShoalNode {
   }
 }
 
+/** Free space on the data dir's filesystem, less a reserve for the log and task logs. */
+function detectDiskBytes(dataDir: string): number {
+  try {
+    const stats = statfsSync(dataDir);
+    return Math.max(0, stats.bavail * stats.bsize - reservedDiskBytesDefault);
+  } catch {
+    return 0;
+  }
+}
+
 function describeNode(member: Member): NodeDescription {
+  const record = member.record;
   return {
-    id: member.record.id,
-    name: member.record.name,
-    address: member.record.address,
-    capacity: { cpuMillis: member.record.cpuMillis, memoryBytes: member.record.memoryBytes },
+    id: record.id,
+    name: record.name,
+    address: record.address,
+    capacity: {
+      cpuMillis: record.cpuMillis,
+      memoryBytes: record.memoryBytes,
+      ...(record.diskBytes === undefined ? {} : { diskBytes: record.diskBytes }),
+      ...(record.devices === undefined ? {} : { devices: record.devices }),
+    },
     labels: member.record.labels,
     drivers: member.record.drivers,
   };
@@ -861,8 +973,7 @@ function sameNode(known: ClusterNode, description: NodeDescription): boolean {
   return (
     known.name === description.name &&
     known.address === description.address &&
-    known.capacity.cpuMillis === description.capacity.cpuMillis &&
-    known.capacity.memoryBytes === description.capacity.memoryBytes &&
+    JSON.stringify(known.capacity) === JSON.stringify(description.capacity) &&
     JSON.stringify(known.labels) === JSON.stringify(description.labels) &&
     JSON.stringify(known.drivers) === JSON.stringify(description.drivers)
   );

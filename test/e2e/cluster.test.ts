@@ -154,7 +154,10 @@ describe('a three-node cluster, end to end', { timeout: 180_000 }, () => {
     const via = agents[1]!;
     const sleepers: string[] = [];
     for (let i = 0; i < 3; i++)
-      sleepers.push(await run(via, ['--name', `filler${i}`, '--cpu', '1', '--', 'sleep', '300']));
+      sleepers.push(
+        // Not preemptible: this test is about queueing; preemption has its own (test/e2e/allocator.test.ts).
+        await run(via, ['--name', `filler${i}`, '--cpu', '1', '--not-preemptible', '--', 'sleep', '300']),
+      );
     await waitFor('three fillers running', async () => {
       const tasks = await via.json<TaskRow[]>(['ps']);
       return sleepers.every((id) => tasks.find((t) => t.id === id)?.state === 'running');

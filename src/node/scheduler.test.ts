@@ -1,0 +1,188 @@
+/**
+ * The leader's allocator mirror against the truth: over random histories of committed commands (submits,
+ * batches, plans with preemptions, reports, kills, drains, dead nodes, namespaces), the mirror kept in step
+ * through StateObserver plans exactly what a fresh allocate() plans on a snapshot of the same state.
+ */
+import { describe, expect, it } from 'vitest';
+import { allocate, type Plan } from '../allocator/index.ts';
+import { ClusterState, type Command, type TaskSpec, type TaskState } from '../cluster/index.ts';
+import { seededRandom, type Random } from '../shared/random.ts';
+import { Scheduler, toAllocatorTask, toRunningTask } from './scheduler.ts';
+
+const MiB = 1024 * 1024;
+const seeds = Number(process.env['SHOAL_SCHEDULER_SEEDS'] ?? 150);
+const gap = 10;
+
+function pick<T>(random: Random, items: readonly T[]): T | undefined {
+  return items.length === 0 ? undefined : items[random.int(0, items.length)];
+}
+
+function randomSpec(random: Random, n: number): TaskSpec {
+  const spec: TaskSpec = {
+    name: `t${n}`,
+    driver: 'exec',
+    command: ['true'],
+    cpuMillis: 100 * random.int(1, 8),
+    memoryBytes: 64 * MiB * random.int(1, 6),
+    priority: pick(random, [0, 10, 20, 50, 50, 80, 100]) ?? 50,
+    env: {},
+    constraints: random.next() < 0.2 ? { zone: pick(random, ['a', 'b']) ?? 'a' } : {},
+  };
+  if (random.next() < 0.3) spec.namespace = pick(random, ['x', 'y']) ?? 'x';
+  if (random.next() < 0.2) spec.ports = { p: 8000 + random.int(0, 3) };
+  if (random.next() < 0.2) spec.restart = { policy: 'always', maxRestarts: null, delayMs: 0 };
+  if (random.next() < 0.1) spec.preemptible = false;
+  if (random.next() < 0.1) spec.devices = { gpu: 1 };
+  if (random.next() < 0.15) {
+    spec.job = `j${random.int(0, 2)}`;
+    if (random.next() < 0.5) spec.distinctNodes = true;
+  }
+  return spec;
+}
+
+function snapshotPlan(state: ClusterState, alive: ReadonlySet<string>): Plan {
+  const nodes = [...state.nodes.values()]
+    .filter((node) => node.status === 'up')
+    .map((node) => ({
+      id: node.id,
+      capacity: node.capacity,
+      free: state.freeOn(node.id),
+      labels: node.labels,
+      drivers: node.drivers,
+      portsInUse: state.portsInUseOn(node.id),
+      schedulable: alive.has(node.id) && !node.draining,
+    }));
+  const running = [...state.nodes.values()].flatMap((node) =>
+    state
+      .liveTasksOn(node.id)
+      .filter((task) => task.state !== 'pending')
+      .map((task) => toRunningTask(task, node.id)),
+  );
+  return allocate({
+    nodes,
+    running,
+    pending: state.pendingTasks().map(toAllocatorTask),
+    namespaces: [...state.namespaces.values()].map((policy) => ({
+      name: policy.name,
+      weight: policy.weight,
+      ...(policy.quota?.cpuMillis === undefined ? {} : { quota: { cpuMillis: policy.quota.cpuMillis } }),
+    })),
+    placementsMax: 50,
+    preemptionPriorityGap: gap,
+  });
+}
+
+describe('the leader scheduler', () => {
+  it(`plans as allocate() does on a snapshot, over ${seeds} random histories`, () => {
+    for (let seed = 1; seed <= seeds; seed++) {
+      const random = seededRandom(seed);
+      const state = new ClusterState();
+      const alive = new Set<string>();
+      const scheduler = new Scheduler(state, {
+        preemptionPriorityGap: gap,
+        isAlive: (id) => alive.has(id),
+        rebuildIntervalMs: Infinity,
+      });
+      state.observer = scheduler;
+      let index = 0;
+      let taskCount = 0;
+      const apply = (command: Command): void => void state.apply(++index, command);
+      for (let n = 0; n < 4; n++) {
+        alive.add(`n${n}`);
+        apply({
+          type: 'upsertNode',
+          node: {
+            id: `n${n}`,
+            name: `n${n}`,
+            address: 'h:1',
+            capacity: {
+              cpuMillis: 1000 * random.int(1, 4),
+              memoryBytes: 512 * MiB * random.int(1, 4),
+              ...(n === 0 ? { devices: { gpu: 1 } } : {}),
+            },
+            labels: { zone: n % 2 === 0 ? 'a' : 'b' },
+            drivers: ['exec'],
+          },
+          atMs: 0,
+        });
+      }
+      for (let step = 0; step < 60; step++) {
+        const roll = random.next();
+        const live = [...state.tasks.values()].filter(
+          (t) =>
+            t.state !== 'pending' &&
+            t.nodeId !== null &&
+            !['finished', 'failed', 'killed', 'lost'].includes(t.state),
+        );
+        if (roll < 0.3) {
+          const count = random.next() < 0.2 ? random.int(2, 4) : 1;
+          const spec = randomSpec(random, taskCount);
+          const tasks = Array.from({ length: count }, () => ({ id: `t${taskCount++}`, spec }));
+          apply({ type: 'submitTasks', tasks, atMs: step });
+        } else if (roll < 0.6) {
+          const plan = scheduler.plan(1e12, 50);
+          expect(plan.placements, `seed ${seed}, step ${step}`).toEqual(
+            snapshotPlan(state, alive).placements,
+          );
+          expect(plan.preemptions, `seed ${seed}, step ${step}`).toEqual(
+            snapshotPlan(state, alive).preemptions,
+          );
+          apply({
+            type: 'assignTasks',
+            term: 1,
+            assignments: plan.placements,
+            preemptions: plan.preemptions,
+            preemptionPriorityGap: gap,
+            waiting: [],
+            atMs: step,
+          });
+        } else if (roll < 0.8) {
+          const task = pick(random, live);
+          if (task?.nodeId) {
+            const ended: TaskState =
+              task.desired === 'run'
+                ? (pick(random, ['running', 'finished', 'failed'] as const) ?? 'finished')
+                : 'killed';
+            apply({
+              type: 'reportTask',
+              nodeId: task.nodeId,
+              taskId: task.id,
+              attempt: task.attempt,
+              state: ended,
+              exitCode: 0,
+              reason: null,
+              atMs: step,
+            });
+          }
+        } else if (roll < 0.87) {
+          const task = pick(random, [...state.tasks.values()]);
+          if (task) apply({ type: 'killTask', taskId: task.id, atMs: step });
+        } else if (roll < 0.91) {
+          apply({
+            type: 'drainNode',
+            nodeId: `n${random.int(0, 4)}`,
+            drain: random.next() < 0.7,
+            atMs: step,
+          });
+        } else if (roll < 0.94) {
+          const id = `n${random.int(1, 4)}`;
+          if (random.next() < 0.5) alive.delete(id);
+          else alive.add(id);
+        } else if (roll < 0.97) {
+          apply({ type: 'nodeDown', nodeId: `n${random.int(1, 4)}`, reason: 'gone', atMs: step });
+        } else {
+          apply({
+            type: 'setNamespace',
+            policy: {
+              name: pick(random, ['x', 'y']) ?? 'x',
+              weight: random.int(1, 4),
+              quota: random.next() < 0.5 ? null : { cpuMillis: 1000 * random.int(1, 4) },
+            },
+            atMs: step,
+          });
+        }
+      }
+      expect(scheduler.rebuildsAfterError, `seed ${seed}: the mirror never fell out of step`).toBe(0);
+    }
+  });
+});

@@ -1,0 +1,294 @@
+/**
+ * The leader's allocator, kept in step with the committed state. ClusterState tells it every change as it
+ * is applied (StateObserver), so a plan costs work in proportion to what changed since the last one, not
+ * to the size of the cluster. Pure: time comes in as arguments, liveness through a callback.
+ *
+ * Safety does not rest on this mirror: every placement and preemption is checked again when its entry is
+ * applied. If the mirror ever disagrees with the state (an allocator assertion fails), it is rebuilt from
+ * the state before the next plan; it is also rebuilt now and then as a matter of hygiene.
+ */
+import {
+  Allocator,
+  type AllocatorNode,
+  type AllocatorTask,
+  type NamespacePolicy,
+  type Plan,
+  type RunningTask,
+} from '../allocator/index.ts';
+import type {
+  ClusterNode,
+  ClusterState,
+  NamespacePolicySpec,
+  StateObserver,
+  Task,
+} from '../cluster/index.ts';
+
+export interface SchedulerOptions {
+  /** A task may preempt only tasks at least this much lower in priority. */
+  readonly preemptionPriorityGap: number;
+  /** Whether membership believes the node alive; a node that is not gets no new tasks. */
+  readonly isAlive: (nodeId: string) => boolean;
+  /** Rebuild from the state at least this often, whatever happens. */
+  readonly rebuildIntervalMs: number;
+}
+
+export class Scheduler implements StateObserver {
+  private allocator: Allocator | null = null;
+  /** Pending tasks still in their restart backoff, kept out of the allocator until their time. */
+  private readonly deferred = new Map<string, number>();
+  /** Nodes' liveness as last given to the allocator. */
+  private readonly aliveAsKnown = new Map<string, boolean>();
+  /** Running-caps already told to the allocator, by job. */
+  private readonly jobCaps = new Map<string, number>();
+  private builtAtMs = 0;
+  private broken = false;
+  /** How many times the mirror was found out of step and rebuilt (for tests and status). */
+  rebuildsAfterError = 0;
+
+  private readonly state: ClusterState;
+  private readonly options: SchedulerOptions;
+
+  constructor(state: ClusterState, options: SchedulerOptions) {
+    this.state = state;
+    this.options = options;
+  }
+
+  /** Plans from the committed state; `changed` reports only waiting reasons that changed. */
+  plan(nowMs: number, placementsMax: number): Plan {
+    if (this.allocator === null || this.broken || nowMs - this.builtAtMs >= this.options.rebuildIntervalMs) {
+      this.rebuild(nowMs);
+    }
+    this.guard(() => {
+      this.releaseDue(nowMs);
+      this.refreshLiveness();
+    });
+    if (this.broken) this.rebuild(nowMs);
+    const allocator = this.allocator;
+    if (!allocator) return { placements: [], waiting: [], preemptions: [], reservations: [] };
+    try {
+      return allocator.plan({ placementsMax, waiting: 'changed' });
+    } catch (error) {
+      this.markBroken();
+      throw error;
+    }
+  }
+
+  /** When the earliest task in backoff may be placed, or null. */
+  nextDueMs(): number | null {
+    let earliest: number | null = null;
+    for (const dueMs of this.deferred.values()) if (earliest === null || dueMs < earliest) earliest = dueMs;
+    return earliest;
+  }
+
+  /** A placement of a committed plan was refused as stale: report its reason again next time. */
+  unplaced(taskId: string): void {
+    this.guard((allocator) => allocator.unplaced(taskId));
+  }
+
+  /** Forget everything (leadership lost); the next plan rebuilds. */
+  reset(): void {
+    this.allocator = null;
+    this.deferred.clear();
+    this.aliveAsKnown.clear();
+    this.jobCaps.clear();
+  }
+
+  // ---- StateObserver -------------------------------------------------------------------------------
+
+  taskPending(task: Task): void {
+    if (task.notBeforeMs !== null) {
+      this.deferred.set(task.id, task.notBeforeMs);
+      return;
+    }
+    this.guard((allocator) => this.addPending(allocator, task));
+  }
+
+  taskPlaced(task: Task): void {
+    const nodeId = task.nodeId;
+    if (nodeId === null) return;
+    this.guard((allocator) => allocator.taskPlaced(task.id, nodeId, task.spec.preemptible ?? true));
+  }
+
+  taskReleased(task: Task): void {
+    if (this.deferred.delete(task.id)) return;
+    this.guard((allocator) => allocator.taskEnded(task.id));
+  }
+
+  taskTerminating(task: Task): void {
+    this.guard((allocator) => allocator.setTerminating(task.id));
+  }
+
+  taskNominated(task: Task): void {
+    if (this.deferred.has(task.id)) return;
+    this.guard((allocator) => allocator.nominate(task.id, task.nominatedNodeId ?? null));
+  }
+
+  nodeChanged(node: ClusterNode): void {
+    this.guard((allocator) => this.addNode(allocator, node));
+  }
+
+  namespaceChanged(policy: NamespacePolicySpec): void {
+    this.guard((allocator) => allocator.setNamespace(toNamespacePolicy(policy)));
+  }
+
+  restored(): void {
+    this.allocator = null;
+  }
+
+  // ---- building --------------------------------------------------------------------------------------
+
+  private rebuild(nowMs: number): void {
+    const allocator = new Allocator({ preemptionPriorityGap: this.options.preemptionPriorityGap });
+    this.allocator = allocator;
+    this.broken = false;
+    this.builtAtMs = nowMs;
+    this.deferred.clear();
+    this.aliveAsKnown.clear();
+    this.jobCaps.clear();
+    for (const policy of this.state.namespaces.values()) allocator.setNamespace(toNamespacePolicy(policy));
+    for (const node of this.state.nodes.values()) this.addNode(allocator, node);
+    for (const node of this.state.nodes.values()) {
+      for (const task of this.state.liveTasksOn(node.id)) {
+        if (task.state !== 'pending') allocator.addRunning(toRunningTask(task, node.id));
+      }
+    }
+    for (const task of this.state.pendingTasks()) {
+      if (task.notBeforeMs !== null && task.notBeforeMs > nowMs) this.deferred.set(task.id, task.notBeforeMs);
+      else this.addPending(allocator, task);
+    }
+  }
+
+  private addNode(allocator: Allocator, node: ClusterNode): void {
+    if (node.status === 'down') {
+      allocator.removeNode(node.id);
+      this.aliveAsKnown.delete(node.id);
+      return;
+    }
+    const alive = this.options.isAlive(node.id);
+    this.aliveAsKnown.set(node.id, alive);
+    allocator.addNode(this.toAllocatorNode(node, alive));
+  }
+
+  private addPending(allocator: Allocator, task: Task): void {
+    const spec = task.spec;
+    if (spec.job !== undefined && spec.jobRunningMax !== undefined) {
+      if (this.jobCaps.get(spec.job) !== spec.jobRunningMax) {
+        this.jobCaps.set(spec.job, spec.jobRunningMax);
+        allocator.setJob({ id: spec.job, runningMax: spec.jobRunningMax });
+      }
+    }
+    allocator.addPending(toAllocatorTask(task));
+  }
+
+  private toAllocatorNode(node: ClusterNode, alive: boolean): AllocatorNode {
+    return {
+      id: node.id,
+      capacity: node.capacity,
+      free: this.state.freeOn(node.id),
+      labels: node.labels,
+      drivers: node.drivers,
+      portsInUse: this.state.portsInUseOn(node.id),
+      schedulable: alive && !node.draining,
+    };
+  }
+
+  /** Tasks whose backoff has run out join the queue. */
+  private releaseDue(nowMs: number): void {
+    const allocator = this.allocator;
+    if (!allocator) return;
+    for (const [taskId, dueMs] of this.deferred) {
+      if (dueMs > nowMs) continue;
+      this.deferred.delete(taskId);
+      const task = this.state.tasks.get(taskId);
+      if (task?.state === 'pending') this.addPending(allocator, task);
+    }
+  }
+
+  /** Nodes whose membership state changed since the allocator last heard of them. */
+  private refreshLiveness(): void {
+    const allocator = this.allocator;
+    if (!allocator) return;
+    for (const [nodeId, knownAlive] of this.aliveAsKnown) {
+      if (this.options.isAlive(nodeId) === knownAlive) continue;
+      const node = this.state.nodes.get(nodeId);
+      if (node) this.addNode(allocator, node);
+    }
+  }
+
+  private guard(action: (allocator: Allocator) => void): void {
+    if (!this.allocator || this.broken) return;
+    try {
+      action(this.allocator);
+    } catch {
+      this.markBroken();
+    }
+  }
+
+  private markBroken(): void {
+    this.broken = true;
+    this.rebuildsAfterError++;
+  }
+}
+
+export function toAllocatorTask(task: Task): AllocatorTask {
+  const spec = task.spec;
+  const request = {
+    cpuMillis: spec.cpuMillis,
+    memoryBytes: spec.memoryBytes,
+    ...(spec.diskBytes === undefined ? {} : { diskBytes: spec.diskBytes }),
+    ...(spec.devices === undefined ? {} : { devices: spec.devices }),
+  };
+  return {
+    id: task.id,
+    priority: spec.priority,
+    submitIndex: task.submitIndex,
+    driver: spec.driver,
+    request,
+    constraints: spec.constraints,
+    ...(spec.labelConstraints === undefined ? {} : { labelConstraints: spec.labelConstraints }),
+    ...(spec.namespace === undefined ? {} : { namespace: spec.namespace }),
+    ...(spec.job === undefined ? {} : { job: spec.job }),
+    ...(spec.group === undefined ? {} : { group: spec.group }),
+    ...(spec.ports === undefined ? {} : { ports: spec.ports }),
+    ...(spec.distinctNodes === undefined ? {} : { distinctNodes: spec.distinctNodes }),
+    ...(spec.affinities === undefined ? {} : { affinities: spec.affinities }),
+    ...(spec.spreadOver === undefined ? {} : { spreadOver: spec.spreadOver }),
+    ...(spec.packing === undefined ? {} : { packing: spec.packing }),
+    ...(task.nominatedNodeId === undefined ? {} : { nominatedNodeId: task.nominatedNodeId }),
+  };
+}
+
+export function toRunningTask(task: Task, nodeId: string): RunningTask {
+  const spec = task.spec;
+  return {
+    id: task.id,
+    nodeId,
+    priority: spec.priority,
+    request: {
+      cpuMillis: spec.cpuMillis,
+      memoryBytes: spec.memoryBytes,
+      ...(spec.diskBytes === undefined ? {} : { diskBytes: spec.diskBytes }),
+      ...(spec.devices === undefined ? {} : { devices: spec.devices }),
+    },
+    ...(spec.namespace === undefined ? {} : { namespace: spec.namespace }),
+    ...(spec.job === undefined ? {} : { job: spec.job }),
+    ...(spec.ports === undefined ? {} : { ports: spec.ports }),
+    preemptible: spec.preemptible ?? true,
+    terminating: task.desired !== 'run',
+  };
+}
+
+function toNamespacePolicy(policy: NamespacePolicySpec): NamespacePolicy {
+  const quota = policy.quota;
+  if (quota === null) return { name: policy.name, weight: policy.weight };
+  return {
+    name: policy.name,
+    weight: policy.weight,
+    quota: {
+      ...(quota.cpuMillis === undefined ? {} : { cpuMillis: quota.cpuMillis }),
+      ...(quota.memoryBytes === undefined ? {} : { memoryBytes: quota.memoryBytes }),
+      ...(quota.diskBytes === undefined ? {} : { diskBytes: quota.diskBytes }),
+      ...(quota.devices === undefined ? {} : { devices: quota.devices }),
+    },
+  };
+}
