@@ -200,7 +200,7 @@ function main(): void {
   );
   sampleMemory();
 
-  // 1. The pure function on a snapshot, as the leader calls it today.
+  // 1. The pure function on a snapshot (what a new leader's first plan costs, indexes included).
   const snapshot = timed(() => allocate({ nodes, pending, placementsMax: Number.MAX_SAFE_INTEGER }));
   sampleMemory();
   const snapshotPlaced = snapshot.result.placements.length;

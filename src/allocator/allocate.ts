@@ -1,8 +1,8 @@
 /**
- * The allocator as the leader calls it today: a pure function from a snapshot of the cluster to a plan.
- * No I/O, no clock; the same snapshot (in any order) always gives the same plan. The leader commits the
- * plan through the log, where each placement is checked again against the state it lands on. For the
- * policy, and for an allocator that keeps its indexes between plans, see allocator.ts.
+ * The allocator as a pure function from a snapshot of the cluster to a plan. No I/O, no clock; the same
+ * snapshot (in any order) always gives the same plan. The leader uses the incremental Allocator instead
+ * (kept in step by src/node/scheduler.ts), and tests check that both plan alike. For the policy, see
+ * allocator.ts.
  */
 import { Allocator } from './allocator.ts';
 import type { AllocatorInput, Plan } from './types.ts';
