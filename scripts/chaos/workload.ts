@@ -116,7 +116,8 @@ export class Workload {
       const message = typeof body?.error?.message === 'string' ? body.error.message : '';
       this.submissions.push({
         ...base,
-        outcome: 'refused',
+        // TIMEOUT is the node saying it does not know whether the write will commit.
+        outcome: code === 'TIMEOUT' ? 'unknown' : 'refused',
         id: null,
         status: result.status,
         error: `${code}: ${message}`,

@@ -3,6 +3,7 @@ export {
   replicasMax,
   requestBytesMax,
   startApiServer,
+  taskIdPattern,
   type ApiBackend,
   type SubmitOptions,
 } from './server.ts';

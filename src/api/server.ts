@@ -25,7 +25,12 @@ export interface SubmitOptions {
   readonly replicas: number;
   /** The replicas start together or not at all. */
   readonly gang: boolean;
+  /** The (first) task's id, chosen by the client so it can retry safely; default random. */
+  readonly id?: string;
 }
+
+/** Task ids: 12 lowercase hex digits. */
+export const taskIdPattern = /^[0-9a-f]{12}$/;
 
 export interface ApiBackend {
   /** Submits one task, or `replicas` of them as one job; returns their ids. */
@@ -131,7 +136,10 @@ async function route(backend: ApiBackend, request: IncomingMessage, response: Se
       if (!Number.isInteger(replicas) || replicas < 1 || replicas > replicasMax)
         throw new ShoalError('INVALID_ARGUMENT', `replicas must be a whole number from 1 to ${replicasMax}`);
       const gang = url.searchParams.get('gang') === 'true';
-      const ids = await backend.submit(spec, { replicas, gang });
+      const id = url.searchParams.get('id');
+      if (id !== null && !taskIdPattern.test(id))
+        throw new ShoalError('INVALID_ARGUMENT', 'id must be 12 lowercase hex digits');
+      const ids = await backend.submit(spec, { replicas, gang, ...(id === null ? {} : { id }) });
       return send(response, 201, { id: ids[0], ids });
     }
     if (id !== undefined && method === 'GET' && action === undefined)

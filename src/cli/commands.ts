@@ -2,6 +2,7 @@
  * The `shoal` command line's commands. `shoal agent` runs a node; every other command talks to a node's HTTP API
  * (--addr or SHOAL_ADDR, default the local node). Errors print one line and exit non-zero.
  */
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { homedir, hostname } from 'node:os';
 import { join, basename } from 'node:path';
@@ -27,6 +28,8 @@ import { parseCounts, parseMebibytes, placementSpec } from './placement.ts';
 export const defaultListen = '0.0.0.0:4700';
 export const defaultApi = '127.0.0.1:4701';
 const mebibyte = 1024 * 1024;
+/** How long `shoal run` keeps resending a submission that no leader confirmed (same id, so safe). */
+const submitRetryMs = 30_000;
 
 const usage = `shoal ${shoalVersion}: a datacenter operating system in one binary
 
@@ -39,7 +42,7 @@ Usage:
             [--port NAME=PORT]... [--priority 0-100] [--namespace NS] [--driver exec|docker]
             [--image IMAGE] [--env K=V]... [--constraint RULE]... [--affinity RULE]... [--avoid RULE]...
             [--replicas N [--gang]] [--job NAME] [--max-running N] [--distinct-nodes]
-            [--spread-over LABEL] [--spread] [--not-preemptible]
+            [--spread-over LABEL] [--spread] [--not-preemptible] [--on-disconnect stop|keep]
             [--restart never|on-failure|always] [--max-restarts N] [--restart-delay SECONDS] -- CMD ARGS...
             RULE is KEY=VALUE, KEY!=VALUE, KEY=~REGEX, 'KEY in A,B' or 'KEY notin A,B'
   shoal ps [--json]                 list tasks
@@ -357,6 +360,7 @@ export function buildSpec(values: Record<string, unknown>, command: string[]): T
       spreadOver: stringValue(values, 'spread-over'),
       spread: values['spread'] === true,
       notPreemptible: values['not-preemptible'] === true,
+      onDisconnect: stringValue(values, 'on-disconnect'),
     }),
     ...restartFlags(values),
   };
@@ -395,6 +399,7 @@ async function run(args: string[]): Promise<void> {
       'spread-over': { type: 'string' },
       spread: { type: 'boolean' },
       'not-preemptible': { type: 'boolean' },
+      'on-disconnect': { type: 'string' },
     },
     true,
   );
@@ -408,8 +413,29 @@ async function run(args: string[]): Promise<void> {
   if (gang && replicas < 2) throw invalidArgument('--gang needs --replicas 2 or more');
   const client = new ApiClient(apiAddress(values));
   process.stderr.write(`submitting ${spec.name} to ${client.address}…\n`);
-  const query = replicas > 1 ? `?replicas=${replicas}${gang ? '&gang=true' : ''}` : '';
-  const { id, ids } = await client.post<{ id: string; ids?: string[] }>(`/v1/tasks${query}`, spec);
+  // The id is chosen here, so a submission whose outcome was not heard (a failover, a timeout) can be
+  // sent again: the log accepts an id once.
+  const taskId = randomBytes(6).toString('hex');
+  const query = `?id=${taskId}${replicas > 1 ? `&replicas=${replicas}${gang ? '&gang=true' : ''}` : ''}`;
+  const deadlineMs = Date.now() + submitRetryMs;
+  let answer: { id: string; ids?: string[] };
+  for (;;) {
+    try {
+      answer = await client.post<{ id: string; ids?: string[] }>(`/v1/tasks${query}`, spec);
+      break;
+    } catch (error) {
+      const retryable =
+        error instanceof ShoalError && ['NO_LEADER', 'NOT_LEADER', 'TIMEOUT'].includes(error.code);
+      if (!retryable || Date.now() >= deadlineMs) {
+        if (error instanceof ShoalError && error.code === 'TIMEOUT')
+          throw new ShoalError('TIMEOUT', `${error.message}; check with shoal ps for task ${taskId}`);
+        throw error;
+      }
+      process.stderr.write(`${error.message.split(';')[0] ?? ''}; sending task ${taskId} again…\n`);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  }
+  const { id, ids } = answer;
   const all = ids ?? [id];
   if (all.length === 1) process.stderr.write(`committed by a quorum: task ${id}\n`);
   else process.stderr.write(`committed by a quorum: ${all.length} tasks of job ${spec.job ?? spec.name}\n`);

@@ -95,6 +95,7 @@ export interface PlacementFlags {
   readonly spreadOver?: string | undefined;
   readonly spread: boolean;
   readonly notPreemptible: boolean;
+  readonly onDisconnect?: string | undefined;
 }
 
 type PlacementSpec = Pick<
@@ -112,6 +113,7 @@ type PlacementSpec = Pick<
   | 'spreadOver'
   | 'packing'
   | 'preemptible'
+  | 'onDisconnect'
 >;
 
 /** The spec fields the flags set; fields whose flag is absent are left out. */
@@ -155,5 +157,10 @@ export function placementSpec(flags: PlacementFlags): {
   if (flags.spreadOver !== undefined) spec.spreadOver = flags.spreadOver;
   if (flags.spread) spec.packing = 'spread';
   if (flags.notPreemptible) spec.preemptible = false;
+  if (flags.onDisconnect !== undefined) {
+    if (flags.onDisconnect !== 'stop' && flags.onDisconnect !== 'keep')
+      throw invalidArgument(`--on-disconnect ${JSON.stringify(flags.onDisconnect)} must be stop or keep`);
+    spec.onDisconnect = flags.onDisconnect;
+  }
   return spec;
 }

@@ -182,6 +182,11 @@ export const taskSpecSchema = z
     group: identifier('a group name').optional(),
     /** False: never evicted for a higher-priority task. Default true. */
     preemptible: z.boolean().optional(),
+    /**
+     * When its node loses contact with the leader for a whole lease: `stop` (default) so it never runs on
+     * two nodes at once, or `keep` it running, accepting that the cluster may start a replacement meanwhile.
+     */
+    onDisconnect: z.enum(['stop', 'keep']).optional(),
   })
   .strict()
   .superRefine((spec, ctx) => {

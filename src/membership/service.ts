@@ -144,6 +144,7 @@ export class MembershipService {
   async join(seeds: readonly string[], timeoutMs: number): Promise<void> {
     const deadline = nowMs() + timeoutMs;
     let lastError: unknown = null;
+    const mismatches = new Map<string, number>();
     while (nowMs() < deadline) {
       for (const seed of seeds) {
         try {
@@ -154,8 +155,11 @@ export class MembershipService {
           return;
         } catch (error) {
           lastError = error;
-          // A wrong key will not fix itself: fail at once rather than retry.
-          if (isKeyMismatch(error))
+          // A wrong key will not fix itself: give up on it rather than retry for the whole timeout. But
+          // a seed that dies mid-handshake fails the same way once, so only a repeated failure counts.
+          const count = isKeyMismatch(error) ? (mismatches.get(seed) ?? 0) + 1 : 0;
+          mismatches.set(seed, count);
+          if (count >= keyMismatchesToRefuse)
             throw new ShoalError('INVALID_ARGUMENT', describeDialFailure(seed, error));
           this.init.logger.warn(describeDialFailure(seed, error));
         }
@@ -378,10 +382,19 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** pnet scrambles the stream with the key, so a peer with another key fails the noise handshake. */
+/**
+ * Consecutive handshake failures from one seed before a join gives up on it as holding another key. One
+ * is not enough: a seed that dies mid-handshake resets the connection exactly as a wrong key does.
+ */
+const keyMismatchesToRefuse = 3;
+
+/**
+ * pnet scrambles the stream with the key, so a peer with another key cannot decrypt the noise handshake
+ * and resets the connection: the dialler sees EncryptionFailedError (measured: "read ECONNRESET").
+ */
 function isKeyMismatch(error: unknown): boolean {
   const name = error instanceof Error ? error.name : '';
-  return name === 'EncryptionFailedError' || /handshake|nonce|decrypt/i.test(errorMessage(error));
+  return name === 'EncryptionFailedError' || /nonce|decrypt/i.test(errorMessage(error));
 }
 
 /** One line that says what went wrong when dialling a seed, and what to check. */

@@ -2,8 +2,8 @@
  * The composition root: wires one shoal node from its config. Every node runs membership, Raft, the
  * agent and the API; the Raft leader also registers nodes, manages voters and runs the allocator.
  */
-import { randomBytes } from 'node:crypto';
-import { readFileSync, statfsSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { statSync, statfsSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { availableParallelism, totalmem } from 'node:os';
 import { peerIdFromString } from '@libp2p/peer-id';
@@ -69,6 +69,8 @@ export const leaseFileName = 'lease.json';
 export const replaceGraceMs = 2_000;
 /** How often an agent renews its lease with the leader. */
 export const leaseRenewIntervalMs = 1_000;
+/** New tasks go only to nodes that renewed their lease this recently. */
+export const placementLeaseFreshMs = 5_000;
 /** How long `shoal leave` waits for a node's tasks to move before it leaves anyway. */
 export const leaveDrainTimeoutMs = 60_000;
 /** How long a read waits for the leader to confirm it still leads. */
@@ -198,6 +200,8 @@ export class ShoalNode {
   private readonly leaseRenewedMs = new Map<string, number>();
   private ledInTerm = 0;
   private readonly nodeUpdatesInFlight = new Set<string>();
+  /** The ReadIndex round in flight that confirms this node still leads (see confirmLeadership). */
+  private leadershipCheck: { readonly startedMs: number; readonly done: Promise<void> } | null = null;
   private stopped = false;
 
   private constructor(config: NodeConfig, logger: Logger, clusterKey: string, createdCluster: boolean) {
@@ -341,6 +345,7 @@ export class ShoalNode {
       report: (report) => this.reportTask(report),
       leaseExpired: () => Date.now() - this.leaseConfirmedMs > taskLeaseMs,
       leaseReason: `stopped after losing contact with the cluster's leader for ${taskLeaseMs / 1000} s`,
+      lease: { file: join(config.dataDir, leaseFileName), durationMs: taskLeaseMs },
     });
     await this.agentService.start();
 
@@ -408,15 +413,20 @@ export class ShoalNode {
   onLeaveRequested: (() => void) | null = null;
 
   async submit(spec: TaskSpec, options: SubmitOptions = { replicas: 1, gang: false }): Promise<string[]> {
+    // A client that names its task can retry a submission whose outcome it did not hear: ids are
+    // idempotent in the log, and replicas' ids derive from the first.
+    const baseId = options.id ?? randomBytes(6).toString('hex');
     if (options.replicas <= 1 && !options.gang) {
-      const id = randomBytes(6).toString('hex');
+      const id = baseId;
       const result = await this.propose({ type: 'submitTask', id, spec, atMs: Date.now() });
       if (!result.ok) throw new ShoalError(result.code, result.message);
       return [id];
     }
     // Replicas form one job (named after the task unless given); a gang is also one group, so the
     // allocator starts all of them or none. One entry: they are all accepted or none.
-    const ids = Array.from({ length: options.replicas }, () => randomBytes(6).toString('hex'));
+    const ids = Array.from({ length: options.replicas }, (_, index) =>
+      index === 0 ? baseId : createHash('sha256').update(`${baseId}/${index}`).digest('hex').slice(0, 12),
+    );
     const job = spec.job ?? spec.name;
     const digits = String(options.replicas - 1).length;
     const tasks = ids.map((id, index) => ({
@@ -518,10 +528,14 @@ export class ShoalNode {
   private async propose(command: Command): Promise<ApplyResult> {
     const deadline = Date.now() + writeTimeoutMs;
     let lastError: unknown = null;
+    // Once an attempt may have reached a leader's log, a failure no longer means "not done": it may
+    // commit later. The caller must then hear that the outcome is unknown, not that it was refused.
+    let mayHaveCommitted = false;
     while (Date.now() < deadline && !this.stopped) {
       const raft = this.raft.status();
       try {
         if (raft.role === 'leader') {
+          mayHaveCommitted = true;
           return (await this.raft.propose(
             JSON.stringify(command),
             Math.max(1, deadline - Date.now()),
@@ -539,15 +553,25 @@ export class ShoalNode {
         }
       } catch (error) {
         lastError = error;
+        if (!isShoalError(error, 'NOT_LEADER') && !isShoalError(error, 'NO_LEADER')) {
+          mayHaveCommitted = true;
+        }
         // A timeout may have committed; retrying a submit is safe (ids are idempotent), others are too.
         if (isShoalError(error, 'INVALID_ARGUMENT') || isShoalError(error, 'TOO_LARGE')) throw error;
       }
       // Short: right after a failover the new leader is usually known within a few ticks.
       await sleep(20);
     }
+    const detail = `${this.quorumHint()}${lastError ? `: ${errorMessage(lastError)}` : ''}`;
+    if (mayHaveCommitted) {
+      throw new ShoalError(
+        'TIMEOUT',
+        `the outcome is unknown: a leader got the request but did not confirm it within ${writeTimeoutMs / 1000} s (${detail}); it may still be committed, and sending it again with the same id is safe`,
+      );
+    }
     throw new ShoalError(
       'NO_LEADER',
-      `no leader accepted the request within ${writeTimeoutMs / 1000} s (${this.quorumHint()})${lastError ? `: ${errorMessage(lastError)}` : ''}`,
+      `no leader accepted the request within ${writeTimeoutMs / 1000} s (${detail})`,
     );
   }
 
@@ -598,10 +622,15 @@ export class ShoalNode {
 
   private async handleControl(request: ControlRequest, remotePeer: string): Promise<unknown> {
     switch (request.method) {
-      case 'renewLease':
+      case 'renewLease': {
         if (!this.raft.isLeader()) throw new ShoalError('NOT_LEADER', 'this node is not the leader');
-        this.leaseRenewedMs.set(remotePeer, Date.now());
+        const arrivedMs = Date.now();
+        this.leaseRenewedMs.set(remotePeer, arrivedMs);
+        // A leader that was paused or cut off may not know it was deposed: it grants a lease only after a
+        // quorum confirms it still leads (a ReadIndex round), so no agent keeps its tasks on a stale word.
+        await this.confirmLeadership(arrivedMs);
         return { ok: true };
+      }
       case 'propose':
         if (!this.raft.isLeader())
           throw new ShoalError('NOT_LEADER', 'this node is no longer the leader; retry');
@@ -717,18 +746,54 @@ export class ShoalNode {
     if (wasExpired) this.agentService?.schedule();
     // No fsync: after a power loss an older time only makes the lease end sooner, which is safe. A failed
     // write (full disk) leaves the older time on disk, which is safe too.
+    // The file's modification time is the lease (task shims watch it); the content is for humans. Setting
+    // the time needs no free blocks, so it works on a full disk when rewriting the file does not.
+    const path = join(this.config.dataDir, leaseFileName);
     try {
-      writeFileSync(join(this.config.dataDir, leaseFileName), JSON.stringify({ confirmedMs: atMs }));
+      writeFileSync(path, JSON.stringify({ confirmedMs: atMs }));
     } catch (error) {
       this.logger.debug('cannot save the lease time', { error: errorMessage(error) });
     }
+    try {
+      utimesSync(path, atMs / 1000, atMs / 1000);
+    } catch (error) {
+      this.logger.debug('cannot stamp the lease time', { error: errorMessage(error) });
+    }
+  }
+
+  /**
+   * Resolves once a quorum has confirmed, after `sinceMs`, that this node still leads. Concurrent callers
+   * share one ReadIndex round when it started late enough for them.
+   */
+  private confirmLeadership(sinceMs: number): Promise<void> {
+    const current = this.leadershipCheck;
+    if (current && current.startedMs >= sinceMs) return current.done;
+    const check = {
+      startedMs: Date.now(),
+      done: this.raft.readIndex(readIndexTimeoutMs).then(() => undefined),
+    };
+    this.leadershipCheck = check;
+    check.done
+      .finally(() => {
+        if (this.leadershipCheck === check) this.leadershipCheck = null;
+      })
+      .catch(() => undefined);
+    return check.done;
   }
 
   /** Agent side: confirms with the leader that it still hears this node (see taskLeaseMs). */
   private async renewLease(): Promise<void> {
     const raft = this.raft.status();
     if (raft.role === 'leader') {
-      if (this.raft.isReadyLeader()) this.confirmLease(Date.now());
+      if (!this.raft.isReadyLeader()) return;
+      // Its own lease too: a deposed leader that has not noticed yet must not extend it.
+      const sentMs = Date.now();
+      try {
+        await this.confirmLeadership(sentMs);
+        this.confirmLease(sentMs);
+      } catch (error) {
+        this.logger.debug('lease renewal failed: leadership not confirmed', { error: errorMessage(error) });
+      }
       return;
     }
     if (raft.leaderId === null) return;
@@ -837,7 +902,11 @@ export class ShoalNode {
     if (this.scheduler) return this.scheduler;
     const scheduler = new Scheduler(this.state, {
       preemptionPriorityGap: this.preemptionGap(),
-      isAlive: (nodeId) => this.membership.member(nodeId)?.state === 'alive',
+      // Alive to membership and renewing its lease: a node that has just died but is not yet suspected
+      // stops renewing at once, so no new task goes to it in the seconds before membership notices.
+      isAlive: (nodeId) =>
+        this.membership.member(nodeId)?.state === 'alive' &&
+        Date.now() - (this.leaseRenewedMs.get(nodeId) ?? 0) < placementLeaseFreshMs,
       rebuildIntervalMs: schedulerRebuildIntervalMs,
     });
     this.scheduler = scheduler;
@@ -982,8 +1051,7 @@ function sameNode(known: ClusterNode, description: NodeDescription): boolean {
 /** The lease time saved by an earlier run; 0 (expired) if missing or unreadable. */
 function readLease(path: string): number {
   try {
-    const saved = JSON.parse(readFileSync(path, 'utf8')) as { confirmedMs?: unknown };
-    return typeof saved.confirmedMs === 'number' ? Math.min(saved.confirmedMs, Date.now()) : 0;
+    return Math.min(statSync(path).mtimeMs, Date.now());
   } catch {
     return 0;
   }

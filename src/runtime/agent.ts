@@ -15,6 +15,11 @@ import { writeFileAtomic } from '../shared/files.ts';
 export const handlesFileName = 'handles.json';
 /** How long a task gets to stop after SIGTERM before SIGKILL. */
 export const stopGraceMsDefault = 10_000;
+/**
+ * Grace for tasks stopped because the lease ran out: the leader may place them elsewhere 2 s after the
+ * lease (replaceGraceMs), so they must be gone well before that.
+ */
+export const leaseStopGraceMs = 500;
 
 export interface TaskReport {
   readonly taskId: string;
@@ -42,6 +47,8 @@ export interface AgentInit {
   readonly leaseExpired: () => boolean;
   /** The reason given for tasks stopped because the lease ran out. */
   readonly leaseReason: string;
+  /** Passed to drivers, so a task is stopped when the lease runs out even if this agent is not alive. */
+  readonly lease: { readonly file: string; readonly durationMs: number };
 }
 
 interface LocalTask {
@@ -161,9 +168,11 @@ export class Agent {
     if (this.init.leaseExpired()) {
       // Cut off from the leader for a whole lease: stop everything, start nothing, report when back.
       for (const local of this.local.values()) {
+        // `--on-disconnect keep`: the user accepts it may run twice rather than stop.
+        if (this.init.task(local.taskId)?.spec.onDisconnect === 'keep') continue;
         if (local.exit === null && local.handle !== null) {
           local.leaseStopped = true;
-          this.stopTask(local);
+          this.stopTask(local, leaseStopGraceMs);
         }
       }
       return;
@@ -255,6 +264,7 @@ export class Agent {
         taskId: task.id,
         spec: task.spec,
         taskDir,
+        ...(task.spec.onDisconnect === 'keep' ? {} : { lease: this.init.lease }),
         onEvent: (event) => this.init.logger.info(event.message, { task: task.id, event: event.type }),
       })
       .then((handle) => {
@@ -291,14 +301,14 @@ export class Agent {
       });
   }
 
-  private stopTask(local: LocalTask): void {
+  private stopTask(local: LocalTask, graceMs = stopGraceMsDefault): void {
     if (local.stopping || local.handle === null) return;
     const driver = this.init.drivers.get(local.handle.driver);
     if (!driver) return;
     local.stopping = true;
     this.init.logger.info('stopping task', { task: local.taskId });
     driver
-      .stop(local.handle, { graceMs: stopGraceMsDefault })
+      .stop(local.handle, { graceMs })
       .catch((error: unknown) =>
         this.init.logger.warn('stop failed', { task: local.taskId, error: errorMessage(error) }),
       )

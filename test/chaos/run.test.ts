@@ -3,7 +3,8 @@
  * addresses, iptables cuts and signals, then the checker. Needs root, iptables and cgroup2 (CI has all
  * three); without them the tests skip and say why.
  *
- * Bugs the harness found are kept here as named tests, each with the schedule that shows it.
+ * Bugs the harness found are kept here as named tests, each with the schedule that shows it. A bug not yet
+ * fixed gets a test that is skipped unless SHOAL_CHAOS_KNOWN_BUGS is set (there is none at the moment).
  */
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,11 +20,6 @@ const unavailable = await preflight();
 if (unavailable !== null) console.warn(`chaos run tests skipped: ${unavailable}`);
 /** A prebuilt binary to test instead of building dist/shoal. */
 const binaryOverride = process.env['SHOAL_CHAOS_BINARY'];
-/**
- * Tests of known, unfixed bugs fail until the fix lands, so CI skips them (the skip names the bug); run them
- * with SHOAL_CHAOS_KNOWN_BUGS=1, and turn each into a plain test once fixed, as bug 1 was.
- */
-const knownBugs = process.env['SHOAL_CHAOS_KNOWN_BUGS'] !== undefined;
 
 interface ChaosOutcome {
   code: number;
@@ -127,35 +123,58 @@ describe.skipIf(unavailable !== null)('the chaos harness against real agents', {
   });
 
   /**
-   * Bug 2, found by busiest-node faults with tasks longer than the lease (seed 2026 with 5 nodes, and the
-   * schedule below; here every task is long, so the node killed surely runs some). Exec tasks run in their
-   * own session under a shim that outlives the agent. When the agent process dies (SIGKILL, OOM kill, a
-   * crash) and stays down longer than the lease plus the leader's grace (12 s), nobody stops its tasks, yet
-   * the leader marks them lost and starts them elsewhere: both copies run until the agent comes back and
-   * stops the old ones (≈ 10 s of overlap). The lease only protects tasks whose agent is alive to enforce
-   * it; a SIGSTOPped agent has the same hole.
+   * Bug 2 (fixed), found by busiest-node faults with tasks longer than the lease (seed 2026 with 5 nodes,
+   * and the schedule below; here every task is long, so the node killed surely runs some). Exec tasks run
+   * in their own session under a shim that outlives the agent. When the agent process died (SIGKILL, an OOM
+   * kill, a crash) and stayed down longer than the lease plus the leader's grace (12 s), nobody stopped its
+   * tasks, yet the leader marked them lost and started them elsewhere: both copies ran until the agent came
+   * back. Now the shim itself kills the task once the node's lease file is older than the lease.
    */
-  it.skipIf(!knownBugs)(
-    'KNOWN BUG 2: tasks of a dead agent keep running while the leader starts them elsewhere',
-    async () => {
-      const outcome = await chaos(
-        {
-          seed: 7003,
-          nodes: 3,
-          durationMs: 45_000,
-          faults: [
-            {
-              id: 1,
-              atMs: 12_000,
-              durationMs: 22_000,
-              fault: { kind: 'crash', target: { busiest: true, fallback: 0 }, tasks: 'survive' },
-            },
-          ],
-        },
-        ['--long-tasks', '1', '--submit-ms', '1000'],
-      );
-      expect(outcome.failures.filter((f) => f.kind === 'duplicate-run')).toEqual([]);
-      expect(outcome.failures).toEqual([]);
-    },
-  );
+  it('bug 2 (fixed): tasks of a dead agent stop when its lease runs out, before the leader starts them elsewhere', async () => {
+    const outcome = await chaos(
+      {
+        seed: 7003,
+        nodes: 3,
+        durationMs: 45_000,
+        faults: [
+          {
+            id: 1,
+            atMs: 12_000,
+            durationMs: 22_000,
+            fault: { kind: 'crash', target: { busiest: true, fallback: 0 }, tasks: 'survive' },
+          },
+        ],
+      },
+      ['--long-tasks', '1', '--submit-ms', '1000'],
+    );
+    expect(outcome.failures.filter((f) => f.kind === 'duplicate-run')).toEqual([]);
+    expect(outcome.failures).toEqual([]);
+  });
+
+  /**
+   * Bug 3 (fixed), seen with seed 2026: a leader frozen (SIGSTOP) past the lease did not know, when it
+   * woke, that it had been deposed; it renewed its own lease and its followers' without a quorum and kept
+   * (or started) tasks the new leader had already placed elsewhere. Now a lease is granted, to itself or
+   * to others, only after a ReadIndex round confirms leadership.
+   */
+  it('bug 3 (fixed): a leader frozen past the lease grants no lease when it wakes', async () => {
+    const outcome = await chaos(
+      {
+        seed: 7004,
+        nodes: 3,
+        durationMs: 45_000,
+        faults: [
+          {
+            id: 1,
+            atMs: 12_000,
+            durationMs: 18_000,
+            fault: { kind: 'pause', target: { leader: true, fallback: 0 } },
+          },
+        ],
+      },
+      ['--long-tasks', '1', '--submit-ms', '1000'],
+    );
+    expect(outcome.failures.filter((f) => f.kind === 'duplicate-run')).toEqual([]);
+    expect(outcome.failures).toEqual([]);
+  });
 });

@@ -59,6 +59,12 @@ export interface StartRequest {
    * image layer.
    */
   onEvent?: (event: TaskEvent) => void;
+  /**
+   * The node's task lease: the file whose modification time is when the node last confirmed contact with
+   * a leader. A driver whose tasks outlive the agent (exec, through its shim) kills the task once that time
+   * is older than durationMs, since the cluster may then run it elsewhere. Absent: the task is kept.
+   */
+  lease?: { readonly file: string; readonly durationMs: number };
 }
 
 export interface Driver {

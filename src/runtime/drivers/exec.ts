@@ -276,6 +276,7 @@ export function createExecDriver(init: ExecDriverInit): Driver {
       logDir: taskDir,
       logRotation,
       cgroup,
+      lease: request.lease ?? null,
     };
     const launchPath = join(runtimeDir, launchFileName);
     let child: ChildProcess;
@@ -625,6 +626,9 @@ async function signalTarget(target: Target, signal: NodeJS.Signals): Promise<voi
 function exitResultOf(record: ExitRecord): ExitResult {
   const { exitCode, signal } = record;
   if (record.startError !== null) return failure(record.startError);
+  if (record.leaseExpired === true) {
+    return failure('killed by its supervisor: the node lost contact with the leader for the whole lease');
+  }
   if (record.oomKilled) return { exitCode, signal, oomKilled: true, reason: 'OOM-killed', succeeded: false };
   if (exitCode !== null) {
     return {

@@ -15,7 +15,7 @@
  * Imports only node built-ins and modules that do the same: every task pays for what the shim loads.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -60,6 +60,8 @@ export interface ShimLaunch {
   logRotation: LogRotation;
   /** The task's cgroups (it joins cgroup.procsFiles before its command runs), or null to run without. */
   cgroup: TaskCgroup | null;
+  /** See StartRequest.lease; absent or null: the shim never stops the task on its own. */
+  lease?: { file: string; durationMs: number } | null;
 }
 
 /** task.json: the task's leader, once the shim has started it. */
@@ -77,6 +79,8 @@ export interface ExitRecord {
   oomKilled: boolean;
   /** Set when the command could not be started at all: a reason for the user, e.g. "command not found: x". */
   startError: string | null;
+  /** The shim killed the task because the node's lease ran out (absent in records from older shims). */
+  leaseExpired?: boolean;
   finishedAtMs: number;
 }
 
@@ -169,7 +173,9 @@ async function supervise(launchPath: string): Promise<void> {
 
   // Each file ends when its pipe closes: when the last process holding the pipe is gone.
   const copied = Promise.all([copyOutput(child.stdout, stdoutFile), copyOutput(child.stderr, stderrFile)]);
+  const leaseWatch = launch.lease ? watchLease(launch.lease, pid) : null;
   const { code, signal } = await exited;
+  const leaseExpired = leaseWatch?.stop() ?? false;
   // What the leader wrote just before it exited is still in the pipes: let it reach the files first, so whoever
   // reads exit.json finds the output complete. Background children that keep the pipes open cut this short.
   await Promise.race([copied, sleep(exitDrainMsMax)]);
@@ -180,9 +186,47 @@ async function supervise(launchPath: string): Promise<void> {
     signal,
     oomKilled: oomKills !== null && oomKills > 0 && code !== 0,
     startError: code === cgroupJoinFailedExitCode && procsFiles.length > 0 ? await joinFailure(launch) : null,
+    ...(leaseExpired ? { leaseExpired: true } : {}),
     finishedAtMs: Date.now(),
   });
   await copied;
+}
+
+/** How often the shim checks the node's lease while its task runs. */
+const leaseCheckIntervalMs = 250;
+
+/**
+ * Enforces the node's task lease on the task even when no agent is alive to do it (SIGKILLed, frozen):
+ * once the lease file's time is older than the lease, the whole process group is killed at once. A file
+ * that cannot be read counts as never renewed since the last good read.
+ */
+function watchLease(lease: { file: string; durationMs: number }, groupId: number): { stop: () => boolean } {
+  let confirmedMs = Date.now();
+  let expired = false;
+  const timer = setInterval(() => {
+    try {
+      confirmedMs = Math.max(confirmedMs, statSync(lease.file).mtimeMs);
+    } catch {
+      // Keep the last time we saw.
+    }
+    if (Date.now() - confirmedMs <= lease.durationMs) return;
+    expired = true;
+    clearInterval(timer);
+    process.stderr.write(
+      `${new Date().toISOString()} shoal shim: the node's lease ran out (last confirmed ${new Date(confirmedMs).toISOString()}); killing the task\n`,
+    );
+    try {
+      process.kill(-groupId, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }, leaseCheckIntervalMs);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      return expired;
+    },
+  };
 }
 
 /** A task's log file, whose write errors are reported once in the shim's log (copyOutput then drops output). */
