@@ -263,6 +263,8 @@ export function restartDecision(
   if (!restart || restart.policy === 'never' || state === 'killed') return { restart: false };
   if (restart.policy === 'on-failure' && state === 'finished') return { restart: false };
   if (restart.maxRestarts !== null && attempt >= restart.maxRestarts) return { restart: false };
+  // A lost task did not fail: its node did. It goes elsewhere at once; backoff is for crash loops.
+  if (state === 'lost') return { restart: true, delayMs: 0 };
   const delayMs = Math.min(restartDelayMsMax, restart.delayMs * 2 ** Math.min(attempt, 20));
   return { restart: true, delayMs };
 }

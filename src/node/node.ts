@@ -62,11 +62,13 @@ export const logsTailBytesMax = 4 * 1024 * 1024;
 /**
  * An agent that has not renewed its lease with a leader for this long stops its tasks; the leader
  * replaces a node's tasks only after the lease plus replaceGraceMs has passed without a renewal, so the
- * two never overlap (the grace covers message latency and the agent's reconcile period).
+ * two never overlap. The agent counts from when it sent its last confirmed renewal, the leader from when
+ * that renewal arrived (later), so the grace only has to cover the stop itself: the shim checks the lease
+ * every 250 ms and kills at once; an agent that notices first gives 0.5 s of grace (leaseStopGraceMs).
  */
 export const taskLeaseMs = 10_000;
 export const leaseFileName = 'lease.json';
-export const replaceGraceMs = 2_000;
+export const replaceGraceMs = 1_000;
 /** How often an agent renews its lease with the leader. */
 export const leaseRenewIntervalMs = 1_000;
 /** New tasks go only to nodes that renewed their lease this recently. */
@@ -196,6 +198,7 @@ export class ShoalNode {
    */
   private leaseConfirmedMs = 0;
   private leaseTimer: NodeJS.Timeout | null = null;
+  private leaseExpiryTimer: NodeJS.Timeout | null = null;
   /** Leader side: when each node last renewed its lease with this leader (this node's clock). */
   private readonly leaseRenewedMs = new Map<string, number>();
   private ledInTerm = 0;
@@ -364,6 +367,7 @@ export class ShoalNode {
     if (this.leaderTimer) clearInterval(this.leaderTimer);
     if (this.healthTimer) clearInterval(this.healthTimer);
     if (this.leaseTimer) clearInterval(this.leaseTimer);
+    if (this.leaseExpiryTimer) clearTimeout(this.leaseExpiryTimer);
     this.agentService?.stop();
     this.membershipService?.stop();
     this.raftService?.stop();
@@ -742,6 +746,14 @@ export class ShoalNode {
     if (atMs <= this.leaseConfirmedMs) return;
     const wasExpired = Date.now() - this.leaseConfirmedMs > taskLeaseMs;
     this.leaseConfirmedMs = atMs;
+    // Wake the agent the moment the lease would run out, not at its next periodic reconcile: tasks the
+    // shim does not watch (docker) must stop within the leader's grace.
+    if (this.leaseExpiryTimer) clearTimeout(this.leaseExpiryTimer);
+    this.leaseExpiryTimer = setTimeout(
+      () => this.agentService?.schedule(),
+      Math.max(0, atMs + taskLeaseMs + 1 - Date.now()),
+    );
+    this.leaseExpiryTimer.unref();
     // Back in contact: run what waited for the lease without waiting for the next reconcile tick.
     if (wasExpired) this.agentService?.schedule();
     // No fsync: after a power loss an older time only makes the lease end sooner, which is safe. A failed

@@ -71,6 +71,8 @@ export class Agent {
   private timer: NodeJS.Timeout | null = null;
   private scheduled = false;
   private running = false;
+  /** A save of handles.json failed (full disk): retried on every reconcile. */
+  private handlesUnsaved = false;
   private readonly handlesPath: string;
 
   constructor(init: AgentInit) {
@@ -165,6 +167,7 @@ export class Agent {
   }
 
   private reconcile(): void {
+    if (this.handlesUnsaved) this.saveHandles();
     if (this.init.leaseExpired()) {
       // Cut off from the leader for a whole lease: stop everything, start nothing, report when back.
       for (const local of this.local.values()) {
@@ -370,11 +373,24 @@ export class Agent {
     }
   }
 
+  /**
+   * Saves every handle, so a restarted agent re-attaches. A write that fails (a full disk) is logged and
+   * retried on every reconcile until it succeeds; the old file stays whole meanwhile (atomic rename).
+   */
   private saveHandles(): void {
     const tasks: SavedHandle[] = [...this.local.values()].flatMap((local) =>
       local.handle ? [{ attempt: local.attempt, handle: local.handle }] : [],
     );
-    writeFileAtomic(this.handlesPath, JSON.stringify({ tasks }));
+    try {
+      writeFileAtomic(this.handlesPath, JSON.stringify({ tasks }));
+      if (this.handlesUnsaved) this.init.logger.info('task handles saved again');
+      this.handlesUnsaved = false;
+    } catch (error) {
+      if (!this.handlesUnsaved) {
+        this.init.logger.warn('cannot save task handles; retrying', { error: errorMessage(error) });
+      }
+      this.handlesUnsaved = true;
+    }
   }
 }
 

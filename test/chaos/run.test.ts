@@ -71,7 +71,7 @@ describe.skipIf(unavailable !== null)('the chaos harness against real agents', {
       nodes: 3,
       durationMs: 62_000,
       faults: [
-        // The node running most tasks dies with them, for longer than lease + grace (12 s): they move.
+        // The node running most tasks dies with them, for longer than lease + grace (11 s): they move.
         {
           id: 1,
           atMs: 6_000,
@@ -126,7 +126,7 @@ describe.skipIf(unavailable !== null)('the chaos harness against real agents', {
    * Bug 2 (fixed), found by busiest-node faults with tasks longer than the lease (seed 2026 with 5 nodes,
    * and the schedule below; here every task is long, so the node killed surely runs some). Exec tasks run
    * in their own session under a shim that outlives the agent. When the agent process died (SIGKILL, an OOM
-   * kill, a crash) and stayed down longer than the lease plus the leader's grace (12 s), nobody stopped its
+   * kill, a crash) and stayed down longer than the lease plus the leader's grace (then 12 s), nobody stopped its
    * tasks, yet the leader marked them lost and started them elsewhere: both copies ran until the agent came
    * back. Now the shim itself kills the task once the node's lease file is older than the lease.
    */
@@ -175,6 +175,29 @@ describe.skipIf(unavailable !== null)('the chaos harness against real agents', {
       ['--long-tasks', '1', '--submit-ms', '1000'],
     );
     expect(outcome.failures.filter((f) => f.kind === 'duplicate-run')).toEqual([]);
+    expect(outcome.failures).toEqual([]);
+  });
+
+  /**
+   * Bug 6 (fixed), found by the 10-minute run (seed 2026, 5 nodes): a task that ended while its node's data
+   * disk was full made the agent save its handles, and the ENOSPC from that write was not caught: the
+   * agent process exited. Now a failed save is logged and retried on every reconcile.
+   */
+  it('bug 6 (fixed): tasks ending on a full data disk do not bring the agent down', async () => {
+    const outcome = await chaos({
+      seed: 7006,
+      nodes: 3,
+      durationMs: 40_000,
+      faults: [
+        {
+          id: 1,
+          atMs: 8_000,
+          durationMs: 20_000,
+          fault: { kind: 'disk-full', target: { busiest: true, fallback: 0 } },
+        },
+      ],
+    });
+    expect(outcome.failures.filter((f) => f.kind === 'agent-exited')).toEqual([]);
     expect(outcome.failures).toEqual([]);
   });
 });
