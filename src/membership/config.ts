@@ -93,8 +93,8 @@ export interface MembershipConfig {
  */
 export const defaultMembershipConfig: MembershipConfig = {
   probeIntervalMs: 200,
-  probeTimeoutMs: 250,
-  indirectProbeTimeoutMs: 300,
+  probeTimeoutMs: 300,
+  indirectProbeTimeoutMs: 400,
   indirectChecks: 3,
   suspicionMult: 4,
   suspicionMaxTimeoutMult: 6,
