@@ -19,7 +19,14 @@ import {
 } from '../cluster/index.ts';
 import { parseHostPort, parseJoinTarget, formatHostPort } from '../node/address.ts';
 import { validateClusterKey } from '../node/identity.ts';
-import { ShoalNode, shoalVersion, type MemberView, type StatusView, type TaskView } from '../node/node.ts';
+import {
+  ShoalNode,
+  shoalVersion,
+  type MemberView,
+  type StatusView,
+  type TaskDetailView,
+  type TaskView,
+} from '../node/node.ts';
 import { defaultVoterPolicy } from '../election/index.ts';
 import { ShoalError, errorMessage, invalidArgument } from '../shared/errors.ts';
 import { createLogger, type LogLevel } from '../shared/log.ts';
@@ -43,10 +50,13 @@ Usage:
             [--image IMAGE] [--env K=V]... [--constraint RULE]... [--affinity RULE]... [--avoid RULE]...
             [--replicas N [--gang]] [--job NAME] [--max-running N] [--distinct-nodes]
             [--spread-over LABEL] [--spread] [--not-preemptible] [--on-disconnect stop|keep]
-            [--restart never|on-failure|always] [--max-restarts N] [--restart-delay SECONDS] -- CMD ARGS...
+            [--restart never|on-failure|always] [--max-restarts N] [--restart-delay SECONDS]
+            [-d|--detach] -- CMD ARGS...
             RULE is KEY=VALUE, KEY!=VALUE, KEY=~REGEX, 'KEY in A,B' or 'KEY notin A,B'
+                                    submit tasks; without --detach, show a task's events until it runs or ends
   shoal ps [--json]                 list tasks
-  shoal logs ID                     print a task's stdout and stderr
+  shoal inspect ID [--json]         show a task and its recent events (pulls, starts, exits, restarts)
+  shoal logs [-f|--follow] ID       print a task's stdout and stderr; -f streams them until the task ends
   shoal kill ID                     stop a task
   shoal drain NODE [--cancel]       stop placing tasks on NODE and move its tasks elsewhere
   shoal leave                       drain this node, hand over leadership, and stop its agent
@@ -369,7 +379,7 @@ export function buildSpec(values: Record<string, unknown>, command: string[]): T
   return parsed.data;
 }
 
-async function run(args: string[]): Promise<void> {
+async function run(args: string[]): Promise<number> {
   const { values, positionals } = parse(
     args,
     {
@@ -400,12 +410,13 @@ async function run(args: string[]): Promise<void> {
       spread: { type: 'boolean' },
       'not-preemptible': { type: 'boolean' },
       'on-disconnect': { type: 'string' },
+      detach: { type: 'boolean', short: 'd' },
     },
     true,
   );
   if (values['help'] === true) {
     console.log(usage);
-    return;
+    return 0;
   }
   const spec = buildSpec(values, positionals);
   const replicas = replicaCount(values);
@@ -440,6 +451,82 @@ async function run(args: string[]): Promise<void> {
   if (all.length === 1) process.stderr.write(`committed by a quorum: task ${id}\n`);
   else process.stderr.write(`committed by a quorum: ${all.length} tasks of job ${spec.job ?? spec.name}\n`);
   process.stdout.write(`${all.join('\n')}\n`);
+  // Several replicas are followed with shoal ps; one task is watched until it runs or ends.
+  if (values['detach'] === true || all.length > 1) return 0;
+  return watchStart(client, id);
+}
+
+/** How often `shoal run` looks at its task while it waits for it to start. */
+const runPollIntervalMs = 250;
+/** `shoal run` gives up watching (the task goes on) after the API has failed this long in a row. */
+const runUnreachableMsMax = 30_000;
+
+/**
+ * Prints a task's events as they appear until it runs or ends, then its state. The exit code says whether it
+ * started: 0 when running or finished, 1 when it failed, was killed or was lost. Ctrl-C stops watching only.
+ */
+async function watchStart(client: ApiClient, id: string): Promise<number> {
+  const printed = new Set<string>();
+  let failingSinceMs: number | null = null;
+  for (;;) {
+    let task: TaskDetailView;
+    try {
+      task = await client.get<TaskDetailView>(`/v1/tasks/${encodeURIComponent(id)}`);
+      failingSinceMs = null;
+    } catch (error) {
+      // A leader change makes reads fail for a moment; only a long outage ends the watch.
+      failingSinceMs ??= Date.now();
+      if (Date.now() - failingSinceMs > runUnreachableMsMax) throw error;
+      await new Promise((resolve) => setTimeout(resolve, runPollIntervalMs));
+      continue;
+    }
+    for (const event of task.events) {
+      const key = `${event.at} ${event.message}`;
+      if (printed.has(key)) continue;
+      printed.add(key);
+      process.stderr.write(`  ${event.at.slice(11, 23)}  ${event.message}\n`);
+    }
+    if (task.state === 'running') {
+      process.stderr.write(`task ${id} is running on ${task.node ?? 'a node'}\n`);
+      return 0;
+    }
+    if (['finished', 'failed', 'killed', 'lost'].includes(task.state)) {
+      const exit = task.exitCode === null ? '' : `, exit code ${task.exitCode}`;
+      process.stderr.write(
+        `task ${id} ${task.state}${task.reason === null ? '' : `: ${task.reason}`}${exit}\n`,
+      );
+      return task.state === 'finished' ? 0 : 1;
+    }
+    await new Promise((resolve) => setTimeout(resolve, runPollIntervalMs));
+  }
+}
+
+async function inspect(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { ...addrOption, json: { type: 'boolean' } }, true);
+  if (values['help'] === true) {
+    console.log(usage);
+    return;
+  }
+  const id = positionals[0];
+  if (id === undefined || positionals.length > 1)
+    throw invalidArgument('usage: shoal inspect ID (one task id, from shoal ps)');
+  const task = await new ApiClient(apiAddress(values)).get<TaskDetailView>(
+    `/v1/tasks/${encodeURIComponent(id)}`,
+  );
+  if (values['json'] === true) return writeJson(task);
+  const what =
+    task.driver === 'docker' ? `${task.image ?? ''} ${task.command.join(' ')}` : task.command.join(' ');
+  process.stdout.write(
+    `task:     ${task.id} (${task.name})\n` +
+      `state:    ${task.state}${task.exitCode === null ? '' : `, exit code ${task.exitCode}`}\n` +
+      `reason:   ${task.reason ?? '-'}\n` +
+      `node:     ${task.node ?? '-'}\n` +
+      `attempt:  ${task.attempt} (restart ${task.restart})\n` +
+      `runs:     ${task.driver}: ${what.trim()}\n` +
+      `limits:   ${task.cpu} CPU, ${task.memory} MiB, priority ${task.priority}\n` +
+      `events:\n` +
+      task.events.map((event) => `  ${event.at}  ${event.message}\n`).join(''),
+  );
 }
 
 function writeJson(value: unknown): void {
@@ -666,10 +753,11 @@ function formatQuota(quota: NamespacePolicySpec['quota']): string {
   return parts.join(', ') || 'none';
 }
 
-const commands: Record<string, (args: string[]) => Promise<void>> = {
+const commands: Record<string, (args: string[]) => Promise<number | void>> = {
   agent,
   run,
   ps,
+  inspect,
   logs,
   kill,
   members,
@@ -695,8 +783,7 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   try {
-    await handler(rest);
-    return 0;
+    return (await handler(rest)) ?? 0;
   } catch (error) {
     const message = error instanceof ShoalError ? error.message : `unexpected error: ${errorMessage(error)}`;
     process.stderr.write(`shoal ${command}: ${message.split('\n')[0] ?? message}\n`);

@@ -12,6 +12,7 @@ export {
   type StateObserver,
 } from './state.ts';
 export {
+  addTaskEvent,
   describeIssues,
   isTerminal,
   labelConstraintSchema,
@@ -26,6 +27,9 @@ export {
   restartSchema,
   taskDrivers,
   taskNameLengthMax,
+  taskEventMessageLengthMax,
+  taskEventsMax,
+  taskEventsPerCommandMax,
   taskSpecSchema,
   taskStates,
   terminalTaskStates,
@@ -33,6 +37,7 @@ export {
   type RestartSpec,
   type Task,
   type TaskDriver,
+  type TaskEventRecord,
   type TaskSpec,
   type TaskState,
 } from './task.ts';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ClusterState, type Command } from './state.ts';
-import type { TaskSpec } from './task.ts';
+import { taskEventsMax, type TaskSpec } from './task.ts';
 
 const MiB = 1024 * 1024;
 const spec = (cpuMillis = 500, memoryMiB = 64): TaskSpec => ({
@@ -295,5 +295,108 @@ describe('ClusterState', () => {
       atMs: 6,
     });
     expect(state.tasks.get('a')?.state).toBe('assigned');
+  });
+
+  it('keeps a bounded, time-ordered event history per task, fed by commands and by its node only', () => {
+    const { state, apply } = cluster();
+    apply({
+      type: 'submitTask',
+      id: 'a',
+      spec: { ...spec(), restart: { policy: 'on-failure', maxRestarts: 1, delayMs: 100 } },
+      atMs: 1,
+    });
+    apply({
+      type: 'assignTasks',
+      term: 1,
+      assignments: [{ taskId: 'a', nodeId: 'n1' }],
+      waiting: [],
+      atMs: 2,
+    });
+    // The agent's clock may put an event before a commit it followed: it is filed by time.
+    apply({
+      type: 'taskEvents',
+      nodeId: 'n1',
+      taskId: 'a',
+      attempt: 0,
+      events: [{ atMs: 3, message: 'pulling image x' }],
+    });
+    apply({
+      type: 'reportTask',
+      attempt: 0,
+      nodeId: 'n1',
+      taskId: 'a',
+      state: 'running',
+      exitCode: null,
+      reason: null,
+      atMs: 4,
+    });
+    apply({
+      type: 'taskEvents',
+      nodeId: 'n1',
+      taskId: 'a',
+      attempt: 0,
+      events: [{ atMs: 3.5, message: 'pulled image x' }],
+    });
+    // Another node, or a batch about an earlier attempt, does not speak for the task.
+    apply({
+      type: 'taskEvents',
+      nodeId: 'n2',
+      taskId: 'a',
+      attempt: 0,
+      events: [{ atMs: 5, message: 'stray' }],
+    });
+    apply({
+      type: 'reportTask',
+      attempt: 0,
+      nodeId: 'n1',
+      taskId: 'a',
+      state: 'failed',
+      exitCode: 3,
+      reason: 'exit code 3',
+      atMs: 6,
+    });
+    apply({
+      type: 'taskEvents',
+      nodeId: 'n1',
+      taskId: 'a',
+      attempt: 0,
+      events: [{ atMs: 7, message: 'late' }],
+    });
+    expect(state.tasks.get('a')?.events.map((e) => e.message)).toEqual([
+      'submitted',
+      'assigned to one',
+      'pulling image x',
+      'pulled image x',
+      'running',
+      'failed: exit code 3',
+      'restart 1 scheduled in 0.1 s',
+    ]);
+    for (let i = 0; i < taskEventsMax + 5; i++) {
+      apply({
+        type: 'assignTasks',
+        term: 1,
+        assignments: [],
+        waiting: [{ taskId: 'a', reason: `r${i}` }],
+        atMs: 10 + i,
+      });
+    }
+    const events = state.tasks.get('a')?.events ?? [];
+    expect(events).toHaveLength(taskEventsMax);
+    expect(events.at(-1)?.message).toBe(`waiting: r${taskEventsMax + 4}`);
+  });
+
+  it('restores a snapshot written before task events with an empty history', () => {
+    const { state, apply } = cluster();
+    apply({ type: 'submitTask', id: 'a', spec: spec(), atMs: 1 });
+    const old = JSON.parse(state.toSnapshot()) as { tasks: Record<string, unknown>[] };
+    for (const task of old.tasks) delete task['events'];
+    const copy = new ClusterState();
+    copy.restore(JSON.stringify(old));
+    expect(copy.tasks.get('a')?.events).toEqual([]);
+    copy.apply(state.appliedIndex + 1, { type: 'killTask', taskId: 'a', atMs: 2 });
+    expect(copy.tasks.get('a')?.events.map((e) => e.message)).toEqual([
+      'kill requested',
+      'killed: killed before it was placed',
+    ]);
   });
 });

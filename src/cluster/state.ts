@@ -6,11 +6,14 @@
 import { compileConstraints, matchesAll } from '../allocator/index.ts';
 import { assert } from '../shared/assert.ts';
 import {
+  addTaskEvent,
   isTerminal,
   restartDecision,
+  taskEventsPerCommandMax,
   type Task,
   type TaskDriver,
   type TaskSpec,
+  type TaskEventRecord,
   type TaskState,
   type NamespacePolicySpec,
 } from './task.ts';
@@ -115,6 +118,14 @@ export type Command =
       readonly reason: string | null;
       readonly atMs: number;
     }
+  | {
+      /** What an agent saw while running a task (pull progress, limits not enforced), batched and throttled. */
+      readonly type: 'taskEvents';
+      readonly nodeId: string;
+      readonly taskId: string;
+      readonly attempt: number;
+      readonly events: readonly TaskEventRecord[];
+    }
   | { readonly type: 'killTask'; readonly taskId: string; readonly atMs: number }
   | { readonly type: 'upsertNode'; readonly node: NodeDescription; readonly atMs: number }
   | { readonly type: 'nodeDown'; readonly nodeId: string; readonly reason: string; readonly atMs: number }
@@ -181,11 +192,15 @@ export class ClusterState {
         for (const assignment of command.assignments) this.assign(assignment, command.term, command.atMs);
         for (const { taskId, reason } of command.waiting) {
           const task = this.tasks.get(taskId);
-          if (task?.state === 'pending') task.reason = reason;
+          if (task?.state !== 'pending') continue;
+          task.reason = reason;
+          addTaskEvent(task, { atMs: command.atMs, message: `waiting: ${reason}` });
         }
         return { ok: true };
       case 'reportTask':
         return this.report(command);
+      case 'taskEvents':
+        return this.recordEvents(command);
       case 'killTask':
         return this.kill(command.taskId, command.atMs);
       case 'upsertNode': {
@@ -240,6 +255,8 @@ export class ClusterState {
       this.used.set(node.id, emptyUsage());
     }
     for (const task of snapshot.tasks) {
+      // Snapshots from before task events read as tasks with none.
+      task.events = Array.isArray(task.events) ? task.events : [];
       this.tasks.set(task.id, task);
       if (isTerminal(task.state)) continue;
       this.liveCount++;
@@ -338,6 +355,7 @@ export class ClusterState {
         exitCode: null,
         reason: 'waiting for the allocator',
         updatedAtMs: atMs,
+        events: [{ atMs, message: 'submitted' }],
       };
       this.tasks.set(id, task);
       this.pending.add(id);
@@ -363,6 +381,7 @@ export class ClusterState {
     task.reason = null;
     task.updatedAtMs = atMs;
     delete task.nominatedNodeId;
+    addTaskEvent(task, { atMs, message: `assigned to ${node.name}` });
     this.pending.delete(task.id);
     this.hold(node.id, task.spec, 1);
     this.track(node.id, task.id, true);
@@ -397,6 +416,7 @@ export class ClusterState {
     victim.preemptedBy = `preempted by ${waiting.spec.name} (${waiting.id}, priority ${waiting.spec.priority})`;
     victim.reason = victim.preemptedBy;
     victim.updatedAtMs = atMs;
+    addTaskEvent(victim, { atMs, message: victim.preemptedBy });
     this.observer?.taskTerminating(victim);
     if (waiting.nominatedNodeId !== preemption.nodeId) {
       waiting.nominatedNodeId = preemption.nodeId;
@@ -415,11 +435,21 @@ export class ClusterState {
     return { ok: true };
   }
 
+  private recordEvents(command: Extract<Command, { type: 'taskEvents' }>): ApplyResult {
+    const task = this.tasks.get(command.taskId);
+    if (!task) return { ok: false, code: 'NOT_FOUND', message: `no task ${command.taskId}` };
+    // Only the node running this attempt speaks for it: a late batch about an earlier run is dropped.
+    if (task.nodeId !== command.nodeId || task.attempt !== command.attempt) return { ok: true };
+    for (const event of command.events.slice(0, taskEventsPerCommandMax)) addTaskEvent(task, event);
+    return { ok: true };
+  }
+
   private kill(taskId: string, atMs: number): ApplyResult {
     const task = this.tasks.get(taskId);
     if (!task) return { ok: false, code: 'NOT_FOUND', message: `no task ${taskId}` };
     if (isTerminal(task.state)) return { ok: true };
     const wasRunning = task.desired === 'run' && task.state !== 'pending';
+    if (task.desired !== 'kill') addTaskEvent(task, { atMs, message: 'kill requested' });
     task.desired = 'kill';
     task.updatedAtMs = atMs;
     if (task.state === 'pending') this.transition(task, 'killed', atMs, 'killed before it was placed', null);
@@ -443,6 +473,7 @@ export class ClusterState {
       task.desired = 'move';
       task.updatedAtMs = atMs;
       this.observer?.taskTerminating(task);
+      addTaskEvent(task, { atMs, message: `moving off ${node.name} (draining)` });
     }
     return { ok: true };
   }
@@ -476,6 +507,9 @@ export class ClusterState {
     task.updatedAtMs = atMs;
     task.reason = reason;
     if (exitCode !== null) task.exitCode = exitCode;
+    const exit =
+      exitCode === null || reason?.includes('exit code') === true ? '' : ` (exit code ${exitCode})`;
+    addTaskEvent(task, { atMs, message: `${state}${reason === null ? '' : `: ${reason}`}${exit}` });
     if (!isTerminal(state)) return;
     if (wasHolding && task.nodeId !== null) {
       this.hold(task.nodeId, task.spec, -1);
@@ -507,6 +541,7 @@ export class ClusterState {
       // Back to the queue for another run, after its backoff; it keeps its place in the FIFO order.
       const seconds = Math.round(decision.delayMs / 100) / 10;
       task.reason = `${state} (${reason ?? 'no reason'}); restart ${task.attempt + 1} in ${seconds} s`;
+      addTaskEvent(task, { atMs, message: `restart ${task.attempt + 1} scheduled in ${seconds} s` });
       this.requeue(task, atMs + decision.delayMs);
       return;
     }

@@ -244,6 +244,37 @@ export interface Task {
   /** Why the task is in its state: a terminal reason, or why it still waits. */
   reason: string | null;
   updatedAtMs: number;
+  /**
+   * What happened to the task lately, oldest first, at most taskEventsMax: state changes (from the log's own
+   * commands) and what its agent saw (image pulls, limits it could not enforce). Shown by `shoal inspect` and
+   * `shoal run`. Snapshots written before events existed restore with an empty list.
+   */
+  events: TaskEventRecord[];
+}
+
+/** One line of a task's history. */
+export interface TaskEventRecord {
+  readonly atMs: number;
+  readonly message: string;
+}
+
+/** Events kept per task: enough to explain a start or a failure, small enough to keep the state bounded. */
+export const taskEventsMax = 20;
+/** An event message longer than this many characters is cut: events are one line for a human, not logs. */
+export const taskEventMessageLengthMax = 240;
+/** Events one command may carry (an agent's batch for one task). */
+export const taskEventsPerCommandMax = 10;
+
+/** Adds an event in time order (agents' clocks and commit order may disagree), dropping the oldest beyond the cap. */
+export function addTaskEvent(task: Task, event: TaskEventRecord): void {
+  const message =
+    event.message.length > taskEventMessageLengthMax
+      ? `${event.message.slice(0, taskEventMessageLengthMax - 1)}…`
+      : event.message;
+  let at = task.events.length;
+  while (at > 0 && (task.events[at - 1]?.atMs ?? 0) > event.atMs) at--;
+  task.events.splice(at, 0, { atMs: event.atMs, message });
+  if (task.events.length > taskEventsMax) task.events.splice(0, task.events.length - taskEventsMax);
 }
 
 /** Turns zod's issues into one line a user can act on. */

@@ -164,6 +164,11 @@ export interface TaskView {
   readonly updatedAt: string;
 }
 
+/** One task with its recent events, oldest first (`shoal inspect`, `shoal run`). */
+export interface TaskDetailView extends TaskView {
+  readonly events: { readonly at: string; readonly message: string }[];
+}
+
 type ControlRequest =
   | { method: 'propose'; command: Command }
   | { method: 'renewLease' }
@@ -346,6 +351,10 @@ export class ShoalNode {
       assignedTasks: () => this.state.liveTasksOn(id),
       task: (taskId) => this.state.tasks.get(taskId),
       report: (report) => this.reportTask(report),
+      recordEvents: async (batch) => {
+        const result = await this.propose({ type: 'taskEvents', nodeId: id, ...batch });
+        if (!result.ok) throw new ShoalError(result.code, result.message);
+      },
       leaseExpired: () => Date.now() - this.leaseConfirmedMs > taskLeaseMs,
       leaseReason: `stopped after losing contact with the cluster's leader for ${taskLeaseMs / 1000} s`,
       lease: { file: join(config.dataDir, leaseFileName), durationMs: taskLeaseMs },
@@ -471,9 +480,16 @@ export class ShoalNode {
       .map((task) => this.taskView(task));
   }
 
-  async task(taskId: string): Promise<TaskView> {
+  async task(taskId: string): Promise<TaskDetailView> {
     await this.readBarrier();
-    return this.taskView(this.requireTask(taskId));
+    const task = this.requireTask(taskId);
+    return {
+      ...this.taskView(task),
+      events: task.events.map((event) => ({
+        at: new Date(event.atMs).toISOString(),
+        message: event.message,
+      })),
+    };
   }
 
   async logs(taskId: string, tailBytes: number): Promise<{ stdout: string; stderr: string }> {

@@ -6,10 +6,17 @@
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { isTerminal, type Task, type TaskDriver, type TaskState } from '../cluster/task.ts';
+import {
+  isTerminal,
+  taskEventsPerCommandMax,
+  type Task,
+  type TaskDriver,
+  type TaskEventRecord,
+  type TaskState,
+} from '../cluster/task.ts';
 import { ShoalError, errorMessage } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
-import type { Driver, ExitResult, TaskHandle } from './drivers/index.ts';
+import type { Driver, ExitResult, TaskEvent, TaskHandle } from './drivers/index.ts';
 import { writeFileAtomic } from '../shared/files.ts';
 
 export const handlesFileName = 'handles.json';
@@ -20,6 +27,18 @@ export const stopGraceMsDefault = 10_000;
  * lease (replaceGraceMs), so they must be gone well before that.
  */
 export const leaseStopGraceMs = 500;
+/**
+ * A task's events go to the log at most this often: pull progress can come many times a second, and every
+ * batch is a replicated command. Lines in between are coalesced (the newest progress line wins).
+ */
+export const eventsFlushIntervalMs = 2000;
+
+/** Events an agent wants on a task's record in the replicated state. */
+export interface TaskEventsBatch {
+  readonly taskId: string;
+  readonly attempt: number;
+  readonly events: readonly TaskEventRecord[];
+}
 
 export interface TaskReport {
   readonly taskId: string;
@@ -49,6 +68,10 @@ export interface AgentInit {
   readonly leaseReason: string;
   /** Passed to drivers, so a task is stopped when the lease runs out even if this agent is not alive. */
   readonly lease: { readonly file: string; readonly durationMs: number };
+  /** Sends events to the task's record; rejects if they could not be committed (they are then dropped). */
+  readonly recordEvents?: (batch: TaskEventsBatch) => Promise<void>;
+  /** The clock events are stamped with; Date.now by default (tests inject one). */
+  readonly nowMs?: () => number;
 }
 
 interface LocalTask {
@@ -63,6 +86,10 @@ interface LocalTask {
   /** What we last got committed, so reports are not repeated. */
   reported: TaskState | null;
   reporting: boolean;
+  /** Events not yet sent; `progress` marks a line a newer progress line may replace. */
+  events: { event: TaskEventRecord; progress: boolean }[];
+  eventsFlushedMs: number;
+  eventsTimer: NodeJS.Timeout | null;
 }
 
 export class Agent {
@@ -100,6 +127,9 @@ export class Agent {
         leaseStopped: false,
         reported: null,
         reporting: false,
+        events: [],
+        eventsFlushedMs: 0,
+        eventsTimer: null,
       };
       this.local.set(handle.taskId, local);
       let alive = false;
@@ -130,6 +160,10 @@ export class Agent {
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
+    for (const local of this.local.values()) {
+      if (local.eventsTimer !== null) clearTimeout(local.eventsTimer);
+      local.eventsTimer = null;
+    }
   }
 
   /**
@@ -246,6 +280,9 @@ export class Agent {
       leaseStopped: false,
       reported: null,
       reporting: false,
+      events: [],
+      eventsFlushedMs: 0,
+      eventsTimer: null,
     };
     this.local.set(taskId, local);
     return local;
@@ -268,7 +305,10 @@ export class Agent {
         spec: task.spec,
         taskDir,
         ...(task.spec.onDisconnect === 'keep' ? {} : { lease: this.init.lease }),
-        onEvent: (event) => this.init.logger.info(event.message, { task: task.id, event: event.type }),
+        onEvent: (event) => {
+          this.init.logger.info(event.message, { task: task.id, event: event.type });
+          this.addEvent(local, event);
+        },
       })
       .then((handle) => {
         for (const warning of handle.warnings ?? []) {
@@ -321,7 +361,48 @@ export class Agent {
       });
   }
 
+  /** Queues a driver's event for the task's record, sent at most every eventsFlushIntervalMs. */
+  private addEvent(local: LocalTask, event: TaskEvent): void {
+    if (!this.init.recordEvents) return;
+    // A pull's per-layer byte counts are progress; its first line ("pulling image x") and the rest are not.
+    const progress = event.type === 'image:pull' && !event.message.startsWith('pulling image');
+    const record = { atMs: (this.init.nowMs ?? Date.now)(), message: event.message };
+    const last = local.events.at(-1);
+    if (progress && last?.progress === true)
+      local.events[local.events.length - 1] = { event: record, progress };
+    else local.events.push({ event: record, progress });
+    // Bounded even if the log is unreachable for long: the oldest unsent lines go first.
+    if (local.events.length > taskEventsPerCommandMax) local.events.splice(0, 1);
+    if (local.eventsTimer !== null) return;
+    const waitMs = local.eventsFlushedMs + eventsFlushIntervalMs - (this.init.nowMs ?? Date.now)();
+    if (waitMs <= 0) {
+      this.flushEvents(local);
+      return;
+    }
+    local.eventsTimer = setTimeout(() => {
+      local.eventsTimer = null;
+      this.flushEvents(local);
+    }, waitMs);
+  }
+
+  /** Sends what is queued now (before a state report, so the record reads in order). */
+  private flushEvents(local: LocalTask): void {
+    if (local.eventsTimer !== null) {
+      clearTimeout(local.eventsTimer);
+      local.eventsTimer = null;
+    }
+    if (local.events.length === 0 || !this.init.recordEvents) return;
+    const events = local.events.map((queued) => queued.event);
+    local.events = [];
+    local.eventsFlushedMs = (this.init.nowMs ?? Date.now)();
+    this.init.recordEvents({ taskId: local.taskId, attempt: local.attempt, events }).catch((error: unknown) =>
+      // Events explain; they are not state. One lost batch is not worth a retry queue.
+      this.init.logger.debug('task events not recorded', { task: local.taskId, error: errorMessage(error) }),
+    );
+  }
+
   private forget(local: LocalTask): void {
+    this.flushEvents(local);
     this.local.delete(local.taskId);
     this.saveHandles();
     if (local.handle) {
@@ -341,6 +422,7 @@ export class Agent {
     reason: string | null,
   ): void {
     if (local.reporting || local.reported === state) return;
+    this.flushEvents(local);
     local.reporting = true;
     this.init
       .report({ taskId: local.taskId, attempt: local.attempt, state, exitCode, reason })

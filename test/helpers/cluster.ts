@@ -149,10 +149,19 @@ export class TestAgent {
     });
   }
 
-  /** Runs `shoal COMMAND --addr API ARGS…` (the address goes first so it never lands after `--`). */
+  /**
+   * Runs `shoal COMMAND --addr API ARGS…` (the address goes first so it never lands after `--`). `run` gets
+   * --detach: tests poll the task themselves, and some submit tasks that stay pending on purpose. Use
+   * runAttached() for `shoal run` as a user sees it.
+   */
   cli(args: string[]): Promise<CliResult> {
     const [command = 'help', ...rest] = args;
-    return shoal([command, '--addr', this.api, ...rest]);
+    return shoal([command, '--addr', this.api, ...(command === 'run' ? ['--detach'] : []), ...rest]);
+  }
+
+  /** `shoal run` without --detach: it waits for the task to run or end, printing its events. */
+  runAttached(args: string[], timeoutMs = 60_000): Promise<CliResult> {
+    return shoal(['run', '--addr', this.api, ...args], {}, timeoutMs);
   }
 
   async json<T>(args: string[]): Promise<T> {
