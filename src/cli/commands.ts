@@ -753,7 +753,8 @@ function formatQuota(quota: NamespacePolicySpec['quota']): string {
   return parts.join(', ') || 'none';
 }
 
-const commands: Record<string, (args: string[]) => Promise<number | void>> = {
+/** A command resolves to its exit code, or to nothing for 0. */
+const commands: Record<string, (args: string[]) => Promise<unknown>> = {
   agent,
   run,
   ps,
@@ -783,7 +784,8 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   try {
-    return (await handler(rest)) ?? 0;
+    const exitCode = await handler(rest);
+    return typeof exitCode === 'number' ? exitCode : 0;
   } catch (error) {
     const message = error instanceof ShoalError ? error.message : `unexpected error: ${errorMessage(error)}`;
     process.stderr.write(`shoal ${command}: ${message.split('\n')[0] ?? message}\n`);
