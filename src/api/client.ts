@@ -22,6 +22,49 @@ export class ApiClient {
     return this.request<T>('PUT', path, body);
   }
 
+  /**
+   * GETs a streaming route: yields each line of the newline-delimited JSON answer as it arrives, with no overall
+   * timeout (only the connection must be made within it). An error answer before the stream throws like get().
+   */
+  async *stream(path: string, signal?: AbortSignal): AsyncGenerator<unknown, void, undefined> {
+    const connected = new AbortController();
+    const timer = setTimeout(() => connected.abort(), this.timeoutMs);
+    let response: Response;
+    try {
+      response = await fetch(`http://${this.address}${path}`, {
+        signal: signal === undefined ? connected.signal : AbortSignal.any([signal, connected.signal]),
+      });
+    } catch (error) {
+      throw this.unreachable(error);
+    } finally {
+      clearTimeout(timer);
+    }
+    if (!response.ok || response.body === null) {
+      await this.parse(response, await response.text());
+      return;
+    }
+    const decoder = new TextDecoder();
+    const reader = response.body.getReader();
+    let buffered = '';
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return;
+        buffered += decoder.decode(value, { stream: true });
+        let newline = buffered.indexOf('\n');
+        while (newline >= 0) {
+          const line = buffered.slice(0, newline);
+          buffered = buffered.slice(newline + 1);
+          if (line !== '') yield JSON.parse(line) as unknown;
+          newline = buffered.indexOf('\n');
+        }
+      }
+    } finally {
+      // Left early: close the connection, which ends the follow on the server.
+      await reader.cancel().catch(() => undefined);
+    }
+  }
+
   private async request<T>(method: string, path: string, body: unknown): Promise<T> {
     let response: Response;
     try {
@@ -32,14 +75,21 @@ export class ApiClient {
         signal: AbortSignal.timeout(this.timeoutMs),
       });
     } catch (error) {
-      const cause =
-        error instanceof Error && error.cause instanceof Error ? error.cause.message : errorMessage(error);
-      throw new ShoalError(
-        'UNAVAILABLE',
-        `cannot reach shoal at ${this.address} (${cause}); is \`shoal agent\` running there? Point at a node with --addr HOST:PORT or SHOAL_ADDR`,
-      );
+      throw this.unreachable(error);
     }
-    const text = await response.text();
+    return this.parse(response, await response.text()) as T;
+  }
+
+  private unreachable(error: unknown): ShoalError {
+    const cause =
+      error instanceof Error && error.cause instanceof Error ? error.cause.message : errorMessage(error);
+    return new ShoalError(
+      'UNAVAILABLE',
+      `cannot reach shoal at ${this.address} (${cause}); is \`shoal agent\` running there? Point at a node with --addr HOST:PORT or SHOAL_ADDR`,
+    );
+  }
+
+  private parse(response: Response, text: string): unknown {
     let payload: unknown;
     try {
       payload = JSON.parse(text);
@@ -56,6 +106,6 @@ export class ApiClient {
         error?.message ?? `HTTP ${response.status}`,
       );
     }
-    return payload as T;
+    return payload;
   }
 }

@@ -12,6 +12,7 @@ import {
 } from '../cluster/index.ts';
 import { ShoalError, errorMessage, type ShoalErrorCode } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
+import { frameToJson, type LogFrame } from '../shared/log-frames.ts';
 
 /** The largest request body the API reads. */
 export const requestBytesMax = 1024 * 1024;
@@ -41,6 +42,8 @@ export interface ApiBackend {
   tasks(): Promise<unknown[]>;
   task(taskId: string): Promise<unknown>;
   logs(taskId: string, tailBytes: number): Promise<{ stdout: string; stderr: string }>;
+  /** Checks the task exists (rejecting before any output), then streams its output until it ends or signal aborts. */
+  followLogs(taskId: string, tailBytes: number, signal: AbortSignal): Promise<AsyncIterable<LogFrame>>;
   status(): unknown;
   members(): unknown[];
   drain(node: string, drain: boolean): Promise<void>;
@@ -148,6 +151,8 @@ async function route(backend: ApiBackend, request: IncomingMessage, response: Se
       const tail = Number(url.searchParams.get('tail') ?? 1024 * 1024);
       if (!Number.isInteger(tail) || tail < 0)
         throw new ShoalError('INVALID_ARGUMENT', 'tail must be a whole number of bytes');
+      const follow = url.searchParams.get('follow');
+      if (follow === '1' || follow === 'true') return streamLogs(backend, id, tail, request, response);
       return send(response, 200, await backend.logs(id, tail));
     }
     if (id !== undefined && method === 'POST' && action === 'kill') {
@@ -156,6 +161,42 @@ async function route(backend: ApiBackend, request: IncomingMessage, response: Se
     }
   }
   throw new ShoalError('NOT_FOUND', `no route ${method} ${url.pathname}`);
+}
+
+/**
+ * Streams a task's output as newline-delimited JSON frames (see LogFrameJson), chunked, until the task ends or
+ * the client goes away; a failure after the headers went out is the last frame, {"error": …}.
+ */
+async function streamLogs(
+  backend: ApiBackend,
+  taskId: string,
+  tailBytes: number,
+  request: IncomingMessage,
+  response: ServerResponse,
+): Promise<void> {
+  const gone = new AbortController();
+  response.on('close', () => gone.abort());
+  const frames = await backend.followLogs(taskId, tailBytes, gone.signal);
+  response.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+  // The status line now, so a client knows the follow began even if the task is quiet.
+  response.flushHeaders();
+  try {
+    for await (const frame of frames) {
+      if (gone.signal.aborted) break;
+      if (!response.write(`${JSON.stringify(frameToJson(frame))}\n`)) {
+        await new Promise((resolve) => {
+          response.once('drain', resolve);
+          response.once('close', resolve);
+        });
+      }
+    }
+  } catch (error) {
+    const code = error instanceof ShoalError ? error.code : 'INTERNAL';
+    if (!gone.signal.aborted)
+      response.write(`${JSON.stringify({ error: { code, message: errorMessage(error) } })}\n`);
+  }
+  response.end();
+  request.resume();
 }
 
 function parseSpec(body: unknown): TaskSpec {

@@ -28,7 +28,8 @@ import {
   type TaskView,
 } from '../node/node.ts';
 import { defaultVoterPolicy } from '../election/index.ts';
-import { ShoalError, errorMessage, invalidArgument } from '../shared/errors.ts';
+import { ShoalError, errorMessage, invalidArgument, type ShoalErrorCode } from '../shared/errors.ts';
+import type { LogFrameJson } from '../shared/log-frames.ts';
 import { createLogger, type LogLevel } from '../shared/log.ts';
 import { parseCounts, parseMebibytes, placementSpec } from './placement.ts';
 
@@ -615,27 +616,55 @@ async function status(args: string[]): Promise<void> {
   );
 }
 
-async function logs(args: string[]): Promise<void> {
-  const { values, positionals } = parse(args, { ...addrOption, tail: { type: 'string' } }, true);
+async function logs(args: string[]): Promise<number> {
+  const { values, positionals } = parse(
+    args,
+    { ...addrOption, tail: { type: 'string' }, follow: { type: 'boolean', short: 'f' } },
+    true,
+  );
   if (values['help'] === true) {
     console.log(usage);
-    return;
+    return 0;
   }
   const id = positionals[0];
   if (id === undefined || positionals.length > 1)
-    throw invalidArgument('usage: shoal logs ID (one task id, from shoal ps)');
+    throw invalidArgument('usage: shoal logs [-f] ID (one task id, from shoal ps)');
   const tail = parseNumber(
     stringValue(values, 'tail'),
     '--tail',
     (n) => Number.isInteger(n) && n >= 0,
     'a whole number of bytes',
   );
+  const client = new ApiClient(apiAddress(values));
+  const path = `/v1/tasks/${encodeURIComponent(id)}/logs`;
+  if (values['follow'] === true) return followLogs(client, path, tail);
   const query = tail === null ? '' : `?tail=${tail}`;
-  const output = await new ApiClient(apiAddress(values)).get<{ stdout: string; stderr: string }>(
-    `/v1/tasks/${encodeURIComponent(id)}/logs${query}`,
-  );
+  const output = await client.get<{ stdout: string; stderr: string }>(`${path}${query}`);
   process.stdout.write(output.stdout);
   process.stderr.write(output.stderr);
+  return 0;
+}
+
+/** Copies a followed task's output to stdout and stderr as it comes, until the task ends (Ctrl-C stops it). */
+async function followLogs(client: ApiClient, path: string, tail: number | null): Promise<number> {
+  const query = `?follow=1${tail === null ? '' : `&tail=${tail}`}`;
+  for await (const value of client.stream(`${path}${query}`)) {
+    const frame = value as LogFrameJson;
+    if ('data' in frame) {
+      const data = Buffer.from(frame.data, 'base64');
+      const out = frame.stream === 'stderr' ? process.stderr : process.stdout;
+      if (!out.write(data)) await new Promise((resolve) => out.once('drain', resolve));
+    } else if ('end' in frame) {
+      process.stderr.write(`shoal logs: ${frame.end}\n`);
+      return 0;
+    } else if ('error' in frame) {
+      throw new ShoalError(frame.error.code as ShoalErrorCode, frame.error.message);
+    }
+  }
+  throw new ShoalError(
+    'UNAVAILABLE',
+    `the log stream from ${client.address} broke off before the task ended`,
+  );
 }
 
 async function kill(args: string[]): Promise<void> {

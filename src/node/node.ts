@@ -50,6 +50,8 @@ import { advertisedHost, formatHostPort, type HostPort, toMultiaddr } from './ad
 import { ensureDataDir, loadOrCreateNodeKey, nextIncarnation, resolveClusterKey } from './identity.ts';
 import { createP2p, type ShoalLibp2p } from './p2p.ts';
 import { Scheduler } from './scheduler.ts';
+import { followLocalLogs, followRemoteLogs, serveLogs } from './follow.ts';
+import type { LogFrame } from '../shared/log-frames.ts';
 
 export const shoalVersion = '0.1.0';
 export const controlProtocol = '/shoal/control/1.0.0';
@@ -340,6 +342,9 @@ export class ShoalNode {
     await handleRpc(this.libp2p, controlProtocol, (request, remotePeer) =>
       this.handleControl(request as ControlRequest, remotePeer.toString()),
     );
+    await serveLogs(this.libp2p, (request, signal) =>
+      this.followHere(request.taskId, Math.min(request.tailBytes, logsTailBytesMax), signal),
+    );
     await this.raft.start();
     await this.membership.start();
 
@@ -506,6 +511,70 @@ export class ShoalNode {
       5000,
     )) as { stdout: string; stderr: string };
     return reply;
+  }
+
+  /**
+   * `shoal logs -f`: the task's output from `tailBytes` back, then new output as it comes, until the task ends
+   * or `signal` aborts. Waits for a pending task to be placed; follows through the node that runs it.
+   */
+  async followLogs(taskId: string, tailBytes: number, signal: AbortSignal): Promise<AsyncIterable<LogFrame>> {
+    await this.readBarrier();
+    this.requireTask(taskId);
+    const tail = Math.min(Math.max(tailBytes, 0), logsTailBytesMax);
+    return this.followAnywhere(taskId, tail, signal);
+  }
+
+  private async *followAnywhere(
+    taskId: string,
+    tailBytes: number,
+    signal: AbortSignal,
+  ): AsyncGenerator<LogFrame, void, undefined> {
+    for (;;) {
+      const task = this.state.tasks.get(taskId);
+      if (!task) {
+        yield { end: 'the task is gone' };
+        return;
+      }
+      if (task.nodeId !== null) break;
+      if (isTerminal(task.state)) {
+        yield { end: `task ${task.state}${task.reason === null ? '' : `: ${task.reason}`}` };
+        return;
+      }
+      // Not placed yet: its output will appear where it is placed.
+      await sleep(250);
+      if (signal.aborted) return;
+    }
+    const nodeId = this.state.tasks.get(taskId)?.nodeId ?? null;
+    if (nodeId === null) return;
+    if (nodeId === this.id) {
+      yield* this.followHere(taskId, tailBytes, signal);
+      return;
+    }
+    yield* followRemoteLogs(
+      this.libp2p,
+      peerIdFromString(nodeId),
+      this.nameOf(nodeId),
+      { taskId, tailBytes },
+      signal,
+    );
+  }
+
+  private async *followHere(
+    taskId: string,
+    tailBytes: number,
+    signal: AbortSignal,
+  ): AsyncGenerator<LogFrame, void, undefined> {
+    // Asked by another node: this replica may not have applied the assignment yet.
+    await this.readBarrier();
+    this.requireTask(taskId);
+    yield* followLocalLogs({
+      taskDir: this.agentService?.taskDir(taskId) ?? join(this.config.dataDir, 'tasks', taskId),
+      nodeId: this.id,
+      taskId,
+      tailBytes,
+      current: (id) => this.state.tasks.get(id),
+      signal,
+    });
   }
 
   status(): StatusView {
