@@ -77,6 +77,16 @@ export const leaseRenewIntervalMs = 1_000;
 export const placementLeaseFreshMs = 5_000;
 /** How long `shoal leave` waits for a node's tasks to move before it leaves anyway. */
 export const leaveDrainTimeoutMs = 60_000;
+/**
+ * How often the node checks its drivers (a ping of the Docker engine's socket): an engine that dies stops
+ * being advertised within about this long plus a membership update, so the allocator stops placing docker
+ * tasks here; one that returns is advertised again as quickly.
+ */
+export const driverHealthIntervalMs = 2000;
+/** How often the agent collects garbage (leftover containers, processes, old task directories). */
+export const garbageIntervalMs = 60_000;
+/** The first collection, soon after start: what a crashed agent left is freed without waiting a minute. */
+export const garbageFirstDelayMs = 5000;
 /** How long a read waits for the leader to confirm it still leads. */
 export const readIndexTimeoutMs = 2000;
 
@@ -192,6 +202,7 @@ export class ShoalNode {
   private drivers = new Map<TaskDriver, Driver>();
   private leaderTimer: NodeJS.Timeout | null = null;
   private healthTimer: NodeJS.Timeout | null = null;
+  private garbageTimer: NodeJS.Timeout | null = null;
   private planInFlight = false;
   /** The leader's allocator, kept in step with the state while this node leads (null otherwise). */
   private scheduler: Scheduler | null = null;
@@ -284,8 +295,8 @@ export class ShoalNode {
     this.drivers.set('exec', createExecDriver({ logger: logger.child('exec') }));
     const dockerInit =
       config.dockerSocket === null
-        ? { logger: logger.child('docker') }
-        : { logger: logger.child('docker'), socketPath: config.dockerSocket };
+        ? { logger: logger.child('docker'), nodeId: id }
+        : { logger: logger.child('docker'), socketPath: config.dockerSocket, nodeId: id };
     this.drivers.set('docker', createDockerDriver(dockerInit));
     const drivers = await this.healthyDrivers();
 
@@ -371,7 +382,8 @@ export class ShoalNode {
       logger.info('joined the cluster', { via: config.join.join(',') });
     }
     this.leaderTimer = setInterval(() => this.scheduleLeaderWork(), 500);
-    this.healthTimer = setInterval(() => void this.refreshDriverHealth(), 10_000);
+    this.healthTimer = setInterval(() => void this.refreshDriverHealth(), driverHealthIntervalMs);
+    this.garbageTimer = setTimeout(() => void this.collectGarbage(), garbageFirstDelayMs);
     this.leaseTimer = setInterval(() => void this.renewLease(), leaseRenewIntervalMs);
   }
 
@@ -380,6 +392,7 @@ export class ShoalNode {
     this.stopped = true;
     if (this.leaderTimer) clearInterval(this.leaderTimer);
     if (this.healthTimer) clearInterval(this.healthTimer);
+    if (this.garbageTimer) clearTimeout(this.garbageTimer);
     if (this.leaseTimer) clearInterval(this.leaseTimer);
     if (this.leaseExpiryTimer) clearTimeout(this.leaseExpiryTimer);
     this.agentService?.stop();
@@ -1038,6 +1051,9 @@ export class ShoalNode {
 
   // ---- helpers ---------------------------------------------------------------------------------------
 
+  /** The last health detail logged per driver: checks run every few seconds, the log says only what changed. */
+  private readonly driverHealthLogged = new Map<TaskDriver, string>();
+
   private async healthyDrivers(): Promise<TaskDriver[]> {
     const healthy: TaskDriver[] = [];
     for (const [name, driver] of this.drivers) {
@@ -1045,14 +1061,47 @@ export class ShoalNode {
         .health()
         .catch((error: unknown) => ({ healthy: false, detail: errorMessage(error) }));
       if (health.healthy) healthy.push(name);
-      else this.logger.info(`the ${name} driver is unavailable: ${health.detail}`);
+      const line = health.healthy
+        ? `the ${name} driver is available`
+        : `the ${name} driver is unavailable: ${health.detail}`;
+      if (this.driverHealthLogged.get(name) !== line) this.logger.info(line);
+      this.driverHealthLogged.set(name, line);
     }
     return healthy;
   }
 
+  /** One garbage collection pass, then the next one is scheduled. Skipped while no leader confirms the state. */
+  private async collectGarbage(): Promise<void> {
+    try {
+      // A state that is still catching up (a restarted node replaying the log) would make live tasks look
+      // unknown: collect only once the leader's commit index has been applied here.
+      await this.readIndexOnce();
+      const report = await this.agentService?.collectGarbage();
+      if (report && (report.collected.length > 0 || report.removedDirs.length > 0)) {
+        this.logger.info('collected garbage', {
+          freed: report.collected.join(','),
+          removedDirs: report.removedDirs.length,
+        });
+      }
+    } catch (error) {
+      this.logger.debug('garbage collection skipped', { error: errorMessage(error) });
+    } finally {
+      if (!this.stopped) this.garbageTimer = setTimeout(() => void this.collectGarbage(), garbageIntervalMs);
+    }
+  }
+
+  private healthRefreshing = false;
+
+  /** One check at a time: a hung engine makes a check last its ping timeout, longer than the interval. */
   private async refreshDriverHealth(): Promise<void> {
-    const drivers = await this.healthyDrivers();
-    this.membershipService?.update({ drivers });
+    if (this.healthRefreshing || this.stopped) return;
+    this.healthRefreshing = true;
+    try {
+      const drivers = await this.healthyDrivers();
+      this.membershipService?.update({ drivers });
+    } finally {
+      this.healthRefreshing = false;
+    }
   }
 
   private requireTask(taskId: string): Task {

@@ -5,6 +5,7 @@
  * re-attaches instead of starting anything twice.
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   isTerminal,
@@ -32,6 +33,21 @@ export const leaseStopGraceMs = 500;
  * batch is a replicated command. Lines in between are coalesced (the newest progress line wins).
  */
 export const eventsFlushIntervalMs = 2000;
+/**
+ * Garbage collection keeps the directory (the logs) of a task that ended this long after it ended, so `shoal
+ * logs` still answers; a task the cluster has forgotten loses its directory once the directory is this old.
+ */
+export const taskDirRetentionMsDefault = 24 * 60 * 60_000;
+/** What one garbage collection pass looks at, at most: a bound on its work after a long outage. */
+export const garbageTasksPerPassMax = 1000;
+
+/** What a garbage collection pass did, for logs and tests. */
+export interface GarbageReport {
+  /** Tasks whose leftovers (processes, cgroups, containers) were freed. */
+  readonly collected: string[];
+  /** Tasks whose directories were removed. */
+  readonly removedDirs: string[];
+}
 
 /** Events an agent wants on a task's record in the replicated state. */
 export interface TaskEventsBatch {
@@ -72,6 +88,8 @@ export interface AgentInit {
   readonly recordEvents?: (batch: TaskEventsBatch) => Promise<void>;
   /** The clock events are stamped with; Date.now by default (tests inject one). */
   readonly nowMs?: () => number;
+  /** See taskDirRetentionMsDefault. */
+  readonly taskDirRetentionMs?: number;
 }
 
 interface LocalTask {
@@ -359,6 +377,60 @@ export class Agent {
         local.stopping = false;
         this.schedule();
       });
+  }
+
+  /**
+   * Frees what tasks the log no longer assigns here left behind: containers and processes (with their cgroups)
+   * of tasks that are unknown, ended, or placed elsewhere, which a failed destroy or lost handles left; and
+   * directories of tasks that ended long ago or that the cluster forgot. Never touches a task the log assigns
+   * here or one this agent still tracks. The caller must make sure the replicated state is current first (a
+   * state still replaying the log would make live tasks look unknown).
+   */
+  async collectGarbage(): Promise<GarbageReport> {
+    const nowMs = (this.init.nowMs ?? Date.now)();
+    const retentionMs = this.init.taskDirRetentionMs ?? taskDirRetentionMsDefault;
+    const live = new Set(this.init.assignedTasks().map((task) => task.id));
+    const protectedTask = (taskId: string): boolean => {
+      if (live.has(taskId) || this.local.has(taskId)) return true;
+      const task = this.init.task(taskId);
+      return task !== undefined && !isTerminal(task.state) && task.nodeId === this.init.nodeId;
+    };
+    const tasksDir = join(this.init.dataDir, 'tasks');
+    const dirs = new Set(await readdir(tasksDir).catch(() => [] as string[]));
+    const candidates = new Set([...dirs].filter((id) => !protectedTask(id)));
+    for (const driver of this.init.drivers.values()) {
+      try {
+        for (const id of (await driver.leftovers?.()) ?? []) if (!protectedTask(id)) candidates.add(id);
+      } catch (error) {
+        this.init.logger.debug('cannot list leftovers', { driver: driver.name, error: errorMessage(error) });
+      }
+    }
+    const report: GarbageReport = { collected: [], removedDirs: [] };
+    for (const taskId of [...candidates].slice(0, garbageTasksPerPassMax)) {
+      // Checked again: the task may have been assigned here while this pass awaited.
+      if (protectedTask(taskId)) continue;
+      const taskDir = this.taskDir(taskId);
+      let failed = false;
+      let freed = false;
+      for (const driver of this.init.drivers.values()) {
+        try {
+          if ((await driver.collect?.({ taskId, taskDir })) === true) freed = true;
+        } catch (error) {
+          failed = true;
+          this.init.logger.warn('garbage collection failed', { task: taskId, error: errorMessage(error) });
+        }
+      }
+      if (freed) report.collected.push(taskId);
+      if (failed || !dirs.has(taskId) || protectedTask(taskId)) continue;
+      const task = this.init.task(taskId);
+      const endedMs =
+        task === undefined ? (await stat(taskDir).catch(() => null))?.mtimeMs : task.updatedAtMs;
+      if (endedMs === undefined || nowMs - endedMs < retentionMs) continue;
+      if (task !== undefined && !isTerminal(task.state)) continue; // lives elsewhere: its logs here may still be asked for
+      await rm(taskDir, { recursive: true, force: true });
+      report.removedDirs.push(taskId);
+    }
+    return report;
   }
 
   /** Queues a driver's event for the task's record, sent at most every eventsFlushIntervalMs. */

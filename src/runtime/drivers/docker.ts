@@ -54,12 +54,18 @@ export interface DockerDriverInit {
   engineCheckIntervalMs?: number;
   /** Size cap and number of log files per stream. Default logRotationDefault (10 MiB × 3). */
   logRotation?: LogRotation;
+  /**
+   * The node's id, put on every container (io.shoal.node) so garbage collection touches only this node's
+   * containers when several nodes share an engine. Without it, leftovers() finds nothing.
+   */
+  nodeId?: string;
 }
 
 export const dockerSocketPathDefault = '/var/run/docker.sock';
 export const containerNamePrefix = 'shoal-';
 export const taskLabel = 'io.shoal.task';
 export const managedLabel = 'io.shoal.managed';
+export const nodeLabel = 'io.shoal.node';
 
 const pingTimeoutMsDefault = 2000;
 const pullTimeoutMsDefault = 10 * 60_000;
@@ -224,7 +230,11 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
       // An empty command runs the image's default.
       ...(spec.command.length > 0 ? { Cmd: spec.command } : {}),
       Env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
-      Labels: { [taskLabel]: taskId, [managedLabel]: 'true' },
+      Labels: {
+        [taskLabel]: taskId,
+        [managedLabel]: 'true',
+        ...(init.nodeId === undefined ? {} : { [nodeLabel]: init.nodeId }),
+      },
       Tty: false,
       OpenStdin: false,
       HostConfig: {
@@ -579,7 +589,47 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
     return true;
   };
 
-  return { name: 'docker', health, start, wait, stop, destroy, recover };
+  /** This node's containers (running or not), optionally of one task. */
+  const ownContainers = async (taskId?: string): Promise<Docker.ContainerInfo[]> => {
+    if (init.nodeId === undefined) return [];
+    const labels = [`${managedLabel}=true`, `${nodeLabel}=${init.nodeId}`];
+    if (taskId !== undefined) labels.push(`${taskLabel}=${taskId}`);
+    try {
+      return await client.listContainers({ all: true, filters: { label: labels } });
+    } catch (error) {
+      throw engineError(error, 'list containers');
+    }
+  };
+
+  const leftovers = async (): Promise<string[]> =>
+    (await ownContainers()).flatMap((info) => {
+      const taskId = info.Labels[taskLabel];
+      return taskId === undefined ? [] : [taskId];
+    });
+
+  const collect = async (orphan: { taskId: string; taskDir: string }): Promise<boolean> => {
+    const containers = await ownContainers(orphan.taskId);
+    for (const info of containers) {
+      logger.warn('removing a container of a task this node no longer runs', {
+        taskId: orphan.taskId,
+        containerId: info.Id,
+        state: info.State,
+      });
+      await client
+        .getContainer(info.Id)
+        .remove({ force: true, v: true })
+        .catch((error: unknown) => {
+          const status = statusCodeOf(error);
+          if (status !== 404 && status !== 409) throw engineError(error, `remove container ${info.Id}`);
+        });
+      const pump = logPumps.get(orphan.taskId);
+      pump?.abort.abort();
+      logPumps.delete(orphan.taskId);
+    }
+    return containers.length > 0;
+  };
+
+  return { name: 'docker', health, start, wait, stop, destroy, recover, leftovers, collect };
 }
 
 function parseState(handle: TaskHandle): DockerState {

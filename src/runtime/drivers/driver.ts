@@ -85,6 +85,18 @@ export interface Driver {
    * started); then wait() is not called. Rejects with DRIVER_UNAVAILABLE when it cannot tell (engine down).
    */
   recover(handle: TaskHandle): Promise<boolean>;
+  /**
+   * Garbage collection: ids of the tasks this driver still holds something for on this node (containers,
+   * stopped ones included), found without handles. Absent when the task directories tell it all (exec).
+   */
+  leftovers?(): Promise<string[]>;
+  /**
+   * Garbage collection: frees whatever a task left on this node when no handle for it is known (an agent that
+   * lost its handles, a destroy that failed while the engine was down): kills its processes, removes its
+   * cgroups or its container. Logs in taskDir stay. Idempotent. The agent calls it only for tasks the log no
+   * longer assigns here. True when something was freed.
+   */
+  collect?(orphan: { taskId: string; taskDir: string }): Promise<boolean>;
 }
 
 /** Node's system errors carry a string `code` (ENOENT, ESRCH…). */

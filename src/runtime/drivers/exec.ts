@@ -579,7 +579,33 @@ export function createExecDriver(init: ExecDriverInit): Driver {
     };
   };
 
-  return { name: 'exec', health, start, wait, stop, destroy, recover };
+  const collect = async (orphan: { taskId: string; taskDir: string }): Promise<boolean> => {
+    const runtimeDir = join(orphan.taskDir, runtimeDirName);
+    if (!existsSync(runtimeDir)) return false;
+    if (attached.has(orphan.taskId)) return false; // this instance watches it: not an orphan
+    // No handle, so no shim identity: the task is found from what its shim recorded (pid, cgroup).
+    const launch = await readLaunch(runtimeDir);
+    const record = await readRuntimeRecord<TaskRecord>(runtimeDir, taskFileName);
+    const target: Target = {
+      leader: record === null ? null : { pid: record.pid, procStartTicks: record.procStartTicks },
+      cgroup: launch?.cgroup ?? null,
+    };
+    if (await targetAlive(target)) {
+      logger.warn('killing the processes of a task this node no longer runs', { taskId: orphan.taskId });
+      await signalTarget(target, 'SIGKILL');
+      await waitGone(() => targetAlive(target), killWaitMsMax);
+    }
+    if (launch?.cgroup) {
+      for (const failure of await removeTaskCgroup(launch.cgroup))
+        logger.warn('cannot remove a task cgroup', { taskId: orphan.taskId, failure });
+    }
+    // The shim ends once the task's pipes close; give it a moment before its directory goes.
+    await sleep(100);
+    await removeRuntimeDir(runtimeDir);
+    return true;
+  };
+
+  return { name: 'exec', health, start, wait, stop, destroy, recover, collect };
 }
 
 function shimRunning(entry: ShimTask): boolean {

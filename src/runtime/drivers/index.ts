@@ -42,6 +42,7 @@ export {
   dockerSocketPathDefault,
   dockerSocketPathFromEnv,
   managedLabel,
+  nodeLabel,
   taskLabel,
   type DockerDriverInit,
 } from './docker.ts';
