@@ -492,7 +492,10 @@ async function watchStart(client: ApiClient, id: string): Promise<number> {
       return 0;
     }
     if (['finished', 'failed', 'killed', 'lost'].includes(task.state)) {
-      const exit = task.exitCode === null ? '' : `, exit code ${task.exitCode}`;
+      const exit =
+        task.exitCode === null || task.reason?.includes('exit code') === true
+          ? ''
+          : `, exit code ${task.exitCode}`;
       process.stderr.write(
         `task ${id} ${task.state}${task.reason === null ? '' : `: ${task.reason}`}${exit}\n`,
       );

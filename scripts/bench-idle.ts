@@ -1,0 +1,146 @@
+/**
+ * bench:idle — what an idle agent costs with N running exec tasks (`sleep 3600`): the agent's RSS and CPU
+ * (% of one core, over a window after the tasks settle), and the RSS and PSS summed over the per-task shims
+ * (PSS shares the binary's pages fairly among the processes that map it; RSS counts them in every shim).
+ * Target (issue #5): agent ≤ 120 MB and ≤ 1 % of a core with 100 running tasks.
+ *
+ *   npm run build && npm run bench:idle [-- --tasks 100 --seconds 60]
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { api, freePort, requireBinary } from './lib/bench.ts';
+
+const root = resolve(import.meta.dirname, '..');
+const binary = join(root, 'dist', 'shoal');
+requireBinary(binary);
+const { values } = parseArgs({
+  options: { tasks: { type: 'string', default: '100' }, seconds: { type: 'string', default: '60' } },
+});
+const taskCount = Number(values.tasks);
+const windowSeconds = Number(values.seconds);
+if (!Number.isInteger(taskCount) || taskCount < 1 || !(windowSeconds >= 1)) {
+  console.error('--tasks must be a positive whole number and --seconds at least 1');
+  process.exit(2);
+}
+const clockTicksPerSecond = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+/** After the last task runs, the agent is left alone this long before the window starts (start-up work fades). */
+const settleMs = 15_000;
+
+/** utime + stime of a process, in clock ticks. */
+function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+function statusKiB(pid: number, field: string): number {
+  const match = new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(match?.[1] ?? NaN);
+}
+
+function pssKiB(pid: number): number {
+  const match = /Pss:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+  return Number(match?.[1] ?? NaN);
+}
+
+/** The shims of this benchmark's agent: `shoal __shim <launch file under dataDir>`. */
+function shimPids(dataDir: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      if (argv.includes('__shim') && argv.some((arg) => arg.startsWith(dataDir))) pids.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}
+
+const mebibytes = (kib: number): string => `${(kib / 1024).toFixed(1)} MiB`;
+
+const dataDir = mkdtempSync(join(tmpdir(), 'shoal-bench-idle-'));
+const apiAddress = `127.0.0.1:${await freePort()}`;
+const agent = spawn(
+  binary,
+  [
+    'agent',
+    '--data-dir',
+    dataDir,
+    '--name',
+    'idle',
+    '--listen',
+    `127.0.0.1:${await freePort()}`,
+    '--api',
+    apiAddress,
+    '--cpu',
+    '1000',
+    '--memory',
+    '65536',
+    '--docker-socket',
+    '/nonexistent',
+  ],
+  { stdio: ['ignore', 'ignore', 'ignore'] },
+);
+const pid = agent.pid ?? 0;
+try {
+  for (let i = 0; i < 100; i++) {
+    try {
+      await api(apiAddress, 'GET', '/v1/status');
+      break;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  const spec = {
+    driver: 'exec',
+    command: ['sleep', '3600'],
+    cpuMillis: 10,
+    memoryBytes: 16 * 1024 * 1024,
+    priority: 50,
+    env: {},
+    constraints: {},
+  };
+  for (let i = 0; i < taskCount; i++)
+    await api(apiAddress, 'POST', '/v1/tasks', { ...spec, name: `idle${i}` });
+  for (;;) {
+    const tasks = await api<{ state: string; reason: string | null }[]>(apiAddress, 'GET', '/v1/tasks');
+    const broken = tasks.find((t) => !['pending', 'assigned', 'starting', 'running'].includes(t.state));
+    if (broken) throw new Error(`a task ended ${broken.state}: ${broken.reason ?? ''}`);
+    if (tasks.filter((t) => t.state === 'running').length === taskCount) break;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  console.log(
+    `${taskCount} tasks running; settling ${settleMs / 1000} s, then measuring for ${windowSeconds} s`,
+  );
+  await new Promise((r) => setTimeout(r, settleMs));
+  const ticksBefore = cpuTicks(pid);
+  const startedMs = performance.now();
+  let rssKiBMax = 0;
+  while (performance.now() - startedMs < windowSeconds * 1000) {
+    rssKiBMax = Math.max(rssKiBMax, statusKiB(pid, 'VmRSS'));
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  const elapsedSeconds = (performance.now() - startedMs) / 1000;
+  const cpuPercent = ((cpuTicks(pid) - ticksBefore) / clockTicksPerSecond / elapsedSeconds) * 100;
+  const shims = shimPids(dataDir);
+  const shimRssKiB = shims.reduce((sum, shim) => sum + statusKiB(shim, 'VmRSS'), 0);
+  const shimPssKiB = shims.reduce((sum, shim) => sum + pssKiB(shim), 0);
+  console.log(
+    `agent: RSS ${mebibytes(statusKiB(pid, 'VmRSS'))} (max ${mebibytes(rssKiBMax)} over the window), ` +
+      `CPU ${cpuPercent.toFixed(2)} % of a core over ${elapsedSeconds.toFixed(0)} s`,
+  );
+  console.log(
+    `shims: ${shims.length}, RSS sum ${mebibytes(shimRssKiB)} (${mebibytes(shimRssKiB / Math.max(1, shims.length))} each), ` +
+      `PSS sum ${mebibytes(shimPssKiB)}`,
+  );
+  console.log('target: agent ≤ 120 MB RSS and ≤ 1 % of a core with 100 running tasks');
+} finally {
+  agent.kill('SIGTERM');
+  await new Promise((r) => agent.once('exit', r));
+  rmSync(dataDir, { recursive: true, force: true });
+}
