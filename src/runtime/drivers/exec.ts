@@ -106,8 +106,13 @@ export const cgroupParentDefault = 'shoal';
 /** The reason for a task started by an older shoal (no shim) that ended while no agent watched it. */
 export const exitedWhileAgentDownReason = 'exited while the agent was down';
 
-/** wait() wakes on file notifications; this poll is the fallback should one be missed. */
+/**
+ * wait() wakes on the shim's exit (when this agent started it) and on file notifications; the poll is the
+ * fallback should one be missed, quick only when neither is there. Every waiting task polls (a missing
+ * exit.json costs an open that fails), which is most of what an idle agent with many tasks does (bench:idle).
+ */
 const waitPollIntervalMs = 1000;
+const waitPollIntervalMsWatched = 30_000;
 /** A task of an older shoal (no shim) is not our child: its end is seen by polling its pid. */
 const legacyPollIntervalMs = 200;
 /** How long stop() and destroy() wait for a shim that is starting up to say which process is the task. */
@@ -399,7 +404,8 @@ export function createExecDriver(init: ExecDriverInit): Driver {
           return (entry.exit = knownExit(entry) ?? (await shimLostResult(entry.runtimeDir)));
         }
         await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, waitPollIntervalMs);
+          const watched = watcher !== null || (entry.child !== null && !entry.childExited);
+          const timer = setTimeout(resolve, watched ? waitPollIntervalMsWatched : waitPollIntervalMs);
           wake = () => {
             clearTimeout(timer);
             resolve();
