@@ -363,7 +363,6 @@ describe('ClusterState', () => {
       events: [{ atMs: 7, message: 'late' }],
     });
     expect(state.tasks.get('a')?.events.map((e) => e.message)).toEqual([
-      'submitted',
       'assigned to one',
       'pulling image x',
       'pulled image x',

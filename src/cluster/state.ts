@@ -355,7 +355,8 @@ export class ClusterState {
         exitCode: null,
         reason: 'waiting for the allocator',
         updatedAtMs: atMs,
-        events: [{ atMs, message: 'submitted' }],
+        // The submission itself is not an event here (submittedAtMs says it): one entry less per task.
+        events: [],
       };
       this.tasks.set(id, task);
       this.pending.add(id);

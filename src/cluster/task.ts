@@ -246,7 +246,7 @@ export interface Task {
   updatedAtMs: number;
   /**
    * What happened to the task lately, oldest first, at most taskEventsMax: state changes (from the log's own
-   * commands) and what its agent saw (image pulls, limits it could not enforce). Shown by `shoal inspect` and
+   * commands; not the submission, which submittedAtMs records) and what its agent saw (image pulls, limits it could not enforce). Shown by `shoal inspect` and
    * `shoal run`. Snapshots written before events existed restore with an empty list.
    */
   events: TaskEventRecord[];

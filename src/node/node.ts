@@ -503,7 +503,7 @@ export class ShoalNode {
     const task = this.requireTask(taskId);
     return {
       ...this.taskView(task),
-      events: task.events.map((event) => ({
+      events: [{ atMs: task.submittedAtMs, message: 'submitted' }, ...task.events].map((event) => ({
         at: new Date(event.atMs).toISOString(),
         message: event.message,
       })),
