@@ -1,7 +1,8 @@
 /**
  * bench:idle — what an idle agent costs with N running exec tasks (`sleep 3600`): the agent's RSS and CPU
  * (% of one core, over a window after the tasks settle), and the RSS and PSS summed over the per-task shims
- * (PSS shares the binary's pages fairly among the processes that map it; RSS counts them in every shim).
+ * (PSS shares the binary's pages fairly among the processes that map it; RSS counts them in every shim), and
+ * the CPU the shims use together over the same window.
  * Target (issue #5): agent ≤ 120 MB and ≤ 1 % of a core with 100 running tasks.
  *
  *   npm run build && npm run bench:idle [-- --tasks 100 --seconds 60]
@@ -118,6 +119,16 @@ try {
     `${taskCount} tasks running; settling ${settleMs / 1000} s, then measuring for ${windowSeconds} s`,
   );
   await new Promise((r) => setTimeout(r, settleMs));
+  const shimsBefore = shimPids(dataDir);
+  const shimTicks = (pids: number[]): number =>
+    pids.reduce((sum, shim) => {
+      try {
+        return sum + cpuTicks(shim);
+      } catch {
+        return sum; // ended meanwhile
+      }
+    }, 0);
+  const shimTicksBefore = shimTicks(shimsBefore);
   const ticksBefore = cpuTicks(pid);
   const startedMs = performance.now();
   let rssKiBMax = 0;
@@ -127,6 +138,8 @@ try {
   }
   const elapsedSeconds = (performance.now() - startedMs) / 1000;
   const cpuPercent = ((cpuTicks(pid) - ticksBefore) / clockTicksPerSecond / elapsedSeconds) * 100;
+  const shimCpuPercent =
+    ((shimTicks(shimsBefore) - shimTicksBefore) / clockTicksPerSecond / elapsedSeconds) * 100;
   const shims = shimPids(dataDir);
   const shimRssKiB = shims.reduce((sum, shim) => sum + statusKiB(shim, 'VmRSS'), 0);
   const shimPssKiB = shims.reduce((sum, shim) => sum + pssKiB(shim), 0);
@@ -136,7 +149,7 @@ try {
   );
   console.log(
     `shims: ${shims.length}, RSS sum ${mebibytes(shimRssKiB)} (${mebibytes(shimRssKiB / Math.max(1, shims.length))} each), ` +
-      `PSS sum ${mebibytes(shimPssKiB)}`,
+      `PSS sum ${mebibytes(shimPssKiB)}, CPU ${shimCpuPercent.toFixed(2)} % of a core together`,
   );
   console.log('target: agent ≤ 120 MB RSS and ≤ 1 % of a core with 100 running tasks');
 } finally {

@@ -192,26 +192,42 @@ async function supervise(launchPath: string): Promise<void> {
   await copied;
 }
 
-/** How often the shim checks the node's lease while its task runs. */
-const leaseCheckIntervalMs = 250;
+/**
+ * The shim looks at the lease file just after the lease would run out (its mtime plus the lease), not on a
+ * fixed tick: an agent renews it every second, so one look per lease period is enough, and a hundred idle
+ * tasks do not cost their node several percent of a core in stat calls. Looks are at most this far apart
+ * (a file time in the future, a clock that moved), and at least leaseCheckDelayMsMin.
+ */
+const leaseCheckDelayMsMax = 10_000;
+const leaseCheckDelayMsMin = 20;
 
 /**
  * Enforces the node's task lease on the task even when no agent is alive to do it (SIGKILLed, frozen):
  * once the lease file's time is older than the lease, the whole process group is killed at once. A file
  * that cannot be read counts as never renewed since the last good read.
  */
-function watchLease(lease: { file: string; durationMs: number }, groupId: number): { stop: () => boolean } {
+export function watchLease(
+  lease: { file: string; durationMs: number },
+  groupId: number,
+): { stop: () => boolean } {
   let confirmedMs = Date.now();
   let expired = false;
-  const timer = setInterval(() => {
+  let timer: NodeJS.Timeout | null = null;
+  const check = (): void => {
     try {
       confirmedMs = Math.max(confirmedMs, statSync(lease.file).mtimeMs);
     } catch {
       // Keep the last time we saw.
     }
-    if (Date.now() - confirmedMs <= lease.durationMs) return;
+    const leftMs = confirmedMs + lease.durationMs - Date.now();
+    if (leftMs >= 0) {
+      // Just past the moment the lease would end if it is not renewed meanwhile.
+      const delayMs = Math.min(leaseCheckDelayMsMax, Math.max(leaseCheckDelayMsMin, leftMs + 1));
+      timer = setTimeout(check, delayMs);
+      return;
+    }
     expired = true;
-    clearInterval(timer);
+    timer = null;
     process.stderr.write(
       `${new Date().toISOString()} shoal shim: the node's lease ran out (last confirmed ${new Date(confirmedMs).toISOString()}); killing the task\n`,
     );
@@ -220,10 +236,12 @@ function watchLease(lease: { file: string; durationMs: number }, groupId: number
     } catch {
       // Already gone.
     }
-  }, leaseCheckIntervalMs);
+  };
+  check();
   return {
     stop: () => {
-      clearInterval(timer);
+      if (timer !== null) clearTimeout(timer);
+      timer = null;
       return expired;
     },
   };
