@@ -210,7 +210,14 @@ export function watchLease(
   lease: { file: string; durationMs: number },
   groupId: number,
 ): { stop: () => boolean } {
-  let confirmedMs = Date.now();
+  // The file's time, not the shim's start: the lease runs from the agent's last confirmed renewal, and
+  // the leader may replace the task 1 s after it ends. Only a missing file starts the count now.
+  let confirmedMs: number;
+  try {
+    confirmedMs = statSync(lease.file).mtimeMs;
+  } catch {
+    confirmedMs = Date.now();
+  }
   let expired = false;
   let timer: NodeJS.Timeout | null = null;
   const check = (): void => {
