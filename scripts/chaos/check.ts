@@ -27,6 +27,8 @@ export const failureKinds = [
   'no-leader-at-end',
   'replicas-disagree',
   'agent-exited',
+  /** A submission answered with a refusal (not "outcome unknown") that was committed all the same. */
+  'refused-but-committed',
 ] as const;
 export type FailureKind = (typeof failureKinds)[number];
 
@@ -314,6 +316,9 @@ export function check(history: History, options: CheckOptions = defaultCheckOpti
   checkLeaders(history, options, failures);
   const convergenceMs = checkConvergence(history, options, failures);
   checkFinalAgreement(history, failures);
+  for (const message of refusedButCommitted(history)) {
+    failures.push({ kind: 'refused-but-committed', atMs: null, message });
+  }
   for (const exit of history.exits) {
     failures.push({
       kind: 'agent-exited',
@@ -328,7 +333,7 @@ export function check(history: History, options: CheckOptions = defaultCheckOpti
     failures: failures.sort((a, b) => (a.atMs ?? Infinity) - (b.atMs ?? Infinity)),
     duplicates,
     figures: figures(history, runs, duplicates, lost, convergenceMs),
-    notes: [...refusedButCommitted(history), ...neverAgain(history, runs)],
+    notes: neverAgain(history, runs),
   };
 }
 

@@ -253,7 +253,7 @@ describe('the history checker', () => {
     expect(result.figures).toMatchObject({ lost: 1, refused: 1, unknown: 1, ackedNeverStarted: 1 });
   });
 
-  it('counts refused and unknown submissions that were committed anyway', () => {
+  it('fails on a refused submission that was committed anyway (bug 4: the client was told no)', () => {
     const history = cleanHistory();
     const row = { id: 'ddd', name: 'chaos-00004', state: 'finished', node: 'n1', attempt: 0 };
     const committed: History = {
@@ -264,11 +264,11 @@ describe('the history checker', () => {
       ),
     };
     const result = check(committed);
-    expect(result.failures).toEqual([]);
     expect(result.figures.refusedButCommitted).toBe(1);
-    expect(result.notes).toEqual([
+    expect(result.failures.map((f) => f.message)).toEqual([
       'submission 00004 through n1 (t+4.0s…t+4.2s) was answered 503 NO_LEADER: no leader, yet task ddd is in the final list (finished on n1)',
     ]);
+    expect(result.failures.map((f) => f.kind)).toEqual(['refused-but-committed']);
   });
 
   it('catches a task state going backwards within one life of an observer', () => {

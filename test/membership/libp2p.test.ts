@@ -25,11 +25,15 @@ interface Host {
 
 const hosts: Host[] = [];
 
-async function host(name: string, config: MembershipConfig = defaultMembershipConfig): Promise<Host> {
+async function host(
+  name: string,
+  config: MembershipConfig = defaultMembershipConfig,
+  options: { key?: string; listen?: string } = {},
+): Promise<Host> {
   const libp2p = await createP2p({
     privateKey: await generateKeyPair('Ed25519'),
-    listenMultiaddr: '/ip4/127.0.0.1/tcp/0',
-    clusterKey,
+    listenMultiaddr: options.listen ?? '/ip4/127.0.0.1/tcp/0',
+    clusterKey: options.key ?? clusterKey,
   });
   const membership = new MembershipService({
     libp2p,
@@ -73,6 +77,28 @@ afterEach(async () => {
 });
 
 describe('membership over libp2p, in one process', () => {
+  it('a seed that fails one handshake (bug 5: it was going down) is retried; a wrong key is refused after three', async () => {
+    // What a wrong key looks like to the dialler, at the seed's address: then the right cluster there.
+    const impostor = await host('impostor', defaultMembershipConfig, { key: 'ef'.repeat(32) });
+    const address = seedAddress(impostor);
+    const joiner = await host('joiner');
+    const joined = joiner.membership.join([address], 15_000);
+    // One refused handshake (the join retries a second later), then the seed is a cluster member.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    impostor.membership.stop();
+    await impostor.libp2p.stop();
+    const seed = await host('seed', defaultMembershipConfig, { listen: address });
+    await joined;
+    await waitUntil('the joiner to see the seed', () => stateIn(joiner, seed) === 'alive', 10_000, 20);
+
+    // A seed that keeps refusing is a wrong key: the join fails with the one-line explanation.
+    const wrong = await host('wrong', defaultMembershipConfig, { key: 'ab'.repeat(32) });
+    const lonely = await host('lonely');
+    await expect(lonely.membership.join([seedAddress(wrong)], 15_000)).rejects.toThrow(
+      /the cluster key does not match/,
+    );
+  }, 60_000);
+
   it('joins through a seed, declares a crashed host dead, and a leaving host "left"', async () => {
     // Members here are seconds old: without the grace for fresh starts, the test stays short.
     const config = { ...defaultMembershipConfig, joinGraceMs: 0 };
