@@ -7,12 +7,11 @@
  *
  *   npm run build && npm run bench:idle [-- --tasks 100 --seconds 60]
  */
-import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { api, freePort, requireBinary } from './lib/bench.ts';
+import { api, requireBinary, startBenchAgent } from './lib/bench.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const binary = join(root, 'dist', 'shoal');
@@ -64,39 +63,16 @@ function shimPids(dataDir: string): number[] {
 
 const mebibytes = (kib: number): string => `${(kib / 1024).toFixed(1)} MiB`;
 
-const dataDir = mkdtempSync(join(tmpdir(), 'shoal-bench-idle-'));
-const apiAddress = `127.0.0.1:${await freePort()}`;
-const agent = spawn(
+const bench = await startBenchAgent({
   binary,
-  [
-    'agent',
-    '--data-dir',
-    dataDir,
-    '--name',
-    'idle',
-    '--listen',
-    `127.0.0.1:${await freePort()}`,
-    '--api',
-    apiAddress,
-    '--cpu',
-    '1000',
-    '--memory',
-    '65536',
-    '--docker-socket',
-    '/nonexistent',
-  ],
-  { stdio: ['ignore', 'ignore', 'ignore'] },
-);
-const pid = agent.pid ?? 0;
+  name: 'idle',
+  cpu: 1000,
+  memoryMiB: 65536,
+  dockerSocket: null,
+});
+const { apiAddress, dataDir } = bench;
+const pid = bench.process.pid ?? 0;
 try {
-  for (let i = 0; i < 100; i++) {
-    try {
-      await api(apiAddress, 'GET', '/v1/status');
-      break;
-    } catch {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
   const spec = {
     driver: 'exec',
     command: ['sleep', '3600'],
@@ -153,7 +129,5 @@ try {
   );
   console.log('target: agent ≤ 120 MB RSS and ≤ 1 % of a core with 100 running tasks');
 } finally {
-  agent.kill('SIGTERM');
-  await new Promise((r) => agent.once('exit', r));
-  rmSync(dataDir, { recursive: true, force: true });
+  await bench.stop();
 }

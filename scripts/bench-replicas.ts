@@ -15,9 +15,8 @@
  * Tiny CPU limits slow a container's start-up a lot (the runtime's own work inside it runs under the quota), so
  * each task gets --cpu-millis (default 250, a quarter core) and the agent 64 cores to hand out.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -25,6 +24,7 @@ import { parseArgs } from 'node:util';
 import Docker from 'dockerode';
 import { createDockerDriver, managedLabel, type TaskHandle } from '../src/runtime/drivers/index.ts';
 import { silentLogger } from '../src/shared/index.ts';
+import { api, startBenchAgent } from './lib/bench.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const { values } = parseArgs({
@@ -56,27 +56,6 @@ const memoryBytes = 32 * 1024 * 1024;
 const allRunningMsMax = 10 * 60_000;
 const pollIntervalMs = 50;
 const engine = new Docker({ socketPath: dockerSocket });
-
-async function freePort(): Promise<number> {
-  return new Promise((done) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => done(typeof address === 'object' && address !== null ? address.port : 0));
-    });
-  });
-}
-
-async function api<T>(address: string, method: string, path: string, body?: unknown): Promise<T> {
-  const response = await fetch(`http://${address}${path}`, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? null : JSON.stringify(body),
-  });
-  const payload = (await response.json()) as T;
-  if (!response.ok) throw new Error(`${method} ${path}: ${JSON.stringify(payload)}`);
-  return payload;
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
@@ -117,38 +96,16 @@ interface TaskView {
 }
 
 async function throughAgent(): Promise<{ acceptedMs: number; allRunningMs: number }> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'shoal-bench-replicas-'));
-  const apiAddress = `127.0.0.1:${await freePort()}`;
-  const agent = spawn(
+  const bench = await startBenchAgent({
     binary,
-    [
-      'agent',
-      '--data-dir',
-      dataDir,
-      '--name',
-      'bench',
-      '--listen',
-      `127.0.0.1:${await freePort()}`,
-      '--api',
-      apiAddress,
-      '--cpu',
-      '64',
-      '--memory',
-      '65536',
-      '--docker-socket',
-      dockerSocket ?? '',
-    ],
-    { stdio: ['ignore', 'ignore', 'ignore'] },
-  );
+    name: 'replicas',
+    cpu: 64,
+    memoryMiB: 65536,
+    dockerSocket: dockerSocket ?? null,
+  });
+  const { apiAddress } = bench;
   const ids: string[] = [];
   try {
-    // A lone agent elects itself; it takes submissions once it leads.
-    for (let attempt = 0; ; attempt += 1) {
-      const status = await api<{ role?: string }>(apiAddress, 'GET', '/v1/status').catch(() => null);
-      if (status?.role === 'leader') break;
-      if (attempt > 300) throw new Error('the agent did not become leader within 30 s');
-      await sleep(100);
-    }
     const spec = {
       driver: 'docker',
       image: dockerImage,
@@ -186,10 +143,8 @@ async function throughAgent(): Promise<{ acceptedMs: number; allRunningMs: numbe
       ids.map((id) => api(apiAddress, 'POST', `/v1/tasks/${id}/kill`, {}).catch(() => undefined)),
     );
     // The agent stops what still runs on SIGTERM; whatever is left after it is removed by hand.
-    agent.kill('SIGTERM');
-    await new Promise((done) => agent.once('exit', done));
+    await bench.stop();
     await removeShoalContainers(new Set(ids));
-    rmSync(dataDir, { recursive: true, force: true });
   }
 }
 

@@ -5,12 +5,11 @@
  *
  *   npm run build && npm run bench:start [-- --tasks 200]
  */
-import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { api, freePort, percentile, requireBinary } from './lib/bench.ts';
+import { api, percentile, requireBinary, startBenchAgent } from './lib/bench.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const binary = join(root, 'dist', 'shoal');
@@ -49,37 +48,16 @@ async function measure(address: string, spec: Record<string, unknown>): Promise<
   return samples;
 }
 
-const dataDir = mkdtempSync(join(tmpdir(), 'shoal-bench-start-'));
-const apiAddress = `127.0.0.1:${await freePort()}`;
-const agent = spawn(
+const bench = await startBenchAgent({
   binary,
-  [
-    'agent',
-    '--data-dir',
-    dataDir,
-    '--name',
-    'bench',
-    '--listen',
-    `127.0.0.1:${await freePort()}`,
-    '--api',
-    apiAddress,
-    '--cpu',
-    '1000',
-    '--memory',
-    '65536',
-    ...(dockerSocket ? ['--docker-socket', dockerSocket] : ['--docker-socket', '/nonexistent']),
-  ],
-  { stdio: ['ignore', 'ignore', 'ignore'] },
-);
+  name: 'start',
+  cpu: 1000,
+  memoryMiB: 65536,
+  dockerSocket: dockerSocket ?? null,
+});
+const { apiAddress } = bench;
+const agent = bench.process;
 try {
-  for (let i = 0; i < 100; i++) {
-    try {
-      await api(apiAddress, 'GET', '/v1/status');
-      break;
-    } catch {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
   await new Promise((r) => setTimeout(r, 5000));
   const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${agent.pid}/status`, 'utf8'))?.[1]);
   console.log(
@@ -127,7 +105,5 @@ try {
     'anchor: classic Docker Swarm scheduling delay p50 230 ms, p99 400 ms (1,000 nodes, published)',
   );
 } finally {
-  agent.kill('SIGTERM');
-  await new Promise((r) => agent.once('exit', r));
-  rmSync(dataDir, { recursive: true, force: true });
+  await bench.stop();
 }
