@@ -156,8 +156,15 @@ export class MembershipService {
         } catch (error) {
           lastError = error;
           // A wrong key will not fix itself: give up on it rather than retry for the whole timeout. But
-          // a seed that dies mid-handshake fails the same way once, so only a repeated failure counts.
-          const count = isKeyMismatch(error) ? (mismatches.get(seed) ?? 0) + 1 : 0;
+          // a seed that dies mid-handshake fails the same way once, so only a repeated failure counts;
+          // a refused connection (the seed is down) starts the count again, a timeout (a loaded host)
+          // does not.
+          const before = mismatches.get(seed) ?? 0;
+          const count = isKeyMismatch(error)
+            ? before + 1
+            : /ECONNREFUSED/.test(errorMessage(error))
+              ? 0
+              : before;
           mismatches.set(seed, count);
           if (count >= keyMismatchesToRefuse)
             throw new ShoalError('INVALID_ARGUMENT', describeDialFailure(seed, error));

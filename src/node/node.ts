@@ -73,6 +73,8 @@ export const leaseFileName = 'lease.json';
 export const replaceGraceMs = 1_000;
 /** How often an agent renews its lease with the leader. */
 export const leaseRenewIntervalMs = 1_000;
+/** Lease renewals arriving within this long share one ReadIndex round (see confirmLeadership). */
+export const leadershipCheckBatchMs = 20;
 /** New tasks go only to nodes that renewed their lease this recently. */
 export const placementLeaseFreshMs = 5_000;
 /** How long `shoal leave` waits for a node's tasks to move before it leaves anyway. */
@@ -222,7 +224,7 @@ export class ShoalNode {
   private ledInTerm = 0;
   private readonly nodeUpdatesInFlight = new Set<string>();
   /** The ReadIndex round in flight that confirms this node still leads (see confirmLeadership). */
-  private leadershipCheck: { readonly startedMs: number; readonly done: Promise<void> } | null = null;
+  private leadershipCheck: { started: boolean; done: Promise<void> } | null = null;
   private stopped = false;
 
   private constructor(config: NodeConfig, logger: Logger, clusterKey: string, createdCluster: boolean) {
@@ -730,7 +732,7 @@ export class ShoalNode {
         this.leaseRenewedMs.set(remotePeer, arrivedMs);
         // A leader that was paused or cut off may not know it was deposed: it grants a lease only after a
         // quorum confirms it still leads (a ReadIndex round), so no agent keeps its tasks on a stale word.
-        await this.confirmLeadership(arrivedMs);
+        await this.confirmLeadership();
         return { ok: true };
       }
       case 'propose':
@@ -872,16 +874,19 @@ export class ShoalNode {
   }
 
   /**
-   * Resolves once a quorum has confirmed, after `sinceMs`, that this node still leads. Concurrent callers
-   * share one ReadIndex round when it started late enough for them.
+   * Resolves once a quorum has confirmed, in a ReadIndex round that started after the call, that this node
+   * still leads. Calls are batched: the first starts a round leadershipCheckBatchMs later, and every call
+   * until that round starts shares it, so a large cluster's renewals cost a few rounds a second, not one
+   * per node.
    */
-  private confirmLeadership(sinceMs: number): Promise<void> {
-    const current = this.leadershipCheck;
-    if (current && current.startedMs >= sinceMs) return current.done;
-    const check = {
-      startedMs: Date.now(),
-      done: this.raft.readIndex(readIndexTimeoutMs).then(() => undefined),
-    };
+  private confirmLeadership(): Promise<void> {
+    const pending = this.leadershipCheck;
+    if (pending && !pending.started) return pending.done;
+    const check: { started: boolean; done: Promise<void> } = { started: false, done: Promise.resolve() };
+    check.done = sleep(leadershipCheckBatchMs).then(async () => {
+      check.started = true;
+      await this.raft.readIndex(readIndexTimeoutMs);
+    });
     this.leadershipCheck = check;
     check.done
       .finally(() => {
@@ -899,7 +904,7 @@ export class ShoalNode {
       // Its own lease too: a deposed leader that has not noticed yet must not extend it.
       const sentMs = Date.now();
       try {
-        await this.confirmLeadership(sentMs);
+        await this.confirmLeadership();
         this.confirmLease(sentMs);
       } catch (error) {
         this.logger.debug('lease renewal failed: leadership not confirmed', { error: errorMessage(error) });

@@ -94,10 +94,11 @@ describe('membership over libp2p, in one process', () => {
     // A seed that keeps refusing is a wrong key: the join fails with the one-line explanation.
     const wrong = await host('wrong', defaultMembershipConfig, { key: 'ab'.repeat(32) });
     const lonely = await host('lonely');
-    await expect(lonely.membership.join([seedAddress(wrong)], 15_000)).rejects.toThrow(
+    // Generous: on a loaded machine a handshake may time out instead of failing, and is tried again.
+    await expect(lonely.membership.join([seedAddress(wrong)], 40_000)).rejects.toThrow(
       /the cluster key does not match/,
     );
-  }, 60_000);
+  }, 120_000);
 
   it('joins through a seed, declares a crashed host dead, and a leaving host "left"', async () => {
     // Members here are seconds old: without the grace for fresh starts, the test stays short.
