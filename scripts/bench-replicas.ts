@@ -52,6 +52,17 @@ if (!existsSync(binary)) {
   process.exit(2);
 }
 const memoryBytes = 32 * 1024 * 1024;
+/** One replica, as both paths (through an agent, and the driver alone) start it. */
+const replicaSpec = {
+  driver: 'docker' as const,
+  image: dockerImage,
+  command: ['sleep', '600'],
+  cpuMillis,
+  memoryBytes,
+  priority: 50,
+  env: {},
+  constraints: {},
+};
 /** How long all replicas may take before the run counts as failed. */
 const allRunningMsMax = 10 * 60_000;
 const pollIntervalMs = 50;
@@ -106,16 +117,7 @@ async function throughAgent(): Promise<{ acceptedMs: number; allRunningMs: numbe
   const { apiAddress } = bench;
   const ids: string[] = [];
   try {
-    const spec = {
-      driver: 'docker',
-      image: dockerImage,
-      command: ['sleep', '600'],
-      cpuMillis,
-      memoryBytes,
-      priority: 50,
-      env: {},
-      constraints: {},
-    };
+    const spec = replicaSpec;
     const startedMs = performance.now();
     const submitted = await Promise.all(
       Array.from({ length: replicas }, (_, index) =>
@@ -161,17 +163,7 @@ async function throughDriver(): Promise<number> {
         return driver.start({
           taskId,
           taskDir: join(dataDir, taskId),
-          spec: {
-            name: `replica${index}`,
-            driver: 'docker',
-            image: dockerImage,
-            command: ['sleep', '600'],
-            cpuMillis,
-            memoryBytes,
-            priority: 50,
-            env: {},
-            constraints: {},
-          },
+          spec: { ...replicaSpec, name: `replica${index}` },
         });
       }),
     );

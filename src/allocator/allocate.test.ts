@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { seededRandom } from '../shared/random.ts';
-import { allocate, type AllocatorNode, type AllocatorTask, type Plan, type RunningTask } from './allocate.ts';
+import { allocate } from './allocate.ts';
+import type { AllocatorNode, AllocatorTask, Plan, RunningTask } from './types.ts';
 import { Allocator } from './allocator.ts';
 
 const MiB = 1024 * 1024;

@@ -7,27 +7,6 @@
 import { Allocator } from './allocator.ts';
 import type { AllocatorInput, Plan } from './types.ts';
 
-export { comparePending } from './allocator.ts';
-export { formatRequest } from './resources.ts';
-export type {
-  Affinity,
-  AllocatorInput,
-  AllocatorNode,
-  AllocatorOptions,
-  AllocatorTask,
-  JobPolicy,
-  LabelConstraint,
-  NamespacePolicy,
-  Placement,
-  Plan,
-  PlanOptions,
-  Preemption,
-  Reservation,
-  Resources,
-  RunningTask,
-  Waiting,
-} from './types.ts';
-
 /** One plan from a snapshot: builds the indexes, plans once, throws them away. */
 export function allocate(input: AllocatorInput): Plan {
   return Allocator.planSnapshot(input);

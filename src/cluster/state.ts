@@ -280,17 +280,6 @@ export class ClusterState {
     return tasks.sort((a, b) => b.spec.priority - a.spec.priority || a.submitIndex - b.submitIndex);
   }
 
-  usedOn(nodeId: string): NodeResources {
-    const used = this.used.get(nodeId);
-    if (!used) return { cpuMillis: 0, memoryBytes: 0, diskBytes: 0, devices: {} };
-    return {
-      cpuMillis: used.cpuMillis,
-      memoryBytes: used.memoryBytes,
-      diskBytes: used.diskBytes,
-      devices: Object.fromEntries(used.devices),
-    };
-  }
-
   /** What the node offers minus what its live tasks hold, on every resource. */
   freeOn(nodeId: string): Required<NodeResources> {
     const node = this.nodes.get(nodeId);

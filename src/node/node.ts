@@ -3,7 +3,7 @@
  * agent and the API; the Raft leader also registers nodes, manages voters and runs the allocator.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { statSync, statfsSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, statSync, statfsSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { availableParallelism, totalmem } from 'node:os';
 import { peerIdFromString } from '@libp2p/peer-id';
@@ -858,15 +858,11 @@ export class ShoalNode {
     if (wasExpired) this.agentService?.schedule();
     // No fsync: after a power loss an older time only makes the lease end sooner, which is safe. A failed
     // write (full disk) leaves the older time on disk, which is safe too.
-    // The file's modification time is the lease (task shims watch it); the content is for humans. Setting
-    // the time needs no free blocks, so it works on a full disk when rewriting the file does not.
+    // The file's modification time is the lease (task shims and readLease read it). Setting the time
+    // needs no free blocks, so it works on a full disk; the file is written only when it is missing.
     const path = join(this.config.dataDir, leaseFileName);
     try {
-      writeFileSync(path, JSON.stringify({ confirmedMs: atMs }));
-    } catch (error) {
-      this.logger.debug('cannot save the lease time', { error: errorMessage(error) });
-    }
-    try {
+      if (!existsSync(path)) writeFileSync(path, '');
       utimesSync(path, atMs / 1000, atMs / 1000);
     } catch (error) {
       this.logger.debug('cannot stamp the lease time', { error: errorMessage(error) });

@@ -13,6 +13,7 @@ import {
   type AllocatorTask,
   type NamespacePolicy,
   type Plan,
+  type Resources,
   type RunningTask,
 } from '../allocator/index.ts';
 import type {
@@ -230,20 +231,24 @@ export class Scheduler implements StateObserver {
   }
 }
 
-export function toAllocatorTask(task: Task): AllocatorTask {
-  const spec = task.spec;
-  const request = {
+/** What a task holds on its node, in the allocator's terms. */
+function requestOf(spec: Task['spec']): Resources {
+  return {
     cpuMillis: spec.cpuMillis,
     memoryBytes: spec.memoryBytes,
     ...(spec.diskBytes === undefined ? {} : { diskBytes: spec.diskBytes }),
     ...(spec.devices === undefined ? {} : { devices: spec.devices }),
   };
+}
+
+export function toAllocatorTask(task: Task): AllocatorTask {
+  const spec = task.spec;
   return {
     id: task.id,
     priority: spec.priority,
     submitIndex: task.submitIndex,
     driver: spec.driver,
-    request,
+    request: requestOf(spec),
     constraints: spec.constraints,
     ...(spec.labelConstraints === undefined ? {} : { labelConstraints: spec.labelConstraints }),
     ...(spec.namespace === undefined ? {} : { namespace: spec.namespace }),
@@ -264,12 +269,7 @@ export function toRunningTask(task: Task, nodeId: string): RunningTask {
     id: task.id,
     nodeId,
     priority: spec.priority,
-    request: {
-      cpuMillis: spec.cpuMillis,
-      memoryBytes: spec.memoryBytes,
-      ...(spec.diskBytes === undefined ? {} : { diskBytes: spec.diskBytes }),
-      ...(spec.devices === undefined ? {} : { devices: spec.devices }),
-    },
+    request: requestOf(spec),
     ...(spec.namespace === undefined ? {} : { namespace: spec.namespace }),
     ...(spec.job === undefined ? {} : { job: spec.job }),
     ...(spec.ports === undefined ? {} : { ports: spec.ports }),
