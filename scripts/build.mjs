@@ -273,6 +273,10 @@ async function makeSea() {
         disableExperimentalSEAWarning: true,
         useSnapshot: false,
         useCodeCache: !opts['no-code-cache'],
+        // V8's young generation defaults to 16 MiB semi-spaces, sized for throughput; an agent and each
+        // task's shim allocate little, and 1 MiB semi-spaces cut ~9 MiB of resident memory from each
+        // process (bench:idle) for slightly more frequent, shorter scavenges.
+        execArgv: ['--max-semi-space-size=1'],
       },
       null,
       2,

@@ -172,6 +172,53 @@ describe('RaftCore', () => {
     expect(c.ready().readStates).toEqual([{ requestId: 'r1', index: 2 }]);
   });
 
+  it('heartbeats reach voters every heartbeat and learners every learnerHeartbeatTicks; reads ask voters only', () => {
+    const c = core('s1', {
+      hardState: { term: 1, votedFor: null, commitIndex: 1 },
+      entries: [
+        {
+          index: 1,
+          term: 1,
+          kind: 'config',
+          data: JSON.stringify({ voters: ['s1', 's2', 's3'], learners: ['l1', 'l2'] }),
+        },
+      ],
+      learnerHeartbeatTicks: 6,
+    });
+    elect(c, ['s1', 's2', 's3']);
+    const to: Record<string, number> = {};
+    const answer = (peer: string): void =>
+      c.step({
+        type: 'appendEntriesResponse',
+        from: peer,
+        to: 's1',
+        term: c.status().term,
+        success: true,
+        matchIndex: 2,
+        conflictIndex: 0,
+        readSeq: 0,
+      });
+    for (const peer of ['s2', 's3', 'l1', 'l2']) answer(peer);
+    drain(c);
+    for (let i = 0; i < 24; i++) {
+      c.tick();
+      for (const m of drain(c)) {
+        if (m.type !== 'appendEntries') continue;
+        to[m.to] = (to[m.to] ?? 0) + 1;
+        answer(m.to);
+      }
+    }
+    expect(c.status().role).toBe('leader');
+    expect(to).toEqual({ s2: 12, s3: 12, l1: 4, l2: 4 });
+    drain(c);
+    c.readIndex('r1');
+    expect(
+      drain(c)
+        .map((m) => m.to)
+        .sort(),
+    ).toEqual(['s2', 's3']);
+  });
+
   it('a follower installs a snapshot from the leader and discards its stale log', () => {
     const c = core('s2', {
       hardState: { term: 1, votedFor: null, commitIndex: 1 },
@@ -363,6 +410,8 @@ describe('Raft simulation: random faults', () => {
         duplicateRate: 0.05,
         delayTicksMax: 3,
         compactEvery: 8,
+        // Half the seeds tick as RaftService does (only when due, catching up before inputs).
+        lazyTicks: seed % 4 >= 2,
       });
       const ids = [...sim.nodes.keys()];
       for (let round = 0; round < 25; round++) {

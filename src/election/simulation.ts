@@ -29,6 +29,8 @@ interface SimNode {
   disk: Disk;
   applied: AppliedCommand[];
   appliedIndex: number;
+  /** Lazy ticking: ticks that fell due and the core has not been given yet. */
+  owedTicks: number;
 }
 
 interface InFlight {
@@ -46,7 +48,15 @@ export interface SimulationOptions {
   readonly delayTicksMax: number;
   /** Compact a node's log once it holds this many applied entries beyond its snapshot (0 = never). */
   readonly compactEvery?: number;
+  /**
+   * Tick as RaftService does: a node's core is ticked only once ticksUntilDue() ticks are owed, or to
+   * catch up just before a message or proposal reaches it (at most 4 election timeouts' worth at once).
+   * The ticks before the due one are checked to act on nothing.
+   */
+  readonly lazyTicks?: boolean;
 }
+
+const electionTicks = 10;
 
 export class RaftSimulation {
   readonly random: Random;
@@ -75,7 +85,7 @@ export class RaftSimulation {
         snapshot: null,
         entries: member ? [{ index: 1, term: 1, kind: 'config', data: config }] : [],
       };
-      this.nodes.set(id, { id, core: null, disk, applied: [], appliedIndex: 0 });
+      this.nodes.set(id, { id, core: null, disk, applied: [], appliedIndex: 0, owedTicks: 0 });
       this.start(id);
     }
   }
@@ -89,9 +99,10 @@ export class RaftSimulation {
     const snapshot = node.disk.snapshot;
     node.applied = snapshot ? (JSON.parse(snapshot.data) as AppliedCommand[]) : [];
     node.appliedIndex = snapshot?.index ?? 0;
+    node.owedTicks = 0;
     node.core = new RaftCore({
       id,
-      electionTicks: 10,
+      electionTicks,
       heartbeatTicks: 2,
       random: seededRandom(this.random.int(0, 2 ** 31)),
       entriesPerMessageMax: 8,
@@ -170,7 +181,8 @@ export class RaftSimulation {
   propose(): boolean {
     const id = this.leader();
     const core = id === null ? null : this.mustNode(id).core;
-    if (!core) return false;
+    if (!core || id === null) return false;
+    this.catchUp(this.mustNode(id));
     try {
       core.propose(`p${++this.proposalSeq}`);
     } catch {
@@ -183,7 +195,8 @@ export class RaftSimulation {
   changeConfig(change: (config: ClusterConfig) => ClusterConfig | null): boolean {
     const id = this.leader();
     const core = id === null ? null : this.mustNode(id).core;
-    if (!core) return false;
+    if (!core || id === null) return false;
+    this.catchUp(this.mustNode(id));
     const next = change(core.status().config);
     if (next === null) return false;
     try {
@@ -197,18 +210,52 @@ export class RaftSimulation {
   /** One simulated tick: every live node ticks, due messages are delivered, everyone's Ready handled. */
   step(): void {
     this.nowTick++;
-    for (const node of this.nodes.values()) node.core?.tick();
+    for (const node of this.nodes.values()) {
+      if (!node.core) continue;
+      if (!this.options.lazyTicks) {
+        node.core.tick();
+        continue;
+      }
+      node.owedTicks++;
+      if (node.owedTicks >= node.core.ticksUntilDue()) this.catchUp(node);
+    }
     const due: InFlight[] = [];
     const later: InFlight[] = [];
     for (const m of this.inFlight) (m.deliverAtTick <= this.nowTick ? due : later).push(m);
     this.inFlight = later;
-    for (const { message } of due) this.nodes.get(message.to)?.core?.step(message);
+    for (const { message } of due) {
+      const node = this.nodes.get(message.to);
+      if (!node?.core) continue;
+      this.catchUp(node);
+      node.core.step(message);
+    }
     for (const node of this.nodes.values()) this.drain(node);
     this.checkSafety();
   }
 
   run(ticks: number): void {
     for (let i = 0; i < ticks; i++) this.step();
+  }
+
+  /** Lazy ticking: gives the core the ticks it is owed, checking that those before the due one do nothing. */
+  private catchUp(node: SimNode): void {
+    const core = node.core;
+    if (!core || node.owedTicks === 0) return;
+    const dueTicks = core.ticksUntilDue();
+    const quiet = !core.hasReady();
+    const { role, term } = core.status();
+    const run = Math.min(node.owedTicks, 4 * electionTicks);
+    node.owedTicks = 0;
+    for (let i = 1; i <= run; i++) {
+      core.tick();
+      if (i < dueTicks && quiet) {
+        const after = core.status();
+        assert(
+          !core.hasReady() && after.role === role && after.term === term,
+          `${node.id}: tick ${i} of ${dueTicks} acted before it was due`,
+        );
+      }
+    }
   }
 
   private drain(node: SimNode): void {

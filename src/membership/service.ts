@@ -22,8 +22,11 @@ import type { NodeRecord } from './records.ts';
 import { MembershipState, type Member, type MemberTransition, type MembershipStats } from './state.ts';
 import { SwimTransport, type TransportStats } from './transport.ts';
 
-/** The longest the shell sleeps between ticks: bounds how late a stall is noticed. */
-export const tickMsMax = 100;
+/**
+ * The longest the shell sleeps between ticks: bounds how late a stall is noticed. One probe period, so a
+ * member probing every period wakes no more than it must (each wake-up costs CPU even when idle).
+ */
+export const tickMsMax = 200;
 /** Housekeeping (connection pruning, address book, own addresses) runs this often. */
 export const housekeepingIntervalMs = 1000;
 /** A debug line with traffic counters is logged this often. */

@@ -15,7 +15,7 @@ import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { finished } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
 import { errorMessage, isShoalError, ShoalError, type Logger } from '../../shared/index.ts';
 import {
   checkHandleDriver,
@@ -116,13 +116,17 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
   // docker-modem fills unset options from DOCKER_HOST and DOCKER_CLIENT_TIMEOUT. Explicit undefineds win its
   // merge: shoal talks to exactly the socket it reports, and no client timeout cuts the long-lived wait and
   // log requests.
-  const client = new Docker({
-    socketPath,
-    host: undefined,
-    port: undefined,
-    protocol: undefined,
-    timeout: undefined,
-  });
+  // dockerode (with ssh2 and its crypto) is loaded on first use, not at start: ~12 MiB of memory that an
+  // exec-only node never pays. Until then a missing socket fails fast (ENOENT, an engine error) without it.
+  let clientLoaded: Promise<Docker> | null = null;
+  const docker = async (): Promise<Docker> => {
+    if (clientLoaded === null) await stat(socketPath);
+    clientLoaded ??= import('dockerode').then(
+      ({ default: Docker }) =>
+        new Docker({ socketPath, host: undefined, port: undefined, protocol: undefined, timeout: undefined }),
+    );
+    return clientLoaded;
+  };
   const logPumps = new Map<string, LogPump>();
   /** Tasks this instance stopped: a 128+n exit code from them means "killed by signal n", not a choice of the task. */
   const stopsRequested = new Set<string>();
@@ -152,6 +156,7 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
       }, pingTimeoutMs);
     });
     try {
+      const client = await docker();
       await Promise.race([client.ping(), timeout]);
     } catch (error) {
       throw unreachable(error);
@@ -178,6 +183,7 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
   };
 
   const ensureImage = async (image: string, request: StartRequest): Promise<void> => {
+    const client = await docker();
     try {
       await client.getImage(image).inspect();
       return;
@@ -250,6 +256,7 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
         LogConfig: { Type: 'json-file', Config: { 'max-size': engineLogSizeMax, 'max-file': '1' } },
       },
     };
+    const client = await docker();
     try {
       return await client.createContainer(options);
     } catch (error) {
@@ -292,6 +299,7 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
         );
       }
       try {
+        const client = await docker();
         const stream = await client.getContainer(containerId).logs({
           follow: true,
           stdout: true,
@@ -439,7 +447,7 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
   const wait = async (handle: TaskHandle): Promise<ExitResult> => {
     checkHandleDriver(handle, 'docker');
     const { containerId, taskDir } = parseState(handle);
-    const container = client.getContainer(containerId);
+    const container = (await docker()).getContainer(containerId);
     let statusCode: number | null = null;
     for (;;) {
       const outcome = await waitForExit(handle.taskId, container);
@@ -509,7 +517,7 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
       throw new ShoalError('INVALID_ARGUMENT', `graceMs must be a non-negative number, got ${graceMs}`);
     }
     const { containerId } = parseState(handle);
-    const container = client.getContainer(containerId);
+    const container = (await docker()).getContainer(containerId);
     stopsRequested.add(handle.taskId);
     // Whole seconds, rounded up: the engine's grace must never be shorter than the one asked for.
     const graceSeconds = Math.ceil(graceMs / 1000);
@@ -544,7 +552,7 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
     checkHandleDriver(handle, 'docker');
     const { containerId } = parseState(handle);
     try {
-      await client.getContainer(containerId).remove({ force: true, v: true });
+      await (await docker()).getContainer(containerId).remove({ force: true, v: true });
     } catch (error) {
       // 404: already gone; 409: a removal is already under way.
       const status = statusCodeOf(error);
@@ -566,7 +574,7 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
     const { containerId, taskDir } = parseState(handle);
     let info: Docker.ContainerInspectInfo;
     try {
-      info = await client.getContainer(containerId).inspect();
+      info = await (await docker()).getContainer(containerId).inspect();
     } catch (error) {
       if (statusCodeOf(error) === 404) return false;
       // An engine that is down says nothing about the task: reject rather than report it gone.
@@ -595,7 +603,7 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
     const labels = [`${managedLabel}=true`, `${nodeLabel}=${init.nodeId}`];
     if (taskId !== undefined) labels.push(`${taskLabel}=${taskId}`);
     try {
-      return await client.listContainers({ all: true, filters: { label: labels } });
+      return await (await docker()).listContainers({ all: true, filters: { label: labels } });
     } catch (error) {
       throw engineError(error, 'list containers');
     }
@@ -615,7 +623,9 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
         containerId: info.Id,
         state: info.State,
       });
-      await client
+      await (
+        await docker()
+      )
         .getContainer(info.Id)
         .remove({ force: true, v: true })
         .catch((error: unknown) => {
