@@ -1,7 +1,8 @@
 /**
  * The task model as users and the replicated state see it. Pure data and validation; no I/O.
  */
-import { z } from 'zod';
+import * as z from 'zod/mini';
+import { text, whole } from '../shared/schema.ts';
 
 export const taskDrivers = ['exec', 'docker'] as const;
 export type TaskDriver = (typeof taskDrivers)[number];
@@ -39,26 +40,26 @@ export type RestartPolicy = (typeof restartPolicies)[number];
 /** The longest wait between two restarts, however many failures came before. */
 export const restartDelayMsMax = 5 * 60_000;
 
-export const restartSchema = z
-  .object({
-    policy: z.enum(restartPolicies),
-    /** Restarts allowed after the first run; null means no limit (for `always`). */
-    maxRestarts: z.number().int().min(0).max(1_000_000).nullable(),
-    /** Delay before the first restart; it doubles with each restart, up to restartDelayMsMax. */
-    delayMs: z.number().int().min(0).max(restartDelayMsMax),
-  })
-  .strict();
+export const restartSchema = z.strictObject({
+  policy: z.enum(restartPolicies),
+  /** Restarts allowed after the first run; null means no limit (for `always`). */
+  maxRestarts: z.nullable(z.int().check(z.gte(0), z.lte(1_000_000))),
+  /** Delay before the first restart; it doubles with each restart, up to restartDelayMsMax. */
+  delayMs: z.int().check(z.gte(0), z.lte(restartDelayMsMax)),
+});
 
 export type RestartSpec = z.infer<typeof restartSchema>;
 
 /** Names of namespaces, jobs, groups, ports, device kinds and label keys in specs. */
 const identifierPattern = /^[A-Za-z0-9][A-Za-z0-9._/-]*$/;
-const identifier = (what: string, lengthMax = 128): z.ZodString =>
+const identifier = (what: string, lengthMax = 128): z.ZodMiniString =>
   z
     .string()
-    .min(1)
-    .max(lengthMax)
-    .regex(identifierPattern, `${what} may hold letters, digits, ".", "_", "/" and "-"`);
+    .check(
+      z.minLength(1),
+      z.maxLength(lengthMax),
+      z.regex(identifierPattern, `${what} may hold letters, digits, ".", "_", "/" and "-"`),
+    );
 
 export const labelConstraintsMax = 32;
 export const affinitiesPerTaskMax = 4;
@@ -67,37 +68,23 @@ export const deviceKindsMax = 16;
 
 /** A hard rule on a node label; see the allocator's LabelConstraint for the semantics. */
 export const labelConstraintSchema = z.discriminatedUnion('operator', [
-  z
-    .object({ key: z.string().min(1).max(128), operator: z.literal('='), value: z.string().max(256) })
-    .strict(),
-  z
-    .object({ key: z.string().min(1).max(128), operator: z.literal('!='), value: z.string().max(256) })
-    .strict(),
-  z
-    .object({
-      key: z.string().min(1).max(128),
-      operator: z.literal('in'),
-      values: z.array(z.string().max(256)).min(1).max(64),
-    })
-    .strict(),
-  z
-    .object({
-      key: z.string().min(1).max(128),
-      operator: z.literal('notIn'),
-      values: z.array(z.string().max(256)).min(1).max(64),
-    })
-    .strict(),
-  z
-    .object({
-      key: z.string().min(1).max(128),
-      operator: z.literal('regex'),
-      pattern: z
-        .string()
-        .min(1)
-        .max(256)
-        .refine(isValidPattern, 'the pattern is not a valid regular expression'),
-    })
-    .strict(),
+  z.strictObject({ key: text(128, 1), operator: z.literal('='), value: text(256) }),
+  z.strictObject({ key: text(128, 1), operator: z.literal('!='), value: text(256) }),
+  z.strictObject({
+    key: text(128, 1),
+    operator: z.literal('in'),
+    values: z.array(text(256)).check(z.minLength(1), z.maxLength(64)),
+  }),
+  z.strictObject({
+    key: text(128, 1),
+    operator: z.literal('notIn'),
+    values: z.array(text(256)).check(z.minLength(1), z.maxLength(64)),
+  }),
+  z.strictObject({
+    key: text(128, 1),
+    operator: z.literal('regex'),
+    pattern: text(256, 1).check(z.refine(isValidPattern, 'the pattern is not a valid regular expression')),
+  }),
 ]);
 
 export type LabelConstraintSpec = z.infer<typeof labelConstraintSchema>;
@@ -112,106 +99,105 @@ function isValidPattern(pattern: string): boolean {
 }
 
 export const taskSpecSchema = z
-  .object({
+  .strictObject({
     name: z
       .string()
-      .min(1)
-      .max(taskNameLengthMax)
-      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'name may hold letters, digits, ".", "_" and "-"'),
+      .check(
+        z.minLength(1),
+        z.maxLength(taskNameLengthMax),
+        z.regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'name may hold letters, digits, ".", "_" and "-"'),
+      ),
     driver: z.enum(taskDrivers),
-    command: z.array(z.string().max(commandBytesMax)).max(commandArgumentsMax),
-    image: z.string().min(1).max(1024).optional(),
-    cpuMillis: z.number().int().min(1, 'cpu must be positive').max(1_000_000),
-    memoryBytes: z
-      .number()
-      .int()
-      .min(1024 * 1024, 'memory must be at least 1 MiB')
-      .max(2 ** 50),
-    priority: z.number().int().min(priorityMin).max(priorityMax),
+    command: z.array(text(commandBytesMax)).check(z.maxLength(commandArgumentsMax)),
+    image: z.optional(text(1024, 1)),
+    cpuMillis: whole(1, 1_000_000, 'cpu must be positive'),
+    memoryBytes: whole(1024 * 1024, 2 ** 50, 'memory must be at least 1 MiB'),
+    priority: whole(priorityMin, priorityMax),
     env: z
       .record(
-        z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'env names are letters, digits and "_"'),
+        z.string().check(z.regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'env names are letters, digits and "_"')),
         z.string(),
       )
-      .refine((env) => Object.keys(env).length <= envEntriesMax, `at most ${envEntriesMax} env entries`),
+      .check(
+        z.refine((env) => Object.keys(env).length <= envEntriesMax, `at most ${envEntriesMax} env entries`),
+      ),
     /** Node labels that must equal these values. */
-    constraints: z.record(z.string().min(1).max(128), z.string().max(256)),
+    constraints: z.record(text(128, 1), text(256)),
     /** What to do when the task ends; absent means never restart. */
-    restart: restartSchema.optional(),
+    restart: z.optional(restartSchema),
     // ---- placement; every field below is optional and absent in specs from before it existed ----
     /** Disk the task needs on its node; accounted, not enforced by the drivers. Default 0. */
-    diskBytes: z
-      .number()
-      .int()
-      .min(0)
-      .max(2 ** 50)
-      .optional(),
+    diskBytes: z.optional(whole(0, 2 ** 50)),
     /** Device counts by kind (e.g. gpu: 2), from what nodes advertise with --device. Default none. */
-    devices: z
-      .record(identifier('a device kind', 64), z.number().int().min(1).max(1024))
-      .refine((d) => Object.keys(d).length <= deviceKindsMax, `at most ${deviceKindsMax} device kinds`)
-      .optional(),
+    devices: z.optional(
+      z
+        .record(identifier('a device kind', 64), whole(1, 1024))
+        .check(
+          z.refine((d) => Object.keys(d).length <= deviceKindsMax, `at most ${deviceKindsMax} device kinds`),
+        ),
+    ),
     /** Host ports the task needs, by name; two tasks needing one port never share a node. */
-    ports: z
-      .record(identifier('a port name', 64), z.number().int().min(1).max(65_535))
-      .refine((p) => Object.keys(p).length <= portsPerTaskMax, `at most ${portsPerTaskMax} ports`)
-      .refine((p) => new Set(Object.values(p)).size === Object.keys(p).length, 'ports must differ')
-      .optional(),
+    ports: z.optional(
+      z.record(identifier('a port name', 64), whole(1, 65_535)).check(
+        z.refine((p) => Object.keys(p).length <= portsPerTaskMax, `at most ${portsPerTaskMax} ports`),
+        z.refine((p) => new Set(Object.values(p)).size === Object.keys(p).length, 'ports must differ'),
+      ),
+    ),
     /** The tenant, for fair sharing and quotas. Default `default`. */
-    namespace: identifier('a namespace', 64).optional(),
+    namespace: z.optional(identifier('a namespace', 64)),
     /** More hard rules on node labels (`!=`, `in`, `notIn`, `regex`). */
-    labelConstraints: z.array(labelConstraintSchema).max(labelConstraintsMax).optional(),
+    labelConstraints: z.optional(z.array(labelConstraintSchema).check(z.maxLength(labelConstraintsMax))),
     /** Soft preferences: nodes matching a rule score its weight (-100..100; negative avoids). */
-    affinities: z
-      .array(
-        z.object({ constraint: labelConstraintSchema, weight: z.number().int().min(-100).max(100) }).strict(),
-      )
-      .max(affinitiesPerTaskMax)
-      .optional(),
+    affinities: z.optional(
+      z
+        .array(z.strictObject({ constraint: labelConstraintSchema, weight: whole(-100, 100) }))
+        .check(z.maxLength(affinitiesPerTaskMax)),
+    ),
     /** The job this task is a replica of: caps, distinct nodes and spread count per job. */
-    job: identifier('a job name').optional(),
+    job: z.optional(identifier('a job name')),
     /** Most tasks of the job running at once. */
-    jobRunningMax: z.number().int().min(1).max(1_000_000).optional(),
+    jobRunningMax: z.optional(whole(1, 1_000_000)),
     /** At most one task of the job per node. */
-    distinctNodes: z.boolean().optional(),
+    distinctNodes: z.optional(z.boolean()),
     /** Spread the job's tasks evenly over the values of this node label (e.g. zone). */
-    spreadOver: z.string().min(1).max(128).optional(),
+    spreadOver: z.optional(text(128, 1)),
     /** binpack (default) fills nodes in order; spread prefers the node with the most free CPU. */
-    packing: z.enum(['binpack', 'spread']).optional(),
+    packing: z.optional(z.enum(['binpack', 'spread'])),
     /** Tasks of one group start together or not at all. Set by `shoal run --replicas N --gang`. */
-    group: identifier('a group name').optional(),
+    group: z.optional(identifier('a group name')),
     /** False: never evicted for a higher-priority task. Default true. */
-    preemptible: z.boolean().optional(),
+    preemptible: z.optional(z.boolean()),
     /**
      * When its node loses contact with the leader for a whole lease: `stop` (default) so it never runs on
      * two nodes at once, or `keep` it running, accepting that the cluster may start a replacement meanwhile.
      */
-    onDisconnect: z.enum(['stop', 'keep']).optional(),
+    onDisconnect: z.optional(z.enum(['stop', 'keep'])),
   })
-  .strict()
-  .superRefine((spec, ctx) => {
-    if (spec.driver === 'exec' && spec.command.length === 0) {
-      ctx.addIssue({ code: 'custom', message: 'the exec driver needs a command (shoal run -- CMD ARGS…)' });
-    }
-    if (spec.driver === 'docker' && spec.image === undefined) {
-      ctx.addIssue({ code: 'custom', message: 'the docker driver needs an image (--image NAME)' });
-    }
-    if (
-      (spec.distinctNodes === true || spec.spreadOver !== undefined || spec.jobRunningMax !== undefined) &&
-      spec.job === undefined
-    ) {
-      ctx.addIssue({
-        code: 'custom',
-        message: 'distinct nodes, spread and a running cap need a job (--job NAME)',
-      });
-    }
-    if (spec.driver === 'exec' && spec.image !== undefined) {
-      ctx.addIssue({
-        code: 'custom',
-        message: '--image is only for the docker driver (add --driver docker)',
-      });
-    }
-  });
+  .check(
+    z.superRefine((spec, ctx) => {
+      if (spec.driver === 'exec' && spec.command.length === 0) {
+        ctx.addIssue({ code: 'custom', message: 'the exec driver needs a command (shoal run -- CMD ARGS…)' });
+      }
+      if (spec.driver === 'docker' && spec.image === undefined) {
+        ctx.addIssue({ code: 'custom', message: 'the docker driver needs an image (--image NAME)' });
+      }
+      if (
+        (spec.distinctNodes === true || spec.spreadOver !== undefined || spec.jobRunningMax !== undefined) &&
+        spec.job === undefined
+      ) {
+        ctx.addIssue({
+          code: 'custom',
+          message: 'distinct nodes, spread and a running cap need a job (--job NAME)',
+        });
+      }
+      if (spec.driver === 'exec' && spec.image !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          message: '--image is only for the docker driver (add --driver docker)',
+        });
+      }
+    }),
+  );
 
 export type TaskSpec = z.infer<typeof taskSpecSchema>;
 
@@ -278,7 +264,7 @@ export function addTaskEvent(task: Task, event: TaskEventRecord): void {
 }
 
 /** Turns zod's issues into one line a user can act on. */
-export function describeIssues(error: z.ZodError): string {
+export function describeIssues(error: z.core.$ZodError): string {
   return error.issues
     .map((issue) => (issue.path.length > 0 ? `${issue.path.join('.')}: ${issue.message}` : issue.message))
     .join('; ');
@@ -301,20 +287,17 @@ export function restartDecision(
 }
 
 /** A tenant's share weight and quota, as `shoal namespace set` gives them. */
-export const namespacePolicySchema = z
-  .object({
-    name: identifier('a namespace', 64),
-    weight: z.number().positive().max(1_000_000),
-    quota: z
-      .object({
-        cpuMillis: z.number().int().min(0).optional(),
-        memoryBytes: z.number().int().min(0).optional(),
-        diskBytes: z.number().int().min(0).optional(),
-        devices: z.record(identifier('a device kind', 64), z.number().int().min(0)).optional(),
-      })
-      .strict()
-      .nullable(),
-  })
-  .strict();
+export const namespacePolicySchema = z.strictObject({
+  name: identifier('a namespace', 64),
+  weight: z.number().check(z.gt(0), z.lte(1_000_000)),
+  quota: z.nullable(
+    z.strictObject({
+      cpuMillis: z.optional(whole(0)),
+      memoryBytes: z.optional(whole(0)),
+      diskBytes: z.optional(whole(0)),
+      devices: z.optional(z.record(identifier('a device kind', 64), whole(0))),
+    }),
+  ),
+});
 
 export type NamespacePolicySpec = z.infer<typeof namespacePolicySchema>;

@@ -4,7 +4,8 @@
  * and each carries piggybacked updates. Push-pull is a request/response on its own protocol. Every
  * message is size-bounded and schema-checked by the shell before the state machine sees it.
  */
-import { z } from 'zod';
+import * as z from 'zod/mini';
+import { text, whole } from '../shared/schema.ts';
 import { signedSchema, type Signed } from './records.ts';
 
 export const swimProtocol = '/shoal/swim/1.0.0';
@@ -21,27 +22,27 @@ export const syncEntriesMax = 10_000;
 
 /** A gossiped update: a node's signed record (alive, or left when `leaving`), or a signed claim. */
 export const updateSchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('record'), signed: signedSchema }).strict(),
-  z.object({ type: z.literal('claim'), signed: signedSchema }).strict(),
+  z.strictObject({ type: z.literal('record'), signed: signedSchema }),
+  z.strictObject({ type: z.literal('claim'), signed: signedSchema }),
 ]);
 
 export type Update = z.infer<typeof updateSchema>;
 
-const updates = z.array(updateSchema).max(updatesPerDatagramMax);
-const seq = z.number().int().nonnegative();
-const id = z.string().min(1).max(128);
+const updates = z.array(updateSchema).check(z.maxLength(updatesPerDatagramMax));
+const seq = whole(0);
+const id = text(128, 1);
 
 export const swimMessageSchema = z.discriminatedUnion('type', [
   /** Are you there? `target` is who the sender means to reach (guards against a reused address). */
-  z.object({ type: z.literal('ping'), seq, target: id, updates }).strict(),
+  z.strictObject({ type: z.literal('ping'), seq, target: id, updates }),
   /** Yes (or, relayed by a helper: the target answered me). */
-  z.object({ type: z.literal('ack'), seq, updates }).strict(),
+  z.strictObject({ type: z.literal('ack'), seq, updates }),
   /** Please probe `target` for me and relay its ack, or nack if it does not answer. */
-  z.object({ type: z.literal('pingReq'), seq, target: id, updates }).strict(),
+  z.strictObject({ type: z.literal('pingReq'), seq, target: id, updates }),
   /** I asked `target` for you and heard nothing: so the problem is not your own network. */
-  z.object({ type: z.literal('nack'), seq, updates }).strict(),
+  z.strictObject({ type: z.literal('nack'), seq, updates }),
   /** Updates only. */
-  z.object({ type: z.literal('gossip'), updates }).strict(),
+  z.strictObject({ type: z.literal('gossip'), updates }),
 ]);
 
 export type SwimMessage = z.infer<typeof swimMessageSchema>;
@@ -50,18 +51,18 @@ export type SwimMessage = z.infer<typeof swimMessageSchema>;
 export const digestEntrySchema = z.tuple([
   id,
   /** Record version. */
-  z.number().int().nonnegative(),
-  z.number().int().nonnegative(),
+  whole(0),
+  whole(0),
   /** State rank: 0 alive, 1 suspect, 2 dead, 3 left. */
-  z.number().int().min(0).max(3),
+  whole(0, 3),
   /** The version the state refers to. */
-  z.number().int().nonnegative(),
-  z.number().int().nonnegative(),
+  whole(0),
+  whole(0),
 ]);
 
 export type DigestEntry = z.infer<typeof digestEntrySchema>;
 
-export const syncEntrySchema = z.object({ record: signedSchema, claim: signedSchema.nullable() }).strict();
+export const syncEntrySchema = z.strictObject({ record: signedSchema, claim: z.nullable(signedSchema) });
 
 export interface SyncEntry {
   readonly record: Signed;
@@ -74,20 +75,16 @@ export interface SyncEntry {
  * callee merges the entries and answers with what is newer on its side plus its own digest, so the
  * caller can send back what is newer on the caller's side. `digest: null` asks for no answer.
  */
-export const syncRequestSchema = z
-  .object({
-    digest: z.array(digestEntrySchema).max(syncEntriesMax).nullable(),
-    entries: z.array(syncEntrySchema).max(syncEntriesMax),
-  })
-  .strict();
+export const syncRequestSchema = z.strictObject({
+  digest: z.nullable(z.array(digestEntrySchema).check(z.maxLength(syncEntriesMax))),
+  entries: z.array(syncEntrySchema).check(z.maxLength(syncEntriesMax)),
+});
 
 export type SyncRequest = z.infer<typeof syncRequestSchema>;
 
-export const syncReplySchema = z
-  .object({
-    digest: z.array(digestEntrySchema).max(syncEntriesMax).nullable(),
-    entries: z.array(syncEntrySchema).max(syncEntriesMax),
-  })
-  .strict();
+export const syncReplySchema = z.strictObject({
+  digest: z.nullable(z.array(digestEntrySchema).check(z.maxLength(syncEntriesMax))),
+  entries: z.array(syncEntrySchema).check(z.maxLength(syncEntriesMax)),
+});
 
 export type SyncReply = z.infer<typeof syncReplySchema>;

@@ -11,7 +11,8 @@
  *   the node advertises bumps it.
  * Together they are SWIM's "incarnation number". Older versions never overwrite newer ones.
  */
-import { z } from 'zod';
+import * as z from 'zod/mini';
+import { text, whole } from '../shared/schema.ts';
 import { taskDrivers } from '../cluster/task.ts';
 
 /** The largest signed record or claim body, in bytes of JSON. Bounds every gossiped item. */
@@ -21,61 +22,56 @@ export const labelsMax = 64;
 /** Addresses one node may advertise. */
 export const addressesMax = 16;
 
-export const nodeRecordSchema = z
-  .object({
-    id: z.string().min(1).max(128),
-    name: z.string().min(1).max(128),
-    /** libp2p multiaddrs the node listens on, with its /p2p/ id. */
-    addresses: z.array(z.string().max(256)).max(addressesMax),
-    /** host:port of the cluster listener, for display and join commands. */
-    address: z.string().max(256),
-    cpuMillis: z.number().int().nonnegative(),
-    memoryBytes: z.number().int().nonnegative(),
-    /** Disk offered to tasks; absent from nodes that advertise none. */
-    diskBytes: z.number().int().nonnegative().optional(),
-    /** Device counts by kind offered to tasks (e.g. gpu: 2). */
-    devices: z
-      .record(z.string().min(1).max(64), z.number().int().nonnegative().max(1_000_000))
-      .refine((devices) => Object.keys(devices).length <= 16, 'at most 16 device kinds')
-      .optional(),
-    labels: z
-      .record(z.string().max(128), z.string().max(256))
-      .refine((labels) => Object.keys(labels).length <= labelsMax, `at most ${labelsMax} labels`),
-    drivers: z.array(z.enum(taskDrivers)).max(taskDrivers.length),
-    version: z.string().max(64),
-    /** The node's boot count (persisted): a restart always outranks the previous life. */
-    incarnation: z.number().int().nonnegative(),
-    /** Changes within one boot: refutations of suspicion and updates of what the node advertises. */
-    revision: z.number().int().nonnegative(),
-    /** Set once, by a graceful leave. */
-    leaving: z.boolean(),
-  })
-  .strict();
+export const nodeRecordSchema = z.strictObject({
+  id: text(128, 1),
+  name: text(128, 1),
+  /** libp2p multiaddrs the node listens on, with its /p2p/ id. */
+  addresses: z.array(text(256)).check(z.maxLength(addressesMax)),
+  /** host:port of the cluster listener, for display and join commands. */
+  address: text(256),
+  cpuMillis: whole(0),
+  memoryBytes: whole(0),
+  /** Disk offered to tasks; absent from nodes that advertise none. */
+  diskBytes: z.optional(whole(0)),
+  /** Device counts by kind offered to tasks (e.g. gpu: 2). */
+  devices: z.optional(
+    z
+      .record(text(64, 1), whole(0, 1_000_000))
+      .check(z.refine((devices) => Object.keys(devices).length <= 16, 'at most 16 device kinds')),
+  ),
+  labels: z
+    .record(text(128), text(256))
+    .check(z.refine((labels) => Object.keys(labels).length <= labelsMax, `at most ${labelsMax} labels`)),
+  drivers: z.array(z.enum(taskDrivers)).check(z.maxLength(taskDrivers.length)),
+  version: text(64),
+  /** The node's boot count (persisted): a restart always outranks the previous life. */
+  incarnation: whole(0),
+  /** Changes within one boot: refutations of suspicion and updates of what the node advertises. */
+  revision: whole(0),
+  /** Set once, by a graceful leave. */
+  leaving: z.boolean(),
+});
 
 export type NodeRecord = z.infer<typeof nodeRecordSchema>;
 
-export const claimSchema = z
-  .object({
-    kind: z.enum(['suspect', 'dead']),
-    /** The node the claim is about. */
-    subject: z.string().min(1).max(128),
-    /** The subject's version the claim is about; a higher version refutes it. */
-    incarnation: z.number().int().nonnegative(),
-    revision: z.number().int().nonnegative(),
-    /** The node that makes the claim, and signs it. */
-    from: z.string().min(1).max(128),
-  })
-  .strict();
+export const claimSchema = z.strictObject({
+  kind: z.enum(['suspect', 'dead']),
+  /** The node the claim is about. */
+  subject: text(128, 1),
+  /** The subject's version the claim is about; a higher version refutes it. */
+  incarnation: whole(0),
+  revision: whole(0),
+  /** The node that makes the claim, and signs it. */
+  from: text(128, 1),
+});
 
 export type Claim = z.infer<typeof claimSchema>;
 
 /** The exact signed JSON text and its Ed25519 signature (base64). */
-export const signedSchema = z
-  .object({
-    body: z.string().max(recordBytesMax),
-    signature: z.string().max(128),
-  })
-  .strict();
+export const signedSchema = z.strictObject({
+  body: text(recordBytesMax),
+  signature: text(128),
+});
 
 export type Signed = z.infer<typeof signedSchema>;
 
@@ -174,7 +170,7 @@ export function isSignedBy(signed: Signed, signerId: string, crypto: MembershipC
   return crypto.verify(signerId, encoder.encode(signed.body), signature);
 }
 
-function parseBody<T>(signed: Signed, schema: z.ZodType<T>): T | null {
+function parseBody<T>(signed: Signed, schema: z.ZodMiniType<T>): T | null {
   let value: unknown;
   try {
     value = JSON.parse(signed.body);
