@@ -62,6 +62,8 @@ function shimPids(dataDir: string): number[] {
 }
 
 const mebibytes = (kib: number): string => `${(kib / 1024).toFixed(1)} MiB`;
+/** The target is in MB (10^6 bytes): 120 MB is 114.4 MiB. */
+const megabytes = (kib: number): string => `${((kib * 1024) / 1e6).toFixed(1)} MB`;
 
 const bench = await startBenchAgent({
   binary,
@@ -120,14 +122,15 @@ try {
   const shimRssKiB = shims.reduce((sum, shim) => sum + statusKiB(shim, 'VmRSS'), 0);
   const shimPssKiB = shims.reduce((sum, shim) => sum + pssKiB(shim), 0);
   console.log(
-    `agent: RSS ${mebibytes(statusKiB(pid, 'VmRSS'))} (max ${mebibytes(rssKiBMax)} over the window), ` +
+    `agent: RSS ${mebibytes(statusKiB(pid, 'VmRSS'))} = ${megabytes(statusKiB(pid, 'VmRSS'))} ` +
+      `(max ${mebibytes(rssKiBMax)} = ${megabytes(rssKiBMax)} over the window), ` +
       `CPU ${cpuPercent.toFixed(2)} % of a core over ${elapsedSeconds.toFixed(0)} s`,
   );
   console.log(
     `shims: ${shims.length}, RSS sum ${mebibytes(shimRssKiB)} (${mebibytes(shimRssKiB / Math.max(1, shims.length))} each), ` +
       `PSS sum ${mebibytes(shimPssKiB)}, CPU ${shimCpuPercent.toFixed(2)} % of a core together`,
   );
-  console.log('target: agent ≤ 120 MB RSS and ≤ 1 % of a core with 100 running tasks');
+  console.log('target: agent ≤ 120 MB (114.4 MiB) RSS and ≤ 1 % of a core with 100 running tasks');
 } finally {
   await bench.stop();
 }

@@ -2,7 +2,8 @@
  * The Raft shell: owns the timer, the WAL, the snapshot file and the transport, and drives the pure core.
  * The core counts time in ticks, but the shell does not wake every tick: it sleeps until the tick at
  * which the core will next act (a heartbeat, an election timeout) and, before any other input, makes up
- * the ticks real time owes. An idle follower then wakes a few times a second instead of 40, which is
+ * the ticks real time owes. Only at the start of a macrotask (a message, the timer): the node's own calls
+ * (propose after checking it leads) must see the core as it was when they checked. An idle follower then wakes a few times a second instead of 40, which is
  * most of an idle agent's CPU on a small VM, where each wake-up costs ~0.2 ms.
  * After any input it handles the core's Ready in the required order: persist (fsync), then send, then
  * apply. It compacts the log into a snapshot of the state machine as the log grows, so the log does not
@@ -170,15 +171,17 @@ export class RaftService {
   }
 
   /** Proposes a command; resolves with the state machine's answer once it is committed and applied here. */
-  propose(data: string, timeoutMs: number): Promise<unknown> {
+  /**
+   * Rejects, never throws (async), though the entry is appended at once: NOT_LEADER when this node does
+   * not lead (any more), UNAVAILABLE while the disk cannot be written.
+   */
+  async propose(data: string, timeoutMs: number): Promise<unknown> {
     if (this.diskError !== null) throw new ShoalError('UNAVAILABLE', this.diskError);
-    this.catchUpTicks();
     const { index, term } = this.core.propose(data);
     return this.wait(index, term, timeoutMs);
   }
 
-  proposeConfig(config: ClusterConfig, timeoutMs: number): Promise<unknown> {
-    this.catchUpTicks();
+  async proposeConfig(config: ClusterConfig, timeoutMs: number): Promise<unknown> {
     const { index, term } = this.core.proposeConfig(config);
     return this.wait(index, term, timeoutMs);
   }
@@ -187,10 +190,9 @@ export class RaftService {
    * On the leader: the commit index once a quorum confirms this node still leads (ReadIndex). A read
    * served after the state machine applied it is linearizable.
    */
-  readIndex(timeoutMs: number): Promise<number> {
+  async readIndex(timeoutMs: number): Promise<number> {
     const requestId = randomBytes(8).toString('hex');
-    this.catchUpTicks();
-    // First, so a node that is not (or not yet) a settled leader throws before any timer exists.
+    // First, so a node that is not (or not yet) a settled leader rejects before any timer exists.
     this.core.readIndex(requestId);
     this.schedule();
     return new Promise<number>((resolve, reject) => {
@@ -237,7 +239,6 @@ export class RaftService {
       .filter((p) => status.config.voters.includes(p.id) && p.recentlyActive)
       .sort((a, b) => b.matchIndex - a.matchIndex)[0];
     if (!target) return false;
-    this.catchUpTicks();
     this.core.transferLeadership(target.id);
     this.schedule();
     const deadline = Date.now() + timeoutMs;

@@ -50,7 +50,7 @@ export interface SimulationOptions {
   readonly compactEvery?: number;
   /**
    * Tick as RaftService does: a node's core is ticked only once ticksUntilDue() ticks are owed, or to
-   * catch up just before a message or proposal reaches it (at most 4 election timeouts' worth at once).
+   * catch up just before a message reaches it (at most 4 election timeouts' worth at once).
    * The ticks before the due one are checked to act on nothing.
    */
   readonly lazyTicks?: boolean;
@@ -181,8 +181,7 @@ export class RaftSimulation {
   propose(): boolean {
     const id = this.leader();
     const core = id === null ? null : this.mustNode(id).core;
-    if (!core || id === null) return false;
-    this.catchUp(this.mustNode(id));
+    if (!core) return false;
     try {
       core.propose(`p${++this.proposalSeq}`);
     } catch {
@@ -195,8 +194,7 @@ export class RaftSimulation {
   changeConfig(change: (config: ClusterConfig) => ClusterConfig | null): boolean {
     const id = this.leader();
     const core = id === null ? null : this.mustNode(id).core;
-    if (!core || id === null) return false;
-    this.catchUp(this.mustNode(id));
+    if (!core) return false;
     const next = change(core.status().config);
     if (next === null) return false;
     try {

@@ -1,0 +1,122 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '../shared/log.ts';
+import { seededRandom } from '../shared/random.ts';
+import { RaftService } from './service.ts';
+import type { RaftTransport } from './transport.ts';
+import type { ClusterConfig, RaftMessage } from './types.ts';
+
+/** Services wired to each other in memory; `cut` drops everything to and from a node. */
+class Hub {
+  readonly handlers = new Map<string, (message: RaftMessage) => void>();
+  readonly cut = new Set<string>();
+
+  /** The sending half; each service's start() registers its handler. */
+  transport(): Omit<RaftTransport, 'start'> {
+    return {
+      send: (message) => {
+        if (this.cut.has(message.from) || this.cut.has(message.to)) return;
+        // Delivered on a later macrotask, as a socket would.
+        setImmediate(() => this.handlers.get(message.to)?.(message));
+      },
+      stop: () => undefined,
+    };
+  }
+}
+
+const dirs: string[] = [];
+const services: RaftService[] = [];
+afterEach(() => {
+  for (const service of services.splice(0)) service.stop();
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+async function cluster(ids: string[]): Promise<{ hub: Hub; nodes: Map<string, RaftService> }> {
+  const hub = new Hub();
+  const nodes = new Map<string, RaftService>();
+  for (const [i, id] of ids.entries()) {
+    const dir = mkdtempSync(join(tmpdir(), 'shoal-raft-service-'));
+    dirs.push(dir);
+    const transport = hub.transport();
+    const service = new RaftService({
+      id,
+      walDir: dir,
+      transport: {
+        ...transport,
+        start: (onMessage) => {
+          hub.handlers.set(id, onMessage);
+          return Promise.resolve();
+        },
+      },
+      timings: { tickMs: 10, electionTicks: 8, heartbeatTicks: 2 },
+      random: seededRandom(100 + i),
+      logger: silentLogger,
+      apply: (entry) => entry.index,
+      snapshotState: () => '',
+      restoreState: () => undefined,
+    });
+    services.push(service);
+    nodes.set(id, service);
+  }
+  const first = nodes.get(ids[0] ?? '');
+  if (!first) throw new Error('no nodes');
+  first.bootstrap();
+  for (const service of nodes.values()) await service.start();
+  await waitFor(() => first.isReadyLeader());
+  for (const [index, id] of ids.slice(1).entries()) {
+    const config: ClusterConfig = { voters: ids.slice(0, index + 2), learners: [] };
+    await first.proposeConfig(config, 5000);
+    await waitFor(() => nodes.get(id)?.status().commitIndex === first.status().commitIndex);
+  }
+  return { hub, nodes };
+}
+
+async function waitFor(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+const leaderOf = (nodes: Map<string, RaftService>): RaftService | undefined =>
+  [...nodes.values()].find((service) => service.isLeader());
+
+describe('RaftService', () => {
+  it('ticking only when due, three services elect, commit, and re-elect when the leader is cut off', async () => {
+    const { hub, nodes } = await cluster(['a', 'b', 'c']);
+    const leader = leaderOf(nodes);
+    expect(leader).toBeDefined();
+    await expect(leader?.propose('x', 5000)).resolves.toBeGreaterThan(0);
+    const oldId = leader?.status().id ?? '';
+    hub.cut.add(oldId);
+    // The old leader's check-quorum deposes it; the other two elect one of themselves.
+    await waitFor(() => !nodes.get(oldId)?.isLeader());
+    await waitFor(() => [...nodes].some(([id, service]) => id !== oldId && service.isReadyLeader()));
+    hub.cut.clear();
+    const next = leaderOf(nodes);
+    await expect(next?.propose('y', 5000)).resolves.toBeGreaterThan(0);
+  });
+
+  it('propose, proposeConfig and readIndex on a node that does not lead reject, and never throw', async () => {
+    const { nodes } = await cluster(['a', 'b', 'c']);
+    const follower = [...nodes.values()].find((service) => !service.isLeader());
+    expect(follower).toBeDefined();
+    if (!follower) return;
+    // A synchronous throw here once crashed an agent whose caller chained .catch() on the promise.
+    const calls = [
+      () => follower.propose('x', 1000),
+      () => follower.proposeConfig({ voters: ['a'], learners: [] }, 1000),
+      () => follower.readIndex(1000),
+    ];
+    for (const call of calls) {
+      let promise: Promise<unknown> | undefined;
+      expect(() => {
+        promise = call();
+      }).not.toThrow();
+      await expect(promise).rejects.toMatchObject({ code: 'NOT_LEADER' });
+    }
+  });
+});
