@@ -219,6 +219,44 @@ describe('RaftCore', () => {
     ).toEqual(['s2', 's3']);
   });
 
+  it('a caught-up learner hears of a new commit index at once, not at its next heartbeat', () => {
+    const c = core('s1', {
+      hardState: { term: 1, votedFor: null, commitIndex: 1 },
+      entries: [
+        {
+          index: 1,
+          term: 1,
+          kind: 'config',
+          data: JSON.stringify({ voters: ['s1', 's2', 's3'], learners: ['l1'] }),
+        },
+      ],
+    });
+    elect(c, ['s1', 's2', 's3']);
+    const ack = (peer: string, matchIndex: number): void =>
+      c.step({
+        type: 'appendEntriesResponse',
+        from: peer,
+        to: 's1',
+        term: c.status().term,
+        success: true,
+        matchIndex,
+        conflictIndex: 0,
+        readSeq: 0,
+      });
+    for (const peer of ['s2', 's3', 'l1']) ack(peer, 2);
+    drain(c);
+    c.propose('x');
+    expect(drain(c).filter((m) => m.type === 'appendEntries').length).toBe(3);
+    // The learner stores the entry first; the voters' acks then commit it.
+    ack('l1', 3);
+    expect(drain(c)).toEqual([]);
+    ack('s2', 3);
+    const news = drain(c).filter((m) => m.type === 'appendEntries');
+    expect(c.status().commitIndex).toBe(3);
+    expect(news.map((m) => m.to).sort()).toEqual(['l1', 's2']);
+    for (const m of news) expect([m.entries.length, m.leaderCommit]).toEqual([0, 3]);
+  });
+
   it('a follower installs a snapshot from the leader and discards its stale log', () => {
     const c = core('s2', {
       hardState: { term: 1, votedFor: null, commitIndex: 1 },
