@@ -29,12 +29,26 @@ function drain(c: RaftCore): RaftMessage[] {
   return sent;
 }
 
-const config = (voters: string[]): LogEntry => ({
+const config = (voters: string[], learners: string[] = []): LogEntry => ({
   index: 1,
   term: 1,
   kind: 'config',
-  data: JSON.stringify({ voters, learners: [] }),
+  data: JSON.stringify({ voters, learners }),
 });
+
+/** `peer` answers the leader s1: it holds the log up to matchIndex. */
+function acknowledge(c: RaftCore, peer: string, matchIndex: number): void {
+  c.step({
+    type: 'appendEntriesResponse',
+    from: peer,
+    to: 's1',
+    term: c.status().term,
+    success: true,
+    matchIndex,
+    conflictIndex: 0,
+    readSeq: 0,
+  });
+}
 
 /** Makes `c` leader by ticking it into a campaign and answering its (pre-)vote requests with grants. */
 function elect(c: RaftCore, voters: string[]): RaftMessage[] {
@@ -175,29 +189,12 @@ describe('RaftCore', () => {
   it('heartbeats reach voters every heartbeat and learners every learnerHeartbeatTicks; reads ask voters only', () => {
     const c = core('s1', {
       hardState: { term: 1, votedFor: null, commitIndex: 1 },
-      entries: [
-        {
-          index: 1,
-          term: 1,
-          kind: 'config',
-          data: JSON.stringify({ voters: ['s1', 's2', 's3'], learners: ['l1', 'l2'] }),
-        },
-      ],
+      entries: [config(['s1', 's2', 's3'], ['l1', 'l2'])],
       learnerHeartbeatTicks: 6,
     });
     elect(c, ['s1', 's2', 's3']);
     const to: Record<string, number> = {};
-    const answer = (peer: string): void =>
-      c.step({
-        type: 'appendEntriesResponse',
-        from: peer,
-        to: 's1',
-        term: c.status().term,
-        success: true,
-        matchIndex: 2,
-        conflictIndex: 0,
-        readSeq: 0,
-      });
+    const answer = (peer: string): void => acknowledge(c, peer, 2);
     for (const peer of ['s2', 's3', 'l1', 'l2']) answer(peer);
     drain(c);
     for (let i = 0; i < 24; i++) {
@@ -222,27 +219,10 @@ describe('RaftCore', () => {
   it('a caught-up learner hears of a new commit index at once, not at its next heartbeat', () => {
     const c = core('s1', {
       hardState: { term: 1, votedFor: null, commitIndex: 1 },
-      entries: [
-        {
-          index: 1,
-          term: 1,
-          kind: 'config',
-          data: JSON.stringify({ voters: ['s1', 's2', 's3'], learners: ['l1'] }),
-        },
-      ],
+      entries: [config(['s1', 's2', 's3'], ['l1'])],
     });
     elect(c, ['s1', 's2', 's3']);
-    const ack = (peer: string, matchIndex: number): void =>
-      c.step({
-        type: 'appendEntriesResponse',
-        from: peer,
-        to: 's1',
-        term: c.status().term,
-        success: true,
-        matchIndex,
-        conflictIndex: 0,
-        readSeq: 0,
-      });
+    const ack = (peer: string, matchIndex: number): void => acknowledge(c, peer, matchIndex);
     for (const peer of ['s2', 's3', 'l1']) ack(peer, 2);
     drain(c);
     c.propose('x');
