@@ -192,10 +192,10 @@ export class RaftCore {
   }
 
   /**
-   * How many more tick() calls until one acts (sends, campaigns, checks the quorum, gives up a transfer,
-   * ends a snapshot cooldown); the ticks before it only count. The caller may sleep that long, provided
-   * it makes up the ticks that real time owes before every other input (step, propose, readIndex…), so
-   * the counters still read as if it had ticked all along. Infinity: no tick will ever act (a learner).
+   * How many more tick() calls until one acts (sends, campaigns, checks the quorum, gives up a transfer);
+   * the ticks before it only count. The caller may sleep that long, provided it makes up the ticks real
+   * time owes before it steps a message, so the counters read as if it had ticked all along (proposals do
+   * not read them). Infinity: no tick will ever act (a learner, or a leader alone).
    */
   ticksUntilDue(): number {
     if (this.role === 'leader') {
@@ -205,8 +205,8 @@ export class RaftCore {
         this.heartbeatTicks - this.heartbeatElapsed,
         this.electionTicks - this.electionElapsed,
       );
-      // A snapshot cooldown ending is not an act: the next heartbeat sends the snapshot.
       if (this.transferee !== null) due = Math.min(due, this.electionTicks - this.transferElapsed);
+      // A snapshot cooldown running out is not an act: the next heartbeat sends the snapshot.
       return Math.max(1, due);
     }
     if (!this.isVoter(this.id)) return Infinity;

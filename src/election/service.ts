@@ -1,10 +1,11 @@
 /**
  * The Raft shell: owns the timer, the WAL, the snapshot file and the transport, and drives the pure core.
  * The core counts time in ticks, but the shell does not wake every tick: it sleeps until the tick at
- * which the core will next act (a heartbeat, an election timeout) and, before any other input, makes up
- * the ticks real time owes. Only at the start of a macrotask (a message, the timer): the node's own calls
- * (propose after checking it leads) must see the core as it was when they checked. An idle follower then wakes a few times a second instead of 40, which is
- * most of an idle agent's CPU on a small VM, where each wake-up costs ~0.2 ms.
+ * which the core will next act (a heartbeat, an election timeout), and when a message or the timer
+ * arrives it first makes up the ticks real time owes. Only then, at the start of a macrotask: the node's
+ * own calls (a proposal right after checking it leads) must see the core as it was when they checked.
+ * An idle follower then wakes a few times a second instead of 40, which is most of an idle agent's CPU
+ * on a small VM, where each wake-up costs ~0.2 ms.
  * After any input it handles the core's Ready in the required order: persist (fsync), then send, then
  * apply. It compacts the log into a snapshot of the state machine as the log grows, so the log does not
  * grow without bound under steady churn.

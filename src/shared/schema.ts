@@ -11,16 +11,11 @@ z.config(en());
 
 /** A string of at most lengthMax characters (and at least lengthMin). */
 export const text = (lengthMax: number, lengthMin = 0): z.ZodMiniString =>
-  lengthMin > 0
-    ? z.string().check(z.minLength(lengthMin), z.maxLength(lengthMax))
-    : z.string().check(z.maxLength(lengthMax));
+  z.string().check(z.minLength(lengthMin), z.maxLength(lengthMax));
 
 /** A whole number in [min, max] (a safe integer, whatever the bounds). */
 export const whole = (
   min: number,
   max = Number.MAX_SAFE_INTEGER,
   minMessage?: string,
-): z.ZodMiniNumberFormat =>
-  minMessage === undefined
-    ? z.int().check(z.gte(min), z.lte(max))
-    : z.int().check(z.gte(min, minMessage), z.lte(max));
+): z.ZodMiniNumberFormat => z.int().check(z.gte(min, minMessage), z.lte(max));
