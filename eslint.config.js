@@ -2,7 +2,7 @@
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'dist/', '.tmp/', 'scripts/*.mjs', 'eslint.config.js'] },
+  { ignores: ['node_modules/', 'dist/', '.tmp/', 'scripts/*.mjs', 'scripts/*.cjs', 'eslint.config.js'] },
   ...tseslint.configs.strictTypeChecked,
   {
     languageOptions: {

@@ -4,12 +4,15 @@
 //   node scripts/build.mjs --entry PATH    bundle another entry instead of src/cli/main.ts
 //   node scripts/build.mjs --bundle-only   only write dist/shoal.cjs (fast; run it with node)
 //   node scripts/build.mjs --no-strip      keep the native symbols/debug info of the node binary
-//   node scripts/build.mjs --no-code-cache byte-reproducible binary, ~50 ms slower start-up
+//   node scripts/build.mjs --no-code-cache byte-reproducible binary, slower start-up
 //
 // Steps: esbuild bundles the TypeScript ESM entry and all dependencies into ONE CommonJS file
-// (dist/shoal.cjs; licence comments go to dist/shoal.cjs.LEGAL.txt) → `node --experimental-sea-config
-// dist/sea-config.json` turns it into dist/sea-prep.blob → `strip` writes a stripped copy of
-// process.execPath, postject injects the blob → dist/shoal (755). The binary is built as
+// (dist/shoal.cjs; licence comments go to dist/shoal.cjs.LEGAL.txt), and the exec shim into another
+// (dist/shim.cjs, one runs per task) → both are wrapped as CommonJS functions (dist/shoal.js, shim.js)
+// and scripts/sea-cache.cjs makes the main bundle's V8 code cache (dist/shoal.cache) → `node
+// --experimental-sea-config dist/sea-config.json` embeds them as assets beside the entry,
+// scripts/sea-main.cjs, in dist/sea-prep.blob → `strip` writes a stripped copy of process.execPath,
+// postject injects the blob → dist/shoal (755). The binary is built as
 // dist/shoal.partial and renamed at the end, so a failed build never leaves a half-written binary;
 // every run first deletes all the dist/ files listed in OUT, so a failed build leaves no stale one.
 //
@@ -27,10 +30,15 @@
 //   131.5 MB unstripped vs 113.7 MB stripped (125 vs 108 MiB), ~45 MB with gzip -1. JS stack traces
 //   keep function names and lines of dist/shoal.cjs (minify and sourcemap off; shown as `shoal.cjs:LINE`
 //   because sea-config's main is relative); only native C++ symbols go.
-// - useCodeCache: true works (libp2p/dockerode entry, dynamic import() of built-ins and of files) and
-//   cuts start-up from ~145 ms to ~95 ms for this dependency set, for ~1 MB. Costs: the blob is not
-//   byte-reproducible, and if NODE_OPTIONS changes V8 flags (e.g. --jitless) V8 rejects the cache and
-//   Node prints "Warning: Code cache data rejected." (it still runs). --no-code-cache turns it off.
+// - The entry is a small dispatcher, not the bundle: Node compiles the whole main script before it runs
+//   any, so with the 3.7 MB bundle as main each task's shim took 37 ms of CPU to start, against 26 ms
+//   with a bundle of its own (perf stat -r 20 -e task-clock). On 2 cores that CPU came out of the next
+//   task's start: bench:start exec p50 57 → 23–27 ms. The bundles run with vm.Script, which (unlike
+//   the SEA's own main) has no import() callback: the build fails if a bundle keeps a dynamic import().
+// - The code cache is made by running the bundle once (`--version`), so it holds what start-up compiles,
+//   not only the top level: `shoal --version` 86 → 68 ms of CPU against the SEA's useCodeCache. The
+//   blob is not byte-reproducible with it. V8 rejects a cache made under other flags (NODE_OPTIONS=
+//   --jitless, say) and vm.Script then compiles from source, silently. --no-code-cache leaves it out.
 // - Inside the binary `require` only loads Node built-ins (nothing from disk), so the bundle must be
 //   complete. __filename is the binary's path, __dirname its directory; import.meta.url/filename/
 //   dirname are mapped to those (so `new URL('./x.json', import.meta.url)` points next to the binary,
@@ -54,6 +62,12 @@ const DIST = path.join(ROOT, 'dist');
 const OUT = {
   bundle: path.join(DIST, 'shoal.cjs'),
   legal: path.join(DIST, 'shoal.cjs.LEGAL.txt'),
+  shimBundle: path.join(DIST, 'shim.cjs'),
+  shimLegal: path.join(DIST, 'shim.cjs.LEGAL.txt'),
+  seaMain: path.join(DIST, 'sea-main.cjs'),
+  seaBundle: path.join(DIST, 'shoal.js'),
+  seaShim: path.join(DIST, 'shim.js'),
+  seaCache: path.join(DIST, 'shoal.cache'),
   seaConfig: path.join(DIST, 'sea-config.json'),
   blob: path.join(DIST, 'sea-prep.blob'),
   binTmp: path.join(DIST, 'shoal.partial'),
@@ -155,8 +169,13 @@ let result;
 try {
   result = await esbuild.build({
     absWorkingDir: ROOT,
-    entryPoints: [entry],
-    outfile: OUT.bundle,
+    // The exec shim gets a bundle of its own: one runs per task, and it must not load the agent's code.
+    entryPoints: [
+      { in: entry, out: 'shoal' },
+      { in: path.join(ROOT, 'src', 'runtime', 'drivers', 'shim-main.ts'), out: 'shim' },
+    ],
+    outdir: DIST,
+    outExtension: { '.js': '.cjs' },
     bundle: true,
     platform: 'node',
     target: 'node24',
@@ -228,6 +247,18 @@ if (fatal.length > 0) {
   );
 }
 
+// The binary runs its bundles with vm.Script (scripts/sea-main.cjs), which has no import() callback: an
+// import() esbuild could not inline (an external module) would fail there at run time.
+for (const [output, { imports }] of Object.entries(result.metafile.outputs)) {
+  const dynamic = imports.filter((i) => i.kind === 'dynamic-import').map((i) => i.path);
+  if (dynamic.length > 0) {
+    fail(
+      `${output} keeps import() of ${dynamic.join(', ')}; the binary's bundles cannot load modules that way. ` +
+        'Use a static import or require().',
+    );
+  }
+}
+
 // First-party code must not rely on things that cannot work in one CJS file.
 const firstParty = Object.keys(result.metafile.inputs).filter(
   (p) => !p.includes('node_modules/') && !p.includes(':'),
@@ -246,7 +277,7 @@ for (const file of firstParty) {
 
 for (const file of result.outputFiles) {
   let text = file.text;
-  if (file.path === OUT.bundle && text.includes(IMPORT_META)) {
+  if (file.path.endsWith('.cjs') && text.includes(IMPORT_META)) {
     const head = /^(#![^\n]*\n)?("use strict";\n)?/.exec(text)[0];
     text = head + IMPORT_META_SHIM + text.slice(head.length);
   }
@@ -262,21 +293,42 @@ if (opts['bundle-only']) {
 
 // ---------------------------------------------------------------- 2. single executable
 async function makeSea() {
+  // V8's young generation defaults to 16 MiB semi-spaces, sized for throughput; an agent and each task's
+  // shim allocate little, and 1 MiB semi-spaces cut ~9 MiB of resident memory from each process
+  // (bench:idle) for slightly more frequent, shorter scavenges.
+  const execArgv = ['--max-semi-space-size=1'];
+  // The bundles are embedded as assets, each wrapped as a CommonJS function on its first line (so stack
+  // traces keep dist/*.cjs's line numbers); scripts/sea-main.cjs picks one and runs it.
+  const wrap = (text) => `(function (exports, require, module, __filename, __dirname) {${text}\n})`;
+  await writeFile(OUT.seaBundle, wrap(await readFile(OUT.bundle, 'utf8')));
+  await writeFile(OUT.seaShim, wrap(await readFile(OUT.shimBundle, 'utf8')));
+  await copyFile(path.join(ROOT, 'scripts', 'sea-main.cjs'), OUT.seaMain);
+  const useCodeCache = !opts['no-code-cache'];
+  if (useCodeCache) {
+    run(
+      process.execPath,
+      [...execArgv, path.join(ROOT, 'scripts', 'sea-cache.cjs'), OUT.seaBundle, OUT.seaCache],
+      'making the code cache',
+    );
+  }
   await writeFile(
     OUT.seaConfig,
     JSON.stringify(
       {
-        // Relative to dist/ (the cwd of the command below): stack traces then read `shoal.cjs:LINE`
-        // instead of the build machine's absolute path, and the blob does not depend on it.
-        main: path.basename(OUT.bundle),
+        // Relative to dist/ (the cwd of the command below), so the blob does not depend on the build
+        // machine's paths.
+        main: path.basename(OUT.seaMain),
         output: path.basename(OUT.blob),
         disableExperimentalSEAWarning: true,
         useSnapshot: false,
-        useCodeCache: !opts['no-code-cache'],
-        // V8's young generation defaults to 16 MiB semi-spaces, sized for throughput; an agent and each
-        // task's shim allocate little, and 1 MiB semi-spaces cut ~9 MiB of resident memory from each
-        // process (bench:idle) for slightly more frequent, shorter scavenges.
-        execArgv: ['--max-semi-space-size=1'],
+        // The entry is a few lines; the main bundle's cache is an asset of its own (see sea-main.cjs).
+        useCodeCache: false,
+        execArgv,
+        assets: {
+          'shoal.js': path.basename(OUT.seaBundle),
+          'shim.js': path.basename(OUT.seaShim),
+          ...(useCodeCache ? { 'shoal.cache': path.basename(OUT.seaCache) } : {}),
+        },
       },
       null,
       2,
