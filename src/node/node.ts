@@ -217,6 +217,8 @@ export class ShoalNode {
    * agent does not grant itself a fresh lease (its tasks may have been placed elsewhere meanwhile).
    */
   private leaseConfirmedMs = 0;
+  /** The term and leader the lease was last renewed with on a change of leader (renewLeaseOnNewLeader). */
+  private leaseLeaderKey = '';
   private leaseTimer: NodeJS.Timeout | null = null;
   private leaseExpiryTimer: NodeJS.Timeout | null = null;
   /** Leader side: when each node last renewed its lease with this leader (this node's clock). */
@@ -316,7 +318,10 @@ export class ShoalNode {
         this.state.restore(data);
         this.agentService?.schedule();
       },
-      onChange: () => this.agentService?.schedule(),
+      onChange: () => {
+        this.agentService?.schedule();
+        this.renewLeaseOnNewLeader();
+      },
     });
     if (this.raft.isEmpty() && config.join.length === 0) {
       logger.info('starting a new cluster', { node: config.name, id });
@@ -393,6 +398,7 @@ export class ShoalNode {
     this.healthTimer = setInterval(() => void this.refreshDriverHealth(), driverHealthIntervalMs);
     this.garbageTimer = setTimeout(() => void this.collectGarbage(), garbageFirstDelayMs);
     this.leaseTimer = setInterval(() => void this.renewLease(), leaseRenewIntervalMs);
+    this.renewLeaseOnNewLeader();
   }
 
   async stop(): Promise<void> {
@@ -896,6 +902,23 @@ export class ShoalNode {
       })
       .catch(() => undefined);
     return check.done;
+  }
+
+  /**
+   * Renews the lease as soon as a leader is there to confirm it (this node's start, a failover), not at the
+   * next periodic renewal: until then nothing assigned here starts, which cost a fresh agent up to a second
+   * before its first task started (bench:replicas).
+   */
+  private renewLeaseOnNewLeader(): void {
+    if (this.stopped || this.leaseTimer === null) return;
+    const raft = this.raft.status();
+    const leader = raft.role === 'leader' ? (this.raft.isReadyLeader() ? this.id : null) : raft.leaderId;
+    if (leader === null) return;
+    const key = `${raft.term}/${leader}`;
+    if (key === this.leaseLeaderKey) return;
+    this.leaseLeaderKey = key;
+    // Not from inside Raft's callback: renewing asks Raft for a read index.
+    setImmediate(() => void this.renewLease());
   }
 
   /** Agent side: confirms with the leader that it still hears this node (see taskLeaseMs). */
