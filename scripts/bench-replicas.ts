@@ -4,7 +4,7 @@
  *      tasks report running (the figure the issue's target is about);
  *   2. through the docker driver directly: N concurrent driver.start() (what the agent adds on top shows here);
  *   3. the bare engine API: N concurrent create + start through dockerode, the floor any dockerd-based driver
- *      stands on;
+ *      stands on, once with containers configured as the driver makes them and once as `--network none`;
  *   4. the anchor, in the same run: Docker swarm mode via ../shared/anchors/swarm-replicas.sh (its own dockerd).
  * Target: shoal ≤ 0.3 × swarm's time.
  *
@@ -16,7 +16,7 @@
  * each task gets --cpu-millis (default 250, a quarter core) and the agent 64 cores to hand out.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -175,9 +175,17 @@ async function throughDriver(): Promise<number> {
   }
 }
 
-async function throughEngine(): Promise<number> {
+/**
+ * N concurrent create + start of containers configured as the docker driver configures them (networking
+ * disabled, so the runtime makes each one's network namespace, and a read-only /etc/hosts mounted), or, with
+ * `engineNetwork`, as `docker run --network none` does (the engine sets up each container's sandbox).
+ */
+async function throughEngine(engineNetwork: boolean): Promise<number> {
   const runId = `${process.pid}${Date.now().toString(36)}`;
   const containers: Docker.Container[] = [];
+  const hostsDir = mkdtempSync(join(tmpdir(), 'shoal-bench-replicas-hosts-'));
+  const hostsPath = join(hostsDir, 'hosts');
+  writeFileSync(hostsPath, '127.0.0.1\tlocalhost\n');
   try {
     const startedMs = performance.now();
     await Promise.all(
@@ -186,7 +194,15 @@ async function throughEngine(): Promise<number> {
           name: `shoal-bench-bare-${runId}-${index}`,
           Image: dockerImage,
           Cmd: ['sleep', '600'],
-          HostConfig: { NetworkMode: 'none', Memory: memoryBytes, NanoCpus: cpuMillis * 1_000_000 },
+          ...(engineNetwork ? {} : { NetworkDisabled: true }),
+          HostConfig: {
+            NetworkMode: 'none',
+            Memory: memoryBytes,
+            NanoCpus: cpuMillis * 1_000_000,
+            ...(engineNetwork
+              ? {}
+              : { Mounts: [{ Type: 'bind', Source: hostsPath, Target: '/etc/hosts', ReadOnly: true }] }),
+          },
         });
         containers.push(container);
         await container.start();
@@ -197,6 +213,7 @@ async function throughEngine(): Promise<number> {
     await Promise.all(
       containers.map((container) => container.remove({ force: true }).catch(() => undefined)),
     );
+    rmSync(hostsDir, { recursive: true, force: true });
   }
 }
 
@@ -218,8 +235,14 @@ console.log(
 );
 const driverMs = await throughDriver();
 console.log(`docker driver alone: ${replicas} concurrent starts in ${(driverMs / 1000).toFixed(2)} s`);
-const engineMs = await throughEngine();
-console.log(`bare engine API: ${replicas} concurrent create + start in ${(engineMs / 1000).toFixed(2)} s`);
+const engineMs = await throughEngine(false);
+console.log(
+  `bare engine API, containers as the driver makes them: ${replicas} concurrent create + start in ${(engineMs / 1000).toFixed(2)} s`,
+);
+const engineNetworkMs = await throughEngine(true);
+console.log(
+  `bare engine API, --network none (the engine sets up each sandbox): ${replicas} concurrent create + start in ${(engineNetworkMs / 1000).toFixed(2)} s`,
+);
 const swarmMs = await swarmAnchor();
 if (swarmMs === null) {
   console.log(`anchor: skipped (--no-anchor, or ${values.anchor} missing)`);

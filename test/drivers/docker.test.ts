@@ -5,6 +5,7 @@
  * The "engine down" tests need no engine and always run.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readlinkSync } from 'node:fs';
 import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -19,6 +20,7 @@ import {
   createDockerDriver,
   dockerSocketPathFromEnv,
   managedLabel,
+  readTaskLogs,
   taskLabel,
   type DockerDriverInit,
   type Driver,
@@ -248,10 +250,32 @@ describe.skipIf(skipReason !== null)(
           NanoCpus: 250_000_000,
           NetworkMode: 'none',
         });
+        expect(info.Config).toMatchObject({ NetworkDisabled: true });
         await driver.destroy(handle);
         await expect(engine.getContainer(String(containerId)).inspect()).rejects.toMatchObject({
           statusCode: 404,
         });
+      });
+
+      it('gives the container a network namespace of its own with only loopback, where localhost resolves', async () => {
+        const driver = makeDriver();
+        const taskDir = await tasks.dir();
+        const script =
+          'ls /sys/class/net; readlink /proc/self/ns/net; ping -c 1 -W 5 localhost >/dev/null && echo up';
+        const handle = await driver.start({
+          taskId: uniqueTaskId('network'),
+          spec: makeSpec({ command: ['sh', '-c', script], env: {} }),
+          taskDir,
+        });
+        tasks.track(driver, handle);
+        expect((await driver.wait(handle)).succeeded).toBe(true);
+        const [interfaces, namespace, ping] = (await readTaskLogs(taskDir)).stdout
+          .toString('utf8')
+          .split('\n');
+        expect(interfaces).toBe('lo');
+        expect(namespace).toMatch(/^net:\[\d+\]$/);
+        expect(namespace).not.toBe(readlinkSync('/proc/self/ns/net'));
+        expect(ping).toBe('up');
       });
 
       it('reports a task that runs out of memory as OOM-killed', async () => {
