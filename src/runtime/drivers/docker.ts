@@ -263,9 +263,10 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
       OpenStdin: false,
       // Each container gets a network namespace of its own with only loopback in it, as with `--network none`
       // (shoal does not manage container networking yet), but one made by the runtime as it starts the
-      // container, not by the engine's network stack: the engine sets up each `none` sandbox serially, which
+      // container, not by the engine's network stack: the engine's set-up of a `none` sandbox per container
       // more than doubled the time 50 concurrent starts took on this host (bench:replicas: 2.1 against
-      // 4.8 s for the bare engine API). The engine then writes no /etc/hosts: the driver mounts its own.
+      // 4.8 s at the bare engine API). The engine then writes no /etc/hosts: the driver mounts its own, from
+      // the task's directory (so the engine must run on this machine, as the socket path implies).
       NetworkDisabled: true,
       HostConfig: {
         Memory: spec.memoryBytes,
