@@ -41,7 +41,13 @@ import {
   type MembershipConfig,
 } from '../membership/index.ts';
 import { Agent, type TaskReport } from '../runtime/agent.ts';
-import { createDockerDriver, createExecDriver, readTaskLogs, type Driver } from '../runtime/drivers/index.ts';
+import {
+  cgroupParentDefault,
+  createDockerDriver,
+  createExecDriver,
+  readTaskLogs,
+  type Driver,
+} from '../runtime/drivers/index.ts';
 import { ShoalError, errorMessage, isShoalError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 import { systemRandom } from '../shared/random.ts';
@@ -296,7 +302,12 @@ export class ShoalNode {
     }
     const id = this.libp2p.peerId.toString();
 
-    this.drivers.set('exec', createExecDriver({ logger: logger.child('exec') }));
+    // Cgroups under one of this node's own: two agents on one host (tests, the chaos harness) must not share
+    // a task's cgroup when the task moves between them, nor remove each other's.
+    this.drivers.set(
+      'exec',
+      createExecDriver({ logger: logger.child('exec'), cgroupParent: `${cgroupParentDefault}/${id}` }),
+    );
     const dockerInit =
       config.dockerSocket === null
         ? { logger: logger.child('docker'), nodeId: id }
@@ -318,10 +329,10 @@ export class ShoalNode {
         this.state.restore(data);
         this.agentService?.schedule();
       },
-      onChange: () => {
-        this.agentService?.schedule();
-        this.renewLeaseOnNewLeader();
-      },
+      // Not a reconcile per change: Raft reports one for every heartbeat and ReadIndex round, and a
+      // reconcile walks every task here. Applied entries, lease changes and the agent's own timer
+      // schedule it; a new leader does too (renewLeaseOnNewLeader).
+      onChange: () => this.renewLeaseOnNewLeader(),
     });
     if (this.raft.isEmpty() && config.join.length === 0) {
       logger.info('starting a new cluster', { node: config.name, id });
@@ -905,20 +916,20 @@ export class ShoalNode {
   }
 
   /**
-   * Renews the lease as soon as a leader is there to confirm it (this node's start, a failover), not at the
-   * next periodic renewal: until then nothing assigned here starts, which cost a fresh agent up to a second
-   * before its first task started (bench:replicas).
+   * On a change of leader (this node's start, a failover): reconciles, and renews the lease at once rather
+   * than at the next periodic renewal. Until the lease is renewed nothing assigned here starts, which cost
+   * a fresh agent up to a second before its first task started (bench:replicas).
    */
   private renewLeaseOnNewLeader(): void {
     if (this.stopped || this.leaseTimer === null) return;
     const raft = this.raft.status();
     const leader = raft.role === 'leader' ? (this.raft.isReadyLeader() ? this.id : null) : raft.leaderId;
-    if (leader === null) return;
-    const key = `${raft.term}/${leader}`;
+    const key = `${raft.term}/${leader ?? ''}`;
     if (key === this.leaseLeaderKey) return;
     this.leaseLeaderKey = key;
+    this.agentService?.schedule();
     // Not from inside Raft's callback: renewing asks Raft for a read index.
-    setImmediate(() => void this.renewLease());
+    if (leader !== null) setImmediate(() => void this.renewLease());
   }
 
   /** Agent side: confirms with the leader that it still hears this node (see taskLeaseMs). */

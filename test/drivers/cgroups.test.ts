@@ -74,6 +74,21 @@ describe('createTaskCgroup on stand-in hierarchies', () => {
     expect(await readFile(join(root, 'shoal', 'cgroup.subtree_control'), 'utf8')).toMatch(/^\+(cpu|memory)$/);
   });
 
+  it('hands the v2 controllers down through every level of a nested parent', async () => {
+    const root = await fakeRoot();
+    const { cgroup, warnings } = createTaskCgroup(
+      { v1: {}, v2: { mountPoint: root, controllers: ['cpu', 'memory'] } },
+      'shoal/node-a',
+      'task-1',
+      { cpuMillis: 500, memoryBytes: 32 * 1024 * 1024 },
+    );
+    expect(warnings).toEqual([]);
+    expect(cgroup.paths).toEqual([join(root, 'shoal', 'node-a', 'task-1')]);
+    for (const dir of [root, join(root, 'shoal'), join(root, 'shoal', 'node-a')]) {
+      expect(await readFile(join(dir, 'cgroup.subtree_control'), 'utf8')).toMatch(/^\+(cpu|memory)$/);
+    }
+  });
+
   it('writes v1 limits per hierarchy, tracks in pids, and never asks the kernel for less than 1 ms of CPU', async () => {
     const root = await fakeRoot();
     const mounts = { cpu: join(root, 'cpu'), memory: join(root, 'memory'), pids: join(root, 'pids') };
