@@ -410,13 +410,17 @@ describe.skipIf(!(v1Limits || v2Limits))(
       tasks.track(driver, handle);
       expect(handle.warnings).toBeUndefined();
       const pid = await leaderPid(taskDir);
-      await waitUntil(
-        'the task joins its cgroups',
-        async () => (await cgroupOf(pid, v1Limits ? 'memory' : null)) !== '/',
+      // Waited for by name, not as "no longer /": a process may start outside the root (this sandbox puts
+      // everything in a memory cgroup of its own), and the task joins its cgroups one after another.
+      const taskCgroup = `/${cgroupParent}/${taskId}`;
+      await waitUntil('the task joins its cgroups', async () =>
+        v1Limits
+          ? (await cgroupOf(pid, 'cpu')) === taskCgroup && (await cgroupOf(pid, 'memory')) === taskCgroup
+          : (await cgroupOf(pid, null)) === taskCgroup,
       );
       if (v1Limits) {
-        expect(await cgroupOf(pid, 'cpu')).toBe(`/${cgroupParent}/${taskId}`);
-        expect(await cgroupOf(pid, 'memory')).toBe(`/${cgroupParent}/${taskId}`);
+        expect(await cgroupOf(pid, 'cpu')).toBe(taskCgroup);
+        expect(await cgroupOf(pid, 'memory')).toBe(taskCgroup);
         expect((await readFile(join(cpuDir(taskId), 'cpu.cfs_quota_us'), 'utf8')).trim()).toBe('25000');
         expect((await readFile(join(cpuDir(taskId), 'cpu.cfs_period_us'), 'utf8')).trim()).toBe('100000');
         expect(Number(await readFile(join(memoryDir(taskId), 'memory.limit_in_bytes'), 'utf8'))).toBe(
