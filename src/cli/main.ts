@@ -1,8 +1,9 @@
 /** The `shoal` binary's entry point. No top-level await: the single binary is a CommonJS bundle. */
 import { runShim, shimArgument } from '../runtime/drivers/shim.ts';
 
-// The exec driver starts one shim per task as `shoal __shim LAUNCH_FILE`. It loads only the shim's modules:
-// the CLI (libp2p, dockerode…) is imported lazily, so every running task does not pay for it.
+// The exec driver starts one shim per task as `shoal __shim LAUNCH_FILE`. The single binary runs the shim's own
+// bundle for that (scripts/sea-main.cjs); this branch serves the bundle run by node (`node dist/shoal.cjs`),
+// where the CLI (libp2p, dockerode…) is imported lazily, so a shim does not run its modules.
 if (process.argv[2] === shimArgument) {
   void runShim(process.argv.slice(3));
 } else {

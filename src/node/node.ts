@@ -223,8 +223,8 @@ export class ShoalNode {
    * agent does not grant itself a fresh lease (its tasks may have been placed elsewhere meanwhile).
    */
   private leaseConfirmedMs = 0;
-  /** The term and leader the lease was last renewed with on a change of leader (renewLeaseOnNewLeader). */
-  private leaseLeaderKey = '';
+  /** The term and leader onLeaderChange last acted on. */
+  private leaderKey = '';
   private leaseTimer: NodeJS.Timeout | null = null;
   private leaseExpiryTimer: NodeJS.Timeout | null = null;
   /** Leader side: when each node last renewed its lease with this leader (this node's clock). */
@@ -331,8 +331,8 @@ export class ShoalNode {
       },
       // Not a reconcile per change: Raft reports one for every heartbeat and ReadIndex round, and a
       // reconcile walks every task here. Applied entries, lease changes and the agent's own timer
-      // schedule it; a new leader does too (renewLeaseOnNewLeader).
-      onChange: () => this.renewLeaseOnNewLeader(),
+      // schedule it; so does a change of leader.
+      onChange: () => this.onLeaderChange(),
     });
     if (this.raft.isEmpty() && config.join.length === 0) {
       logger.info('starting a new cluster', { node: config.name, id });
@@ -409,7 +409,7 @@ export class ShoalNode {
     this.healthTimer = setInterval(() => void this.refreshDriverHealth(), driverHealthIntervalMs);
     this.garbageTimer = setTimeout(() => void this.collectGarbage(), garbageFirstDelayMs);
     this.leaseTimer = setInterval(() => void this.renewLease(), leaseRenewIntervalMs);
-    this.renewLeaseOnNewLeader();
+    this.onLeaderChange();
   }
 
   async stop(): Promise<void> {
@@ -920,13 +920,13 @@ export class ShoalNode {
    * than at the next periodic renewal. Until the lease is renewed nothing assigned here starts, which cost
    * a fresh agent up to a second before its first task started (bench:replicas).
    */
-  private renewLeaseOnNewLeader(): void {
+  private onLeaderChange(): void {
     if (this.stopped || this.leaseTimer === null) return;
     const raft = this.raft.status();
     const leader = raft.role === 'leader' ? (this.raft.isReadyLeader() ? this.id : null) : raft.leaderId;
     const key = `${raft.term}/${leader ?? ''}`;
-    if (key === this.leaseLeaderKey) return;
-    this.leaseLeaderKey = key;
+    if (key === this.leaderKey) return;
+    this.leaderKey = key;
     this.agentService?.schedule();
     // Not from inside Raft's callback: renewing asks Raft for a read index.
     if (leader !== null) setImmediate(() => void this.renewLease());

@@ -163,11 +163,11 @@ export function createTaskCgroup(
       makeDirs(v2.mountPoint, parent);
       // Children get a controller only if every ancestor's subtree_control names it. The root is exempt from
       // the rule that a cgroup with processes cannot hand controllers down; shoal's parent holds none.
-      const ancestors = parent
-        .split('/')
-        .map((_, depth, parts) => join(v2.mountPoint, ...parts.slice(0, depth)));
+      // The root and every level of the parent, down to the task's own parent.
+      const parts = parent.split('/');
+      const handingDown = parts.map((_, depth) => join(v2.mountPoint, ...parts.slice(0, depth + 1)));
       for (const controller of v2Wanted) {
-        for (const dir of [...ancestors, join(v2.mountPoint, parent)]) {
+        for (const dir of [v2.mountPoint, ...handingDown]) {
           try {
             writeFileSync(join(dir, 'cgroup.subtree_control'), `+${controller}`);
           } catch {

@@ -80,7 +80,7 @@ const logsDrainTimeoutMs = 5000;
 /** The engine keeps at most this much of a container's log (json-file max-size); shoal's own copy is in taskDir. */
 const engineLogSizeMax = '20m';
 /** Where in the task's directory the driver writes the container's /etc/hosts. */
-export const containerHostsFileName = 'hosts';
+const containerHostsFileName = 'hosts';
 /**
  * A container's /etc/hosts: the lines the engine writes for `--network none`. Containers run with networking
  * disabled (see createContainer), and the engine then writes none, so without this file `localhost` would
