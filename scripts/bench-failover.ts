@@ -13,7 +13,16 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { api, freePort, percentile, requireBinary } from './lib/bench.ts';
+import type { TaskSpec } from '../src/cluster/index.ts';
+import {
+  client,
+  closeClients,
+  freePort,
+  managementToken,
+  useToken,
+  percentile,
+  requireBinary,
+} from './lib/bench.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const binary = join(root, 'dist', 'shoal');
@@ -35,16 +44,6 @@ interface Agent {
   listen: string;
   dataDir: string;
   process: ChildProcess | null;
-}
-
-interface Status {
-  name: string;
-  role: string;
-  leader: { name: string } | null;
-  voters: { name: string }[];
-  commitIndex: number;
-  appliedIndex: number;
-  eventLoopStallMsMax: number;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -95,7 +94,7 @@ async function stopAll(agents: Agent[]): Promise<void> {
   await sleep(200);
 }
 
-const taskSpec = (name: string, constraints: Record<string, string> = {}): unknown => ({
+const taskSpec = (name: string, constraints: Record<string, string> = {}): TaskSpec => ({
   name,
   driver: 'exec',
   command: ['true'],
@@ -120,7 +119,11 @@ async function cluster(size: number, root: string): Promise<Agent[]> {
   const [first, ...rest] = agents;
   if (!first) throw new Error('no agents');
   start(first, []);
-  await until('the first agent', () => api<Status>(first.api, 'GET', '/v1/status'));
+  useToken(
+    await managementToken(first.dataDir),
+    agents.map((agent) => agent.api),
+  );
+  await until('the first agent', () => client(first.api).status());
   const key = execFileSync('cat', [join(first.dataDir, 'cluster.key')])
     .toString()
     .trim();
@@ -128,7 +131,7 @@ async function cluster(size: number, root: string): Promise<Agent[]> {
   await until(
     `${size} voters`,
     async () => {
-      const status = await api<Status>(first.api, 'GET', '/v1/status');
+      const status = await client(first.api).status();
       return status.voters.length === size ? status : null;
     },
     120_000,
@@ -138,9 +141,7 @@ async function cluster(size: number, root: string): Promise<Agent[]> {
 
 async function leaderOf(agents: Agent[]): Promise<Agent> {
   return until('an agreed leader', async () => {
-    const statuses = await Promise.all(
-      agents.map((a) => api<Status>(a.api, 'GET', '/v1/status', undefined, 2000)),
-    );
+    const statuses = await Promise.all(agents.map((a) => client(a.api, 2000).status()));
     const name = statuses[0]?.leader?.name;
     if (name === undefined || !statuses.every((s) => s.leader?.name === name)) return null;
     return agents.find((a) => a.name === name) ?? null;
@@ -161,20 +162,22 @@ try {
     leader.process?.kill('SIGKILL');
     const killedAt = performance.now();
     // One submission: the node retries internally until a leader commits it.
-    await api(via.api, 'POST', '/v1/tasks', taskSpec(`failover${round}`));
+    await client(via.api).submit(taskSpec(`failover${round}`));
     samples.push(performance.now() - killedAt);
     start(leader, []);
     await until('the restarted agent to catch up', async () => {
       const [mine, theirs] = await Promise.all([
-        api<Status>(leader.api, 'GET', '/v1/status', undefined, 2000),
-        api<Status>(via.api, 'GET', '/v1/status', undefined, 2000),
+        client(leader.api, 2000).status(),
+        client(via.api, 2000).status(),
       ]);
       return mine.leader !== null && mine.appliedIndex >= theirs.commitIndex ? mine : null;
     });
     await sleep(500);
   }
   for (const agent of five) {
-    const status = await api<Status>(agent.api, 'GET', '/v1/status').catch(() => null);
+    const status = await client(agent.api)
+      .status()
+      .catch(() => null);
     stallMsMax = Math.max(stallMsMax, status?.eventLoopStallMsMax ?? 0);
   }
   await stopAll(five);
@@ -210,13 +213,15 @@ try {
     let n = 0;
     while (performance.now() < deadline) {
       // Constrained to a label no node has: each submission is one log entry and no task ever runs.
-      await api(leader.api, 'POST', '/v1/tasks', taskSpec(`t${worker}-${n++}`, { bench: 'never' }));
+      await client(leader.api).submit(taskSpec(`t${worker}-${n++}`, { bench: 'never' }));
       committed++;
     }
   });
   await Promise.all(workers);
   for (const agent of three) {
-    const status = await api<Status>(agent.api, 'GET', '/v1/status').catch(() => null);
+    const status = await client(agent.api)
+      .status()
+      .catch(() => null);
     stallMsMax = Math.max(stallMsMax, status?.eventLoopStallMsMax ?? 0);
   }
   await stopAll(three);
@@ -227,5 +232,6 @@ try {
     `worst event-loop stall between Raft ticks on any agent: ${stallMsMax} ms (election timeout floor: 200 ms)`,
   );
 } finally {
+  closeClients();
   rmSync(workDir, { recursive: true, force: true });
 }

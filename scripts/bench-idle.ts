@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { api, requireBinary, startBenchAgent } from './lib/bench.ts';
+import { client, closeClients, requireBinary, startBenchAgent } from './lib/bench.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const binary = join(root, 'dist', 'shoal');
@@ -76,7 +76,7 @@ const { apiAddress, dataDir } = bench;
 const pid = bench.process.pid ?? 0;
 try {
   const spec = {
-    driver: 'exec',
+    driver: 'exec' as const,
     command: ['sleep', '3600'],
     cpuMillis: 10,
     memoryBytes: 16 * 1024 * 1024,
@@ -84,10 +84,9 @@ try {
     env: {},
     constraints: {},
   };
-  for (let i = 0; i < taskCount; i++)
-    await api(apiAddress, 'POST', '/v1/tasks', { ...spec, name: `idle${i}` });
+  for (let i = 0; i < taskCount; i++) await client(apiAddress).submit({ ...spec, name: `idle${i}` });
   for (;;) {
-    const tasks = await api<{ state: string; reason: string | null }[]>(apiAddress, 'GET', '/v1/tasks');
+    const tasks = await client(apiAddress).tasks();
     const broken = tasks.find((t) => !['pending', 'assigned', 'starting', 'running'].includes(t.state));
     if (broken) throw new Error(`a task ended ${broken.state}: ${broken.reason ?? ''}`);
     if (tasks.filter((t) => t.state === 'running').length === taskCount) break;
@@ -132,5 +131,6 @@ try {
   );
   console.log('target: agent ≤ 120 MB (114.4 MiB) RSS and ≤ 1 % of a core with 100 running tasks');
 } finally {
+  closeClients();
   await bench.stop();
 }

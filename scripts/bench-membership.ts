@@ -22,8 +22,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
-import { Agent, waitUntil, type LoggedTransition } from '../test/membership/agents.ts';
-import { NetnsNetwork, cleanupStale, netnsUnavailableReason } from '../test/membership/netns.ts';
+import { Agent, waitUntil, type LoggedTransition } from './lib/membership-agents.ts';
+import { NetnsNetwork, cleanupStale, netnsUnavailableReason } from './lib/netns.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const execFileAsync = promisify(execFile);

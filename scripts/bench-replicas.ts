@@ -22,9 +22,9 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { parseArgs } from 'node:util';
 import Docker from 'dockerode';
-import { createDockerDriver, managedLabel, type TaskHandle } from '../src/runtime/drivers/index.ts';
+import { createDockerDriver, managedLabel, type TaskHandle } from '../src/runtime/index.ts';
 import { silentLogger } from '../src/shared/index.ts';
-import { api, startBenchAgent } from './lib/bench.ts';
+import { client, closeClients, startBenchAgent } from './lib/bench.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const { values } = parseArgs({
@@ -100,12 +100,6 @@ async function removeShoalContainers(taskIds: ReadonlySet<string>): Promise<void
   );
 }
 
-interface TaskView {
-  id: string;
-  state: string;
-  reason: string | null;
-}
-
 async function throughAgent(): Promise<{ acceptedMs: number; allRunningMs: number }> {
   const bench = await startBenchAgent({
     binary,
@@ -121,16 +115,14 @@ async function throughAgent(): Promise<{ acceptedMs: number; allRunningMs: numbe
     const startedMs = performance.now();
     const submitted = await Promise.all(
       Array.from({ length: replicas }, (_, index) =>
-        api<{ id: string }>(apiAddress, 'POST', '/v1/tasks', { ...spec, name: `replica${index}` }),
+        client(apiAddress).submit({ ...spec, name: `replica${index}` }),
       ),
     );
     const acceptedMs = performance.now() - startedMs;
     ids.push(...submitted.map((task) => task.id));
     const wanted = new Set(ids);
     for (;;) {
-      const tasks = (await api<TaskView[]>(apiAddress, 'GET', '/v1/tasks')).filter((task) =>
-        wanted.has(task.id),
-      );
+      const tasks = (await client(apiAddress).tasks()).filter((task) => wanted.has(task.id));
       const failed = tasks.find((task) => ['failed', 'killed', 'lost', 'finished'].includes(task.state));
       if (failed !== undefined)
         throw new Error(`task ${failed.id} ended ${failed.state}: ${failed.reason ?? ''}`);
@@ -142,8 +134,13 @@ async function throughAgent(): Promise<{ acceptedMs: number; allRunningMs: numbe
     return { acceptedMs, allRunningMs: performance.now() - startedMs };
   } finally {
     await Promise.all(
-      ids.map((id) => api(apiAddress, 'POST', `/v1/tasks/${id}/kill`, {}).catch(() => undefined)),
+      ids.map((id) =>
+        client(apiAddress)
+          .kill(id)
+          .catch(() => undefined),
+      ),
     );
+    closeClients();
     // The agent stops what still runs on SIGTERM; whatever is left after it is removed by hand.
     await bench.stop();
     await removeShoalContainers(new Set(ids));

@@ -9,7 +9,8 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { api, percentile, requireBinary, startBenchAgent } from './lib/bench.ts';
+import { client, closeClients, percentile, requireBinary, startBenchAgent } from './lib/bench.ts';
+import type { TaskSpec } from '../src/cluster/index.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const binary = join(root, 'dist', 'shoal');
@@ -26,14 +27,14 @@ function summary(label: string, samples: number[]): void {
   );
 }
 
-async function measure(address: string, spec: Record<string, unknown>): Promise<number[]> {
+async function measure(address: string, spec: Omit<TaskSpec, 'name'>): Promise<number[]> {
   const samples: number[] = [];
   const ids: string[] = [];
   for (let i = 0; i < taskCount; i++) {
     const started = performance.now();
-    const { id } = await api<{ id: string }>(address, 'POST', '/v1/tasks', { ...spec, name: `bench${i}` });
+    const { id } = await client(address).submit({ ...spec, name: `bench${i}` });
     for (;;) {
-      const task = await api<{ state: string; reason: string | null }>(address, 'GET', `/v1/tasks/${id}`);
+      const task = await client(address).task(id);
       if (task.state === 'running') break;
       if (task.state !== 'pending' && task.state !== 'assigned' && task.state !== 'starting') {
         throw new Error(`task ${id} ended ${task.state}: ${task.reason ?? ''}`);
@@ -44,7 +45,7 @@ async function measure(address: string, spec: Record<string, unknown>): Promise<
     ids.push(id);
   }
   // Stop them after measuring, so slow stops (docker's grace period) don't load the engine meanwhile.
-  for (const id of ids) await api(address, 'POST', `/v1/tasks/${id}/kill`, {});
+  for (const id of ids) await client(address).kill(id);
   return samples;
 }
 
@@ -105,5 +106,6 @@ try {
     'anchor: classic Docker Swarm scheduling delay p50 230 ms, p99 400 ms (1,000 nodes, published)',
   );
 } finally {
+  closeClients();
   await bench.stop();
 }

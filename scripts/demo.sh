@@ -6,8 +6,10 @@ cd "$(dirname "$0")/.."
 [ -x dist/shoal ] || npm run build --silent
 SHOAL=./dist/shoal
 DATA=${SHOAL_DEMO_DIR:-$(mktemp -d -t shoal-demo.XXXXXX)}
-export SHOAL_ADDR=127.0.0.1:${SHOAL_DEMO_API_PORT:-4701}
-"$SHOAL" agent --data-dir "$DATA" --name local --listen "127.0.0.1:${SHOAL_DEMO_PORT:-4700}" --api "$SHOAL_ADDR" &
+API=127.0.0.1:${SHOAL_DEMO_API_PORT:-4701}
+# The node's own Unix socket: the CLI needs no token there (over TCP it would).
+export SHOAL_ADDR=unix:$DATA/api.sock
+"$SHOAL" agent --data-dir "$DATA" --name local --listen "127.0.0.1:${SHOAL_DEMO_PORT:-4700}" --api "$API" &
 AGENT=$!
 trap 'kill "$AGENT" 2>/dev/null || true; wait "$AGENT" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do "$SHOAL" status >/dev/null 2>&1 && break; sleep 0.1; done

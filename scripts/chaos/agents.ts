@@ -14,10 +14,10 @@ import {
   statSync,
   writeSync,
 } from 'node:fs';
-import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { killCgroup, killProcessesUnder, processesUnder, runCommand } from './network.ts';
+import { ShoalClient, type Delivery, type RouteName, type SendOptions } from '../../src/api/index.ts';
 
 export interface AgentConfig {
   readonly name: string;
@@ -28,76 +28,6 @@ export interface AgentConfig {
   readonly cpu: number;
   readonly memoryMiB: number;
   readonly compactEntries: number;
-}
-
-/** What an HTTP call to an agent's API came to. */
-export type HttpResult =
-  | { readonly kind: 'answer'; readonly status: number; readonly body: unknown }
-  /** Nothing was delivered: the connection was refused. */
-  | { readonly kind: 'undelivered'; readonly error: string }
-  /** The request may have been delivered, but no answer came (timeout, reset). */
-  | { readonly kind: 'unknown'; readonly error: string };
-
-/** One HTTP request on a fresh connection (no keep-alive: a paused agent must not hold a pooled socket). */
-export function httpCall(
-  host: string,
-  port: number,
-  method: 'GET' | 'POST',
-  path: string,
-  body: unknown,
-  timeoutMs: number,
-): Promise<HttpResult> {
-  return new Promise((resolve) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    let settled = false;
-    let connected = false;
-    const done = (result: HttpResult): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      resolve(result);
-    };
-    const req = request(
-      {
-        host,
-        port,
-        method,
-        path,
-        agent: false,
-        headers:
-          payload === undefined
-            ? {}
-            : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
-      },
-      (response) => {
-        const chunks: Buffer[] = [];
-        response.on('data', (chunk: Buffer) => chunks.push(chunk));
-        response.on('end', () => {
-          let parsed: unknown = null;
-          try {
-            parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-          } catch {
-            parsed = null;
-          }
-          done({ kind: 'answer', status: response.statusCode ?? 0, body: parsed });
-        });
-        response.on('error', (error) => done({ kind: 'unknown', error: error.message }));
-      },
-    );
-    const timer = setTimeout(() => {
-      req.destroy();
-      done({ kind: connected ? 'unknown' : 'undelivered', error: `no answer within ${timeoutMs} ms` });
-    }, timeoutMs);
-    req.on('socket', (socket) => socket.on('connect', () => (connected = true)));
-    req.on('error', (error: NodeJS.ErrnoException) => {
-      // Refused: nobody listened, so nothing was delivered. Anything after connecting may have been.
-      done({
-        kind: error.code === 'ECONNREFUSED' || !connected ? 'undelivered' : 'unknown',
-        error: error.code ?? error.message,
-      });
-    });
-    req.end(payload);
-  });
 }
 
 /** A port free on `host` now (the agent binds it a moment later; a clash shows as a start failure). */
@@ -310,13 +240,14 @@ export class ChaosAgent {
     }
   }
 
-  /** GET a path on this agent's API. */
-  get(path: string, timeoutMs: number): Promise<HttpResult> {
-    return httpCall(this.config.address, this.apiPort, 'GET', path, undefined, timeoutMs);
-  }
-
-  post(path: string, body: unknown, timeoutMs: number): Promise<HttpResult> {
-    return httpCall(this.config.address, this.apiPort, 'POST', path, body, timeoutMs);
+  /**
+   * One call to this agent's API on a fresh connection (no keep-alive: a paused agent must not hold a
+   * pooled socket), with what came of it: an answer, not delivered, or unknown.
+   */
+  send(route: RouteName, options: SendOptions): Promise<Delivery> {
+    // The agent's Unix socket: the harness may do anything there, and partitions never cut it off.
+    const address = `unix:${join(this.dataDir, 'api.sock')}`;
+    return new ShoalClient({ address, keepAlive: false }).send(route, options);
   }
 
   /** Unmounts the tmpfs (processes must be gone). */

@@ -246,7 +246,7 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       if (!agent.running) return false;
-      const result = await agent.get('/v1/status', 1_000);
+      const result = await agent.send('status', { timeoutMs: 1_000 });
       if (result.kind === 'answer' && result.status === 200) return true;
       await sleep(200, signal);
     }
@@ -257,7 +257,7 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
     const answers = await Promise.all(
       agents.map(async (agent) => {
         if (!agent.running || agent.paused) return null;
-        const result = await agent.get('/v1/status', 1_000);
+        const result = await agent.send('status', { timeoutMs: 1_000 });
         return result.kind === 'answer' && result.status === 200
           ? ([agent.name, result.body as StatusBody] as const)
           : null;
@@ -280,7 +280,7 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
   const membersConverged = async (): Promise<boolean> => {
     const answers = await Promise.all(
       agents.map(async (agent) => {
-        const result = await agent.get('/v1/members', 1_000);
+        const result = await agent.send('members', { timeoutMs: 1_000 });
         if (result.kind !== 'answer' || !Array.isArray(result.body)) return false;
         const members = result.body as { name?: string; state?: string }[];
         return names.every((name) => members.some((m) => m.name === name && m.state === 'alive'));
@@ -515,7 +515,7 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
       const leader = await agreedLeader();
       const agent = agents.find((a) => a.name === leader?.name);
       if (agent) {
-        const result = await agent.get('/v1/tasks', 10_000);
+        const result = await agent.send('tasks', { timeoutMs: 10_000 });
         const rows =
           result.kind === 'answer' && Array.isArray(result.body)
             ? (result.body as { state?: string }[])
@@ -542,7 +542,7 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
     finalFrom = leader?.name ?? null;
     const finals = await Promise.all(
       agents.map(async (agent) => {
-        const result = await agent.get('/v1/tasks', 10_000);
+        const result = await agent.send('tasks', { timeoutMs: 10_000 });
         if (result.kind !== 'answer' || !Array.isArray(result.body)) return null;
         return [agent.name, (result.body as FinalTask[]).map(toFinalTask)] as const;
       }),

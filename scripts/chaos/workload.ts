@@ -103,7 +103,7 @@ export class Workload {
       ...(restart ? { restart: { policy: 'on-failure', maxRestarts: 3, delayMs: 500 } } : {}),
     };
     const startMs = Date.now();
-    const result = await via.post('/v1/tasks', spec, submitTimeoutMs);
+    const result = await via.send('submit', { body: spec, timeoutMs: submitTimeoutMs });
     const endMs = Date.now();
     const base = { nonce, via: via.name, restart, startMs, endMs };
     if (result.kind === 'answer') {
@@ -192,7 +192,7 @@ export class Observers {
     if (!agent.running || agent.paused) return;
     const life = agent.life;
     const sentMs = Date.now();
-    const result = await agent.get('/v1/status', statusTimeoutMs);
+    const result = await agent.send('status', { timeoutMs: statusTimeoutMs });
     const receivedMs = Date.now();
     if (result.kind !== 'answer' || result.status !== 200) return;
     const body = result.body as StatusBody;
@@ -219,7 +219,7 @@ export class Observers {
   private async pollMembers(agent: ChaosAgent): Promise<void> {
     if (!agent.running || agent.paused) return;
     const atMs = Date.now();
-    const result = await agent.get('/v1/members', membersTimeoutMs);
+    const result = await agent.send('members', { timeoutMs: membersTimeoutMs });
     if (result.kind !== 'answer' || result.status !== 200 || !Array.isArray(result.body)) return;
     const members = (result.body as MemberBody[]).flatMap((m) =>
       typeof m.name === 'string' && typeof m.state === 'string' ? [{ name: m.name, state: m.state }] : [],
@@ -231,7 +231,7 @@ export class Observers {
     if (!agent.running || agent.paused) return;
     const life = agent.life;
     const atMs = Date.now();
-    const result = await agent.get('/v1/tasks', tasksTimeoutMs);
+    const result = await agent.send('tasks', { timeoutMs: tasksTimeoutMs });
     if (result.kind !== 'answer' || result.status !== 200 || !Array.isArray(result.body)) return;
     for (const row of result.body as TaskRowBody[]) {
       if (

@@ -1,9 +1,10 @@
 /** Small helpers the benchmark scripts share: one agent, free ports, the HTTP API, percentiles. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ShoalClient } from '../../src/api/index.ts';
 
 export async function freePort(): Promise<number> {
   return new Promise((done, fail) => {
@@ -16,23 +17,48 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Calls a node's HTTP API; throws with the server's error body on a non-2xx answer. */
-export async function api<T>(
-  address: string,
-  method: string,
-  path: string,
-  body?: unknown,
-  timeoutMs = 15_000,
-): Promise<T> {
-  const response = await fetch(`http://${address}${path}`, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? null : JSON.stringify(body),
-    signal: AbortSignal.timeout(timeoutMs),
-  });
-  const payload = (await response.json()) as T;
-  if (!response.ok) throw new Error(`${method} ${path}: ${JSON.stringify(payload)}`);
-  return payload;
+/**
+ * The API client for a node (one per address and timeout, so connections are kept alive between calls).
+ * Errors are ShoalErrors with the server's code and message.
+ */
+export function client(address: string, timeoutMs = 15_000): ShoalClient {
+  const key = `${address}/${timeoutMs}`;
+  let known = clients.get(key);
+  if (!known) {
+    const token = tokens.get(address);
+    known = new ShoalClient({ address, timeoutMs, ...(token === undefined ? {} : { token }) });
+    clients.set(key, known);
+  }
+  return known;
+}
+
+const clients = new Map<string, ShoalClient>();
+/** The token each API address is called with (benchmarks go through TCP, as a remote client would). */
+const tokens = new Map<string, string>();
+
+/** Calls to `addresses` send this token from now on. */
+export function useToken(token: string, addresses: readonly string[]): void {
+  for (const address of addresses) tokens.set(address, token);
+}
+
+/**
+ * The cluster's first admin token, which the node that made the cluster writes to its data dir once it
+ * is committed (src/node/node.ts); waits for it up to timeoutMs.
+ */
+export async function managementToken(dataDir: string, timeoutMs = 30_000): Promise<string> {
+  const path = join(dataDir, 'management.token');
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (existsSync(path)) return readFileSync(path, 'utf8').trim();
+    if (Date.now() > deadline) throw new Error(`no ${path} within ${timeoutMs / 1000} s`);
+    await new Promise((done) => setTimeout(done, 50));
+  }
+}
+
+/** Closes every client's kept-alive connections, so the benchmark's process can exit. */
+export function closeClients(): void {
+  for (const known of clients.values()) known.close();
+  clients.clear();
 }
 
 /** The p-th percentile (0–100) of ascending samples, nearest-rank. */
@@ -91,8 +117,16 @@ export async function startBenchAgent(options: {
     }
     rmSync(dataDir, { recursive: true, force: true });
   };
+  try {
+    useToken(await managementToken(dataDir), [apiAddress]);
+  } catch (error) {
+    await stop();
+    throw error;
+  }
   for (let attempt = 0; ; attempt++) {
-    const status = await api<{ role?: string }>(apiAddress, 'GET', '/v1/status').catch(() => null);
+    const status = await client(apiAddress)
+      .status()
+      .catch(() => null);
     if (status?.role === 'leader') break;
     if (attempt > 300) {
       await stop();

@@ -1,7 +1,7 @@
 /**
  * The allocator as a pure function from a snapshot of the cluster to a plan. No I/O, no clock; the same
  * snapshot (in any order) always gives the same plan. The leader uses the incremental Allocator instead
- * (kept in step by src/node/scheduler.ts), and tests check that both plan alike. For the policy, see
+ * (kept in step by src/cluster/scheduler.ts), and tests check that both plan alike. For the policy, see
  * allocator.ts.
  */
 import { Allocator } from './allocator.ts';

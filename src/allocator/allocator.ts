@@ -27,16 +27,58 @@
  * per distinct set of hard rules, see tree.ts); a fit is a root-to-leaf walk. A shape that found no room remembers it,
  * and the next plan re-checks only the nodes touched since (a log of changed nodes), so a plan on a full
  * cluster with one task ended visits a handful of nodes.
+ *
+ * Where the parts are: the records it keeps (records.ts), their orderings (order.ts), the queue heap
+ * (queue-heap.ts), limits and defaults (limits.ts), resource vectors (resources.ts), label rules
+ * (labels.ts), the node index (tree.ts) and the choice of victims on one node (victims.ts).
  */
 import { assert } from '../shared/assert.ts';
+import { compileConstraint, compileConstraints, labelOf, matchesAll, sameLabels } from './labels.ts';
 import {
-  compileConstraint,
-  compileConstraints,
-  labelOf,
-  matchesAll,
-  type CompiledConstraint,
-  type Labels,
-} from './labels.ts';
+  affinitiesMax,
+  assertPriority,
+  defaultNamespace,
+  portList,
+  preemptionPriorityGapDefault,
+  priorityMax,
+  priorityMin,
+  reservationsMaxDefault,
+  spreadValuesMax,
+} from './limits.ts';
+import {
+  compareIds,
+  comparePending,
+  compareSingles,
+  compareVictims,
+  firstUnheld,
+  insertNear,
+  insertSingle,
+  isBetter,
+  slotPosition,
+} from './order.ts';
+import { QueueHeap } from './queue-heap.ts';
+import {
+  addCount,
+  addPort,
+  noNodes,
+  type Cell,
+  type Eligibility,
+  type GangQueue,
+  type JobEntry,
+  type NamespaceEntry,
+  type NearEntry,
+  type NodeEntry,
+  type Partition,
+  type Pass,
+  type PendingEntry,
+  type Preemptible,
+  type Queue,
+  type RunningEntry,
+  type Shape,
+  type SingleEntry,
+  type Spec,
+  type TaskQueue,
+} from './records.ts';
 import {
   ResourceLayout,
   addInto,
@@ -44,9 +86,10 @@ import {
   fits,
   fitsWith,
   formatRequest,
+  sameVector,
   type Vector,
 } from './resources.ts';
-import { NodeTree, isBefore, shortfall, type Near } from './tree.ts';
+import { NodeTree, isBefore, shortfall } from './tree.ts';
 import type {
   AllocatorInput,
   AllocatorNode,
@@ -54,28 +97,14 @@ import type {
   AllocatorTask,
   JobPolicy,
   NamespacePolicy,
-  Placement,
   Plan,
   PlanOptions,
-  Preemption,
-  Reservation,
   Resources,
   RunningTask,
   Waiting,
 } from './types.ts';
 import { exactCandidatesMax, smallestVictimSet, type VictimCandidate } from './victims.ts';
 
-export const preemptionPriorityGapDefault = 10;
-/** Nodes held back for blocked tasks in one plan, at most; one per blocked shape. */
-export const reservationsMaxDefault = 1000;
-/** Soft affinities per task that count; more are ignored (each doubles the node cells searched). */
-export const affinitiesMax = 4;
-/** Distinct values of a spread label that count; with more, spread is ignored (say, hostnames). */
-export const spreadValuesMax = 64;
-export const portsPerTaskMax = 64;
-export const priorityLowest = 0;
-export const priorityHighest = 100;
-export const defaultNamespace = 'default';
 /** Nearest nodes a shape remembers, so holds by other shapes in a plan rarely force a new search. */
 const nearestRemembered = 16;
 /** Changed nodes remembered for re-checks; a shape that last looked longer ago searches afresh. */
@@ -83,279 +112,6 @@ const touchWindow = 4096;
 /** Node indexes for rules no pending task uses any more, tolerated before a rebuild drops them. */
 const unusedIndexesMax = 32;
 const nextRoundReason = 'waiting for the next allocation round';
-
-type Pending = Pick<AllocatorTask, 'id' | 'priority' | 'submitIndex'>;
-
-/** Placement order: higher priority first, then earlier submission, then id. */
-export function comparePending(a: Pending, b: Pending): number {
-  return b.priority - a.priority || a.submitIndex - b.submitIndex || compareIds(a.id, b.id);
-}
-
-function compareIds(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
-// ---- internal state --------------------------------------------------------------------------------
-
-interface NodeEntry {
-  readonly id: string;
-  source: AllocatorNode;
-  labels: Labels;
-  drivers: ReadonlySet<string>;
-  schedulable: boolean;
-  capacity: Vector;
-  free: Vector;
-  /** Held by tasks being killed: free soon. */
-  terminating: Vector;
-  /** Tasks that may be preempted (not terminating, not evicted in this pass), by priority then id. */
-  readonly victims: RunningEntry[];
-  /**
-   * Running sums over `victims` (entry i, of `dimensions` values, is what the first i hold), then one
-   * more entry: the most any single victim holds, per dimension. Null when stale.
-   */
-  victimSums: Float64Array | null;
-  /** Port → how many holders. */
-  readonly ports: Map<number, number>;
-  readonly running: Set<RunningEntry>;
-  /** Rank by id; leaf order in every tree. -1 until the next rebuild. */
-  slot: number;
-  trees: NodeTree[];
-  /** The pass that holds this node back (for a reservation or a preemption). */
-  reservedPass: number;
-  /** Dedupes nodes while collecting candidates. */
-  stamp: number;
-  /** Counts changes (touches), so remembered facts about the node can tell they are stale. */
-  version: number;
-}
-
-interface RunningEntry {
-  readonly id: string;
-  readonly requestSource: Resources;
-  request: Vector;
-  node: NodeEntry | null;
-  readonly priority: number;
-  readonly namespace: NamespaceEntry;
-  readonly job: JobEntry | null;
-  readonly ports: readonly number[];
-  readonly preemptible: boolean;
-  terminating: boolean;
-  evictedPass: number;
-}
-
-interface PendingEntry {
-  readonly id: string;
-  readonly task: AllocatorTask;
-  readonly priority: number;
-  readonly submitIndex: number;
-  readonly namespace: NamespaceEntry;
-  readonly job: JobEntry | null;
-  readonly ports: readonly number[];
-  readonly spec: Spec;
-  readonly queue: Queue;
-  removed: boolean;
-  /** The pass that placed it (or made it preempt, when `preemptingOn` is set). */
-  decidedPass: number;
-  preemptingOn: NodeEntry | null;
-  victims: number;
-  reportedReason: string | null;
-}
-
-interface NamespaceEntry {
-  readonly name: string;
-  weight: number;
-  quotaSource: Partial<Resources> | undefined;
-  quota: Vector;
-  usage: Vector;
-}
-
-interface JobEntry {
-  readonly id: string;
-  runningMax: number;
-  hasPolicy: boolean;
-  /** Running (anywhere, even on lost nodes) plus placed in the current pass. */
-  running: number;
-  readonly nodes: Map<NodeEntry, number>;
-  /** Spread label → value → tasks of the job on nodes with that value. */
-  readonly spread: Map<string, Map<string, number>>;
-  readonly pending: Set<PendingEntry>;
-}
-
-/**
- * What a search learnt, valid while the node log still reaches back to `seq`: at `seq`, no eligible node
- * outside `maybe` could take the shape (held back or not). Nodes touched since may have changed; the rest
- * have not, so the next search looks at `maybe` and the touched nodes only.
- */
-interface FitMemo {
-  readonly generation: number;
-  seq: number;
-  maybe: readonly NodeEntry[];
-}
-
-const noNodes: readonly NodeEntry[] = [];
-
-interface NearEntry {
-  readonly node: NodeEntry;
-  readonly value: number;
-  readonly leaf: number;
-}
-
-/**
- * The nodes nearest to fitting the shape at `seq`, ignoring holds: every eligible node not listed was
- * after `bound` (null: the list is every candidate). Holds change within a plan; nearness does not.
- */
-interface NearestMemo {
-  readonly generation: number;
-  seq: number;
-  readonly entries: NearEntry[];
-  readonly bound: Near | null;
-}
-
-/** A node where one victim would make room for a shape, and that victim's priority. */
-interface SingleEntry {
-  readonly node: NodeEntry;
-  readonly priority: number;
-  /** The node's version when found: the entry speaks for the node only while it is unchanged. */
-  readonly version: number;
-}
-
-/**
- * Like FitMemo, for preemption at one priority threshold: `maybe` holds every node (held or not) where
- * some victims would make room, in node order; `singles` those where one victim would, by its priority
- * then node order (entries for nodes changed since are stale and skipped).
- */
-interface PreemptMemo {
-  readonly generation: number;
-  /** Updated in place, like the lists: a busy cluster preempts often and the lists are long. */
-  seq: number;
-  readonly maybe: NodeEntry[];
-  readonly maybeSet: Set<NodeEntry>;
-  singles: SingleEntry[];
-  /** The pass in which it found nothing (0: it found something). */
-  failedPass: number;
-}
-
-interface Preemptible {
-  readonly node: NodeEntry;
-  readonly victims: RunningEntry[];
-  readonly priorityMax: number;
-  readonly prioritySum: number;
-}
-
-interface Eligibility {
-  readonly key: string;
-  readonly nodes: readonly NodeEntry[];
-  readonly tree: NodeTree;
-  readonly emptyReason: string;
-  /** "; 2 nodes fail zone=eu" for every rule some driver-capable node fails. */
-  readonly failureText: string;
-  readonly partitions: Map<string, Partition>;
-  refs: number;
-}
-
-interface Cell {
-  readonly score: number;
-  readonly value: string;
-  readonly mask: number;
-  readonly tree: NodeTree;
-}
-
-interface Partition {
-  readonly cells: readonly Cell[];
-  readonly spreadCounts: boolean;
-  refs: number;
-}
-
-interface CompiledAffinity {
-  readonly constraint: CompiledConstraint;
-  readonly weight: number;
-}
-
-interface Shape {
-  readonly key: string;
-  readonly eligibilityKey: string;
-  readonly driver: string;
-  readonly constraints: readonly CompiledConstraint[];
-  readonly requestSource: Resources;
-  request: Vector;
-  readonly requestText: string;
-  readonly ports: readonly number[];
-  readonly distinctJob: JobEntry | null;
-  eligibility: Eligibility | null;
-  largeEnough: number;
-  busyText: string | null;
-  blockedPass: number;
-  reservedPass: number;
-  fitMemo: FitMemo | null;
-  nearestMemo: NearestMemo | null;
-  readonly preemptMemos: Map<number, PreemptMemo>;
-  refs: number;
-}
-
-interface Spec {
-  readonly key: string;
-  readonly shape: Shape;
-  readonly packing: 'binpack' | 'spread';
-  readonly spreadOver: string | null;
-  readonly job: JobEntry | null;
-  readonly affinities: readonly CompiledAffinity[];
-  readonly partitionKey: string | null;
-  partition: Partition | null;
-  resolvedGeneration: number;
-  refs: number;
-}
-
-interface TaskQueue {
-  readonly kind: 'tasks';
-  readonly key: string;
-  readonly priority: number;
-  readonly namespace: NamespaceEntry;
-  readonly spec: Spec;
-  readonly nominated: string | null;
-  tasks: PendingEntry[];
-  head: number;
-  live: number;
-  version: number;
-  cursor: number;
-  blockedPass: number;
-  reason: string;
-  /** What `changed` waiting output last said for every task of the queue, as of `version`. */
-  reported: { readonly reason: string; readonly version: number } | null;
-}
-
-interface GangQueue {
-  readonly kind: 'gang';
-  readonly key: string;
-  readonly name: string;
-  priority: number;
-  namespace: NamespaceEntry;
-  members: PendingEntry[];
-  version: number;
-  blockedPass: number;
-  reason: string;
-  reported: { readonly reason: string; readonly version: number } | null;
-}
-
-type Queue = TaskQueue | GangQueue;
-
-type Op =
-  | { readonly kind: 'place'; readonly task: PendingEntry; readonly node: NodeEntry }
-  | { readonly kind: 'evict'; readonly victim: RunningEntry; readonly node: NodeEntry };
-
-interface Pass {
-  readonly id: number;
-  readonly placementsMax: number;
-  decisions: number;
-  readonly placements: Placement[];
-  readonly preemptions: Preemption[];
-  readonly reservations: Reservation[];
-  /** Nodes held back so far in this pass, in order (reservations and preemptions). */
-  readonly held: NodeEntry[];
-  readonly ops: Op[];
-  /** Record ops (to undo the plan, or a gang that does not fit); off for allocate()'s one-shot plans. */
-  undoable: boolean;
-  readonly blocked: Queue[];
-  readonly preemptors: PendingEntry[];
-}
 
 // ---- the allocator ---------------------------------------------------------------------------------
 
@@ -376,7 +132,7 @@ export class Allocator {
   private readonly levels = new Map<number, Map<NamespaceEntry, Set<Queue>>>();
   private priorities: number[] | null = null;
   /** Running, preemptible, not terminating tasks on live nodes, by priority. */
-  private readonly preemptible = new Int32Array(priorityHighest + 1);
+  private readonly preemptible = new Int32Array(priorityMax + 1);
   private totals: Vector = new Float64Array(3);
   private generation = 0;
   private dirty = true;
@@ -1020,7 +776,7 @@ export class Allocator {
   // ---- preemption ----------------------------------------------------------------------------------
 
   private lowestPreemptible(): number {
-    for (let priority = priorityLowest; priority <= priorityHighest; priority++)
+    for (let priority = priorityMin; priority <= priorityMax; priority++)
       if ((this.preemptible[priority] ?? 0) > 0) return priority;
     return Infinity;
   }
@@ -1196,14 +952,14 @@ export class Allocator {
       if (victim) victims.push(victim);
     }
     if (victims.length === 0) return null;
-    let priorityMax = -Infinity;
+    let victimPriorityMax = -Infinity;
     let prioritySum = 0;
     for (const victim of victims) {
-      priorityMax = Math.max(priorityMax, victim.priority);
+      victimPriorityMax = Math.max(victimPriorityMax, victim.priority);
       prioritySum += victim.priority;
     }
     victims.sort((a, b) => a.priority - b.priority || compareIds(a.id, b.id));
-    return { node, victims, priorityMax, prioritySum };
+    return { node, victims, priorityMax: victimPriorityMax, prioritySum };
   }
 
   // ---- gangs ---------------------------------------------------------------------------------------
@@ -1983,182 +1739,12 @@ export class Allocator {
 
 // ---- small helpers ---------------------------------------------------------------------------------
 
-/** A binary min-heap of queues by their head task (submission order, then id). */
-class QueueHeap {
-  private readonly items: Queue[] = [];
-
-  clear(): void {
-    this.items.length = 0;
-  }
-
-  get size(): number {
-    return this.items.length;
-  }
-
-  peek(): Queue | undefined {
-    return this.items[0];
-  }
-
-  push(queue: Queue): void {
-    this.items.push(queue);
-    let i = this.items.length - 1;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (!this.less(i, parent)) break;
-      this.swap(i, parent);
-      i = parent;
-    }
-  }
-
-  pop(): void {
-    const last = this.items.pop();
-    if (last === undefined || this.items.length === 0) return;
-    this.items[0] = last;
-    this.siftDown(0);
-  }
-
-  /** The top queue's head moved on. */
-  headChanged(): void {
-    this.siftDown(0);
-  }
-
-  private siftDown(start: number): void {
-    let i = start;
-    for (;;) {
-      const left = 2 * i + 1;
-      const right = left + 1;
-      let smallest = i;
-      if (left < this.items.length && this.less(left, smallest)) smallest = left;
-      if (right < this.items.length && this.less(right, smallest)) smallest = right;
-      if (smallest === i) return;
-      this.swap(i, smallest);
-      i = smallest;
-    }
-  }
-
-  private less(i: number, j: number): boolean {
-    const a = headOf(this.items[i]);
-    const b = headOf(this.items[j]);
-    if (!a || !b) return a !== undefined;
-    return a.submitIndex - b.submitIndex < 0 || (a.submitIndex === b.submitIndex && a.id < b.id);
-  }
-
-  private swap(i: number, j: number): void {
-    const a = this.items[i];
-    const b = this.items[j];
-    if (a === undefined || b === undefined) return;
-    this.items[i] = b;
-    this.items[j] = a;
-  }
-}
-
-function compareSingles(a: SingleEntry, b: SingleEntry): number {
-  return a.priority - b.priority || a.node.slot - b.node.slot;
-}
-
-function insertSingle(singles: SingleEntry[], entry: SingleEntry): void {
-  let low = 0;
-  let high = singles.length;
-  while (low < high) {
-    const middle = (low + high) >> 1;
-    const other = singles[middle];
-    if (other && compareSingles(other, entry) < 0) low = middle + 1;
-    else high = middle;
-  }
-  singles.splice(low, 0, entry);
-}
-
-function firstUnheld(entries: readonly NearEntry[], passId: number): NearEntry | null {
-  for (const entry of entries) if (entry.node.reservedPass !== passId) return entry;
-  return null;
-}
-
-/** Inserts into a list kept nearest first. */
-function insertNear(entries: NearEntry[], entry: NearEntry): void {
-  let low = 0;
-  let high = entries.length;
-  while (low < high) {
-    const middle = (low + high) >> 1;
-    if (isBefore(entry, entries[middle])) high = middle;
-    else low = middle + 1;
-  }
-  entries.splice(low, 0, entry);
-}
-
-/** Where a node with `slot` is, or would go, in a list in slot order. */
-function slotPosition(nodes: readonly NodeEntry[], slot: number): number {
-  let low = 0;
-  let high = nodes.length;
-  while (low < high) {
-    const middle = (low + high) >> 1;
-    if ((nodes[middle]?.slot ?? Infinity) < slot) low = middle + 1;
-    else high = middle;
-  }
-  return low;
-}
-
-/** Fewer victims, then a lower highest priority, then a lower sum, then the earlier node. */
-function isBetter(a: Preemptible, b: Preemptible): boolean {
-  if (a.victims.length !== b.victims.length) return a.victims.length < b.victims.length;
-  if (a.priorityMax !== b.priorityMax) return a.priorityMax < b.priorityMax;
-  if (a.prioritySum !== b.prioritySum) return a.prioritySum < b.prioritySum;
-  return a.node.slot < b.node.slot;
-}
-
-function compareVictims(a: RunningEntry, b: RunningEntry | undefined): number {
-  if (!b) return 1;
-  return a.priority - b.priority || compareIds(a.id, b.id);
-}
-
-function headOf(queue: Queue | undefined): PendingEntry | undefined {
-  if (!queue) return undefined;
-  return queue.kind === 'tasks' ? queue.tasks[queue.cursor] : queue.members[0];
-}
-
-function addPort(ports: Map<number, number>, port: number, delta: number): void {
-  const count = (ports.get(port) ?? 0) + delta;
-  if (count > 0) ports.set(port, count);
-  else ports.delete(port);
-}
-
-function addCount<K>(counts: Map<K, number>, key: K, delta: number): void {
-  const count = (counts.get(key) ?? 0) + delta;
-  if (count > 0) counts.set(key, count);
-  else counts.delete(key);
-}
-
-function portList(ports: Readonly<Record<string, number>> | undefined): number[] {
-  const list = [...new Set(Object.values(ports ?? {}))].sort((a, b) => a - b);
-  assert(list.length <= portsPerTaskMax, `a task asks for at most ${portsPerTaskMax} ports`);
-  for (const port of list) assert(Number.isInteger(port) && port > 0 && port < 65536, 'ports are 1–65535');
-  return list;
-}
-
-function assertPriority(priority: number): void {
-  assert(
-    Number.isInteger(priority) && priority >= priorityLowest && priority <= priorityHighest,
-    `priorities are integers ${priorityLowest}–${priorityHighest}`,
-  );
-}
-
 function plural(count: number): string {
   return count === 1 ? '' : 's';
-}
-
-function sameLabels(a: Labels, b: Labels): boolean {
-  const keys = Object.keys(a);
-  if (keys.length !== Object.keys(b).length) return false;
-  return keys.every((key) => labelOf(b, key) === a[key]);
 }
 
 function sameSet(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
   if (a.size !== b.size) return false;
   for (const value of a) if (!b.has(value)) return false;
-  return true;
-}
-
-function sameVector(a: Vector, b: Vector): boolean {
-  if (a.length !== b.length) return false;
-  for (let d = 0; d < a.length; d++) if (a[d] !== b[d]) return false;
   return true;
 }

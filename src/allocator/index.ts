@@ -1,16 +1,19 @@
 export { allocate } from './allocate.ts';
+export { Allocator } from './allocator.ts';
 export {
-  Allocator,
   affinitiesMax,
-  comparePending,
   defaultNamespace,
+  portMax,
   portsPerTaskMax,
   preemptionPriorityGapDefault,
+  priorityMax,
+  priorityMin,
   reservationsMaxDefault,
   spreadValuesMax,
-} from './allocator.ts';
-export { formatRequest } from './resources.ts';
-export { compileConstraints, matchesAll } from './labels.ts';
+} from './limits.ts';
+export { comparePending } from './order.ts';
+export { deviceKindsMax, formatRequest } from './resources.ts';
+export { compileConstraints, matchesAll, patternLengthMax } from './labels.ts';
 export type {
   Affinity,
   AllocatorInput,

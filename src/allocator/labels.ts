@@ -105,3 +105,10 @@ export function matchesAll(labels: Labels, constraints: readonly CompiledConstra
   for (const constraint of constraints) if (!constraint.matches(labels)) return false;
   return true;
 }
+
+/** The same labels with the same values, in any order. */
+export function sameLabels(a: Labels, b: Labels): boolean {
+  const keys = Object.keys(a);
+  if (keys.length !== Object.keys(b).length) return false;
+  return keys.every((key) => labelOf(b, key) === a[key]);
+}

@@ -4,14 +4,17 @@
  * tie-breaks) the same whatever order the kinds were first seen in.
  */
 import { assert } from '../shared/assert.ts';
+import { gibibyte, mebibyte } from '../shared/units.ts';
 import type { Resources } from './types.ts';
+import { deviceKindsMax } from '../shared/devices.ts';
+
+/** Distinct device kinds the allocator tracks (a limit so vectors stay short); see shared/devices.ts. */
+export { deviceKindsMax };
 
 export const cpuDimension = 0;
 export const memoryDimension = 1;
 export const diskDimension = 2;
 const fixedDimensions = 3;
-/** Distinct device kinds the allocator tracks; a limit so vectors stay short. */
-export const deviceKindsMax = 16;
 
 export type Vector = Float64Array;
 
@@ -106,8 +109,12 @@ export function addInto(target: Vector, a: Vector, sign: 1 | -1): void {
   for (let d = 0; d < a.length; d++) target[d] = (target[d] ?? 0) + sign * (a[d] ?? 0);
 }
 
-const mebibyte = 1024 * 1024;
-const gibibyte = 1024 * mebibyte;
+/** Equal length and equal on every dimension. */
+export function sameVector(a: Vector, b: Vector): boolean {
+  if (a.length !== b.length) return false;
+  for (let d = 0; d < a.length; d++) if (a[d] !== b[d]) return false;
+  return true;
+}
 
 export function formatBytes(bytes: number): string {
   if (bytes >= gibibyte && bytes % gibibyte === 0) return `${bytes / gibibyte} GiB`;

@@ -49,7 +49,7 @@ export interface AllocatorNode {
 /** A pending task, waiting for a node. */
 export interface AllocatorTask {
   readonly id: string;
-  /** 0–100, higher first. */
+  /** `priorityMin`–`priorityMax`, higher first. */
   readonly priority: number;
   /** FIFO order among equal priorities (the log index of the submission). */
   readonly submitIndex: number;
@@ -132,7 +132,10 @@ export interface AllocatorInput {
   readonly namespaces?: readonly NamespacePolicy[];
   /** Caps on running tasks per job; jobs not listed are unlimited. */
   readonly jobs?: readonly JobPolicy[];
-  /** A task may preempt only tasks at least this much lower in priority. Default 10; Infinity disables. */
+  /**
+   * A task may preempt only tasks at least this much lower in priority. Default
+   * `preemptionPriorityGapDefault`; Infinity disables.
+   */
   readonly preemptionPriorityGap?: number;
   /** Most nodes held back for blocked tasks in one plan. Default `reservationsMaxDefault`. */
   readonly reservationsMax?: number;
@@ -181,7 +184,7 @@ export interface PlanOptions {
 }
 
 export interface AllocatorOptions {
-  /** Default 10; Infinity disables preemption. */
+  /** Default `preemptionPriorityGapDefault`; Infinity disables preemption. */
   readonly preemptionPriorityGap?: number;
   /** Default `reservationsMaxDefault`. */
   readonly reservationsMax?: number;

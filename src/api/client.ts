@@ -1,111 +1,343 @@
-/** The CLI's side of the HTTP API. Errors come back as ShoalError with the server's code and message. */
-import { ShoalError, errorMessage, type ShoalErrorCode } from '../shared/errors.ts';
+/**
+ * The one client of the HTTP API, used by the CLI, the benchmarks and the tests. Requests are built from
+ * the route table and answers are checked against their views' schemas, so a server of another version
+ * fails with a clear message rather than a missing field later. Errors come back as ShoalError with the
+ * server's code and message.
+ */
+import { Agent, request, type ClientRequest, type IncomingMessage } from 'node:http';
+import { ShoalError, errorMessage, isShoalErrorCode } from '../shared/errors.ts';
+import type { LogFrameJson } from '../shared/log-frames.ts';
+import {
+  describeIssues,
+  type NamespacePolicySpec,
+  type SubmitOptions,
+  type TaskSpec,
+} from '../cluster/index.ts';
+import { routePath, routes, type Answer, type RouteName, type TokenRequest } from './routes.ts';
 
-export class ApiClient {
+export interface ClientInit {
+  /** host:port of a node's API, or unix:PATH for its Unix socket (on that node, as the agent's user). */
   readonly address: string;
+  /** The token's secret, sent as `Authorization: Bearer …` (the Unix socket needs none). */
+  readonly token?: string;
+  /** How long a request may take, connection included (streams: only until the answer begins). */
+  readonly timeoutMs?: number;
+  /** The local address to send from (the chaos harness gives each agent's traffic its own). */
+  readonly localAddress?: string;
+  /** Reuse connections between requests (default true). */
+  readonly keepAlive?: boolean;
+}
+
+export const clientTimeoutMsDefault = 30_000;
+/** An address that names a Unix socket: unix:/var/lib/shoal/api.sock. */
+export const unixAddressPrefix = 'unix:';
+/** The largest answer the client reads (a `ps` of a full cluster is far below it). */
+export const answerBytesMax = 256 * 1024 * 1024;
+
+/** What became of one request, for callers that must tell "not delivered" from "no answer". */
+export type Delivery =
+  | { readonly kind: 'answer'; readonly status: number; readonly body: unknown }
+  /** Nothing was delivered: the connection was refused or never made. */
+  | { readonly kind: 'undelivered'; readonly error: string }
+  /** The request may have been delivered, but no answer came (timeout, reset). */
+  | { readonly kind: 'unknown'; readonly error: string };
+
+export interface SendOptions {
+  readonly params?: Readonly<Record<string, string>>;
+  readonly query?: Readonly<Record<string, string | number | boolean | undefined>>;
+  readonly body?: unknown;
+  readonly timeoutMs?: number;
+}
+
+export class ShoalClient {
+  readonly address: string;
+  private readonly host: string;
+  private readonly port: number;
+  private readonly socketPath: string | null;
+  private readonly token: string | undefined;
   private readonly timeoutMs: number;
+  private readonly localAddress: string | undefined;
+  private readonly agent: Agent | false;
 
-  constructor(address: string, timeoutMs = 30_000) {
-    this.address = address;
-    this.timeoutMs = timeoutMs;
+  constructor(init: ClientInit) {
+    this.address = init.address;
+    this.token = init.token;
+    if (init.address.startsWith(unixAddressPrefix)) {
+      this.socketPath = init.address.slice(unixAddressPrefix.length);
+      this.host = 'localhost';
+      this.port = 0;
+    } else {
+      this.socketPath = null;
+      const at = init.address.lastIndexOf(':');
+      this.host = init.address.slice(0, at).replace(/^\[|\]$/g, '');
+      this.port = Number(init.address.slice(at + 1));
+    }
+    this.timeoutMs = init.timeoutMs ?? clientTimeoutMsDefault;
+    this.localAddress = init.localAddress;
+    this.agent = init.keepAlive === false ? false : new Agent({ keepAlive: true });
   }
 
-  get<T>(path: string): Promise<T> {
-    return this.request<T>('GET', path, undefined);
+  /** Closes idle kept-alive connections, so a short-lived process can exit at once. */
+  close(): void {
+    if (this.agent) this.agent.destroy();
   }
 
-  post<T>(path: string, body: unknown): Promise<T> {
-    return this.request<T>('POST', path, body);
+  status(): Promise<Answer<'status'>> {
+    return this.call('status');
   }
 
-  put<T>(path: string, body: unknown): Promise<T> {
-    return this.request<T>('PUT', path, body);
+  members(): Promise<Answer<'members'>> {
+    return this.call('members');
+  }
+
+  tasks(): Promise<Answer<'tasks'>> {
+    return this.call('tasks');
+  }
+
+  task(taskId: string): Promise<Answer<'task'>> {
+    return this.call('task', { params: { task: taskId } });
+  }
+
+  /** Submits a task (or replicas); resolves once a quorum has committed it. */
+  submit(spec: TaskSpec, options: Partial<SubmitOptions> = {}): Promise<Answer<'submit'>> {
+    return this.call('submit', {
+      body: spec,
+      query: {
+        id: options.id,
+        replicas: options.replicas !== undefined && options.replicas > 1 ? options.replicas : undefined,
+        gang: options.gang === true ? true : undefined,
+      },
+    });
+  }
+
+  kill(taskId: string): Promise<Answer<'killTask'>> {
+    return this.call('killTask', { params: { task: taskId }, body: {} });
+  }
+
+  logs(taskId: string, tailBytes?: number): Promise<Answer<'taskLogs'>> {
+    return this.call('taskLogs', { params: { task: taskId }, query: { tail: tailBytes } });
+  }
+
+  drain(node: string, drain: boolean): Promise<Answer<'drainNode'>> {
+    return this.call('drainNode', { params: { node }, body: { drain } });
+  }
+
+  namespaces(): Promise<Answer<'namespaces'>> {
+    return this.call('namespaces');
+  }
+
+  setNamespace(policy: NamespacePolicySpec): Promise<Answer<'setNamespace'>> {
+    const { name, ...rest } = policy;
+    return this.call('setNamespace', { params: { namespace: name }, body: rest });
+  }
+
+  createToken(request: TokenRequest): Promise<Answer<'createToken'>> {
+    return this.call('createToken', { body: request });
+  }
+
+  tokens(): Promise<Answer<'tokens'>> {
+    return this.call('tokens');
+  }
+
+  revokeToken(accessorId: string): Promise<Answer<'revokeToken'>> {
+    return this.call('revokeToken', { params: { accessor: accessorId } });
+  }
+
+  leave(): Promise<Answer<'leave'>> {
+    return this.call('leave', { body: {} });
   }
 
   /**
-   * GETs a streaming route: yields each line of the newline-delimited JSON answer as it arrives, with no overall
-   * timeout (only the connection must be made within it). An error answer before the stream throws like get().
+   * A task's output as it comes (`logs -f`): yields each newline-delimited JSON frame as it arrives, with no
+   * overall timeout once the answer has begun. An error answer before the stream throws like the calls.
    */
-  async *stream(path: string, signal?: AbortSignal): AsyncGenerator<unknown, void, undefined> {
-    const connected = new AbortController();
-    const timer = setTimeout(() => connected.abort(), this.timeoutMs);
-    let response: Response;
-    try {
-      response = await fetch(`http://${this.address}${path}`, {
-        signal: signal === undefined ? connected.signal : AbortSignal.any([signal, connected.signal]),
-      });
-    } catch (error) {
-      throw this.unreachable(error);
-    } finally {
-      clearTimeout(timer);
-    }
-    if (!response.ok || response.body === null) {
-      await this.parse(response, await response.text());
-      return;
+  async *followLogs(
+    taskId: string,
+    options: { readonly tailBytes?: number; readonly signal?: AbortSignal } = {},
+  ): AsyncGenerator<LogFrameJson, void, undefined> {
+    const path = this.pathOf('taskLogs', {
+      params: { task: taskId },
+      query: { follow: 1, tail: options.tailBytes },
+    });
+    const response = await this.open('GET', path, undefined, options.signal);
+    if (response.statusCode !== 200) {
+      const text = await readAll(response);
+      throw this.failure({ kind: 'answer', status: response.statusCode ?? 0, body: parseJson(text) });
     }
     const decoder = new TextDecoder();
-    const reader = response.body.getReader();
     let buffered = '';
     try {
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) return;
-        buffered += decoder.decode(value, { stream: true });
+      for await (const chunk of response as AsyncIterable<Buffer>) {
+        buffered += decoder.decode(chunk, { stream: true });
         let newline = buffered.indexOf('\n');
         while (newline >= 0) {
           const line = buffered.slice(0, newline);
           buffered = buffered.slice(newline + 1);
-          if (line !== '') yield JSON.parse(line) as unknown;
+          if (line !== '') yield JSON.parse(line) as LogFrameJson;
           newline = buffered.indexOf('\n');
         }
       }
     } finally {
       // Left early: close the connection, which ends the follow on the server.
-      await reader.cancel().catch(() => undefined);
+      response.destroy();
     }
   }
 
-  private async request<T>(method: string, path: string, body: unknown): Promise<T> {
-    let response: Response;
-    try {
-      response = await fetch(`http://${this.address}${path}`, {
-        method,
-        headers: body === undefined ? {} : { 'content-type': 'application/json' },
-        body: body === undefined ? null : JSON.stringify(body),
-        signal: AbortSignal.timeout(this.timeoutMs),
+  /** One request, whatever comes of it; never throws (see Delivery). */
+  send(name: RouteName, options: SendOptions = {}): Promise<Delivery> {
+    const route = routes[name];
+    return this.deliver(route.method, this.pathOf(name, options), options.body, options.timeoutMs);
+  }
+
+  /** A route's answer, checked against its schema; anything else throws ShoalError. */
+  async call<R extends RouteName>(name: R, options: SendOptions = {}): Promise<Answer<R>> {
+    const delivery = await this.send(name, options);
+    if (delivery.kind !== 'answer' || delivery.status < 200 || delivery.status >= 300) {
+      throw this.failure(delivery);
+    }
+    const schema = routes[name].answer;
+    const parsed = schema.safeParse(delivery.body);
+    if (!parsed.success) {
+      throw new ShoalError(
+        'INTERNAL',
+        `${this.address} answered ${routes[name].method} ${routes[name].path} with something this client does not understand (${describeIssues(parsed.error)}); are the CLI and the agent the same version?`,
+      );
+    }
+    return parsed.data as Answer<R>;
+  }
+
+  private pathOf(name: RouteName, options: SendOptions): string {
+    const query = new URLSearchParams();
+    for (const [key, value] of Object.entries(options.query ?? {})) {
+      if (value !== undefined) query.set(key, String(value));
+    }
+    const search = query.toString();
+    return `${routePath(name, options.params)}${search === '' ? '' : `?${search}`}`;
+  }
+
+  private deliver(method: string, path: string, body: unknown, timeoutMs?: number): Promise<Delivery> {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    return new Promise((resolve) => {
+      let connected = false;
+      let settled = false;
+      const done = (delivery: Delivery): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(delivery);
+      };
+      const req = this.request(method, path, payload, (response) => {
+        readAll(response).then(
+          (text) => done({ kind: 'answer', status: response.statusCode ?? 0, body: parseJson(text) }),
+          (error: unknown) => done({ kind: 'unknown', error: errorMessage(error) }),
+        );
       });
-    } catch (error) {
-      throw this.unreachable(error);
-    }
-    return this.parse(response, await response.text()) as T;
+      const timer = setTimeout(() => {
+        req.destroy(new Error(`no answer within ${(timeoutMs ?? this.timeoutMs) / 1000} s`));
+      }, timeoutMs ?? this.timeoutMs);
+      req.on('socket', (socket) => {
+        if (!socket.connecting) connected = true;
+        else socket.once('connect', () => (connected = true));
+      });
+      req.on('error', (error) =>
+        done({ kind: connected ? 'unknown' : 'undelivered', error: causeOf(error) }),
+      );
+      req.end(payload);
+    });
   }
 
-  private unreachable(error: unknown): ShoalError {
-    const cause =
-      error instanceof Error && error.cause instanceof Error ? error.cause.message : errorMessage(error);
-    return new ShoalError(
-      'UNAVAILABLE',
-      `cannot reach shoal at ${this.address} (${cause}); is \`shoal agent\` running there? Point at a node with --addr HOST:PORT or SHOAL_ADDR`,
+  /** Opens a streaming request: resolves with the answer's head once it arrives. */
+  private open(method: string, path: string, body: unknown, signal?: AbortSignal): Promise<IncomingMessage> {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    return new Promise((resolve, reject) => {
+      const req = this.request(method, path, payload, (response) => {
+        clearTimeout(timer);
+        resolve(response);
+      });
+      const timer = setTimeout(() => req.destroy(new Error('no answer in time')), this.timeoutMs);
+      const abort = (): void => {
+        req.destroy(new Error('aborted'));
+      };
+      signal?.addEventListener('abort', abort, { once: true });
+      req.on('close', () => signal?.removeEventListener('abort', abort));
+      req.on('error', (error) => {
+        clearTimeout(timer);
+        reject(this.failure({ kind: 'undelivered', error: causeOf(error) }));
+      });
+      req.end(payload);
+    });
+  }
+
+  private request(
+    method: string,
+    path: string,
+    payload: string | undefined,
+    onResponse: (response: IncomingMessage) => void,
+  ): ClientRequest {
+    const headers: Record<string, string | number> =
+      payload === undefined
+        ? {}
+        : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
+    if (this.token !== undefined) headers['authorization'] = `Bearer ${this.token}`;
+    return request(
+      {
+        ...(this.socketPath === null
+          ? { host: this.host, port: this.port }
+          : { socketPath: this.socketPath }),
+        method,
+        path,
+        agent: this.agent,
+        ...(this.localAddress === undefined ? {} : { localAddress: this.localAddress }),
+        headers,
+      },
+      onResponse,
     );
   }
 
-  private parse(response: Response, text: string): unknown {
-    let payload: unknown;
-    try {
-      payload = JSON.parse(text);
-    } catch {
-      throw new ShoalError(
-        'INTERNAL',
-        `${this.address} answered ${response.status} with something that is not shoal's JSON`,
+  private failure(delivery: Delivery): ShoalError {
+    if (delivery.kind === 'undelivered') {
+      return new ShoalError(
+        'UNAVAILABLE',
+        `cannot reach shoal at ${this.address} (${delivery.error}); is \`shoal agent\` running there? Point at a node with --addr HOST:PORT or SHOAL_ADDR`,
       );
     }
-    if (!response.ok) {
-      const error = (payload as { error?: { code?: string; message?: string } }).error;
-      throw new ShoalError(
-        (error?.code ?? 'INTERNAL') as ShoalErrorCode,
-        error?.message ?? `HTTP ${response.status}`,
-      );
+    if (delivery.kind === 'unknown') {
+      return new ShoalError('UNAVAILABLE', `no answer from shoal at ${this.address}: ${delivery.error}`);
     }
-    return payload;
+    const error = (delivery.body as { error?: { code?: unknown; message?: unknown } } | null)?.error;
+    if (isShoalErrorCode(error?.code) && typeof error.message === 'string') {
+      return new ShoalError(error.code, error.message);
+    }
+    return new ShoalError(
+      'INTERNAL',
+      `${this.address} answered ${delivery.status} with something that is not shoal's JSON`,
+    );
   }
+}
+
+async function readAll(response: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  for await (const chunk of response as AsyncIterable<Buffer>) {
+    bytes += chunk.length;
+    if (bytes > answerBytesMax) {
+      response.destroy();
+      throw new Error(`the answer exceeds ${answerBytesMax} bytes`);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
+function causeOf(error: Error): string {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' ? `${code}: ${error.message}` : error.message;
 }

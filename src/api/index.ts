@@ -1,9 +1,39 @@
-export { ApiClient } from './client.ts';
 export {
-  replicasMax,
+  ShoalClient,
+  answerBytesMax,
+  clientTimeoutMsDefault,
+  unixAddressPrefix,
+  type ClientInit,
+  type Delivery,
+  type SendOptions,
+} from './client.ts';
+export { openApiDocument } from './openapi.ts';
+export { renderApiReference } from './reference.ts';
+export {
+  matchRoute,
+  routePath,
+  routes,
+  type Answer,
+  type Route,
+  type RouteName,
+  type TokenRequest,
+} from './routes.ts';
+export {
   requestBytesMax,
   startApiServer,
-  taskIdPattern,
   type ApiBackend,
-  type SubmitOptions,
+  type ApiServerInit,
+  type ApiServers,
 } from './server.ts';
+export type {
+  ErrorBody,
+  HealthView,
+  MemberView,
+  StatusView,
+  SubmitAnswer,
+  TaskDetailView,
+  TaskLogsView,
+  TaskView,
+  TokenView,
+  NewTokenAnswer,
+} from './views.ts';

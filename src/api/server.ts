@@ -1,51 +1,62 @@
 /**
  * The HTTP API the CLI talks to. Bound to 127.0.0.1 by default: anyone who can reach it can run tasks.
- * Any node accepts any request; writes are forwarded to the leader by the node.
+ * Any node accepts any request; writes are forwarded to the leader by the node. Requests are dispatched
+ * on the route table (routes.ts); bodies and queries are validated here, before the backend sees them.
  */
+import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type * as z from 'zod/mini';
 import {
+  defaultNamespace,
+  denial,
   describeIssues,
   namespacePolicySchema,
-  taskSpecSchema,
+  type Caller,
+  type TokenRecord,
   type NamespacePolicySpec,
+  type SubmitOptions,
   type TaskSpec,
 } from '../cluster/index.ts';
 import { ShoalError, errorMessage, type ShoalErrorCode } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 import { frameToJson, type LogFrame } from '../shared/log-frames.ts';
+import { logsLimitBytesDefault } from '../runtime/index.ts';
+import { openApiDocument } from './openapi.ts';
+import {
+  matchRoute,
+  pathKnown,
+  routes,
+  type Answer,
+  type Route,
+  type RouteName,
+  type TokenRequest,
+} from './routes.ts';
 
 /** The largest request body the API reads. */
 export const requestBytesMax = 1024 * 1024;
 
-/** What the API needs from a node: the node implements it; tests may too. */
-/** Most replicas one submission may create. */
-export const replicasMax = 10_000;
-
-export interface SubmitOptions {
-  /** How many tasks of this spec to create, as one job (default 1). */
-  readonly replicas: number;
-  /** The replicas start together or not at all. */
-  readonly gang: boolean;
-  /** The (first) task's id, chosen by the client so it can retry safely; default random. */
-  readonly id?: string;
-}
-
-/** Task ids: 12 lowercase hex digits. */
-export const taskIdPattern = /^[0-9a-f]{12}$/;
-
+/** What the API needs from a node: the node implements it (node/backend.ts); tests may too. */
 export interface ApiBackend {
   /** Submits one task, or `replicas` of them as one job; returns their ids. */
   submit(spec: TaskSpec, options: SubmitOptions): Promise<string[]>;
-  namespaces(): Promise<NamespacePolicySpec[]>;
+  namespaces(): Promise<Answer<'namespaces'>>;
   setNamespace(policy: NamespacePolicySpec): Promise<void>;
   kill(taskId: string): Promise<void>;
-  tasks(): Promise<unknown[]>;
-  task(taskId: string): Promise<unknown>;
-  logs(taskId: string, tailBytes: number): Promise<{ stdout: string; stderr: string }>;
+  tasks(): Promise<Answer<'tasks'>>;
+  task(taskId: string): Promise<Answer<'task'>>;
+  logs(taskId: string, tailBytes: number): Promise<Answer<'taskLogs'>>;
   /** Checks the task exists (rejecting before any output), then streams its output until it ends or signal aborts. */
   followLogs(taskId: string, tailBytes: number, signal: AbortSignal): Promise<AsyncIterable<LogFrame>>;
-  status(): unknown;
-  members(): unknown[];
+  health(): Answer<'health'>;
+  /** The token a secret belongs to; UNAUTHENTICATED when it is unknown, revoked or expired. */
+  authenticate(secret: string): TokenRecord;
+  /** The namespace of a task (NOT_FOUND when there is none). */
+  taskNamespace(taskId: string): Promise<string>;
+  createToken(request: TokenRequest): Promise<Answer<'createToken'>>;
+  tokens(): Promise<Answer<'tokens'>>;
+  revokeToken(accessorId: string): Promise<void>;
+  status(): Answer<'status'>;
+  members(): Answer<'members'>;
   drain(node: string, drain: boolean): Promise<void>;
   leaveCluster(): Promise<void>;
 }
@@ -54,6 +65,8 @@ const httpStatus: Record<ShoalErrorCode, number> = {
   INVALID_ARGUMENT: 400,
   NOT_FOUND: 404,
   CONFLICT: 409,
+  UNAUTHENTICATED: 401,
+  PERMISSION_DENIED: 403,
   TOO_LARGE: 413,
   NOT_LEADER: 503,
   NO_LEADER: 503,
@@ -64,103 +77,291 @@ const httpStatus: Record<ShoalErrorCode, number> = {
   INTERNAL: 500,
 };
 
-export async function startApiServer(
-  backend: ApiBackend,
-  host: string,
-  port: number,
-  logger: Logger,
-): Promise<Server> {
+/** How long a client may take to send a request's headers, and the whole request (slow-client guard). */
+export const headersTimeoutMs = 10_000;
+export const requestTimeoutMs = 30_000;
+/** Idle kept-alive connections are closed after this long. */
+export const keepAliveTimeoutMs = 5_000;
+/** Connections one listener holds at once; beyond it new ones are refused until some close. */
+export const connectionsMax = 4096;
+
+export interface ApiServerInit {
+  readonly backend: ApiBackend;
+  readonly logger: Logger;
+  /** A TCP listener: every route but the public ones needs a token. */
+  readonly tcp?: { readonly host: string; readonly port: number };
+  /**
+   * A Unix socket, made mode 0600 in the (0700) data dir: only its owner (the user who runs the agent) can
+   * connect, and may do anything without a token, as that user could anyway.
+   */
+  readonly unixSocket?: string;
+}
+
+export interface ApiServers {
+  /** The TCP listener's port (the one asked for, or the one given for port 0); null without one. */
+  readonly tcpPort: number | null;
+  close(): void;
+}
+
+export async function startApiServer(init: ApiServerInit): Promise<ApiServers> {
+  const servers: Server[] = [];
+  let tcpPort: number | null = null;
+  try {
+    if (init.tcp) {
+      const { host, port } = init.tcp;
+      const server = makeServer(init, 'token');
+      servers.push(server);
+      await listen(server, `${host}:${port}`, () => server.listen(port, host));
+      const address = server.address();
+      tcpPort = typeof address === 'object' && address !== null ? address.port : port;
+    }
+    if (init.unixSocket !== undefined) {
+      const path = init.unixSocket;
+      removeStaleSocket(path);
+      const server = makeServer(init, 'local');
+      servers.push(server);
+      // Made with no permissions for anyone else from the first instant (umask), then set to 0600.
+      const umask = process.umask(0o177);
+      try {
+        await listen(server, path, () => server.listen(path));
+      } finally {
+        process.umask(umask);
+      }
+      chmodSync(path, 0o600);
+    }
+  } catch (error) {
+    for (const server of servers) server.close();
+    throw error;
+  }
+  return {
+    tcpPort,
+    close: () => {
+      for (const server of servers) {
+        server.close();
+        server.closeAllConnections();
+      }
+    },
+  };
+}
+
+function makeServer(init: ApiServerInit, listener: 'token' | 'local'): Server {
+  const { backend, logger } = init;
   const server = createServer((request, response) => {
-    route(backend, request, response).catch((error: unknown) => {
+    route(backend, listener, request, response).catch((error: unknown) => {
       const shoalError =
         error instanceof ShoalError ? error : new ShoalError('INTERNAL', errorMessage(error));
+      // The URL carries no secret (tokens travel in a header), so it may be logged.
       if (shoalError.code === 'INTERNAL')
         logger.error('request failed', { url: request.url, error: shoalError.message });
+      if (response.headersSent) {
+        response.destroy();
+        return;
+      }
       send(response, httpStatus[shoalError.code], {
         error: { code: shoalError.code, message: shoalError.message },
       });
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (error) =>
-      reject(
-        new ShoalError(
-          'UNAVAILABLE',
-          `cannot serve the API on ${host}:${port}: ${errorMessage(error)}; pick another --api`,
-        ),
-      ),
-    );
-    server.listen(port, host, () => resolve());
+  server.headersTimeout = headersTimeoutMs;
+  server.requestTimeout = requestTimeoutMs;
+  server.keepAliveTimeout = keepAliveTimeoutMs;
+  server.maxConnections = connectionsMax;
+  // A client speaking something that is not HTTP gets one 400 line and is cut off.
+  server.on('clientError', (_error, socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+    else socket.destroy();
   });
   return server;
 }
 
-async function route(backend: ApiBackend, request: IncomingMessage, response: ServerResponse): Promise<void> {
-  const url = new URL(request.url ?? '/', 'http://shoal');
-  const parts = url.pathname.split('/').filter(Boolean);
-  const method = request.method ?? 'GET';
-  if (parts[0] !== 'v1')
-    throw new ShoalError('NOT_FOUND', `no API at ${url.pathname}; the API lives under /v1`);
-  const [, resource, id, action] = parts;
-  if (method === 'GET' && resource === 'status' && id === undefined)
-    return send(response, 200, backend.status());
-  if (method === 'GET' && resource === 'members' && id === undefined)
-    return send(response, 200, backend.members());
-  if (method === 'POST' && resource === 'nodes' && id !== undefined && action === 'drain') {
-    const body = (await readBody(request)) as { drain?: unknown } | null;
-    const drain = body?.drain ?? true;
-    if (typeof drain !== 'boolean') throw new ShoalError('INVALID_ARGUMENT', 'drain must be true or false');
-    await backend.drain(decodeURIComponent(id), drain);
-    return send(response, 200, { node: id, draining: drain });
+function listen(server: Server, where: string, start: () => void): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', (error) =>
+      reject(
+        new ShoalError(
+          'UNAVAILABLE',
+          `cannot serve the API on ${where}: ${errorMessage(error)}; pick another --api`,
+        ),
+      ),
+    );
+    server.once('listening', () => resolve());
+    start();
+  });
+}
+
+/** A socket file left by an agent that died; anything else at that path is not ours to remove. */
+function removeStaleSocket(path: string): void {
+  try {
+    if (lstatSync(path).isSocket()) unlinkSync(path);
+  } catch {
+    // Nothing there.
   }
-  if (resource === 'namespaces') {
-    if (method === 'GET' && id === undefined) return send(response, 200, await backend.namespaces());
-    if (method === 'PUT' && id !== undefined && action === undefined) {
-      const body = await readBody(request);
-      const parsed = namespacePolicySchema.safeParse({
-        ...(typeof body === 'object' && body !== null ? body : {}),
-        name: decodeURIComponent(id),
-      });
-      if (!parsed.success)
-        throw new ShoalError('INVALID_ARGUMENT', `invalid namespace: ${describeIssues(parsed.error)}`);
-      await backend.setNamespace(parsed.data);
-      return send(response, 200, parsed.data);
-    }
-  }
-  if (method === 'POST' && resource === 'agent' && id === 'leave') {
+}
+
+/** A request as a handler sees it: its path parameters, and its query and body validated by the route. */
+interface Request {
+  readonly params: Readonly<Record<string, string>>;
+  readonly query: Readonly<Record<string, unknown>>;
+  readonly body: unknown;
+  readonly http: IncomingMessage;
+  readonly response: ServerResponse;
+}
+
+type Handler = (backend: ApiBackend, request: Request) => Promise<unknown>;
+
+/** One handler per route; each answers with the route's view, or streams and answers undefined. */
+const handlers: Record<RouteName, Handler> = {
+  health: (backend) => Promise.resolve(backend.health()),
+  openapi: () => Promise.resolve(openApiDocument()),
+  status: (backend) => Promise.resolve(backend.status()),
+  members: (backend) => Promise.resolve(backend.members()),
+  drainNode: async (backend, { params, body }) => {
+    const drain = (body as { drain?: boolean }).drain ?? true;
+    const node = params['node'] ?? '';
+    await backend.drain(node, drain);
+    return { node, draining: drain } satisfies Answer<'drainNode'>;
+  },
+  namespaces: (backend) => backend.namespaces(),
+  setNamespace: async (backend, { params, body }) => {
+    const parsed = namespacePolicySchema.safeParse({ ...(body as object), name: params['namespace'] });
+    if (!parsed.success)
+      throw new ShoalError('INVALID_ARGUMENT', `invalid namespace: ${describeIssues(parsed.error)}`);
+    await backend.setNamespace(parsed.data);
+    return parsed.data satisfies Answer<'setNamespace'>;
+  },
+  leave: async (backend) => {
     await backend.leaveCluster();
-    return send(response, 200, { leaving: true });
+    return { leaving: true } satisfies Answer<'leave'>;
+  },
+  tasks: (backend) => backend.tasks(),
+  submit: async (backend, { query, body }) => {
+    const id = query['id'] as string | undefined;
+    const ids = await backend.submit(body as TaskSpec, {
+      replicas: (query['replicas'] as number | undefined) ?? 1,
+      gang: query['gang'] === true,
+      ...(id === undefined ? {} : { id }),
+    });
+    return { id: ids[0] ?? '', ids } satisfies Answer<'submit'>;
+  },
+  task: (backend, { params }) => backend.task(params['task'] ?? ''),
+  taskLogs: async (backend, { params, query, http, response }) => {
+    const tail = (query['tail'] as number | undefined) ?? logsLimitBytesDefault;
+    const taskId = params['task'] ?? '';
+    if (query['follow'] === true) {
+      await streamLogs(backend, taskId, tail, http, response);
+      return undefined;
+    }
+    return backend.logs(taskId, tail);
+  },
+  createToken: (backend, { body }) => backend.createToken(body as TokenRequest),
+  tokens: (backend) => backend.tokens(),
+  revokeToken: async (backend, { params }) => {
+    const accessorId = params['accessor'] ?? '';
+    await backend.revokeToken(accessorId);
+    return { accessorId, revoked: true } satisfies Answer<'revokeToken'>;
+  },
+  killTask: async (backend, { params }) => {
+    const id = params['task'] ?? '';
+    await backend.kill(id);
+    return { id, desired: 'kill' } satisfies Answer<'killTask'>;
+  },
+};
+
+async function route(
+  backend: ApiBackend,
+  listener: 'token' | 'local',
+  http: IncomingMessage,
+  response: ServerResponse,
+): Promise<void> {
+  const url = new URL(http.url ?? '/', 'http://shoal');
+  const method = http.method ?? 'GET';
+  const match = matchRoute(method, url.pathname);
+  if (!match) {
+    if (!url.pathname.startsWith('/v1/'))
+      throw new ShoalError('NOT_FOUND', `no API at ${url.pathname}; the API lives under /v1`);
+    throw new ShoalError(
+      'NOT_FOUND',
+      pathKnown(url.pathname)
+        ? `${url.pathname} does not take ${method}`
+        : `no route ${method} ${url.pathname}`,
+    );
   }
-  if (resource === 'tasks') {
-    if (method === 'GET' && id === undefined) return send(response, 200, await backend.tasks());
-    if (method === 'POST' && id === undefined) {
-      const spec = parseSpec(await readBody(request));
-      const replicas = Number(url.searchParams.get('replicas') ?? 1);
-      if (!Number.isInteger(replicas) || replicas < 1 || replicas > replicasMax)
-        throw new ShoalError('INVALID_ARGUMENT', `replicas must be a whole number from 1 to ${replicasMax}`);
-      const gang = url.searchParams.get('gang') === 'true';
-      const id = url.searchParams.get('id');
-      if (id !== null && !taskIdPattern.test(id))
-        throw new ShoalError('INVALID_ARGUMENT', 'id must be 12 lowercase hex digits');
-      const ids = await backend.submit(spec, { replicas, gang, ...(id === null ? {} : { id }) });
-      return send(response, 201, { id: ids[0], ids });
-    }
-    if (id !== undefined && method === 'GET' && action === undefined)
-      return send(response, 200, await backend.task(id));
-    if (id !== undefined && method === 'GET' && action === 'logs') {
-      const tail = Number(url.searchParams.get('tail') ?? 1024 * 1024);
-      if (!Number.isInteger(tail) || tail < 0)
-        throw new ShoalError('INVALID_ARGUMENT', 'tail must be a whole number of bytes');
-      const follow = url.searchParams.get('follow');
-      if (follow === '1' || follow === 'true') return streamLogs(backend, id, tail, request, response);
-      return send(response, 200, await backend.logs(id, tail));
-    }
-    if (id !== undefined && method === 'POST' && action === 'kill') {
-      await backend.kill(id);
-      return send(response, 200, { id, desired: 'kill' });
-    }
+  const route: Route = routes[match.name];
+  // Who asks, before anything else is read: an unknown caller costs the node no body to parse.
+  const caller: Caller =
+    listener === 'local' || route.access === 'public'
+      ? { kind: 'local' }
+      : { kind: 'token', token: backend.authenticate(bearerToken(http)) };
+  for (const [name, { schema }] of Object.entries(route.params ?? {})) {
+    const parsed = schema.safeParse(match.params[name]);
+    if (!parsed.success) throw new ShoalError('INVALID_ARGUMENT', `${name}: ${describeIssues(parsed.error)}`);
   }
-  throw new ShoalError('NOT_FOUND', `no route ${method} ${url.pathname}`);
+  const query = parseQuery(route, url.searchParams);
+  let body: unknown = undefined;
+  if (route.body !== undefined) {
+    const parsed = route.body.safeParse(await readBody(http));
+    if (!parsed.success)
+      throw new ShoalError('INVALID_ARGUMENT', `invalid request body: ${describeIssues(parsed.error)}`);
+    body = parsed.data;
+  }
+  const namespace =
+    route.namespaceFrom === 'spec'
+      ? ((body as TaskSpec).namespace ?? defaultNamespace)
+      : route.namespaceFrom === 'task'
+        ? await backend.taskNamespace(match.params['task'] ?? '')
+        : null;
+  const denied = denial(caller, route.access, namespace);
+  if (denied !== null) throw new ShoalError('PERMISSION_DENIED', denied);
+  const answer = await handlers[match.name](backend, { params: match.params, query, body, http, response });
+  // A stream has answered already.
+  if (answer === undefined) return;
+  send(response, route.created === true ? 201 : 200, answer);
+}
+
+/**
+ * The query's parameters, checked against the route's: an unknown one is refused (a typo must not be
+ * ignored), integers and booleans are converted from their text, then each is validated.
+ */
+function parseQuery(route: Route, search: URLSearchParams): Record<string, unknown> {
+  const declared = route.query ?? {};
+  const values: Record<string, unknown> = {};
+  for (const [name, text] of search) {
+    const parameter = declared[name];
+    if (!parameter) {
+      const known = Object.keys(declared);
+      throw new ShoalError(
+        'INVALID_ARGUMENT',
+        `unknown query parameter ${JSON.stringify(name)}; ${known.length === 0 ? 'this route takes none' : `use ${known.join(', ')}`}`,
+      );
+    }
+    const parsed = parameter.schema.safeParse(fromQueryText(parameter.schema, text));
+    if (!parsed.success) throw new ShoalError('INVALID_ARGUMENT', `${name}: ${describeIssues(parsed.error)}`);
+    values[name] = parsed.data;
+  }
+  return values;
+}
+
+/** The secret of an `Authorization: Bearer …` header; UNAUTHENTICATED without one. */
+function bearerToken(http: IncomingMessage): string {
+  const header = http.headers.authorization;
+  const match = header === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (!match?.[1]) {
+    throw new ShoalError(
+      'UNAUTHENTICATED',
+      header === undefined
+        ? 'this API needs a token: send "Authorization: Bearer SECRET" (the CLI: SHOAL_TOKEN or --token; the first one is DATA_DIR/management.token on the node that created the cluster)'
+        : 'the Authorization header must be "Bearer SECRET"',
+    );
+  }
+  return match[1];
+}
+
+function fromQueryText(schema: z.ZodMiniType, text: string): unknown {
+  const type = schema._zod.def.type;
+  if (type === 'boolean')
+    return text === 'true' || text === '1' ? true : text === 'false' || text === '0' ? false : text;
+  if (type === 'number' || type === 'int') return text.trim() === '' ? text : Number(text);
+  return text;
 }
 
 /**
@@ -199,13 +400,6 @@ async function streamLogs(
   request.resume();
 }
 
-function parseSpec(body: unknown): TaskSpec {
-  const parsed = taskSpecSchema.safeParse(body);
-  if (!parsed.success)
-    throw new ShoalError('INVALID_ARGUMENT', `invalid task: ${describeIssues(parsed.error)}`);
-  return parsed.data;
-}
-
 async function readBody(request: IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = [];
   let bytes = 0;
@@ -215,6 +409,8 @@ async function readBody(request: IncomingMessage): Promise<unknown> {
       throw new ShoalError('TOO_LARGE', `the request body exceeds ${requestBytesMax} bytes`);
     chunks.push(chunk);
   }
+  // No body at all reads as an empty object: `curl -X POST …/kill` needs none.
+  if (bytes === 0) return {};
   try {
     return JSON.parse(Buffer.concat(chunks).toString('utf8'));
   } catch {

@@ -3,26 +3,43 @@ export {
   liveTasksMax,
   terminalTasksRetainedMax,
   type ApplyResult,
+  type StateObserver,
+} from './state.ts';
+export {
+  decodeCommand,
+  encodeCommand,
+  preemptionPriorityGapOff,
+  validateCommand,
   type Assignment,
   type ClusterNode,
   type Command,
   type NodeDescription,
   type NodeResources,
   type PreemptionCommand,
-  type StateObserver,
-} from './state.ts';
+} from './command.ts';
+export {
+  defaultJobName,
+  expandSubmission,
+  newTaskId,
+  replicasMax,
+  taskIdPattern,
+  type SubmitOptions,
+} from './submission.ts';
 export {
   addTaskEvent,
+  cpuMillisMax,
   describeIssues,
   isTerminal,
   labelConstraintSchema,
   namespacePolicySchema,
+  namespaceWeightMax,
   type LabelConstraintSpec,
   type NamespacePolicySpec,
   priorityDefault,
   priorityMax,
   priorityMin,
   restartDecision,
+  restartDelayMsMax,
   restartPolicies,
   restartSchema,
   taskDrivers,
@@ -41,3 +58,21 @@ export {
   type TaskSpec,
   type TaskState,
 } from './task.ts';
+export { Scheduler, toAllocatorTask, toRunningTask, type SchedulerOptions } from './scheduler.ts';
+export {
+  accessorIdPattern,
+  denial,
+  hashTokenSecret,
+  newAccessorId,
+  newTokenSecret,
+  tokenExpired,
+  tokenRoles,
+  tokenSecretPrefix,
+  tokenTtlMsMax,
+  tokensMax,
+  type Access,
+  type Caller,
+  type TokenRecord,
+  type TokenRole,
+} from './tokens.ts';
+export { defaultNamespace } from '../allocator/index.ts';

@@ -1,6 +1,7 @@
 /** The state's side of placement: every resource re-checked at apply, preemption, batches, namespaces. */
 import { describe, expect, it } from 'vitest';
-import { ClusterState, type Command } from './state.ts';
+import { ClusterState } from './state.ts';
+import type { Command } from './command.ts';
 import type { Task, TaskSpec } from './task.ts';
 
 const MiB = 1024 * 1024;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ClusterState, type Command } from './state.ts';
+import { ClusterState } from './state.ts';
+import type { Command } from './command.ts';
 import { taskEventsMax, type TaskSpec } from './task.ts';
 
 const MiB = 1024 * 1024;
@@ -45,7 +46,7 @@ describe('ClusterState', () => {
       waiting: [],
       atMs: 2,
     });
-    expect(state.tasks.get('a')).toMatchObject({ state: 'assigned', nodeId: 'n1', assignedTerm: 2 });
+    expect(state.tasks.get('a')).toMatchObject({ state: 'assigned', nodeId: 'n1' });
     expect(state.freeOn('n1')).toMatchObject({ cpuMillis: 500, memoryBytes: 192 * MiB });
     apply({
       type: 'reportTask',

@@ -3,7 +3,7 @@
  * in the same order and reaches the same state. Pure: time comes inside commands (`atMs`, set by the
  * proposer), never from a clock here.
  */
-import { compileConstraints, matchesAll } from '../allocator/index.ts';
+import { compileConstraints, matchesAll, preemptionPriorityGapDefault } from '../allocator/index.ts';
 import { assert } from '../shared/assert.ts';
 import {
   addTaskEvent,
@@ -11,21 +11,12 @@ import {
   restartDecision,
   taskEventsPerCommandMax,
   type Task,
-  type TaskDriver,
   type TaskSpec,
-  type TaskEventRecord,
   type TaskState,
   type NamespacePolicySpec,
 } from './task.ts';
-
-export interface NodeResources {
-  readonly cpuMillis: number;
-  readonly memoryBytes: number;
-  /** Absent = 0 (a node from before disk was advertised offers none). */
-  readonly diskBytes?: number;
-  /** Device counts by kind; kinds not listed count 0. */
-  readonly devices?: Readonly<Record<string, number>>;
-}
+import type { Assignment, ClusterNode, Command, NodeResources, PreemptionCommand } from './command.ts';
+import { tokensMax, type TokenRecord } from './tokens.ts';
 
 /** What a node's live tasks hold. */
 interface Usage {
@@ -35,13 +26,6 @@ interface Usage {
   readonly devices: Map<string, number>;
   /** Port → tasks holding it (more than one only if a stale plan slipped through; never by design). */
   readonly ports: Map<number, number>;
-}
-
-/** A pending task was placed on a node where lower-priority tasks are being evicted for it. */
-export interface PreemptionCommand {
-  readonly taskId: string;
-  readonly nodeId: string;
-  readonly forTaskId: string;
 }
 
 /**
@@ -65,73 +49,6 @@ export interface StateObserver {
   restored(): void;
 }
 
-export interface ClusterNode {
-  readonly id: string;
-  readonly name: string;
-  /** host:port of its cluster listener, for humans. */
-  readonly address: string;
-  readonly capacity: NodeResources;
-  readonly labels: Readonly<Record<string, string>>;
-  /** Drivers that are healthy on the node; the allocator places a task only where its driver is. */
-  readonly drivers: readonly TaskDriver[];
-  status: 'up' | 'down';
-  /** A draining node takes no new tasks, and its tasks are moved elsewhere. */
-  draining: boolean;
-  updatedAtMs: number;
-}
-
-export type NodeDescription = Omit<ClusterNode, 'status' | 'updatedAtMs' | 'draining'>;
-
-export interface Assignment {
-  readonly taskId: string;
-  readonly nodeId: string;
-}
-
-export type Command =
-  | { readonly type: 'submitTask'; readonly id: string; readonly spec: TaskSpec; readonly atMs: number }
-  | {
-      /** Several tasks at once (replicas, a gang): all are accepted or none. */
-      readonly type: 'submitTasks';
-      readonly tasks: readonly { readonly id: string; readonly spec: TaskSpec }[];
-      readonly atMs: number;
-    }
-  | {
-      readonly type: 'assignTasks';
-      readonly term: number;
-      readonly assignments: readonly Assignment[];
-      /** Running tasks to evict for waiting higher-priority ones (absent in older entries: none). */
-      readonly preemptions?: readonly PreemptionCommand[];
-      /** The least priority difference that allows a preemption, as the leader used it. */
-      readonly preemptionPriorityGap?: number;
-      /** Why tasks the plan could not place still wait, shown by `shoal ps`. */
-      readonly waiting: readonly { readonly taskId: string; readonly reason: string }[];
-      readonly atMs: number;
-    }
-  | {
-      readonly type: 'reportTask';
-      readonly nodeId: string;
-      readonly taskId: string;
-      /** The run the report is about; a report about an earlier run of a restarted task is ignored. */
-      readonly attempt: number;
-      readonly state: TaskState;
-      readonly exitCode: number | null;
-      readonly reason: string | null;
-      readonly atMs: number;
-    }
-  | {
-      /** What an agent saw while running a task (pull progress, limits not enforced), batched and throttled. */
-      readonly type: 'taskEvents';
-      readonly nodeId: string;
-      readonly taskId: string;
-      readonly attempt: number;
-      readonly events: readonly TaskEventRecord[];
-    }
-  | { readonly type: 'killTask'; readonly taskId: string; readonly atMs: number }
-  | { readonly type: 'upsertNode'; readonly node: NodeDescription; readonly atMs: number }
-  | { readonly type: 'nodeDown'; readonly nodeId: string; readonly reason: string; readonly atMs: number }
-  | { readonly type: 'drainNode'; readonly nodeId: string; readonly drain: boolean; readonly atMs: number }
-  | { readonly type: 'setNamespace'; readonly policy: NamespacePolicySpec; readonly atMs: number };
-
 export type ApplyResult =
   | { readonly ok: true; readonly taskId?: string }
   | { readonly ok: false; readonly code: 'NOT_FOUND' | 'CONFLICT'; readonly message: string };
@@ -143,6 +60,8 @@ interface StateSnapshot {
   readonly terminalOrder: string[];
   /** Absent in snapshots from before namespaces. */
   readonly namespaces?: NamespacePolicySpec[];
+  /** Absent in snapshots from before tokens. */
+  readonly tokens?: TokenRecord[];
 }
 
 /** Terminal tasks kept for `shoal ps` and `shoal logs`; older ones are forgotten so state stays bounded. */
@@ -175,6 +94,9 @@ export class ClusterState {
   private readonly liveByNode = new Map<string, Set<string>>();
   private readonly terminalOrder: string[] = [];
   private liveCount = 0;
+  /** API tokens by accessor id, and the same by the hash of their secret (what a request is looked up by). */
+  readonly tokens = new Map<string, TokenRecord>();
+  private readonly tokensBySecretHash = new Map<string, TokenRecord>();
   appliedIndex = 0;
 
   apply(index: number, command: Command): ApplyResult {
@@ -187,9 +109,13 @@ export class ClusterState {
         return this.submit(index, command.tasks, command.atMs);
       case 'assignTasks':
         for (const preemption of command.preemptions ?? []) {
-          this.preempt(preemption, command.preemptionPriorityGap ?? 10, command.atMs);
+          this.preempt(
+            preemption,
+            command.preemptionPriorityGap ?? preemptionPriorityGapDefault,
+            command.atMs,
+          );
         }
-        for (const assignment of command.assignments) this.assign(assignment, command.term, command.atMs);
+        for (const assignment of command.assignments) this.assign(assignment, command.atMs);
         for (const { taskId, reason } of command.waiting) {
           const task = this.tasks.get(taskId);
           if (task?.state !== 'pending') continue;
@@ -223,7 +149,43 @@ export class ClusterState {
         this.namespaces.set(command.policy.name, command.policy);
         this.observer?.namespaceChanged(command.policy);
         return { ok: true };
+      case 'createToken':
+        return this.createToken(command.token);
+      case 'revokeToken':
+        return this.revokeToken(command.accessorId);
     }
+  }
+
+  /** The token whose secret hashes to secretHash, if the cluster knows it (expired or not). */
+  tokenBySecretHash(secretHash: string): TokenRecord | undefined {
+    return this.tokensBySecretHash.get(secretHash);
+  }
+
+  private createToken(token: TokenRecord): ApplyResult {
+    if (this.tokens.has(token.accessorId) || this.tokensBySecretHash.has(token.secretHash))
+      return { ok: false, code: 'CONFLICT', message: `token ${token.accessorId} exists already` };
+    if (this.tokens.size >= tokensMax)
+      return {
+        ok: false,
+        code: 'CONFLICT',
+        message: `the cluster holds ${tokensMax} tokens; revoke some first`,
+      };
+    this.tokens.set(token.accessorId, token);
+    this.tokensBySecretHash.set(token.secretHash, token);
+    return { ok: true };
+  }
+
+  private revokeToken(accessorId: string): ApplyResult {
+    const token = this.tokens.get(accessorId);
+    if (!token)
+      return {
+        ok: false,
+        code: 'NOT_FOUND',
+        message: `no token ${accessorId}; list them with shoal acl token list`,
+      };
+    this.tokens.delete(accessorId);
+    this.tokensBySecretHash.delete(token.secretHash);
+    return { ok: true };
   }
 
   /** The whole state as JSON, for a Raft snapshot. Derived indexes are rebuilt on restore. */
@@ -234,6 +196,7 @@ export class ClusterState {
       tasks: [...this.tasks.values()],
       terminalOrder: this.terminalOrder,
       namespaces: [...this.namespaces.values()],
+      tokens: [...this.tokens.values()],
     } satisfies StateSnapshot);
   }
 
@@ -247,9 +210,15 @@ export class ClusterState {
     this.liveByNode.clear();
     this.terminalOrder.length = 0;
     this.namespaces.clear();
+    this.tokens.clear();
+    this.tokensBySecretHash.clear();
     this.liveCount = 0;
     this.appliedIndex = snapshot.appliedIndex;
     for (const policy of snapshot.namespaces ?? []) this.namespaces.set(policy.name, policy);
+    for (const token of snapshot.tokens ?? []) {
+      this.tokens.set(token.accessorId, token);
+      this.tokensBySecretHash.set(token.secretHash, token);
+    }
     for (const node of snapshot.nodes) {
       this.nodes.set(node.id, node);
       this.used.set(node.id, emptyUsage());
@@ -338,7 +307,6 @@ export class ClusterState {
         desired: 'run',
         state: 'pending',
         nodeId: null,
-        assignedTerm: null,
         attempt: 0,
         notBeforeMs: null,
         exitCode: null,
@@ -356,7 +324,7 @@ export class ClusterState {
   }
 
   /** The leader's plan is re-checked here, against the state it lands on; a stale placement is skipped. */
-  private assign(assignment: Assignment, term: number, atMs: number): void {
+  private assign(assignment: Assignment, atMs: number): void {
     const task = this.tasks.get(assignment.taskId);
     const node = this.nodes.get(assignment.nodeId);
     if (!task || !node || task.state !== 'pending' || task.desired !== 'run' || node.status !== 'up') return;
@@ -367,7 +335,6 @@ export class ClusterState {
       return;
     task.state = 'assigned';
     task.nodeId = node.id;
-    task.assignedTerm = term;
     task.reason = null;
     task.updatedAtMs = atMs;
     delete task.nominatedNodeId;
@@ -549,7 +516,6 @@ export class ClusterState {
     task.desired = 'run';
     task.state = 'pending';
     task.nodeId = null;
-    task.assignedTerm = null;
     task.attempt++;
     task.notBeforeMs = notBeforeMs;
     this.pending.add(task.id);

@@ -2,10 +2,23 @@
  * The task model as users and the replicated state see it. Pure data and validation; no I/O.
  */
 import * as z from 'zod/mini';
+import {
+  affinitiesMax,
+  deviceKindsMax,
+  patternLengthMax,
+  portMax,
+  portsPerTaskMax,
+  priorityMax,
+  priorityMin,
+} from '../allocator/index.ts';
+import { taskDrivers } from '../shared/drivers.ts';
+import { kibibyte, mebibyte } from '../shared/units.ts';
 import { text, whole } from '../shared/schema.ts';
 
-export const taskDrivers = ['exec', 'docker'] as const;
-export type TaskDriver = (typeof taskDrivers)[number];
+// Driver names and priority bounds have their homes in shared/ and the allocator; the cluster's public
+// face (index.ts) re-exports them from here.
+export { taskDrivers, type TaskDriver } from '../shared/drivers.ts';
+export { priorityMax, priorityMin } from '../allocator/index.ts';
 
 /** Observed states, after Mesos. The first four are live; the last four are terminal. */
 export const taskStates = [
@@ -27,12 +40,12 @@ export function isTerminal(state: TaskState): boolean {
 }
 
 /** What the user asked for. The log stores it as submitted. */
-export const priorityMin = 0;
-export const priorityMax = 100;
 export const priorityDefault = 50;
+/** The most CPU one task may reserve: 1000 cores. */
+export const cpuMillisMax = 1_000_000;
 export const taskNameLengthMax = 128;
 export const commandArgumentsMax = 256;
-export const commandBytesMax = 64 * 1024;
+export const commandBytesMax = 64 * kibibyte;
 export const envEntriesMax = 256;
 
 export const restartPolicies = ['never', 'on-failure', 'always'] as const;
@@ -62,9 +75,6 @@ const identifier = (what: string, lengthMax = 128): z.ZodMiniString =>
     );
 
 export const labelConstraintsMax = 32;
-export const affinitiesPerTaskMax = 4;
-export const portsPerTaskMax = 64;
-export const deviceKindsMax = 16;
 
 /** A hard rule on a node label; see the allocator's LabelConstraint for the semantics. */
 export const labelConstraintSchema = z.discriminatedUnion('operator', [
@@ -83,7 +93,9 @@ export const labelConstraintSchema = z.discriminatedUnion('operator', [
   z.strictObject({
     key: text(128, 1),
     operator: z.literal('regex'),
-    pattern: text(256, 1).check(z.refine(isValidPattern, 'the pattern is not a valid regular expression')),
+    pattern: text(patternLengthMax, 1).check(
+      z.refine(isValidPattern, 'the pattern is not a valid regular expression'),
+    ),
   }),
 ]);
 
@@ -110,8 +122,8 @@ export const taskSpecSchema = z
     driver: z.enum(taskDrivers),
     command: z.array(text(commandBytesMax)).check(z.maxLength(commandArgumentsMax)),
     image: z.optional(text(1024, 1)),
-    cpuMillis: whole(1, 1_000_000, 'cpu must be positive'),
-    memoryBytes: whole(1024 * 1024, 2 ** 50, 'memory must be at least 1 MiB'),
+    cpuMillis: whole(1, cpuMillisMax, 'cpu must be positive'),
+    memoryBytes: whole(mebibyte, 2 ** 50, 'memory must be at least 1 MiB'),
     priority: whole(priorityMin, priorityMax),
     env: z
       .record(
@@ -138,7 +150,7 @@ export const taskSpecSchema = z
     ),
     /** Host ports the task needs, by name; two tasks needing one port never share a node. */
     ports: z.optional(
-      z.record(identifier('a port name', 64), whole(1, 65_535)).check(
+      z.record(identifier('a port name', 64), whole(1, portMax)).check(
         z.refine((p) => Object.keys(p).length <= portsPerTaskMax, `at most ${portsPerTaskMax} ports`),
         z.refine((p) => new Set(Object.values(p)).size === Object.keys(p).length, 'ports must differ'),
       ),
@@ -151,7 +163,7 @@ export const taskSpecSchema = z
     affinities: z.optional(
       z
         .array(z.strictObject({ constraint: labelConstraintSchema, weight: whole(-100, 100) }))
-        .check(z.maxLength(affinitiesPerTaskMax)),
+        .check(z.maxLength(affinitiesMax)),
     ),
     /** The job this task is a replica of: caps, distinct nodes and spread count per job. */
     job: z.optional(identifier('a job name')),
@@ -220,8 +232,6 @@ export interface Task {
   state: TaskState;
   /** The node (peer id) the task is assigned to, once placed. */
   nodeId: string | null;
-  /** The leader term that assigned it; agents ignore assignments from older terms. */
-  assignedTerm: number | null;
   /** Which run this is: 0 for the first, +1 for every restart. Reports name the attempt they are about. */
   attempt: number;
   /** A restarted task is not placed before this time (its backoff). */
@@ -286,10 +296,13 @@ export function restartDecision(
   return { restart: true, delayMs };
 }
 
+/** The largest share weight of a namespace (weights are positive, not necessarily whole). */
+export const namespaceWeightMax = 1_000_000;
+
 /** A tenant's share weight and quota, as `shoal namespace set` gives them. */
 export const namespacePolicySchema = z.strictObject({
   name: identifier('a namespace', 64),
-  weight: z.number().check(z.gt(0), z.lte(1_000_000)),
+  weight: z.number().check(z.gt(0), z.lte(namespaceWeightMax)),
   quota: z.nullable(
     z.strictObject({
       cpuMillis: z.optional(whole(0)),

@@ -20,6 +20,7 @@ export type {
   Role,
   Snapshot,
 } from './types.ts';
+export { describeFaultTolerance, type FaultToleranceInput } from './fault-tolerance.ts';
 export {
   defaultVoterPolicy,
   planVoterChange,

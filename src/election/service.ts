@@ -171,8 +171,8 @@ export class RaftService {
     return this.core.hasCommittedInTerm();
   }
 
-  /** Proposes a command; resolves with the state machine's answer once it is committed and applied here. */
   /**
+   * Proposes a command; resolves with the state machine's answer once it is committed and applied here.
    * Rejects, never throws (async), though the entry is appended at once: NOT_LEADER when this node does
    * not lead (any more), UNAVAILABLE while the disk cannot be written.
    */

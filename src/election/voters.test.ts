@@ -93,6 +93,32 @@ describe('planVoterChange', () => {
     ).toBeNull();
   });
 
+  it('with the default policy, promotes the caught-up learners of a fresh cluster 1 s after they turn alive', () => {
+    const fresh: ClusterConfig = { voters: ['n1'], learners: ['n2', 'n3'] };
+    const members = [
+      aliveMember('n1'),
+      ...['n2', 'n3'].map((id) => ({ ...aliveMember(id), aliveSinceMs: 0 })),
+    ];
+    const progress: PeerProgress[] = ['n2', 'n3'].map((id) => ({
+      id,
+      matchIndex: 3,
+      nextIndex: 4,
+      recentlyActive: true,
+    }));
+    const plan = (nowMs: number): ClusterConfig | null =>
+      planVoterChange({
+        leaderId: 'n1',
+        config: fresh,
+        members,
+        progress,
+        commitIndex: 3,
+        nowMs,
+        policy: defaultVoterPolicy,
+      });
+    expect(plan(999)).toBeNull();
+    expect(plan(1000)).toEqual({ voters: ['n1', 'n2'], learners: ['n3'] });
+  });
+
   it('keeps the voter count odd when a voter leaves and no learner can replace it', () => {
     const config: ClusterConfig = { voters: ['n1', 'n2', 'n3'], learners: [] };
     const members = [aliveMember('n1'), aliveMember('n2'), { ...aliveMember('n3'), state: 'left' }];

@@ -20,7 +20,18 @@ export interface VoterPolicy {
 export const defaultVoterPolicy: VoterPolicy = {
   targetVoters: 5,
   deadVoterRemovalMs: 30_000,
-  promotionStableMs: 5_000,
+  /*
+   * 1 s, no longer than a learner needs: three agents started together on loopback (2 cores, 7 runs), a
+   * newcomer was a learner 10-260 ms after the leader saw it alive, and caught up (applied up to the
+   * leader's commit index, polled every 25 ms) within 350 ms of that. The 5 s this used to be left a
+   * fresh cluster with one voter for 5.0-5.5 s, and losing the first node then stopped it for good.
+   * The period only has to show the member is not flapping: peers probe each member about once per
+   * membership probe interval (200 ms) whatever the cluster size, so 1 s is ~5 answered probes; a
+   * newcomer SIGKILLed was suspect at the leader 38 ms later (its connections reset), and suspect is not
+   * promoted. A member that flaps more slowly is not caught by any short period; deadVoterRemovalMs
+   * deals with it.
+   */
+  promotionStableMs: 1_000,
   catchUpLagEntries: 64,
 };
 

@@ -9,11 +9,14 @@ export {
 export { swimProtocol, swimSyncProtocol } from './messages.ts';
 export { nodeRecordSchema, compareVersions, type NodeRecord, type Version } from './records.ts';
 export {
-  MembershipService,
+  classifyDialFailure,
   describeDialFailure,
-  type MembershipInit,
-  type MembershipServiceStats,
-} from './service.ts';
+  describeWrongKey,
+  handshakeFailingMsMax,
+  joinDialTimeoutMs,
+  type DialFailureKind,
+} from './join.ts';
+export { MembershipService, type MembershipInit, type MembershipServiceStats } from './service.ts';
 export {
   MembershipState,
   type Member,

@@ -12,8 +12,9 @@
  * Together they are SWIM's "incarnation number". Older versions never overwrite newer ones.
  */
 import * as z from 'zod/mini';
+import { deviceKindsMax } from '../shared/index.ts';
+import { taskDrivers } from '../shared/drivers.ts';
 import { text, whole } from '../shared/schema.ts';
-import { taskDrivers } from '../cluster/task.ts';
 
 /** The largest signed record or claim body, in bytes of JSON. Bounds every gossiped item. */
 export const recordBytesMax = 4096;
@@ -37,7 +38,12 @@ export const nodeRecordSchema = z.strictObject({
   devices: z.optional(
     z
       .record(text(64, 1), whole(0, 1_000_000))
-      .check(z.refine((devices) => Object.keys(devices).length <= 16, 'at most 16 device kinds')),
+      .check(
+        z.refine(
+          (devices) => Object.keys(devices).length <= deviceKindsMax,
+          `at most ${deviceKindsMax} device kinds`,
+        ),
+      ),
   ),
   labels: z
     .record(text(128), text(256))

@@ -8,7 +8,8 @@
  * machine is told, and it extends its deadlines instead of blaming peers for its own lateness. Each tick
  * runs after the poll phase (setImmediate), so acks that arrived during a stall count before timeouts do.
  */
-import type { Libp2p, PeerId, PrivateKey } from '@libp2p/interface';
+import { connect } from 'node:net';
+import type { Connection, Libp2p, PeerId, PrivateKey } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr } from '@multiformats/multiaddr';
 import { ShoalError, errorMessage } from '../shared/errors.ts';
@@ -17,10 +18,29 @@ import { systemRandom, type Random } from '../shared/random.ts';
 import { callRpc, handleRpc } from '../shared/wire.ts';
 import type { MembershipConfig } from './config.ts';
 import { ed25519MembershipCrypto } from './crypto.ts';
+import {
+  classifyDialFailure,
+  describeDialFailure,
+  describeWrongKey,
+  joinRetryDelayMs,
+  needsPnetProbe,
+  nextDialTimeoutMs,
+  pnetProbeTimeoutMs,
+  recordFailure,
+  wrongKeySeeds,
+  type DialFailureKind,
+  type SeedFailures,
+} from './join.ts';
 import { swimSyncProtocol, syncReplySchema, syncRequestSchema, type SyncRequest } from './messages.ts';
 import type { NodeRecord } from './records.ts';
 import { MembershipState, type Member, type MemberTransition, type MembershipStats } from './state.ts';
 import { SwimTransport, type TransportStats } from './transport.ts';
+
+/** A failed attempt to join through one seed. */
+interface DialFailure {
+  readonly kind: DialFailureKind;
+  readonly error: unknown;
+}
 
 /**
  * The longest the shell sleeps between ticks: bounds how late a stall is noticed. One probe period, so a
@@ -143,40 +163,66 @@ export class MembershipService {
     this.transport.stop();
   }
 
-  /** Dials seeds until one answers, so the node learns the cluster. Throws the last error if none does. */
+  /**
+   * Dials every seed, each on its own, until one answers, so the node learns the cluster. Rejects with
+   * the wrong-key message once every seed where a shoal node answers has kept failing the handshake
+   * (join.ts: in 4.5 s at most), else with the last failure after timeoutMs.
+   */
   async join(seeds: readonly string[], timeoutMs: number): Promise<void> {
-    const deadline = nowMs() + timeoutMs;
-    let lastError: unknown = null;
-    const mismatches = new Map<string, number>();
-    while (nowMs() < deadline) {
-      for (const seed of seeds) {
-        try {
-          const connection = await this.init.libp2p.dial(multiaddr(seed), {
-            signal: AbortSignal.timeout(3000),
-          });
-          await this.syncWith(connection.remotePeer);
+    if (seeds.length === 0) throw new ShoalError('INVALID_ARGUMENT', 'join needs at least one seed address');
+    const deadlineMs = nowMs() + timeoutMs;
+    const failures = new Map<string, SeedFailures>();
+    // Written by the seeds' loops, read when all have given up.
+    const outcome: { last: { seed: string; failure: DialFailure } | null; wrongKey: string[] | null } = {
+      last: null,
+      wrongKey: null,
+    };
+    // Aborted when the join is over, either way: the other seeds' dials and pauses stop with it.
+    const over = new AbortController();
+
+    const judge = (): boolean => {
+      outcome.wrongKey ??= wrongKeySeeds(seeds, failures, nowMs());
+      if (outcome.wrongKey !== null) over.abort();
+      return over.signal.aborted;
+    };
+
+    const dialUntilJoined = async (seed: string): Promise<void> => {
+      while (!judge() && nowMs() < deadlineMs) {
+        const failure = await this.tryJoin(seed, failures.get(seed), deadlineMs, over.signal);
+        if (failure === 'joined') {
+          over.abort();
           return;
-        } catch (error) {
-          lastError = error;
-          // A wrong key will not fix itself: give up on it rather than retry for the whole timeout. But
-          // a seed that dies mid-handshake fails the same way once, so only a repeated failure counts;
-          // a refused connection (the seed is down) starts the count again, a timeout (a loaded host)
-          // does not.
-          const before = mismatches.get(seed) ?? 0;
-          const count = isKeyMismatch(error)
-            ? before + 1
-            : /ECONNREFUSED/.test(errorMessage(error))
-              ? 0
-              : before;
-          mismatches.set(seed, count);
-          if (count >= keyMismatchesToRefuse)
-            throw new ShoalError('INVALID_ARGUMENT', describeDialFailure(seed, error));
-          this.init.logger.warn(describeDialFailure(seed, error));
         }
+        if (failure === 'cancelled' || over.signal.aborted) break;
+        const previous = failures.get(seed);
+        failures.set(seed, recordFailure(previous, failure.kind, nowMs()));
+        outcome.last = { seed, failure };
+        // Once per run of the same failure: a seed retried twice a second must not flood the log.
+        if (previous?.kind !== failure.kind)
+          this.init.logger.warn(describeDialFailure(seed, failure.kind, failure.error));
+        if (judge()) break;
+        await pause(Math.min(joinRetryDelayMs, deadlineMs - nowMs()), over.signal);
       }
-      await new Promise((resolve) => setTimeout(resolve, 1000));
+      throw new Error(`stopped dialling ${seed}`);
+    };
+
+    try {
+      await Promise.any(seeds.map(dialUntilJoined));
+    } catch {
+      const { wrongKey, last } = outcome;
+      if (wrongKey !== null) throw new ShoalError('INVALID_ARGUMENT', describeWrongKey(wrongKey));
+      if (last === null)
+        throw new ShoalError(
+          'UNAVAILABLE',
+          `join ${seeds.join(', ')} failed: no dial ended within ${timeoutMs} ms`,
+        );
+      throw new ShoalError(
+        'UNAVAILABLE',
+        describeDialFailure(last.seed, last.failure.kind, last.failure.error),
+      );
+    } finally {
+      over.abort();
     }
-    throw new ShoalError('UNAVAILABLE', describeDialFailure(seeds.join(', '), lastError));
   }
 
   /** Announces a graceful leave so peers mark this node "left" rather than dead. */
@@ -262,6 +308,37 @@ export class MembershipService {
       });
     }
     this.init.onTransition(transition, member);
+  }
+
+  // ---- joining -------------------------------------------------------------------------------------
+
+  /** Dials `seed` once and syncs with it: joined, cancelled (the join is over), or how it failed. */
+  private async tryJoin(
+    seed: string,
+    failures: SeedFailures | undefined,
+    deadlineMs: number,
+    over: AbortSignal,
+  ): Promise<DialFailure | 'joined' | 'cancelled'> {
+    const timeoutMs = Math.max(1, Math.min(nextDialTimeoutMs(failures, nowMs()), deadlineMs - nowMs()));
+    let connection: Connection;
+    try {
+      connection = await this.init.libp2p.dial(multiaddr(seed), {
+        signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), over]),
+      });
+    } catch (error) {
+      if (over.aborted) return 'cancelled';
+      // Neither a reset handshake nor a timeout says whether a shoal node was there (join.ts): ask it.
+      const speaks = needsPnetProbe(error) && (await speaksPnet(seed, pnetProbeTimeoutMs));
+      return { kind: classifyDialFailure(error, speaks), error };
+    }
+    if (over.aborted) return 'cancelled';
+    try {
+      await this.syncWith(connection.remotePeer);
+      return 'joined';
+    } catch (error) {
+      // Connected with the right key: whatever failed after that is not the handshake.
+      return { kind: 'other', error };
+    }
   }
 
   // ---- push-pull -------------------------------------------------------------------------------------
@@ -392,32 +469,58 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/**
- * Consecutive handshake failures from one seed before a join gives up on it as holding another key. One
- * is not enough: a seed that dies mid-handshake resets the connection exactly as a wrong key does.
- */
-const keyMismatchesToRefuse = 3;
-
-/**
- * pnet scrambles the stream with the key, so a peer with another key cannot decrypt the noise handshake
- * and resets the connection: the dialler sees EncryptionFailedError (measured: "read ECONNRESET").
- */
-function isKeyMismatch(error: unknown): boolean {
-  const name = error instanceof Error ? error.name : '';
-  return name === 'EncryptionFailedError' || /nonce|decrypt/i.test(errorMessage(error));
+/** Waits `ms`, or less if `signal` aborts first. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted || ms <= 0) {
+      resolve();
+      return;
+    }
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+    function done(): void {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+  });
 }
 
-/** One line that says what went wrong when dialling a seed, and what to check. */
-export function describeDialFailure(seed: string, error: unknown): string {
-  const name = error instanceof Error ? error.name : '';
-  const message = errorMessage(error);
-  if (isKeyMismatch(error)) {
-    return `join ${seed} refused: the handshake failed, which means the cluster key does not match; use the key printed by the first node (--key or --key-file)`;
+/** The nonce a pnet host sends as soon as it accepts a connection (@libp2p/pnet NONCE_LENGTH). */
+const pnetNonceBytes = 24;
+
+/**
+ * True if a plain TCP connection to the seed (a /ip4, /ip6 or /dns multiaddr with /tcp) opens and the
+ * other end sends a pnet nonce unasked, as every shoal node does, in time. An accepted connection alone
+ * would not do: a proxy may accept connections to any address (this dev machine's does), and so
+ * does an HTTP server on the API port.
+ */
+function speaksPnet(seed: string, timeoutMs: number): Promise<boolean> {
+  let host: string | undefined;
+  let port: number | undefined;
+  try {
+    for (const component of multiaddr(seed).getComponents()) {
+      if (['ip4', 'ip6', 'dns', 'dns4', 'dns6'].includes(component.name)) host ??= component.value;
+      if (component.name === 'tcp') port ??= Number(component.value);
+    }
+  } catch {
+    return Promise.resolve(false);
   }
-  if (/ECONNREFUSED/.test(message))
-    return `join ${seed} failed: nothing listens there (connection refused); check the address and port`;
-  if (name === 'AbortError' || name === 'TimeoutError' || /abort|timeout/i.test(message)) {
-    return `join ${seed} failed: no answer within 3 s; check the address and that the port is reachable`;
-  }
-  return `join ${seed} failed: ${message}`;
+  if (host === undefined || port === undefined) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const socket = connect({ host, port });
+    let receivedBytes = 0;
+    const timer = setTimeout(() => finish(false), timeoutMs);
+    function finish(answered: boolean): void {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(answered);
+    }
+    socket.on('data', (chunk: Buffer) => {
+      receivedBytes += chunk.length;
+      if (receivedBytes >= pnetNonceBytes) finish(true);
+    });
+    socket.once('close', () => finish(false));
+    socket.once('error', () => finish(false));
+  });
 }

@@ -45,3 +45,9 @@ export function advertisedHost(listenHost: string): string {
   }
   return '127.0.0.1';
 }
+
+/** Whether a listen host is reachable only from this machine. */
+export function isLoopbackHost(host: string): boolean {
+  if (host === 'localhost' || host === '::1') return true;
+  return isIP(host) === 4 && host.startsWith('127.');
+}

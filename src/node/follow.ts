@@ -6,7 +6,7 @@
  */
 import type { Libp2p, PeerId, Stream } from '@libp2p/interface';
 import { isTerminal, type Task } from '../cluster/index.ts';
-import { followTaskLogs } from '../runtime/drivers/index.ts';
+import { followTaskLogs } from '../runtime/index.ts';
 import { ShoalError, errorMessage } from '../shared/errors.ts';
 import { frameToJson, type LogFrame, type LogFrameJson } from '../shared/log-frames.ts';
 import { jsonStream } from '../shared/wire.ts';

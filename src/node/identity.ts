@@ -3,7 +3,7 @@
  * peer id), and an incarnation counter bumped on every start.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';
@@ -101,6 +101,8 @@ export function nextIncarnation(dataDir: string): number {
   return incarnation;
 }
 
+/** Makes the data dir, and keeps it 0700: it holds the cluster key, tokens and the API's socket. */
 export function ensureDataDir(dataDir: string): void {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  chmodSync(dataDir, 0o700);
 }

@@ -14,7 +14,7 @@ import {
   type TaskDriver,
   type TaskEventRecord,
   type TaskState,
-} from '../cluster/task.ts';
+} from '../cluster/index.ts';
 import { ShoalError, errorMessage } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 import type { Driver, ExitResult, TaskEvent, TaskHandle } from './drivers/index.ts';
@@ -24,8 +24,8 @@ export const handlesFileName = 'handles.json';
 /** How long a task gets to stop after SIGTERM before SIGKILL. */
 export const stopGraceMsDefault = 10_000;
 /**
- * Grace for tasks stopped because the lease ran out: the leader may place them elsewhere 2 s after the
- * lease (replaceGraceMs), so they must be gone well before that.
+ * Grace for tasks stopped because the lease ran out: the leader may place them elsewhere once the lease
+ * is over by replaceGraceMs (1 s, in src/node/lease.ts), so they must be gone well before that.
  */
 export const leaseStopGraceMs = 500;
 /**
@@ -384,9 +384,13 @@ export class Agent {
    * of tasks that are unknown, ended, or placed elsewhere, which a failed destroy or lost handles left; and
    * directories of tasks that ended long ago or that the cluster forgot. Never touches a task the log assigns
    * here or one this agent still tracks. The caller must make sure the replicated state is current first (a
-   * state still replaying the log would make live tasks look unknown).
+   * state still replaying the log would make live tasks look unknown). Only available drivers are asked
+   * (default: all), and about a task the state still knows only the driver that ran it: an engine that is
+   * not there is no error for an exec task.
    */
-  async collectGarbage(): Promise<GarbageReport> {
+  async collectGarbage(
+    options: { readonly available?: ReadonlySet<TaskDriver> } = {},
+  ): Promise<GarbageReport> {
     const nowMs = (this.init.nowMs ?? Date.now)();
     const retentionMs = this.init.taskDirRetentionMs ?? taskDirRetentionMsDefault;
     const live = new Set(this.init.assignedTasks().map((task) => task.id));
@@ -398,7 +402,10 @@ export class Agent {
     const tasksDir = join(this.init.dataDir, 'tasks');
     const dirs = new Set(await readdir(tasksDir).catch(() => [] as string[]));
     const candidates = new Set([...dirs].filter((id) => !protectedTask(id)));
-    for (const driver of this.init.drivers.values()) {
+    const drivers = [...this.init.drivers.values()].filter(
+      (driver) => options.available === undefined || options.available.has(driver.name),
+    );
+    for (const driver of drivers) {
       try {
         for (const id of (await driver.leftovers?.()) ?? []) if (!protectedTask(id)) candidates.add(id);
       } catch (error) {
@@ -410,9 +417,12 @@ export class Agent {
       // Checked again: the task may have been assigned here while this pass awaited.
       if (protectedTask(taskId)) continue;
       const taskDir = this.taskDir(taskId);
-      let failed = false;
       let freed = false;
-      for (const driver of this.init.drivers.values()) {
+      const ranBy = this.init.task(taskId)?.spec.driver;
+      // Its driver is away (an engine down): keep the directory until that driver can be asked too.
+      let failed = ranBy !== undefined && !drivers.some((driver) => driver.name === ranBy);
+      for (const driver of drivers) {
+        if (ranBy !== undefined && driver.name !== ranBy) continue;
         try {
           if ((await driver.collect?.({ taskId, taskDir })) === true) freed = true;
         } catch (error) {

@@ -13,7 +13,32 @@ export type ShoalErrorCode =
   | 'CORRUPT_DATA'
   | 'DRIVER_UNAVAILABLE'
   | 'CONFLICT'
+  /** No credentials, or ones the cluster does not know (wrong, revoked, expired). */
+  | 'UNAUTHENTICATED'
+  /** Known credentials that do not allow what was asked. */
+  | 'PERMISSION_DENIED'
   | 'INTERNAL';
+
+/** Every code, for checking one that arrives as text (an API answer, a stream frame). */
+export const shoalErrorCodes: readonly ShoalErrorCode[] = [
+  'INVALID_ARGUMENT',
+  'NOT_FOUND',
+  'NOT_LEADER',
+  'NO_LEADER',
+  'UNAVAILABLE',
+  'TIMEOUT',
+  'TOO_LARGE',
+  'CORRUPT_DATA',
+  'DRIVER_UNAVAILABLE',
+  'CONFLICT',
+  'UNAUTHENTICATED',
+  'PERMISSION_DENIED',
+  'INTERNAL',
+];
+
+export function isShoalErrorCode(value: unknown): value is ShoalErrorCode {
+  return typeof value === 'string' && (shoalErrorCodes as readonly string[]).includes(value);
+}
 
 export class ShoalError extends Error {
   override readonly name = 'ShoalError';

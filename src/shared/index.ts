@@ -1,5 +1,13 @@
 export { assert, unreachable, AssertionError } from './assert.ts';
-export { ShoalError, invalidArgument, isShoalError, errorMessage, type ShoalErrorCode } from './errors.ts';
+export {
+  ShoalError,
+  invalidArgument,
+  isShoalError,
+  isShoalErrorCode,
+  errorMessage,
+  shoalErrorCodes,
+  type ShoalErrorCode,
+} from './errors.ts';
 export { createLogger, silentLogger, type Logger, type LogLevel, type LogFields } from './log.ts';
 export { seededRandom, systemRandom, type Random } from './random.ts';
 export {
@@ -13,3 +21,7 @@ export {
   type RpcReply,
 } from './wire.ts';
 export { writeFileAtomic } from './files.ts';
+export { gibibyte, kibibyte, mebibyte } from './units.ts';
+export { taskDrivers, type TaskDriver } from './drivers.ts';
+export { deviceKindsMax } from './devices.ts';
+export { shoalVersion } from './version.ts';

@@ -8,7 +8,7 @@ export interface Random {
   int(minInclusive: number, maxExclusive: number): number;
 }
 
-/** xorshift128+ style generator seeded from a 32-bit integer (splitmix32 expands the seed). */
+/** An sfc32 generator seeded from a 32-bit integer (splitmix32 expands the seed into its four words). */
 export function seededRandom(seed: number): Random {
   let state = seed >>> 0;
   const splitmix = (): number => {

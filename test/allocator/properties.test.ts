@@ -10,6 +10,7 @@ import {
   type AllocatorNode,
   type AllocatorTask,
   type Plan,
+  preemptionPriorityGapDefault,
   type RunningTask,
 } from '../../src/allocator/index.ts';
 import { seededRandom, type Random } from '../../src/shared/random.ts';
@@ -72,7 +73,7 @@ describe('allocator properties', () => {
     forAll(4, cases, (random, seed) => {
       const input = randomInput(random, { features: false, nodesMax: 4, pendingMax: 8 });
       const plan = allocate(input);
-      const gap = input.preemptionPriorityGap ?? 10;
+      const gap = input.preemptionPriorityGap ?? preemptionPriorityGapDefault;
       const byNode = new Map<string, { forTaskId: string; victims: string[] }>();
       for (const p of plan.preemptions) {
         const entry = byNode.get(p.nodeId) ?? { forTaskId: p.forTaskId, victims: [] };

@@ -14,6 +14,8 @@ import type {
   RunningTask,
 } from '../../src/allocator/index.ts';
 import type { Random } from '../../src/shared/random.ts';
+// The default gap is a contract, not logic: the checks take it from its one home.
+import { preemptionPriorityGapDefault } from '../../src/allocator/index.ts';
 
 export const MiB = 1024 * 1024;
 export const GiB = 1024 * MiB;
@@ -309,7 +311,7 @@ export function violation(input: AllocatorInput, plan: Plan): string | null {
   const nodes = new Map(input.nodes.map((n) => [n.id, n]));
   const pending = new Map(input.pending.map((t) => [t.id, t]));
   const running = new Map((input.running ?? []).map((t) => [t.id, t]));
-  const gap = input.preemptionPriorityGap ?? 10;
+  const gap = input.preemptionPriorityGap ?? preemptionPriorityGapDefault;
 
   // Every pending task exactly once: placed, or waiting (preemptors wait too).
   const seen = new Set<string>();

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { access, chmod, constants, readdir, readFile, realpath, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -8,7 +7,6 @@ import {
   createExecDriver,
   detectCgroupMounts,
   execPathDefault,
-  exitedWhileAgentDownReason,
   readTaskLogs,
   type CgroupMounts,
   type Driver,
@@ -232,52 +230,18 @@ describe('exec driver', { timeout: taskTestTimeoutMs }, () => {
     });
   });
 
-  it('recovers a task started before shoal had a shim, without its exit code', async () => {
-    // What an older exec driver left: the task itself as a session leader, its pid in the handle.
-    const child = spawn('sleep', ['1000'], { detached: true, stdio: 'ignore' });
-    await new Promise((resolve) => child.once('spawn', resolve));
-    const pid = child.pid!;
-    const stat = await readFile(`/proc/${pid}/stat`, 'latin1');
-    const procStartTicks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
-    const handle: TaskHandle = {
-      taskId: uniqueTaskId('legacy'),
-      driver: 'exec',
-      state: { pid, startedAtMs: Date.now(), procStartTicks },
-    };
-    const driver = makeDriver();
-    tasks.track(driver, handle);
-    expect(await driver.recover(handle)).toBe(true);
-    const exit = driver.wait(handle);
-    await driver.stop(handle, { graceMs: 2000 });
-    expect(await exit).toEqual({
-      exitCode: null,
-      signal: null,
-      oomKilled: false,
-      reason: exitedWhileAgentDownReason,
-      succeeded: false,
-    });
-  });
-
   it('does not mistake a process that reused the pid for the task', async () => {
     // process.pid is alive, but started at another time than the handle says: a reused pid.
     const handle: TaskHandle = {
       taskId: uniqueTaskId('reused'),
       driver: 'exec',
-      state: { pid: process.pid, startedAtMs: Date.now(), procStartTicks: 1 },
+      state: { shimPid: process.pid, shimStartTicks: 1, startedAtMs: Date.now(), taskDir: await tasks.dir() },
     };
     const driver = makeDriver();
     expect(await driver.recover(handle)).toBe(false);
     // Nor must stop or destroy signal it (this test process would die).
     await driver.stop(handle, { graceMs: 0 });
     await driver.destroy(handle);
-    const shimHandle: TaskHandle = {
-      taskId: uniqueTaskId('reused'),
-      driver: 'exec',
-      state: { shimPid: process.pid, shimStartTicks: 1, startedAtMs: Date.now(), taskDir: await tasks.dir() },
-    };
-    expect(await driver.recover(shimHandle)).toBe(false);
-    await driver.stop(shimHandle, { graceMs: 0 });
-    await driver.destroy(shimHandle);
   });
 
   it('rejects a handle it cannot read, and wait() on a task it is not attached to', async () => {
@@ -286,6 +250,20 @@ describe('exec driver', { timeout: taskTestTimeoutMs }, () => {
     await expect(driver.recover(broken)).rejects.toSatisfy((error) =>
       isShoalError(error, 'INVALID_ARGUMENT'),
     );
+    // The shape of a pre-shim handle (the task's own pid), which no release ever wrote: unreadable too, and
+    // nothing is signalled on its say-so (process.pid would be this test).
+    const preShim: TaskHandle = {
+      taskId: uniqueTaskId('broken'),
+      driver: 'exec',
+      state: { pid: process.pid, startedAtMs: Date.now(), procStartTicks: null },
+    };
+    for (const call of [
+      (): Promise<unknown> => driver.recover(preShim),
+      (): Promise<unknown> => driver.stop(preShim, { graceMs: 0 }),
+      (): Promise<unknown> => driver.destroy(preShim),
+    ]) {
+      await expect(call()).rejects.toSatisfy((error) => isShoalError(error, 'INVALID_ARGUMENT'));
+    }
     const brokenShim: TaskHandle = {
       taskId: uniqueTaskId('broken'),
       driver: 'exec',
@@ -305,7 +283,7 @@ describe('exec driver', { timeout: taskTestTimeoutMs }, () => {
     const unknown: TaskHandle = {
       taskId: uniqueTaskId('unknown'),
       driver: 'exec',
-      state: { pid: 2, startedAtMs: 0 },
+      state: { shimPid: 2, shimStartTicks: null, startedAtMs: 0, taskDir: await tasks.dir() },
     };
     await expect(driver.wait(unknown)).rejects.toSatisfy((error) => isShoalError(error, 'NOT_FOUND'));
   });

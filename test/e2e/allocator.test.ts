@@ -5,14 +5,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestCluster, buildBinary, waitFor, type TestAgent } from '../helpers/cluster.ts';
+import type { TaskView } from '../../src/api/index.ts';
 
-interface TaskRow {
-  id: string;
-  name: string;
-  state: string;
-  node: string | null;
-  reason: string | null;
-}
+type TaskRow = TaskView;
 
 const cluster = new TestCluster();
 let agents: TestAgent[] = [];

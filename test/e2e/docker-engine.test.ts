@@ -20,6 +20,7 @@ import {
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestCluster, buildBinary, freePort, waitFor, type TestAgent } from '../helpers/cluster.ts';
+import type { TaskView } from '../../src/api/index.ts';
 
 function which(program: string): string | null {
   try {
@@ -42,11 +43,7 @@ const skipReason =
         : null;
 if (skipReason !== null) console.warn(`docker engine e2e skipped: ${skipReason}`);
 
-interface TaskRow {
-  id: string;
-  state: string;
-  reason: string | null;
-}
+type TaskRow = TaskView;
 
 /** A private engine: its socket, data and exec roots live in one directory. */
 class PrivateEngine {

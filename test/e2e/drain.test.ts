@@ -4,13 +4,9 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { TestCluster, buildBinary, waitFor, type TestAgent } from '../helpers/cluster.ts';
+import type { TaskView } from '../../src/api/index.ts';
 
-interface TaskRow {
-  id: string;
-  state: string;
-  node: string | null;
-  attempt: number;
-}
+type TaskRow = TaskView;
 
 describe('drain and leave', { timeout: 600_000 }, () => {
   const cluster = new TestCluster();

@@ -8,15 +8,9 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestCluster, buildBinary, waitFor, type TestAgent } from '../helpers/cluster.ts';
+import type { StatusView } from '../../src/api/index.ts';
 
-interface StatusRow {
-  name: string;
-  role: string;
-  leader: { id: string; name: string } | null;
-  term: number;
-  voters: { name: string }[];
-  commitIndex: number;
-}
+type StatusRow = StatusView;
 
 const compactEntries = 40;
 const cluster = new TestCluster();

@@ -4,15 +4,13 @@
  * and ends when the task ends.
  */
 import { spawn } from 'node:child_process';
-import { readdirSync, readlinkSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestCluster, binaryPath, buildBinary, waitFor, type TestAgent } from '../helpers/cluster.ts';
+import type { TaskView } from '../../src/api/index.ts';
 
-interface TaskRow {
-  id: string;
-  state: string;
-  node: string | null;
-}
+type TaskRow = TaskView;
 
 describe('task events and shoal logs -f across nodes', { timeout: 180_000 }, () => {
   const cluster = new TestCluster();
@@ -85,7 +83,7 @@ describe('task events and shoal logs -f across nodes', { timeout: 180_000 }, () 
     ]);
     expect(submitted.code, submitted.stderr).toBe(0);
     const id = submitted.stdout.trim();
-    const follower = spawn(binaryPath, ['logs', '--addr', first.api, '-f', id]);
+    const follower = spawn(binaryPath, ['logs', '--addr', first.socket, '-f', id]);
     const seen: { line: string; state: string | undefined }[] = [];
     let stdout = '';
     let stderr = '';
@@ -122,7 +120,7 @@ describe('task events and shoal logs -f across nodes', { timeout: 180_000 }, () 
       'while true; do echo tick; sleep 0.2; done',
     ]);
     const id = submitted.stdout.trim();
-    const follower = spawn(binaryPath, ['logs', '--addr', first.api, '-f', id]);
+    const follower = spawn(binaryPath, ['logs', '--addr', first.socket, '-f', id]);
     let stdout = '';
     follower.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
     await waitFor('ticks', () => Promise.resolve(stdout.includes('tick')), 60_000);
@@ -132,7 +130,11 @@ describe('task events and shoal logs -f across nodes', { timeout: 180_000 }, () 
     follower.kill('SIGKILL');
     await waitFor('l2 to stop reading the log', () => Promise.resolve(readers() === 0), 30_000);
     // Both agents keep serving; a new follower gets the output again.
-    const again = spawn(binaryPath, ['logs', '--addr', first.api, '-f', '--tail', '0', id]);
+    // Over TCP this time, as a remote client: with the cluster's first token.
+    const token = readFileSync(join(first.dataDir, 'management.token'), 'utf8').trim();
+    const again = spawn(binaryPath, ['logs', '--addr', first.api, '-f', '--tail', '0', id], {
+      env: { ...process.env, SHOAL_TOKEN: token },
+    });
     let more = '';
     again.stdout.on('data', (chunk: Buffer) => (more += chunk.toString()));
     await waitFor('ticks again', () => Promise.resolve(more.includes('tick')), 60_000);

@@ -5,14 +5,9 @@
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestCluster, buildBinary, waitFor, type TestAgent } from '../helpers/cluster.ts';
+import type { TaskView } from '../../src/api/index.ts';
 
-interface TaskRow {
-  id: string;
-  state: string;
-  exitCode: number | null;
-  reason: string | null;
-  attempt: number;
-}
+type TaskRow = TaskView;
 
 describe('the runtime through a real agent', { timeout: 120_000 }, () => {
   const cluster = new TestCluster();

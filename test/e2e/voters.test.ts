@@ -5,12 +5,9 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { TestCluster, buildBinary, waitFor, type TestAgent } from '../helpers/cluster.ts';
+import type { StatusView } from '../../src/api/index.ts';
 
-interface StatusRow {
-  leader: { name: string } | null;
-  voters: { name: string }[];
-  learners: { name: string }[];
-}
+type StatusRow = StatusView;
 
 describe('automatic voters', { timeout: 900_000 }, () => {
   const cluster = new TestCluster();

@@ -150,18 +150,23 @@ export class TestAgent {
   }
 
   /**
-   * Runs `shoal COMMAND --addr API ARGS…` (the address goes first so it never lands after `--`). `run` gets
+   * Runs `shoal COMMAND --addr unix:SOCKET ARGS…` (the address goes first so it never lands after `--`). `run` gets
    * --detach: tests poll the task themselves, and some submit tasks that stay pending on purpose. Use
    * runAttached() for `shoal run` as a user sees it.
    */
   cli(args: string[]): Promise<CliResult> {
     const [command = 'help', ...rest] = args;
-    return shoal([command, '--addr', this.api, ...(command === 'run' ? ['--detach'] : []), ...rest]);
+    return shoal([command, '--addr', this.socket, ...(command === 'run' ? ['--detach'] : []), ...rest]);
+  }
+
+  /** The agent's Unix socket, as --addr takes it: the CLI needs no token there. */
+  get socket(): string {
+    return `unix:${join(this.dataDir, 'api.sock')}`;
   }
 
   /** `shoal run` without --detach: it waits for the task to run or end, printing its events. */
   runAttached(args: string[], timeoutMs = 60_000): Promise<CliResult> {
-    return shoal(['run', '--addr', this.api, ...args], {}, timeoutMs);
+    return shoal(['run', '--addr', this.socket, ...args], {}, timeoutMs);
   }
 
   async json<T>(args: string[]): Promise<T> {

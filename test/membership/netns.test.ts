@@ -11,8 +11,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { binaryPath, buildBinary } from '../helpers/cluster.ts';
-import { Agent, waitUntil } from './agents.ts';
-import { NetnsNetwork, cleanupStale, netnsUnavailableReason, type NetnsHost } from './netns.ts';
+import { Agent, waitUntil } from '../../scripts/lib/membership-agents.ts';
+import {
+  NetnsNetwork,
+  cleanupStale,
+  netnsUnavailableReason,
+  type NetnsHost,
+} from '../../scripts/lib/netns.ts';
 
 const unavailable = netnsUnavailableReason();
 if (unavailable !== null) console.warn(`skipping the network-namespace membership test: ${unavailable}`);

@@ -36,7 +36,6 @@ it('batches and coalesces a pull’s events, and sends them before the running r
     desired: 'run',
     state: 'assigned',
     nodeId: 'me',
-    assignedTerm: 1,
     attempt: 0,
     notBeforeMs: null,
     exitCode: null,

@@ -34,7 +34,6 @@ function task(id: string, state: TaskState, nodeId: string | null, updatedAtMs: 
     desired: 'run',
     state,
     nodeId,
-    assignedTerm: 1,
     attempt: 0,
     notBeforeMs: null,
     exitCode: null,

@@ -3,7 +3,7 @@
  * After Nomad's plugins/drivers: the handle carries opaque, JSON-serialisable driver state so an agent that
  * restarts can find its tasks again. Every driver passes the same compliance suite (test/drivers/compliance.ts).
  */
-import type { TaskDriver, TaskSpec } from '../../cluster/task.ts';
+import type { TaskDriver, TaskSpec } from '../../cluster/index.ts';
 import { ShoalError } from '../../shared/index.ts';
 
 export interface TaskHandle {

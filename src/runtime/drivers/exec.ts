@@ -103,9 +103,6 @@ export interface ExecDriverInit {
 export const execPathDefault = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 export const cgroupParentDefault = 'shoal';
 
-/** The reason for a task started by an older shoal (no shim) that ended while no agent watched it. */
-export const exitedWhileAgentDownReason = 'exited while the agent was down';
-
 /**
  * wait() wakes on the shim's exit (when this agent started it) and on file notifications; the poll is the
  * fallback should one be missed, quick only when neither is there. Every waiting task polls (a missing
@@ -113,8 +110,6 @@ export const exitedWhileAgentDownReason = 'exited while the agent was down';
  */
 const waitPollIntervalMs = 1000;
 const waitPollIntervalMsWatched = 30_000;
-/** A task of an older shoal (no shim) is not our child: its end is seen by polling its pid. */
-const legacyPollIntervalMs = 200;
 /** How long stop() and destroy() wait for a shim that is starting up to say which process is the task. */
 const shimStartWaitMsMax = 10_000;
 /** How long destroy() waits for a shim to finish once its task is gone, before it kills the shim. */
@@ -143,15 +138,8 @@ interface ShimState {
   taskDir: string;
 }
 
-/** handle.state of a task started by shoal before the shim (pid of the task itself, no exit status). */
-interface LegacyState {
-  pid: number;
-  startedAtMs: number;
-  procStartTicks: number | null;
-}
-
+/** A task this driver instance is attached to. */
 interface ShimTask {
-  kind: 'shim';
   state: ShimState;
   runtimeDir: string;
   /** The shim when this driver instance started it; null for a recovered task. */
@@ -162,14 +150,6 @@ interface ShimTask {
   /** Called when something a wait() looks at may have changed. */
   wakers: Set<() => void>;
 }
-
-interface LegacyTask {
-  kind: 'legacy';
-  state: LegacyState;
-  exited: () => Promise<ExitResult>;
-}
-
-type Attached = ShimTask | LegacyTask;
 
 /** Which processes are the task: its leader's process group and its cgroup. */
 interface Target {
@@ -192,7 +172,7 @@ export function createExecDriver(init: ExecDriverInit): Driver {
   }
   const logRotation = { ...(init.logRotation ?? logRotationDefault) };
   checkLogRotation(logRotation);
-  const attached = new Map<string, Attached>();
+  const attached = new Map<string, ShimTask>();
   let mounts: Promise<CgroupMounts | null> | null = null;
   const cgroupMounts = (): Promise<CgroupMounts | null> =>
     (mounts ??= init.cgroupMounts === undefined ? detectCgroupMounts() : Promise.resolve(init.cgroupMounts));
@@ -252,7 +232,7 @@ export function createExecDriver(init: ExecDriverInit): Driver {
       throw new ShoalError('INVALID_ARGUMENT', `task id ${JSON.stringify(taskId)} cannot name a cgroup`);
     }
     const previous = attached.get(taskId);
-    if (previous !== undefined && isRunning(previous)) {
+    if (previous !== undefined && shimRunning(previous)) {
       throw new ShoalError('CONFLICT', `task ${taskId} is already running on this agent`);
     }
     // Only what the task asked for: the agent's own environment (tokens, keys) must not leak into tasks.
@@ -306,7 +286,6 @@ export function createExecDriver(init: ExecDriverInit): Driver {
       taskDir,
     };
     const entry: ShimTask = {
-      kind: 'shim',
       state,
       runtimeDir,
       child,
@@ -367,11 +346,6 @@ export function createExecDriver(init: ExecDriverInit): Driver {
     }
   };
 
-  const isRunning = (entry: Attached): boolean => {
-    if (entry.kind === 'legacy') return processStatus(legacyIdentity(entry.state)) === 'running';
-    return shimRunning(entry);
-  };
-
   const wait = async (handle: TaskHandle): Promise<ExitResult> => {
     checkHandleDriver(handle, 'exec');
     const entry = attached.get(handle.taskId);
@@ -381,7 +355,6 @@ export function createExecDriver(init: ExecDriverInit): Driver {
         `task ${handle.taskId} is not attached to this exec driver: start() or recover() it first`,
       );
     }
-    if (entry.kind === 'legacy') return entry.exited();
     return waitShim(entry);
   };
 
@@ -447,10 +420,6 @@ export function createExecDriver(init: ExecDriverInit): Driver {
     }
     const signal = options.signal ?? 'SIGTERM';
     const entry = attached.get(handle.taskId) ?? detachedEntry(handle);
-    if (entry.kind === 'legacy') {
-      await stopLegacy(entry.state, handle.taskId, graceMs, signal);
-      return;
-    }
     const target = await findTarget(entry);
     if (target === null || !(await targetAlive(target))) return;
     logger.info('stopping task', { taskId: handle.taskId, pid: target.leader?.pid ?? null, signal, graceMs });
@@ -463,34 +432,9 @@ export function createExecDriver(init: ExecDriverInit): Driver {
     }
   };
 
-  const stopLegacy = async (
-    state: LegacyState,
-    taskId: string,
-    graceMs: number,
-    signal: NodeJS.Signals,
-  ): Promise<void> => {
-    // A pid now held by an unrelated process means our leader is long gone. Our group cannot outlive its id
-    // (Linux keeps a pid allocated while a group uses it), so there is nothing of ours left to signal.
-    if (processStatus(legacyIdentity(state)) === 'reused') return;
-    if (!signalGroup(state.pid, signal)) return;
-    logger.info('stopping task', { taskId, pid: state.pid, signal, graceMs });
-    if (await waitGone(() => groupAlive(state.pid), graceMs)) return;
-    if (!signalGroup(state.pid, 'SIGKILL')) return;
-    await waitGone(() => groupAlive(state.pid), killWaitMsMax);
-  };
-
   const destroy = async (handle: TaskHandle): Promise<void> => {
     checkHandleDriver(handle, 'exec');
     const entry = attached.get(handle.taskId) ?? detachedEntry(handle);
-    if (entry.kind === 'legacy') {
-      // What a task of an older shoal holds is its processes: anything of its group still running is killed.
-      const { state } = entry;
-      if (processStatus(legacyIdentity(state)) !== 'reused' && signalGroup(state.pid, 'SIGKILL')) {
-        await waitGone(() => groupAlive(state.pid), killWaitMsMax);
-      }
-      attached.delete(handle.taskId);
-      return;
-    }
     const launch = await readLaunch(entry.runtimeDir);
     const target = await findTarget(entry);
     if (target !== null) {
@@ -514,20 +458,25 @@ export function createExecDriver(init: ExecDriverInit): Driver {
     attached.delete(handle.taskId);
   };
 
-  const recover = async (handle: TaskHandle): Promise<boolean> => {
+  // Nothing to await (one existsSync), but a bad handle must still reject rather than throw.
+  const recover = (handle: TaskHandle): Promise<boolean> =>
+    new Promise((resolve) => resolve(recoverNow(handle)));
+
+  const recoverNow = (handle: TaskHandle): boolean => {
     checkHandleDriver(handle, 'exec');
-    if (!('shimPid' in handle.state)) return recoverLegacy(handle);
+    // Every handle this driver ever wrote names its shim, so one that does not is malformed, not a task of
+    // which "nothing is left": the driver cannot tell whether its processes still run, and false would claim it
+    // knows. Rejecting (INVALID_ARGUMENT, from parseShimState) gets the handle's fault into the agent's log.
     const state = parseShimState(handle);
     const runtimeDir = join(state.taskDir, runtimeDirName);
     const existing = attached.get(handle.taskId);
     const launched = existsSync(join(runtimeDir, launchFileName));
-    if (existing?.kind === 'shim' && existing.state.shimPid === state.shimPid) {
+    if (existing !== undefined && existing.state.shimPid === state.shimPid) {
       return launched || existing.exit !== null;
     }
     // No launch file: destroyed, or never got as far as its shim. Nothing to report on.
     if (!launched) return false;
     const entry: ShimTask = {
-      kind: 'shim',
       state,
       runtimeDir,
       child: null,
@@ -540,42 +489,10 @@ export function createExecDriver(init: ExecDriverInit): Driver {
     return true;
   };
 
-  // Nothing to await (the checks read /proc), but a bad handle must still reject rather than throw.
-  const recoverLegacy = (handle: TaskHandle): Promise<boolean> =>
-    new Promise((resolve) => resolve(recoverLegacyNow(handle)));
-
-  const recoverLegacyNow = (handle: TaskHandle): boolean => {
-    const state = parseLegacyState(handle);
-    const existing = attached.get(handle.taskId);
-    const identity = legacyIdentity(state);
-    if (existing?.kind === 'legacy' && existing.state.pid === state.pid) {
-      return processStatus(identity) === 'running';
-    }
-    if (processStatus(identity) !== 'running') return false;
-    // Started before shoal had a shim: no exit status will come. Poll until the process is gone, from the first
-    // wait() on, so a recovered task nobody waits for costs no timer.
-    let polling: Promise<ExitResult> | null = null;
-    const poll = async (): Promise<ExitResult> => {
-      while (processStatus(identity) === 'running') await sleep(legacyPollIntervalMs);
-      return failure(exitedWhileAgentDownReason);
-    };
-    attached.set(handle.taskId, { kind: 'legacy', state, exited: () => (polling ??= poll()) });
-    logger.info('task recovered (started without a shim: its exit code will not be known)', {
-      taskId: handle.taskId,
-      pid: state.pid,
-    });
-    return true;
-  };
-
   /** A view of a task this instance never attached to (stop or destroy straight from a persisted handle). */
-  const detachedEntry = (handle: TaskHandle): Attached => {
-    if (!('shimPid' in handle.state)) {
-      const state = parseLegacyState(handle);
-      return { kind: 'legacy', state, exited: () => Promise.resolve(failure(exitedWhileAgentDownReason)) };
-    }
+  const detachedEntry = (handle: TaskHandle): ShimTask => {
     const state = parseShimState(handle);
     return {
-      kind: 'shim',
       state,
       runtimeDir: join(state.taskDir, runtimeDirName),
       child: null,
@@ -759,27 +676,4 @@ function parseShimState(handle: TaskHandle): ShimState {
     throw new ShoalError('INVALID_ARGUMENT', `exec handle for task ${handle.taskId} is incomplete`);
   }
   return { shimPid, shimStartTicks, startedAtMs, taskDir };
-}
-
-function parseLegacyState(handle: TaskHandle): LegacyState {
-  const { pid, startedAtMs } = handle.state;
-  // Absent in handles written without /proc: then only liveness can be checked.
-  const procStartTicks = handle.state['procStartTicks'] ?? null;
-  if (typeof pid !== 'number' || !Number.isSafeInteger(pid) || pid <= 1) {
-    throw new ShoalError('INVALID_ARGUMENT', `exec handle for task ${handle.taskId} has no valid pid`);
-  }
-  if (typeof startedAtMs !== 'number') {
-    throw new ShoalError('INVALID_ARGUMENT', `exec handle for task ${handle.taskId} has no startedAtMs`);
-  }
-  if (procStartTicks !== null && typeof procStartTicks !== 'number') {
-    throw new ShoalError(
-      'INVALID_ARGUMENT',
-      `exec handle for task ${handle.taskId} has a bad procStartTicks`,
-    );
-  }
-  return { pid, startedAtMs, procStartTicks };
-}
-
-function legacyIdentity(state: LegacyState): ProcessIdentity {
-  return { pid: state.pid, procStartTicks: state.procStartTicks };
 }

@@ -30,7 +30,6 @@ export {
   cgroupParentDefault,
   createExecDriver,
   execPathDefault,
-  exitedWhileAgentDownReason,
   shimCommandDefault,
   type ExecDriverInit,
 } from './exec.ts';

@@ -16,13 +16,9 @@ import {
   type Resources,
   type RunningTask,
 } from '../allocator/index.ts';
-import type {
-  ClusterNode,
-  ClusterState,
-  NamespacePolicySpec,
-  StateObserver,
-  Task,
-} from '../cluster/index.ts';
+import type { ClusterNode } from './command.ts';
+import type { ClusterState, StateObserver } from './state.ts';
+import type { NamespacePolicySpec, Task } from './task.ts';
 
 export interface SchedulerOptions {
   /** A task may preempt only tasks at least this much lower in priority. */

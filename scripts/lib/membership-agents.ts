@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import type { NetnsHost, NetnsNetwork } from './netns.ts';
+import { ShoalClient, type MemberView } from '../../src/api/index.ts';
 
 export interface AgentSpec {
   readonly name: string;
@@ -76,8 +77,9 @@ export class Agent {
       join(spec.dir, 'data'),
       '--listen',
       spec.listen,
+      // On its own loopback (in a network namespace, one of its own): the API is reached through its socket.
       '--api',
-      spec.api,
+      `127.0.0.1:${spec.api.slice(spec.api.lastIndexOf(':') + 1)}`,
       '--cpu',
       '0.1',
       '--memory',
@@ -185,10 +187,9 @@ export class Agent {
   }
 
   /** GET /v1/members on this agent's API. */
-  async members(): Promise<{ id: string; name: string; state: string; incarnation: number }[]> {
-    const response = await fetch(`http://${this.spec.api}/v1/members`, { signal: AbortSignal.timeout(3000) });
-    if (!response.ok) throw new Error(`${this.name}: HTTP ${response.status}`);
-    return (await response.json()) as { id: string; name: string; state: string; incarnation: number }[];
+  members(): Promise<MemberView[]> {
+    const address = `unix:${join(this.spec.dir, 'data', 'api.sock')}`;
+    return new ShoalClient({ address, timeoutMs: 3000, keepAlive: false }).members();
   }
 
   /** This agent's view of `subject` (by name), from its API; null if unknown or unreachable. */

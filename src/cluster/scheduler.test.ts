@@ -5,7 +5,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { allocate, type Plan } from '../allocator/index.ts';
-import { ClusterState, type Command, type TaskSpec, type TaskState } from '../cluster/index.ts';
+import type { Command } from './command.ts';
+import { ClusterState } from './state.ts';
+import type { TaskSpec, TaskState } from './task.ts';
 import { seededRandom, type Random } from '../shared/random.ts';
 import { Scheduler, toAllocatorTask, toRunningTask } from './scheduler.ts';
 

@@ -1,0 +1,399 @@
+/**
+ * The API's contract against the server: every route is in the OpenAPI document and in docs/api.md, every
+ * answer matches its route's schema, and bad requests get a clear status. A real HTTP server on loopback
+ * with a backend made of fixed views (no cluster).
+ */
+import { readFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { format, resolveConfig } from 'prettier';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ShoalError, silentLogger } from '../shared/index.ts';
+import type { TaskSpec, TokenRecord } from '../cluster/index.ts';
+import { ShoalClient } from './client.ts';
+import { openApiDocument } from './openapi.ts';
+import { renderApiReference } from './reference.ts';
+import { routes, type Route, type RouteName } from './routes.ts';
+import { requestBytesMax, startApiServer, type ApiBackend, type ApiServers } from './server.ts';
+import type { TaskView } from './views.ts';
+
+const task: TaskView = {
+  id: 'aaaaaaaaaaaa',
+  name: 'web',
+  state: 'running',
+  node: 'n1',
+  nodeId: 'peer1',
+  exitCode: null,
+  reason: null,
+  attempt: 0,
+  restart: 'never',
+  priority: 50,
+  namespace: 'default',
+  job: null,
+  driver: 'exec',
+  cpuMillis: 100,
+  memoryBytes: 64 * 1024 * 1024,
+  command: ['sleep', '60'],
+  image: null,
+  desired: 'run',
+  submittedAt: new Date(0).toISOString(),
+  updatedAt: new Date(0).toISOString(),
+};
+
+const submitted: { spec: TaskSpec; replicas: number; gang: boolean; id?: string }[] = [];
+
+/** One token per role, one restricted to a namespace, one expired; their secrets are the keys. */
+const tokens = new Map<string, TokenRecord>(
+  (
+    [
+      ['read', 'read', null, null],
+      ['deploy', 'deploy', null, null],
+      ['deploy-team', 'deploy', ['team'], null],
+      ['operator', 'operator', null, null],
+      ['admin', 'admin', null, null],
+      ['expired', 'admin', null, 1],
+    ] as const
+  ).map(([secret, role, namespaces, expiresAtMs], index) => [
+    `shoal_${secret}`,
+    {
+      accessorId: `00000000000${index}`,
+      name: secret,
+      role,
+      namespaces: namespaces === null ? null : [...namespaces],
+      secretHash: '0'.repeat(64),
+      createdAtMs: 0,
+      expiresAtMs,
+    },
+  ]),
+);
+
+const backend: ApiBackend = {
+  health: () => ({ status: 'ok', node: 'n1', version: '0.1.0' }),
+  authenticate: (secret) => {
+    const token = tokens.get(secret);
+    if (!token) throw new ShoalError('UNAUTHENTICATED', 'the cluster knows no such token');
+    if (token.expiresAtMs !== null) throw new ShoalError('UNAUTHENTICATED', `token ${token.name} expired`);
+    return token;
+  },
+  taskNamespace: (taskId) =>
+    taskId === task.id
+      ? Promise.resolve('default')
+      : Promise.reject(new ShoalError('NOT_FOUND', `no task ${taskId}`)),
+  createToken: (request) =>
+    Promise.resolve({
+      accessorId: '0000000000aa',
+      name: request.name,
+      role: request.role,
+      namespaces: request.namespaces ?? null,
+      createdAt: new Date(0).toISOString(),
+      expiresAt: null,
+      expired: false,
+      secret: 'shoal_new',
+    }),
+  tokens: () =>
+    Promise.resolve(
+      [...tokens.values()].map((token) => ({
+        accessorId: token.accessorId,
+        name: token.name,
+        role: token.role,
+        namespaces: token.namespaces,
+        createdAt: new Date(0).toISOString(),
+        expiresAt: null,
+        expired: token.expiresAtMs !== null,
+      })),
+    ),
+  revokeToken: () => Promise.resolve(),
+  submit: (spec, options) => {
+    submitted.push({ spec, ...options });
+    return Promise.resolve([options.id ?? 'bbbbbbbbbbbb']);
+  },
+  namespaces: () => Promise.resolve([{ name: 'default', weight: 1, quota: null }]),
+  setNamespace: () => Promise.resolve(),
+  kill: (id) =>
+    id === task.id ? Promise.resolve() : Promise.reject(new ShoalError('NOT_FOUND', `no task ${id}`)),
+  tasks: () => Promise.resolve([task]),
+  task: () => Promise.resolve({ ...task, events: [{ at: new Date(0).toISOString(), message: 'submitted' }] }),
+  logs: () => Promise.resolve({ stdout: 'out', stderr: '' }),
+  followLogs: () =>
+    Promise.resolve(
+      (async function* () {
+        yield await Promise.resolve({ stream: 'stdout' as const, data: Buffer.from('hi\n') });
+        yield { end: 'task finished' };
+      })(),
+    ),
+  status: () => ({
+    id: 'peer1',
+    name: 'n1',
+    role: 'leader',
+    leader: { id: 'peer1', name: 'n1' },
+    term: 2,
+    voters: [{ id: 'peer1', name: 'n1' }],
+    learners: [],
+    commitIndex: 5,
+    appliedIndex: 5,
+    eventLoopStallMsMax: 3,
+    warning: null,
+  }),
+  members: () => [
+    {
+      id: 'peer1',
+      name: 'n1',
+      address: '127.0.0.1:4700',
+      state: 'alive',
+      cpuMillis: 1000,
+      memoryBytes: 1 << 30,
+      labels: {},
+      drivers: ['exec'],
+      incarnation: 1,
+      lastHeardMsAgo: 0,
+      draining: false,
+    },
+  ],
+  drain: () => Promise.resolve(),
+  leaveCluster: () => Promise.resolve(),
+};
+
+let servers: ApiServers;
+let address = '';
+let socketDir = '';
+let client: ShoalClient;
+let local: ShoalClient;
+
+beforeAll(async () => {
+  socketDir = mkdtempSync(join(tmpdir(), 'shoal-api-test-'));
+  servers = await startApiServer({
+    backend,
+    logger: silentLogger,
+    tcp: { host: '127.0.0.1', port: 0 },
+    unixSocket: join(socketDir, 'api.sock'),
+  });
+  address = `127.0.0.1:${servers.tcpPort ?? 0}`;
+  client = new ShoalClient({ address, token: 'shoal_admin' });
+  local = new ShoalClient({ address: `unix:${join(socketDir, 'api.sock')}` });
+});
+
+afterAll(() => {
+  client.close();
+  local.close();
+  servers.close();
+  rmSync(socketDir, { recursive: true, force: true });
+});
+
+async function raw(
+  method: string,
+  path: string,
+  body?: string,
+  token: string | null = 'shoal_admin',
+): Promise<{ status: number; text: string }> {
+  const headers: Record<string, string> = {};
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (token !== null) headers['authorization'] = `Bearer ${token}`;
+  const response = await fetch(`http://${address}${path}`, {
+    method,
+    headers,
+    ...(body === undefined ? {} : { body }),
+  });
+  const text = await response.text();
+  try {
+    // An error answer: its message, as a person reads it.
+    const parsed = JSON.parse(text) as { error?: { message?: string } };
+    return { status: response.status, text: parsed.error?.message ?? text };
+  } catch {
+    return { status: response.status, text };
+  }
+}
+
+const spec: TaskSpec = {
+  name: 'web',
+  driver: 'exec',
+  command: ['sleep', '1'],
+  cpuMillis: 100,
+  memoryBytes: 64 * 1024 * 1024,
+  priority: 50,
+  env: {},
+  constraints: {},
+};
+
+describe('the OpenAPI document', () => {
+  it('describes every route of the table, with its answer', () => {
+    const document = openApiDocument() as { paths: Record<string, Record<string, { operationId: string }>> };
+    const described = Object.values(document.paths).flatMap((methods) =>
+      Object.values(methods).map((operation) => operation.operationId),
+    );
+    expect(described.sort()).toEqual(Object.keys(routes).sort());
+  });
+
+  it('is what GET /v1/openapi.json serves', async () => {
+    expect(await client.call('openapi')).toEqual(JSON.parse(JSON.stringify(openApiDocument())));
+  });
+
+  it('is rendered in docs/api.md, which is up to date (npm run docs:api)', async () => {
+    const path = join(import.meta.dirname, '..', '..', 'docs', 'api.md');
+    const options = (await resolveConfig(path)) ?? {};
+    const rendered = await format(renderApiReference(), { ...options, parser: 'markdown' });
+    expect(readFileSync(path, 'utf8')).toBe(rendered);
+  });
+});
+
+describe('the server and the client', () => {
+  it("answers every route with its view, checked against the route's schema by the client", async () => {
+    const answered: RouteName[] = [];
+    const check = async (name: RouteName, run: () => Promise<unknown>): Promise<void> => {
+      await run();
+      answered.push(name);
+    };
+    await check('health', () => client.call('health'));
+    await check('openapi', () => client.call('openapi'));
+    await check('status', () => client.status());
+    await check('members', () => client.members());
+    await check('drainNode', () => client.drain('n1', false));
+    await check('namespaces', () => client.namespaces());
+    await check('setNamespace', () => client.setNamespace({ name: 'team', weight: 2, quota: null }));
+    await check('leave', () => client.leave());
+    await check('tasks', () => client.tasks());
+    await check('submit', () => client.submit(spec, { id: 'cccccccccccc', replicas: 3, gang: true }));
+    await check('task', () => client.task(task.id));
+    await check('taskLogs', () => client.logs(task.id, 10));
+    await check('killTask', () => client.kill(task.id));
+    await check('createToken', () => client.createToken({ name: 'ci', role: 'deploy', ttlSeconds: 60 }));
+    await check('tokens', () => client.tokens());
+    await check('revokeToken', () => client.revokeToken('000000000001'));
+    expect(answered.sort()).toEqual(Object.keys(routes).sort());
+    expect(submitted.at(-1)).toMatchObject({ replicas: 3, gang: true, id: 'cccccccccccc' });
+  });
+
+  it('streams a follow as frames that match the documented frame schema', async () => {
+    const frames = [];
+    for await (const frame of client.followLogs(task.id, { tailBytes: 10 })) frames.push(frame);
+    expect(frames).toEqual([
+      { stream: 'stdout', data: Buffer.from('hi\n').toString('base64') },
+      { end: 'task finished' },
+    ]);
+    for (const frame of frames) expect(routes.taskLogs.stream.frame.safeParse(frame).success).toBe(true);
+  });
+
+  it('takes a POST without a body where the route needs none', async () => {
+    expect((await raw('POST', `/v1/tasks/${task.id}/kill`)).status).toBe(200);
+  });
+
+  it.each([
+    ['an unknown route', 'GET', '/v1/nope', undefined, 404, /no route GET \/v1\/nope/],
+    ['a path outside the API', 'GET', '/etc/passwd', undefined, 404, /the API lives under \/v1/],
+    ['a known path with the wrong method', 'DELETE', '/v1/tasks', undefined, 404, /does not take DELETE/],
+    [
+      'an unknown query parameter',
+      'GET',
+      '/v1/tasks/aaaaaaaaaaaa/logs?tial=5',
+      undefined,
+      400,
+      /unknown query parameter "tial"; use tail, follow/,
+    ],
+    [
+      'a query parameter of the wrong type',
+      'GET',
+      '/v1/tasks/aaaaaaaaaaaa/logs?tail=lots',
+      undefined,
+      400,
+      /^.*tail: /,
+    ],
+    [
+      'a bad task id to submit',
+      'POST',
+      '/v1/tasks?id=XYZ',
+      JSON.stringify(spec),
+      400,
+      /12 lowercase hex digits/,
+    ],
+    ['too many replicas', 'POST', '/v1/tasks?replicas=10001', JSON.stringify(spec), 400, /replicas/],
+    ['a body that is not JSON', 'POST', '/v1/tasks', '{"name":', 400, /not valid JSON/],
+    [
+      'a body with an unknown field',
+      'POST',
+      '/v1/tasks',
+      JSON.stringify({ ...spec, sudo: true }),
+      400,
+      /sudo/,
+    ],
+    ['a body with a wrong field', 'POST', '/v1/nodes/n1/drain', '{"drain":"yes"}', 400, /drain/],
+    [
+      'a traversal in a task id',
+      'GET',
+      '/v1/tasks/..%2F..%2Fetc/logs',
+      undefined,
+      400,
+      /task: a task id is 12 lowercase hex digits/,
+    ],
+    ['a body over the limit', 'POST', '/v1/tasks', 'x'.repeat(requestBytesMax + 1), 413, /exceeds/],
+  ] as const)('refuses %s with a clear status', async (_what, method, path, body, status, message) => {
+    const answer = await raw(method, path, body);
+    expect(answer.status).toBe(status);
+    expect(answer.text).toMatch(message);
+  });
+});
+
+/** A valid request for every route, so the matrix below tests access and nothing else. */
+const samples: Record<RouteName, { method: string; path: string; body?: string }> = {
+  health: { method: 'GET', path: '/v1/health' },
+  openapi: { method: 'GET', path: '/v1/openapi.json' },
+  status: { method: 'GET', path: '/v1/status' },
+  members: { method: 'GET', path: '/v1/members' },
+  drainNode: { method: 'POST', path: '/v1/nodes/n1/drain', body: '{"drain":true}' },
+  namespaces: { method: 'GET', path: '/v1/namespaces' },
+  setNamespace: { method: 'PUT', path: '/v1/namespaces/team', body: '{"weight":2,"quota":null}' },
+  leave: { method: 'POST', path: '/v1/agent/leave', body: '{}' },
+  tasks: { method: 'GET', path: '/v1/tasks' },
+  submit: { method: 'POST', path: '/v1/tasks', body: JSON.stringify(spec) },
+  task: { method: 'GET', path: `/v1/tasks/${task.id}` },
+  taskLogs: { method: 'GET', path: `/v1/tasks/${task.id}/logs` },
+  killTask: { method: 'POST', path: `/v1/tasks/${task.id}/kill`, body: '{}' },
+  createToken: { method: 'POST', path: '/v1/acl/tokens', body: '{"name":"x","role":"read"}' },
+  tokens: { method: 'GET', path: '/v1/acl/tokens' },
+  revokeToken: { method: 'DELETE', path: '/v1/acl/tokens/000000000001' },
+};
+
+const roleRank = ['read', 'deploy', 'operator', 'admin'];
+/** The credentials tried on every route: none, unknown ones, and one token per role. */
+const credentials: { name: string; secret: string | null; rank: number; namespaces: string[] | null }[] = [
+  { name: 'no token', secret: null, rank: -1, namespaces: null },
+  { name: 'a wrong token', secret: 'shoal_wrong', rank: -1, namespaces: null },
+  { name: 'a revoked token', secret: 'shoal_revoked', rank: -1, namespaces: null },
+  { name: 'an expired token', secret: 'shoal_expired', rank: -1, namespaces: null },
+  { name: 'read', secret: 'shoal_read', rank: 0, namespaces: null },
+  { name: 'deploy', secret: 'shoal_deploy', rank: 1, namespaces: null },
+  { name: 'deploy in namespace team', secret: 'shoal_deploy-team', rank: 1, namespaces: ['team'] },
+  { name: 'operator', secret: 'shoal_operator', rank: 2, namespaces: null },
+  { name: 'admin', secret: 'shoal_admin', rank: 3, namespaces: null },
+];
+
+describe('access: every route × every credential', () => {
+  const cases = (Object.keys(routes) as RouteName[]).flatMap((name) =>
+    credentials.map((credential) => [name, credential.name, credential] as const),
+  );
+  it.each(cases)('%s with %s', async (name, _what, credential) => {
+    const route: Route = routes[name];
+    const sample = samples[name];
+    const answer = await raw(sample.method, sample.path, sample.body, credential.secret);
+    let expected: number;
+    if (route.access === 'public') expected = 200;
+    else if (credential.rank < 0) expected = 401;
+    else if (credential.rank < roleRank.indexOf(route.access)) expected = 403;
+    else if (route.namespaceFrom !== undefined && credential.namespaces !== null) expected = 403;
+    else expected = route.created === true ? 201 : 200;
+    expect(answer.status, answer.text).toBe(expected);
+  });
+
+  it('lets the Unix socket, mode 0600, do anything without a token', async () => {
+    expect(statSync(join(socketDir, 'api.sock')).mode & 0o777).toBe(0o600);
+    await local.tokens();
+    await local.drain('n1', true);
+    expect((await local.submit(spec)).ids).toHaveLength(1);
+  });
+
+  it('says what to send when a token is missing, and never echoes one', async () => {
+    const missing = await raw('GET', '/v1/tasks', undefined, null);
+    expect(missing.text).toMatch(/needs a token: send "Authorization: Bearer SECRET"/);
+    const wrong = await raw('GET', '/v1/tasks', undefined, 'shoal_wrong');
+    expect(wrong.text).not.toContain('shoal_wrong');
+  });
+});

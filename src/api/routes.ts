@@ -1,0 +1,298 @@
+/**
+ * The API's routes: one table that the server dispatches and validates on, the client builds its requests
+ * from, and the OpenAPI document is generated from (openapi.ts), so a path, a parameter or a shape is
+ * written once. Each route names its method, its path (`:name` marks a parameter), its query parameters
+ * and body (schemas the server validates with), and the view it answers with (views.ts).
+ */
+import * as z from 'zod/mini';
+import {
+  accessorIdPattern,
+  namespacePolicySchema,
+  replicasMax,
+  taskIdPattern,
+  taskSpecSchema,
+  tokenRoles,
+  tokenTtlMsMax,
+  type Access,
+} from '../cluster/index.ts';
+import { whole } from '../shared/schema.ts';
+import {
+  drainAnswerSchema,
+  healthViewSchema,
+  newTokenAnswerSchema,
+  revokeAnswerSchema,
+  tokenViewSchema,
+  killAnswerSchema,
+  leaveAnswerSchema,
+  memberViewSchema,
+  namespaceListSchema,
+  namespaceViewSchema,
+  statusViewSchema,
+  submitAnswerSchema,
+  taskDetailViewSchema,
+  taskLogsViewSchema,
+  taskViewSchema,
+} from './views.ts';
+
+export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'DELETE';
+
+/** A query parameter: its schema (integers and booleans are converted from the string first) and meaning. */
+export interface QueryParameter {
+  readonly schema: z.ZodMiniType;
+  readonly description: string;
+}
+
+export interface Route {
+  readonly method: HttpMethod;
+  readonly path: string;
+  readonly summary: string;
+  /** The least role a token needs (see cluster/tokens.ts); `public`: none. */
+  readonly access: Access;
+  /**
+   * Where the namespace a deploy right is checked in comes from: the submitted spec, or the task named
+   * by the path. Absent: the route acts on no namespace.
+   */
+  readonly namespaceFrom?: 'spec' | 'task';
+  /** Path parameters, by name: checked like query parameters. */
+  readonly params?: Readonly<Record<string, QueryParameter>>;
+  readonly query?: Readonly<Record<string, QueryParameter>>;
+  /** The request body's schema; absent: the route reads no body. */
+  readonly body?: z.ZodMiniType;
+  /** The answer's schema (200, or 201 when `created`). */
+  readonly answer: z.ZodMiniType;
+  readonly created?: boolean;
+  /** A query parameter that turns the answer into a stream of newline-delimited JSON frames. */
+  readonly stream?: { readonly when: string; readonly frame: z.ZodMiniType; readonly description: string };
+}
+
+const taskParam = {
+  task: {
+    schema: z.string().check(z.regex(taskIdPattern, 'a task id is 12 lowercase hex digits')),
+    description: 'A task id (12 hex digits), from `shoal ps`',
+  },
+};
+const nameParam = (description: string): QueryParameter => ({
+  schema: z.string().check(z.minLength(1), z.maxLength(256)),
+  description,
+});
+
+/** One frame of a followed task's output (see shared/log-frames.ts). */
+const logFrameSchema = z.union([
+  z.object({ stream: z.enum(['stdout', 'stderr']), data: z.string() }),
+  z.object({ end: z.string() }),
+  z.object({ heartbeat: z.literal(true) }),
+  z.object({ error: z.object({ code: z.string(), message: z.string() }) }),
+]);
+
+export const routes = {
+  health: {
+    method: 'GET',
+    path: '/v1/health',
+    access: 'public',
+    summary: 'Whether this node serves the API (no leader or quorum needed)',
+    answer: healthViewSchema,
+  },
+  openapi: {
+    method: 'GET',
+    path: '/v1/openapi.json',
+    access: 'public',
+    summary: 'This document: the API described in OpenAPI 3.1',
+    answer: z.record(z.string(), z.unknown()),
+  },
+  status: {
+    method: 'GET',
+    path: '/v1/status',
+    access: 'read',
+    summary: "This node's view of Raft: role, leader, term, voters, commit index",
+    answer: statusViewSchema,
+  },
+  members: {
+    method: 'GET',
+    path: '/v1/members',
+    access: 'read',
+    summary: 'The cluster members as this node sees them',
+    answer: z.array(memberViewSchema),
+  },
+  drainNode: {
+    method: 'POST',
+    path: '/v1/nodes/:node/drain',
+    access: 'operator',
+    summary: 'Drain a node: no new tasks there, and its tasks move elsewhere ({"drain": false} cancels)',
+    params: { node: nameParam('A node name or id, from `shoal members`') },
+    body: z.strictObject({ drain: z.exactOptional(z.boolean()) }),
+    answer: drainAnswerSchema,
+  },
+  namespaces: {
+    method: 'GET',
+    path: '/v1/namespaces',
+    access: 'read',
+    summary: "Namespaces' share weights and quotas",
+    answer: namespaceListSchema,
+  },
+  setNamespace: {
+    method: 'PUT',
+    path: '/v1/namespaces/:namespace',
+    access: 'operator',
+    summary: "Set a namespace's share weight and quota",
+    params: { namespace: nameParam('The namespace') },
+    body: z.omit(namespacePolicySchema, { name: true }),
+    answer: namespaceViewSchema,
+  },
+  leave: {
+    method: 'POST',
+    path: '/v1/agent/leave',
+    access: 'operator',
+    summary: 'Drain this node, hand over leadership, and stop its agent',
+    body: z.strictObject({}),
+    answer: leaveAnswerSchema,
+  },
+  tasks: {
+    method: 'GET',
+    path: '/v1/tasks',
+    access: 'read',
+    summary: 'Every task, in submission order',
+    answer: z.array(taskViewSchema),
+  },
+  submit: {
+    method: 'POST',
+    path: '/v1/tasks',
+    access: 'deploy',
+    namespaceFrom: 'spec',
+    summary: 'Submit a task, or replicas of it as one job; answers once a quorum has committed it',
+    query: {
+      id: {
+        schema: z.string().check(z.regex(taskIdPattern, 'id must be 12 lowercase hex digits')),
+        description: "The (first) task's id, so a retried submission is not a second task; default random",
+      },
+      replicas: {
+        schema: whole(1, replicasMax),
+        description: 'How many tasks of this spec to create, as one job (default 1)',
+      },
+      gang: { schema: z.boolean(), description: 'The replicas start together or not at all' },
+    },
+    body: taskSpecSchema,
+    answer: submitAnswerSchema,
+    created: true,
+  },
+  task: {
+    method: 'GET',
+    path: '/v1/tasks/:task',
+    access: 'read',
+    summary: 'One task and its recent events',
+    params: taskParam,
+    answer: taskDetailViewSchema,
+  },
+  taskLogs: {
+    method: 'GET',
+    path: '/v1/tasks/:task/logs',
+    access: 'deploy',
+    namespaceFrom: 'task',
+    summary: "A task's stdout and stderr, from any node",
+    params: taskParam,
+    query: {
+      tail: { schema: whole(0), description: 'At most this many bytes of each stream, from the end' },
+      follow: { schema: z.boolean(), description: 'Stream the output until the task ends' },
+    },
+    answer: taskLogsViewSchema,
+    stream: {
+      when: 'follow',
+      frame: logFrameSchema,
+      description:
+        'With follow=true: newline-delimited JSON frames, {"stream","data" (base64)} as output comes, then {"end"} (or {"error"})',
+    },
+  },
+  killTask: {
+    method: 'POST',
+    path: '/v1/tasks/:task/kill',
+    access: 'deploy',
+    namespaceFrom: 'task',
+    summary: 'Stop a task',
+    params: taskParam,
+    body: z.strictObject({}),
+    answer: killAnswerSchema,
+  },
+  createToken: {
+    method: 'POST',
+    path: '/v1/acl/tokens',
+    access: 'admin',
+    summary: 'Make a token; the answer holds its secret, shown this once (the cluster keeps only a hash)',
+    body: z.strictObject({
+      name: z.string().check(z.minLength(1), z.maxLength(128)),
+      role: z.enum(tokenRoles),
+      namespaces: z.exactOptional(
+        z.array(z.string().check(z.minLength(1), z.maxLength(64))).check(z.minLength(1), z.maxLength(64)),
+      ),
+      ttlSeconds: z.exactOptional(whole(1, tokenTtlMsMax / 1000)),
+    }),
+    answer: newTokenAnswerSchema,
+    created: true,
+  },
+  tokens: {
+    method: 'GET',
+    path: '/v1/acl/tokens',
+    access: 'admin',
+    summary: 'Every token, without secrets',
+    answer: z.array(tokenViewSchema),
+  },
+  revokeToken: {
+    method: 'DELETE',
+    path: '/v1/acl/tokens/:accessor',
+    access: 'admin',
+    summary: 'Revoke a token: it is refused on every node once the revocation is committed',
+    params: {
+      accessor: {
+        schema: z.string().check(z.regex(accessorIdPattern, 'an accessor id is 12 lowercase hex digits')),
+        description: "The token's accessor id, from `shoal acl token list`",
+      },
+    },
+    answer: revokeAnswerSchema,
+  },
+} as const satisfies Record<string, Route>;
+
+export type RouteName = keyof typeof routes;
+
+/** What `POST /v1/acl/tokens` asks for. */
+export type TokenRequest = z.infer<(typeof routes)['createToken']['body']>;
+
+/** The view a route answers with. */
+export type Answer<R extends RouteName> = z.infer<(typeof routes)[R]['answer']>;
+
+/** A route's path with its parameters filled in (each one URI-encoded). */
+export function routePath(name: RouteName, params: Readonly<Record<string, string>> = {}): string {
+  return routes[name].path.replace(/:([a-z]+)/g, (_, key: string) => {
+    const value = params[key];
+    if (value === undefined) throw new Error(`route ${name} needs the parameter ${key}`);
+    return encodeURIComponent(value);
+  });
+}
+
+/** The route a request is for, and its decoded parameters; null when none matches. */
+export function matchRoute(
+  method: string,
+  pathname: string,
+): { readonly name: RouteName; readonly params: Record<string, string> } | null {
+  const parts = pathname.split('/').filter(Boolean);
+  for (const [name, route] of Object.entries(routes) as [RouteName, Route][]) {
+    if (route.method !== method) continue;
+    const pattern = route.path.split('/').filter(Boolean);
+    if (pattern.length !== parts.length) continue;
+    const params: Record<string, string> = {};
+    const matches = pattern.every((segment, index) => {
+      const part = parts[index] ?? '';
+      if (!segment.startsWith(':')) return segment === part;
+      try {
+        params[segment.slice(1)] = decodeURIComponent(part);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    if (matches) return { name, params };
+  }
+  return null;
+}
+
+/** Whether any route serves this path with another method (a 405, not a 404). */
+export function pathKnown(pathname: string): boolean {
+  return (['GET', 'POST', 'PUT', 'DELETE'] as const).some((method) => matchRoute(method, pathname) !== null);
+}

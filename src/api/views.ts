@@ -1,0 +1,134 @@
+/**
+ * What the API answers: one schema per view, from which the TypeScript types are inferred, so the server,
+ * the client and (with the OpenAPI document) every other reader share one description. Quantities carry
+ * their unit in the name (`cpuMillis`, `memoryBytes`, `lastHeardMsAgo`); the CLI formats them for people.
+ */
+import * as z from 'zod/mini';
+import {
+  namespacePolicySchema,
+  restartPolicies,
+  taskDrivers,
+  taskStates,
+  tokenRoles,
+} from '../cluster/index.ts';
+import '../shared/schema.ts';
+
+export const healthViewSchema = z.object({
+  /** Always "ok": a node that answers serves the API. */
+  status: z.literal('ok'),
+  /** The node's name. */
+  node: z.string(),
+  version: z.string(),
+});
+export type HealthView = z.infer<typeof healthViewSchema>;
+
+const named = z.object({ id: z.string(), name: z.string() });
+
+export const statusViewSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  role: z.enum(['follower', 'preCandidate', 'candidate', 'leader']),
+  leader: z.nullable(named),
+  term: z.int(),
+  voters: z.array(named),
+  learners: z.array(named),
+  commitIndex: z.int(),
+  appliedIndex: z.int(),
+  /** The longest the event loop stalled between two Raft ticks since start (election timeouts must exceed it). */
+  eventLoopStallMsMax: z.number(),
+  /** Set when the cluster cannot survive the loss of a node (e.g. one voter while learners catch up). */
+  warning: z.nullable(z.string()),
+});
+export type StatusView = z.infer<typeof statusViewSchema>;
+
+export const memberViewSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  /** host:port of its cluster listener. */
+  address: z.string(),
+  state: z.enum(['alive', 'suspect', 'dead', 'left']),
+  cpuMillis: z.int(),
+  memoryBytes: z.int(),
+  labels: z.record(z.string(), z.string()),
+  drivers: z.array(z.enum(taskDrivers)),
+  incarnation: z.int(),
+  lastHeardMsAgo: z.number(),
+  /** True while `shoal drain` keeps new tasks off the node. */
+  draining: z.boolean(),
+});
+export type MemberView = z.infer<typeof memberViewSchema>;
+
+export const taskViewSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  state: z.enum(taskStates),
+  /** The node's name, and its id. */
+  node: z.nullable(z.string()),
+  nodeId: z.nullable(z.string()),
+  exitCode: z.nullable(z.int()),
+  reason: z.nullable(z.string()),
+  /** 0 for the first run, +1 per restart. */
+  attempt: z.int(),
+  restart: z.enum(restartPolicies),
+  priority: z.int(),
+  namespace: z.string(),
+  job: z.nullable(z.string()),
+  driver: z.enum(taskDrivers),
+  cpuMillis: z.int(),
+  memoryBytes: z.int(),
+  command: z.array(z.string()),
+  image: z.nullable(z.string()),
+  /** What the cluster wants of the task: run, kill, move, preempt; none once it ended. */
+  desired: z.enum(['run', 'kill', 'move', 'preempt', 'none']),
+  /** ISO 8601 times. */
+  submittedAt: z.string(),
+  updatedAt: z.string(),
+});
+export type TaskView = z.infer<typeof taskViewSchema>;
+
+/** One task with its recent events, oldest first (`shoal inspect`, `shoal run`). */
+export const taskDetailViewSchema = z.object({
+  ...taskViewSchema.shape,
+  events: z.array(z.object({ at: z.string(), message: z.string() })),
+});
+export type TaskDetailView = z.infer<typeof taskDetailViewSchema>;
+
+export const submitAnswerSchema = z.object({
+  /** The first task's id; `ids` lists every task the submission created. */
+  id: z.string(),
+  ids: z.array(z.string()),
+});
+export type SubmitAnswer = z.infer<typeof submitAnswerSchema>;
+
+export const taskLogsViewSchema = z.object({ stdout: z.string(), stderr: z.string() });
+export type TaskLogsView = z.infer<typeof taskLogsViewSchema>;
+
+export const killAnswerSchema = z.object({ id: z.string(), desired: z.literal('kill') });
+export const drainAnswerSchema = z.object({ node: z.string(), draining: z.boolean() });
+export const leaveAnswerSchema = z.object({ leaving: z.literal(true) });
+export const namespaceViewSchema = namespacePolicySchema;
+export const namespaceListSchema = z.array(namespacePolicySchema);
+
+/** A token as an admin sees it: never its secret. */
+export const tokenViewSchema = z.object({
+  accessorId: z.string(),
+  name: z.string(),
+  role: z.enum(tokenRoles),
+  /** The namespaces its deploy rights cover; null: all. */
+  namespaces: z.nullable(z.array(z.string())),
+  /** ISO 8601 times; expiresAt null: never. */
+  createdAt: z.string(),
+  expiresAt: z.nullable(z.string()),
+  expired: z.boolean(),
+});
+export type TokenView = z.infer<typeof tokenViewSchema>;
+
+/** A new token, with its secret: the only answer that ever holds it. */
+export const newTokenAnswerSchema = z.object({ ...tokenViewSchema.shape, secret: z.string() });
+export type NewTokenAnswer = z.infer<typeof newTokenAnswerSchema>;
+
+export const revokeAnswerSchema = z.object({ accessorId: z.string(), revoked: z.literal(true) });
+
+/** Every error answer: a stable code and a message a user can act on. */
+export const errorBodySchema = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
+export type ErrorBody = z.infer<typeof errorBodySchema>;

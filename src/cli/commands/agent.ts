@@ -1,0 +1,183 @@
+/**
+ * `shoal agent`: runs a node. Its flags become a NodeConfig here; starting the node and its API, the join
+ * hint, signals and `shoal leave` are the node's process (node/process.ts).
+ */
+import { readFileSync } from 'node:fs';
+import { homedir, hostname } from 'node:os';
+import { join } from 'node:path';
+import { preemptionPriorityGapOff } from '../../cluster/index.ts';
+import { defaultCompactionPolicy, defaultVoterPolicy } from '../../election/index.ts';
+import {
+  apiDefault,
+  listenDefault,
+  nodeNamePattern,
+  parseHostPort,
+  parseJoinTarget,
+  runAgentProcess,
+  validateClusterKey,
+  type NodeConfig,
+} from '../../node/index.ts';
+import { createLogger, errorMessage, invalidArgument, mebibyte } from '../../shared/index.ts';
+import { defineCommand, type Command } from '../command.ts';
+import {
+  parseChoice,
+  parseCores,
+  parseCounts,
+  parseMebibytes,
+  parseNumber,
+  parsePairs,
+  parseWhole,
+  type FlagValues,
+} from '../flags.ts';
+
+const logLevels = ['debug', 'info', 'warn', 'error'] as const;
+/** --voter-removal-delay's bounds: a dead voter is not removed sooner than 1 s, nor later than a day. */
+const voterRemovalDelaySecondsMin = 1;
+const voterRemovalDelaySecondsMax = 86_400;
+
+const options = {
+  'data-dir': {
+    type: 'string',
+    value: 'DIR',
+    help: 'where the node keeps its keys, Raft log and task directories (default ~/.shoal)',
+  },
+  listen: { type: 'string', value: 'HOST:PORT', help: `the cluster listener (default ${listenDefault})` },
+  api: { type: 'string', value: 'HOST:PORT', help: `where the HTTP API listens (default ${apiDefault})` },
+  join: {
+    type: 'string',
+    multiple: true,
+    value: 'HOST:PORT',
+    help: "a member's cluster address to join through (none: start a new cluster)",
+  },
+  key: { type: 'string', value: 'KEY', help: "the cluster's key, as the first node printed it" },
+  'key-file': { type: 'string', value: 'FILE', help: 'read the cluster key from FILE (not with --key)' },
+  name: { type: 'string', value: 'NAME', help: "the node's name (default the host name)" },
+  cpu: {
+    type: 'string',
+    value: 'CORES',
+    help: "CPU offered to tasks (default: the machine's, less a reserve)",
+  },
+  memory: {
+    type: 'string',
+    value: 'MIB',
+    help: "memory offered to tasks (default: the machine's, less a reserve)",
+  },
+  disk: {
+    type: 'string',
+    value: 'MIB',
+    help: "disk offered to tasks (default: the data dir's free space, less a reserve)",
+  },
+  device: {
+    type: 'string',
+    multiple: true,
+    value: 'KIND=COUNT',
+    help: 'devices offered to tasks (e.g. gpu=2)',
+  },
+  label: { type: 'string', multiple: true, value: 'K=V', help: 'a label tasks can be placed by' },
+  'docker-socket': {
+    type: 'string',
+    value: 'PATH',
+    help: "the Docker engine's socket (default /var/run/docker.sock)",
+  },
+  'log-level': { type: 'string', value: logLevels.join('|'), help: 'how much the agent logs (default info)' },
+  'raft-compact-entries': {
+    type: 'string',
+    value: 'N',
+    help: `compact the Raft log after N applied entries (default ${defaultCompactionPolicy.entriesBeforeCompaction})`,
+  },
+  'voter-removal-delay': {
+    type: 'string',
+    value: 'SECONDS',
+    help: `remove a dead voter after this long (default ${defaultVoterPolicy.deadVoterRemovalMs / 1000})`,
+  },
+  'preemption-gap': {
+    type: 'string',
+    value: 'N',
+    help: `a task preempts only tasks at least N lower in priority (${preemptionPriorityGapOff}: never)`,
+  },
+} as const;
+
+export const agentCommand: Command = defineCommand({
+  name: 'agent',
+  summary: 'run a node: start a cluster, or join one with --join and --key',
+  synopsis: ['shoal agent [flags]', 'shoal agent --join HOST:PORT --key KEY [flags]'],
+  description:
+    'Runs a shoal node in the foreground until SIGTERM, SIGINT or shoal leave. Without --join it starts a\n' +
+    'new cluster (or restarts a member of one from its data dir) and prints how to join it.',
+  options,
+  allowPositionals: false,
+  run: async ({ values }) => {
+    const level = parseChoice(values['log-level'], '--log-level', logLevels) ?? 'info';
+    const config = agentConfig(values);
+    const api = parseHostPort(values.api ?? apiDefault, '--api');
+    await runAgentProcess({
+      config,
+      api,
+      logger: createLogger({ level }),
+      write: (text) => process.stdout.write(text),
+      exit: (code) => process.exit(code),
+    });
+    return 0;
+  },
+});
+
+/** The node's configuration from `shoal agent`'s flags; what a flag leaves out the node derives. */
+export function agentConfig(values: FlagValues<typeof options>): NodeConfig {
+  const name = values.name ?? hostname();
+  if (!nodeNamePattern.test(name))
+    throw invalidArgument('--name may hold letters, digits, ".", "_" and "-" (at most 64)');
+  const cpuMillis = parseCores(values.cpu, '--cpu');
+  const memoryMiB = parseNumber(
+    values.memory,
+    '--memory',
+    (n) => Number.isSafeInteger(n) && n > 0,
+    'a positive whole number of MiB',
+  );
+  const compactEntries = parseWhole(
+    values['raft-compact-entries'],
+    '--raft-compact-entries',
+    2,
+    Number.MAX_SAFE_INTEGER,
+  );
+  const removalDelaySeconds = parseNumber(
+    values['voter-removal-delay'],
+    '--voter-removal-delay',
+    (n) => n >= voterRemovalDelaySecondsMin && n <= voterRemovalDelaySecondsMax,
+    `a number of seconds from ${voterRemovalDelaySecondsMin} to ${voterRemovalDelaySecondsMax}`,
+  );
+  const preemptionGap = parseWhole(values['preemption-gap'], '--preemption-gap', 0, preemptionPriorityGapOff);
+  return {
+    dataDir: values['data-dir'] ?? join(homedir(), '.shoal'),
+    listen: parseHostPort(values.listen ?? listenDefault, '--listen'),
+    join: values.join.map(parseJoinTarget),
+    clusterKey: clusterKey(values.key, values['key-file']),
+    name,
+    cpuMillis,
+    memoryBytes: memoryMiB === null ? null : memoryMiB * mebibyte,
+    diskBytes: parseMebibytes(values.disk, '--disk'),
+    devices: parseCounts(values.device, '--device', true),
+    labels: parsePairs(values.label, '--label'),
+    dockerSocket: values['docker-socket'] ?? null,
+    ...(preemptionGap === null ? {} : { preemptionPriorityGap: preemptionGap }),
+    ...(compactEntries === null ? {} : { compaction: { entriesBeforeCompaction: compactEntries } }),
+    ...(removalDelaySeconds === null
+      ? {}
+      : {
+          voterPolicy: { ...defaultVoterPolicy, deadVoterRemovalMs: Math.round(removalDelaySeconds * 1000) },
+        }),
+  };
+}
+
+/** --key or --key-file; null: the node reads its data dir's key, or makes one for a new cluster. */
+function clusterKey(key: string | undefined, keyFile: string | undefined): string | null {
+  if (key !== undefined && keyFile !== undefined) throw invalidArgument('give --key or --key-file, not both');
+  if (key !== undefined) return validateClusterKey(key, '--key');
+  if (keyFile === undefined) return null;
+  let text: string;
+  try {
+    text = readFileSync(keyFile, 'utf8');
+  } catch (error) {
+    throw invalidArgument(`cannot read --key-file ${keyFile}: ${errorMessage(error)}`);
+  }
+  return validateClusterKey(text, `--key-file ${keyFile}`);
+}

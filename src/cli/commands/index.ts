@@ -1,0 +1,26 @@
+/** The table of commands, in the order `shoal help` lists them. */
+import type { Command } from '../command.ts';
+import { aclCommand } from './acl.ts';
+import { agentCommand } from './agent.ts';
+import { logsCommand } from './logs.ts';
+import { namespaceCommand } from './namespace.ts';
+import { drainCommand, leaveCommand, membersCommand } from './nodes.ts';
+import { runCommand } from './run.ts';
+import { statusCommand, versionCommand } from './status.ts';
+import { inspectCommand, killCommand, psCommand } from './tasks.ts';
+
+export const commands: readonly Command[] = [
+  agentCommand,
+  runCommand,
+  psCommand,
+  inspectCommand,
+  logsCommand,
+  killCommand,
+  drainCommand,
+  leaveCommand,
+  membersCommand,
+  namespaceCommand,
+  statusCommand,
+  aclCommand,
+  versionCommand,
+];

@@ -1,0 +1,135 @@
+/**
+ * How the CLI shows the API's views to people. The views carry quantities in their units (`cpuMillis`,
+ * `memoryBytes`, `lastHeardMsAgo`); here they become cores, MiB and seconds. Pure: views in, text out.
+ */
+import type { MemberView, StatusView, TaskDetailView, TaskView, TokenView } from '../api/index.ts';
+import type { NamespacePolicySpec } from '../cluster/index.ts';
+import { mebibyte } from '../shared/index.ts';
+
+/** CPU in cores as people type it (`--cpu 0.5`): 500 → "0.5". */
+export function formatCores(cpuMillis: number): string {
+  return String(cpuMillis / 1000);
+}
+
+/** Whole MiB, rounded down: a node offers no less than it says. */
+export function formatMebibytes(bytes: number): string {
+  return `${Math.floor(bytes / mebibyte)} MiB`;
+}
+
+export function formatJson(value: unknown): string {
+  return JSON.stringify(value, null, 2) + '\n';
+}
+
+/** Columns padded to their widest cell, two spaces apart; the last column is not padded. */
+export function formatTable(rows: readonly (readonly string[])[]): string {
+  const widths: number[] = [];
+  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
+  return (
+    rows
+      .map((row) =>
+        row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join('  '),
+      )
+      .join('\n') + '\n'
+  );
+}
+
+export function formatTasks(tasks: readonly TaskView[]): string {
+  const rows = [['ID', 'NAME', 'STATE', 'NODE', 'PRIO', 'EXIT', 'REASON']];
+  for (const task of tasks) {
+    rows.push([
+      task.id,
+      task.name,
+      task.state,
+      task.node ?? '-',
+      String(task.priority),
+      task.exitCode === null ? '-' : String(task.exitCode),
+      task.reason ?? '',
+    ]);
+  }
+  return formatTable(rows);
+}
+
+export function formatTaskDetail(task: TaskDetailView): string {
+  const what =
+    task.driver === 'docker' ? `${task.image ?? ''} ${task.command.join(' ')}` : task.command.join(' ');
+  return (
+    `task:     ${task.id} (${task.name})\n` +
+    `state:    ${task.state}${task.exitCode === null ? '' : `, exit code ${task.exitCode}`}\n` +
+    `reason:   ${task.reason ?? '-'}\n` +
+    `node:     ${task.node ?? '-'}\n` +
+    `attempt:  ${task.attempt} (restart ${task.restart})\n` +
+    `runs:     ${task.driver}: ${what.trim()}\n` +
+    `limits:   ${formatCores(task.cpuMillis)} CPU, ${formatMebibytes(task.memoryBytes)}, priority ${task.priority}\n` +
+    `events:\n` +
+    task.events.map((event) => `  ${event.at}  ${event.message}\n`).join('')
+  );
+}
+
+export function formatMembers(members: readonly MemberView[]): string {
+  const rows = [
+    ['NAME', 'ADDRESS', 'STATE', 'CPU', 'MEMORY', 'DRIVERS', 'INCARNATION', 'LAST HEARD', 'LABELS'],
+  ];
+  for (const member of members) {
+    rows.push([
+      member.name,
+      member.address,
+      member.draining ? `${member.state},draining` : member.state,
+      formatCores(member.cpuMillis),
+      formatMebibytes(member.memoryBytes),
+      member.drivers.join(','),
+      String(member.incarnation),
+      `${(member.lastHeardMsAgo / 1000).toFixed(1)}s ago`,
+      Object.entries(member.labels)
+        .map(([key, value]) => `${key}=${value}`)
+        .join(','),
+    ]);
+  }
+  return formatTable(rows);
+}
+
+export function formatStatus(view: StatusView): string {
+  return (
+    `node:         ${view.name} (${view.role})\n` +
+    `leader:       ${view.leader?.name ?? 'none'}\n` +
+    `term:         ${view.term}\n` +
+    `voters:       ${view.voters.map((voter) => voter.name).join(', ')}\n` +
+    `learners:     ${view.learners.map((learner) => learner.name).join(', ') || '-'}\n` +
+    `commit index: ${view.commitIndex}\n` +
+    (view.warning === null ? '' : `warning:      ${view.warning}\n`)
+  );
+}
+
+export function formatQuota(quota: NamespacePolicySpec['quota']): string {
+  if (quota === null) return 'none';
+  const parts: string[] = [];
+  if (quota.cpuMillis !== undefined) parts.push(`cpu ${formatCores(quota.cpuMillis)}`);
+  if (quota.memoryBytes !== undefined) parts.push(`memory ${formatMebibytes(quota.memoryBytes)}`);
+  if (quota.diskBytes !== undefined) parts.push(`disk ${formatMebibytes(quota.diskBytes)}`);
+  for (const [kind, count] of Object.entries(quota.devices ?? {})) parts.push(`${kind} ${count}`);
+  return parts.join(', ') || 'none';
+}
+
+export function formatNamespaces(policies: readonly NamespacePolicySpec[]): string {
+  const rows = [['NAMESPACE', 'WEIGHT', 'QUOTA']];
+  for (const policy of policies) rows.push([policy.name, String(policy.weight), formatQuota(policy.quota)]);
+  return formatTable(rows);
+}
+
+export function formatNamespace(policy: NamespacePolicySpec): string {
+  return `namespace ${policy.name}: weight ${policy.weight}, quota ${formatQuota(policy.quota)}\n`;
+}
+
+export function formatTokens(tokens: readonly TokenView[]): string {
+  const rows = [['ACCESSOR', 'NAME', 'ROLE', 'NAMESPACES', 'CREATED', 'EXPIRES']];
+  for (const token of tokens) {
+    rows.push([
+      token.accessorId,
+      token.name,
+      token.role,
+      token.namespaces?.join(',') ?? '*',
+      token.createdAt.slice(0, 19),
+      token.expired ? 'expired' : (token.expiresAt?.slice(0, 19) ?? 'never'),
+    ]);
+  }
+  return formatTable(rows);
+}

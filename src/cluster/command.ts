@@ -1,0 +1,234 @@
+/**
+ * The commands of the replicated log, and their one codec. A command is encoded by its proposer and decoded
+ * by every node that applies it, from its own log or a leader's: the decoder validates every field, so a
+ * corrupt or foreign entry is a clear error naming its log index, never a cast that fails later.
+ */
+import * as z from 'zod/mini';
+import { ShoalError } from '../shared/errors.ts';
+import { text, whole } from '../shared/schema.ts';
+import {
+  describeIssues,
+  namespacePolicySchema,
+  priorityMax,
+  taskDrivers,
+  taskEventsPerCommandMax,
+  taskSpecSchema,
+  taskStates,
+  type NamespacePolicySpec,
+  type TaskDriver,
+  type TaskEventRecord,
+  type TaskSpec,
+  type TaskState,
+} from './task.ts';
+import { accessorIdPattern, tokenRecordSchema, type TokenRecord } from './tokens.ts';
+
+export interface NodeResources {
+  readonly cpuMillis: number;
+  readonly memoryBytes: number;
+  /** Absent = 0 (a node from before disk was advertised offers none). */
+  readonly diskBytes?: number;
+  /** Device counts by kind; kinds not listed count 0. */
+  readonly devices?: Readonly<Record<string, number>>;
+}
+
+export interface ClusterNode {
+  readonly id: string;
+  readonly name: string;
+  /** host:port of its cluster listener, for humans. */
+  readonly address: string;
+  readonly capacity: NodeResources;
+  readonly labels: Readonly<Record<string, string>>;
+  /** Drivers that are healthy on the node; the allocator places a task only where its driver is. */
+  readonly drivers: readonly TaskDriver[];
+  status: 'up' | 'down';
+  /** A draining node takes no new tasks, and its tasks are moved elsewhere. */
+  draining: boolean;
+  updatedAtMs: number;
+}
+
+export type NodeDescription = Omit<ClusterNode, 'status' | 'updatedAtMs' | 'draining'>;
+
+export interface Assignment {
+  readonly taskId: string;
+  readonly nodeId: string;
+}
+
+/** A pending task was placed on a node where lower-priority tasks are being evicted for it. */
+export interface PreemptionCommand {
+  readonly taskId: string;
+  readonly nodeId: string;
+  readonly forTaskId: string;
+}
+
+export type Command =
+  | { readonly type: 'submitTask'; readonly id: string; readonly spec: TaskSpec; readonly atMs: number }
+  | {
+      /** Several tasks at once (replicas, a gang): all are accepted or none. */
+      readonly type: 'submitTasks';
+      readonly tasks: readonly { readonly id: string; readonly spec: TaskSpec }[];
+      readonly atMs: number;
+    }
+  | {
+      readonly type: 'assignTasks';
+      /**
+       * The proposing leader's term, for whoever reads the log. Nothing checks it: every assignment is
+       * re-checked when applied (the task still pending, the node up with room), so a deposed leader's plan
+       * that still commits places nothing that a current plan could not.
+       */
+      readonly term: number;
+      readonly assignments: readonly Assignment[];
+      /** Running tasks to evict for waiting higher-priority ones (absent in older entries: none). */
+      readonly preemptions?: readonly PreemptionCommand[];
+      /** The least priority difference that allows a preemption, as the leader used it. */
+      readonly preemptionPriorityGap?: number;
+      /** Why tasks the plan could not place still wait, shown by `shoal ps`. */
+      readonly waiting: readonly { readonly taskId: string; readonly reason: string }[];
+      readonly atMs: number;
+    }
+  | {
+      readonly type: 'reportTask';
+      readonly nodeId: string;
+      readonly taskId: string;
+      /** The run the report is about; a report about an earlier run of a restarted task is ignored. */
+      readonly attempt: number;
+      readonly state: TaskState;
+      readonly exitCode: number | null;
+      readonly reason: string | null;
+      readonly atMs: number;
+    }
+  | {
+      /** What an agent saw while running a task (pull progress, limits not enforced), batched and throttled. */
+      readonly type: 'taskEvents';
+      readonly nodeId: string;
+      readonly taskId: string;
+      readonly attempt: number;
+      readonly events: readonly TaskEventRecord[];
+    }
+  | { readonly type: 'killTask'; readonly taskId: string; readonly atMs: number }
+  | { readonly type: 'upsertNode'; readonly node: NodeDescription; readonly atMs: number }
+  | { readonly type: 'nodeDown'; readonly nodeId: string; readonly reason: string; readonly atMs: number }
+  | { readonly type: 'drainNode'; readonly nodeId: string; readonly drain: boolean; readonly atMs: number }
+  | { readonly type: 'setNamespace'; readonly policy: NamespacePolicySpec; readonly atMs: number }
+  /** An API token: its record, with the hash of its secret (the secret itself is never in the log). */
+  | { readonly type: 'createToken'; readonly token: TokenRecord; readonly atMs: number }
+  | { readonly type: 'revokeToken'; readonly accessorId: string; readonly atMs: number };
+
+/**
+ * The preemption gap that turns preemption off: above the widest difference between two priorities, so no
+ * task is ever far enough above another. A whole number rather than Infinity (the allocator's "off"),
+ * because the gap travels in the log as JSON.
+ */
+export const preemptionPriorityGapOff = priorityMax + 1;
+
+/** Ids of tasks and nodes as they appear in commands (task ids are 12 hex digits; node ids are peer ids). */
+const id = text(128, 1);
+const timeMs = whole(0);
+/**
+ * Reasons and event messages. The state cuts long ones when it applies them; the codec only checks a bound
+ * far above anything a node writes, because a valid entry refused here would stop the node that applies it.
+ */
+const reason = text(64 * 1024);
+
+const nodeDescriptionSchema = z.strictObject({
+  id,
+  name: text(256, 1),
+  address: text(1024),
+  capacity: z.strictObject({
+    cpuMillis: whole(0),
+    memoryBytes: whole(0),
+    diskBytes: z.exactOptional(whole(0)),
+    devices: z.exactOptional(z.record(text(1024, 1), whole(0))),
+  }),
+  labels: z.record(text(1024, 1), text(64 * 1024)),
+  drivers: z.array(z.enum(taskDrivers)),
+});
+
+const commandSchema = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('submitTask'), id, spec: taskSpecSchema, atMs: timeMs }),
+  z.strictObject({
+    type: z.literal('submitTasks'),
+    tasks: z.array(z.strictObject({ id, spec: taskSpecSchema })).check(z.minLength(1)),
+    atMs: timeMs,
+  }),
+  z.strictObject({
+    type: z.literal('assignTasks'),
+    term: whole(0),
+    assignments: z.array(z.strictObject({ taskId: id, nodeId: id })),
+    preemptions: z.exactOptional(z.array(z.strictObject({ taskId: id, nodeId: id, forTaskId: id }))),
+    preemptionPriorityGap: z.exactOptional(whole(0, preemptionPriorityGapOff)),
+    waiting: z.array(z.strictObject({ taskId: id, reason })),
+    atMs: timeMs,
+  }),
+  z.strictObject({
+    type: z.literal('reportTask'),
+    nodeId: id,
+    taskId: id,
+    attempt: whole(0),
+    state: z.enum(taskStates),
+    exitCode: z.nullable(z.int()),
+    reason: z.nullable(reason),
+    atMs: timeMs,
+  }),
+  z.strictObject({
+    type: z.literal('taskEvents'),
+    nodeId: id,
+    taskId: id,
+    attempt: whole(0),
+    events: z
+      .array(z.strictObject({ atMs: timeMs, message: reason }))
+      .check(z.maxLength(taskEventsPerCommandMax)),
+  }),
+  z.strictObject({ type: z.literal('killTask'), taskId: id, atMs: timeMs }),
+  z.strictObject({ type: z.literal('upsertNode'), node: nodeDescriptionSchema, atMs: timeMs }),
+  z.strictObject({ type: z.literal('nodeDown'), nodeId: id, reason, atMs: timeMs }),
+  z.strictObject({ type: z.literal('drainNode'), nodeId: id, drain: z.boolean(), atMs: timeMs }),
+  z.strictObject({ type: z.literal('setNamespace'), policy: namespacePolicySchema, atMs: timeMs }),
+  z.strictObject({ type: z.literal('createToken'), token: tokenRecordSchema, atMs: timeMs }),
+  z.strictObject({
+    type: z.literal('revokeToken'),
+    accessorId: z.string().check(z.regex(accessorIdPattern)),
+    atMs: timeMs,
+  }),
+]);
+
+/** A command as it is written to the log. */
+export function encodeCommand(command: Command): string {
+  return JSON.stringify(command);
+}
+
+/**
+ * A log entry's command, validated. Throws CORRUPT_DATA naming the entry's index when the entry is not JSON
+ * or not a command this version knows: a node must not apply what it cannot read.
+ */
+export function decodeCommand(index: number, data: string): Command {
+  let value: unknown;
+  try {
+    value = JSON.parse(data);
+  } catch {
+    throw new ShoalError('CORRUPT_DATA', `log entry ${index} is not JSON: ${preview(data)}`);
+  }
+  const parsed = commandSchema.safeParse(value);
+  if (!parsed.success) {
+    const type =
+      typeof value === 'object' && value !== null && 'type' in value ? JSON.stringify(value.type) : 'none';
+    throw new ShoalError(
+      'CORRUPT_DATA',
+      `log entry ${index} is not a command this version of shoal knows (type ${type}): ${describeIssues(parsed.error)}`,
+    );
+  }
+  // Returned as a Command: this compiles only while the schema accepts nothing the type does not describe.
+  return parsed.data;
+}
+
+/** A command that came from another node to be proposed; INVALID_ARGUMENT when it is not one. */
+export function validateCommand(value: unknown): Command {
+  const parsed = commandSchema.safeParse(value);
+  if (!parsed.success) {
+    throw new ShoalError('INVALID_ARGUMENT', `not a command: ${describeIssues(parsed.error)}`);
+  }
+  return parsed.data;
+}
+
+function preview(data: string): string {
+  return JSON.stringify(data.length > 60 ? `${data.slice(0, 60)}…` : data);
+}

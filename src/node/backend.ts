@@ -1,0 +1,351 @@
+/**
+ * The node's side of the API (ApiBackend): each operation reads through a linearizable barrier or
+ * writes through the leader (control.ts), and answers with the API's views (api/views.ts).
+ */
+import { peerIdFromString } from '@libp2p/peer-id';
+import type { Answer, ApiBackend, TaskView, TokenRequest } from '../api/index.ts';
+import {
+  defaultNamespace,
+  expandSubmission,
+  hashTokenSecret,
+  isTerminal,
+  newAccessorId,
+  newTaskId,
+  newTokenSecret,
+  tokenExpired,
+  type TokenRecord,
+  type ClusterState,
+  type NamespacePolicySpec,
+  type SubmitOptions,
+  type Task,
+  type TaskSpec,
+} from '../cluster/index.ts';
+import type { RaftService } from '../election/index.ts';
+import type { MembershipService } from '../membership/index.ts';
+import { readTaskLogs } from '../runtime/index.ts';
+import { mebibyte, ShoalError, shoalVersion } from '../shared/index.ts';
+import type { LogFrame } from '../shared/log-frames.ts';
+import type { Control } from './control.ts';
+import { followLocalLogs, followRemoteLogs } from './follow.ts';
+import { sleep } from './lease.ts';
+import type { ShoalLibp2p } from './p2p.ts';
+
+/** Log bytes returned by one logs request. */
+export const logsTailBytesMax = 4 * mebibyte;
+/** How long `shoal leave` waits for a node's tasks to move before it leaves anyway. */
+export const leaveDrainTimeoutMs = 60_000;
+/** How often a follow of a task not yet placed looks again. */
+const followPlacementPollMs = 250;
+
+export interface BackendInit {
+  readonly selfId: string;
+  readonly selfName: string;
+  readonly state: ClusterState;
+  readonly control: Control;
+  readonly raft: RaftService;
+  readonly membership: MembershipService;
+  readonly libp2p: ShoalLibp2p;
+  /** A task's directory on this node (its logs). */
+  readonly taskDir: (taskId: string) => string;
+  /** A node's name from its id (the id when unknown). */
+  readonly nameOf: (nodeId: string) => string;
+  /** Set when the cluster cannot survive the loss of a node (see the status view). */
+  readonly faultToleranceWarning: () => string | null;
+  /** `shoal leave` has drained this node: the process stops it. */
+  readonly requestLeave: () => void;
+  readonly warn: (message: string) => void;
+}
+
+export class NodeBackend implements ApiBackend {
+  private readonly init: BackendInit;
+
+  constructor(init: BackendInit) {
+    this.init = init;
+  }
+
+  async submit(spec: TaskSpec, options: SubmitOptions = { replicas: 1, gang: false }): Promise<string[]> {
+    // A client that names its task can retry a submission whose outcome it did not hear: ids are
+    // idempotent in the log, and replicas' ids derive from the first.
+    const tasks = expandSubmission(spec, options, options.id ?? newTaskId());
+    const atMs = Date.now();
+    const [only] = tasks;
+    // One entry either way: replicas are all accepted or none.
+    await this.init.control.proposeOrThrow(
+      tasks.length === 1 && only !== undefined && options.replicas <= 1 && !options.gang
+        ? { type: 'submitTask', id: only.id, spec: only.spec, atMs }
+        : { type: 'submitTasks', tasks, atMs },
+    );
+    return tasks.map((task) => task.id);
+  }
+
+  async namespaces(): Promise<NamespacePolicySpec[]> {
+    await this.init.control.readBarrier();
+    return [...this.init.state.namespaces.values()];
+  }
+
+  async setNamespace(policy: NamespacePolicySpec): Promise<void> {
+    await this.init.control.proposeOrThrow({ type: 'setNamespace', policy, atMs: Date.now() });
+  }
+
+  async kill(taskId: string): Promise<void> {
+    await this.init.control.readBarrier();
+    this.requireTask(taskId);
+    await this.init.control.proposeOrThrow({ type: 'killTask', taskId, atMs: Date.now() });
+  }
+
+  async tasks(): Promise<TaskView[]> {
+    await this.init.control.readBarrier();
+    return [...this.init.state.tasks.values()]
+      .sort((a, b) => a.submitIndex - b.submitIndex)
+      .map((task) => this.taskView(task));
+  }
+
+  async task(taskId: string): Promise<Answer<'task'>> {
+    await this.init.control.readBarrier();
+    const task = this.requireTask(taskId);
+    return {
+      ...this.taskView(task),
+      events: [{ atMs: task.submittedAtMs, message: 'submitted' }, ...task.events].map((event) => ({
+        at: new Date(event.atMs).toISOString(),
+        message: event.message,
+      })),
+    };
+  }
+
+  async logs(taskId: string, tailBytes: number): Promise<Answer<'taskLogs'>> {
+    await this.init.control.readBarrier();
+    const task = this.requireTask(taskId);
+    if (task.nodeId === null) return { stdout: '', stderr: '' };
+    const tail = clampTail(tailBytes);
+    if (task.nodeId === this.init.selfId) return this.localLogs(taskId, tail);
+    return this.init.control.remoteLogs(task.nodeId, taskId, tail);
+  }
+
+  /** This node's copy of a task's logs. */
+  async localLogs(taskId: string, tailBytes: number): Promise<{ stdout: string; stderr: string }> {
+    const logs = await readTaskLogs(this.init.taskDir(taskId), { tailBytes });
+    return { stdout: logs.stdout.toString('utf8'), stderr: logs.stderr.toString('utf8') };
+  }
+
+  /**
+   * `shoal logs -f`: the task's output from `tailBytes` back, then new output as it comes, until the task ends
+   * or `signal` aborts. Waits for a pending task to be placed; follows through the node that runs it.
+   */
+  async followLogs(taskId: string, tailBytes: number, signal: AbortSignal): Promise<AsyncIterable<LogFrame>> {
+    await this.init.control.readBarrier();
+    this.requireTask(taskId);
+    return this.followAnywhere(taskId, clampTail(tailBytes), signal);
+  }
+
+  /** A follow asked of this node by another: the task runs here. */
+  async *followHere(
+    taskId: string,
+    tailBytes: number,
+    signal: AbortSignal,
+  ): AsyncGenerator<LogFrame, void, undefined> {
+    // Asked by another node: this replica may not have applied the assignment yet.
+    await this.init.control.readBarrier();
+    this.requireTask(taskId);
+    yield* followLocalLogs({
+      taskDir: this.init.taskDir(taskId),
+      nodeId: this.init.selfId,
+      taskId,
+      tailBytes: clampTail(tailBytes),
+      current: (id) => this.init.state.tasks.get(id),
+      signal,
+    });
+  }
+
+  authenticate(secret: string): TokenRecord {
+    const token = this.init.state.tokenBySecretHash(hashTokenSecret(secret));
+    if (!token) {
+      throw new ShoalError(
+        'UNAUTHENTICATED',
+        'the cluster knows no such token (wrong, or revoked); an admin makes one with shoal acl token create',
+      );
+    }
+    if (tokenExpired(token, Date.now())) {
+      const at = new Date(token.expiresAtMs ?? 0).toISOString();
+      throw new ShoalError('UNAUTHENTICATED', `token ${token.name} (${token.accessorId}) expired at ${at}`);
+    }
+    return token;
+  }
+
+  async taskNamespace(taskId: string): Promise<string> {
+    await this.init.control.readBarrier();
+    return this.requireTask(taskId).spec.namespace ?? defaultNamespace;
+  }
+
+  /** Makes a token; its secret is in the answer and nowhere else (the log holds its hash). */
+  async createToken(request: TokenRequest): Promise<Answer<'createToken'>> {
+    const { secret, secretHash } = newTokenSecret();
+    const atMs = Date.now();
+    const token: TokenRecord = {
+      accessorId: newAccessorId(),
+      name: request.name,
+      role: request.role,
+      namespaces: request.namespaces ?? null,
+      secretHash,
+      createdAtMs: atMs,
+      expiresAtMs: request.ttlSeconds === undefined ? null : atMs + request.ttlSeconds * 1000,
+    };
+    await this.init.control.proposeOrThrow({ type: 'createToken', token, atMs });
+    return { ...tokenView(token, atMs), secret };
+  }
+
+  async tokens(): Promise<Answer<'tokens'>> {
+    await this.init.control.readBarrier();
+    const nowMs = Date.now();
+    return [...this.init.state.tokens.values()]
+      .sort((a, b) => a.createdAtMs - b.createdAtMs)
+      .map((token) => tokenView(token, nowMs));
+  }
+
+  async revokeToken(accessorId: string): Promise<void> {
+    await this.init.control.proposeOrThrow({ type: 'revokeToken', accessorId, atMs: Date.now() });
+  }
+
+  health(): Answer<'health'> {
+    return { status: 'ok', node: this.init.selfName, version: shoalVersion };
+  }
+
+  status(): Answer<'status'> {
+    const status = this.init.raft.status();
+    const named = (id: string): { id: string; name: string } => ({ id, name: this.init.nameOf(id) });
+    return {
+      id: this.init.selfId,
+      name: this.init.selfName,
+      role: status.role,
+      leader: status.leaderId === null ? null : named(status.leaderId),
+      term: status.term,
+      voters: status.config.voters.map(named),
+      learners: status.config.learners.map(named),
+      commitIndex: status.commitIndex,
+      appliedIndex: status.appliedIndex,
+      eventLoopStallMsMax: Math.round(this.init.raft.tickStallMsMax),
+      warning: this.init.faultToleranceWarning(),
+    };
+  }
+
+  members(): Answer<'members'> {
+    const now = Date.now();
+    return this.init.membership.members().map((member) => ({
+      id: member.record.id,
+      name: member.record.name,
+      address: member.record.address,
+      state: member.state,
+      cpuMillis: member.record.cpuMillis,
+      memoryBytes: member.record.memoryBytes,
+      labels: member.record.labels,
+      drivers: member.record.drivers,
+      incarnation: member.record.incarnation,
+      lastHeardMsAgo: member.record.id === this.init.selfId ? 0 : now - member.lastHeardMs,
+      draining: this.init.state.nodes.get(member.record.id)?.draining ?? false,
+    }));
+  }
+
+  /** Drains a node (by name or id): no new tasks there, and its tasks move elsewhere. */
+  async drain(node: string, drain: boolean): Promise<void> {
+    await this.init.control.readBarrier();
+    const target = [...this.init.state.nodes.values()].find((n) => n.id === node || n.name === node);
+    if (!target) throw new ShoalError('NOT_FOUND', `no node ${node}; list nodes with shoal members`);
+    await this.init.control.proposeOrThrow({ type: 'drainNode', nodeId: target.id, drain, atMs: Date.now() });
+  }
+
+  /**
+   * `shoal leave` on this node: drains it, waits until its tasks have moved (at most leaveDrainTimeoutMs),
+   * then hands the process over to the shutdown handler (which hands over leadership and leaves).
+   */
+  async leaveCluster(): Promise<void> {
+    const { state, selfId } = this.init;
+    await this.drain(selfId, true);
+    const deadline = Date.now() + leaveDrainTimeoutMs;
+    while (state.liveTasksOn(selfId).length > 0 && Date.now() < deadline) await sleep(100);
+    const left = state.liveTasksOn(selfId).length;
+    if (left > 0) this.init.warn(`leaving with ${left} tasks not yet moved`);
+    setImmediate(() => this.init.requestLeave());
+  }
+
+  private async *followAnywhere(
+    taskId: string,
+    tailBytes: number,
+    signal: AbortSignal,
+  ): AsyncGenerator<LogFrame, void, undefined> {
+    const { state } = this.init;
+    for (;;) {
+      const task = state.tasks.get(taskId);
+      if (!task) {
+        yield { end: 'the task is gone' };
+        return;
+      }
+      if (task.nodeId !== null) break;
+      if (isTerminal(task.state)) {
+        yield { end: `task ${task.state}${task.reason === null ? '' : `: ${task.reason}`}` };
+        return;
+      }
+      // Not placed yet: its output will appear where it is placed.
+      await sleep(followPlacementPollMs);
+      if (signal.aborted) return;
+    }
+    const nodeId = state.tasks.get(taskId)?.nodeId ?? null;
+    if (nodeId === null) return;
+    if (nodeId === this.init.selfId) {
+      yield* this.followHere(taskId, tailBytes, signal);
+      return;
+    }
+    yield* followRemoteLogs(
+      this.init.libp2p,
+      peerIdFromString(nodeId),
+      this.init.nameOf(nodeId),
+      { taskId, tailBytes },
+      signal,
+    );
+  }
+
+  private requireTask(taskId: string): Task {
+    const task = this.init.state.tasks.get(taskId);
+    if (!task) throw new ShoalError('NOT_FOUND', `no task ${taskId}; list tasks with shoal ps`);
+    return task;
+  }
+
+  private taskView(task: Task): TaskView {
+    return {
+      id: task.id,
+      name: task.spec.name,
+      state: task.state,
+      node: task.nodeId === null ? null : this.init.nameOf(task.nodeId),
+      nodeId: task.nodeId,
+      exitCode: task.exitCode,
+      reason: task.reason,
+      attempt: task.attempt,
+      restart: task.spec.restart?.policy ?? 'never',
+      priority: task.spec.priority,
+      namespace: task.spec.namespace ?? defaultNamespace,
+      job: task.spec.job ?? null,
+      driver: task.spec.driver,
+      cpuMillis: task.spec.cpuMillis,
+      memoryBytes: task.spec.memoryBytes,
+      command: task.spec.command,
+      image: task.spec.image ?? null,
+      desired: isTerminal(task.state) ? 'none' : task.desired,
+      submittedAt: new Date(task.submittedAtMs).toISOString(),
+      updatedAt: new Date(task.updatedAtMs).toISOString(),
+    };
+  }
+}
+
+function tokenView(token: TokenRecord, nowMs: number): Answer<'tokens'>[number] {
+  return {
+    accessorId: token.accessorId,
+    name: token.name,
+    role: token.role,
+    namespaces: token.namespaces,
+    createdAt: new Date(token.createdAtMs).toISOString(),
+    expiresAt: token.expiresAtMs === null ? null : new Date(token.expiresAtMs).toISOString(),
+    expired: tokenExpired(token, nowMs),
+  };
+}
+
+function clampTail(tailBytes: number): number {
+  return Math.min(Math.max(tailBytes, 0), logsTailBytesMax);
+}

@@ -1,0 +1,15 @@
+export { advertisedHost, formatHostPort, parseHostPort, parseJoinTarget, type HostPort } from './address.ts';
+export {
+  apiDefault,
+  listenDefault,
+  nodeNamePattern,
+  reservedCpuMillisDefault,
+  reservedDiskBytesDefault,
+  reservedMemoryBytesDefault,
+  validateNodeConfig,
+  type NodeConfig,
+} from './config.ts';
+export { generateClusterKey, validateClusterKey } from './identity.ts';
+export { ShoalNode, apiSocketFileName, managementTokenFileName } from './node.ts';
+export { shoalVersion } from '../shared/index.ts';
+export { runAgentProcess, shutdownTaskGraceMs, type AgentProcessInit } from './process.ts';

@@ -1,0 +1,251 @@
+/**
+ * The leader's duties, run while this node is Raft's ready leader: register members as nodes in the
+ * replicated state and mark lost ones down (planNodeUpdates), keep the voter set healthy (planVoterChange),
+ * and run the allocator and commit its plans. Each duty proposes at most one change at a time; all of them
+ * run again on every applied entry, membership change, finished proposal and a periodic tick.
+ */
+import { type ClusterState, type Command, encodeCommand, Scheduler } from '../cluster/index.ts';
+import {
+  defaultVoterPolicy,
+  planVoterChange,
+  type RaftService,
+  type VoterCandidate,
+} from '../election/index.ts';
+import type { MembershipService, Member, MemberTransition } from '../membership/index.ts';
+import { errorMessage, type Logger } from '../shared/index.ts';
+import { preemptionGapOf, type NodeConfig } from './config.ts';
+import { writeTimeoutMs } from './control.ts';
+import type { LeaderLeases } from './lease.ts';
+import { planNodeUpdates, type MemberFacts } from './node-updates.ts';
+
+/** Placements per committed plan, so one plan stays a small log entry. */
+export const placementsPerPlanMax = 2000;
+/** The leader rebuilds its allocator from the state this often, whatever happens (see cluster/scheduler.ts). */
+export const schedulerRebuildIntervalMs = 5 * 60_000;
+/** The leader's duties also run this often with nothing to wake them (leases run out without an event). */
+export const leaderTickMs = 500;
+
+export interface LeaderInit {
+  readonly selfId: string;
+  readonly config: NodeConfig;
+  readonly state: ClusterState;
+  readonly raft: RaftService;
+  readonly membership: MembershipService;
+  readonly leases: LeaderLeases;
+  readonly logger: Logger;
+  /** What a member advertises, as a node record. */
+  readonly describe: (member: Member) => MemberFacts['description'];
+}
+
+export class LeaderDuties {
+  private readonly init: LeaderInit;
+  private tickTimer: NodeJS.Timeout | null = null;
+  private backoffTimer: NodeJS.Timeout | null = null;
+  private scheduled = false;
+  private stopped = false;
+  private planInFlight = false;
+  private configInFlight = false;
+  private readonly nodeUpdatesInFlight = new Set<string>();
+  /** The leader's allocator, kept in step with the state while this node leads (null otherwise). */
+  private scheduler: Scheduler | null = null;
+  /** When each member was last seen turning alive (for the voter promotion stability period). */
+  private readonly aliveSinceMs = new Map<string, number>();
+
+  constructor(init: LeaderInit) {
+    this.init = init;
+  }
+
+  start(): void {
+    this.tickTimer = setInterval(() => this.schedule(), leaderTickMs);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.tickTimer) clearInterval(this.tickTimer);
+    this.dropScheduler();
+  }
+
+  /** A member changed state: remember when it turned alive, and look again. */
+  memberTransition(transition: MemberTransition): void {
+    if (transition.to === 'alive') this.aliveSinceMs.set(transition.id, Date.now());
+    else this.aliveSinceMs.delete(transition.id);
+    this.schedule();
+  }
+
+  /** The members as the voter rules see them: state, and since when alive. */
+  voterCandidates(nowMs: number): VoterCandidate[] {
+    return this.init.membership.members().map((member) => ({
+      id: member.record.id,
+      state: member.state,
+      aliveSinceMs: member.state === 'alive' ? (this.aliveSinceMs.get(member.record.id) ?? nowMs) : null,
+      lastHeardMs: member.lastHeardMs,
+    }));
+  }
+
+  /** Runs the duties soon (once per turn of the event loop however often it is asked). */
+  schedule(): void {
+    if (this.scheduled || this.stopped) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      const { raft, state, leases } = this.init;
+      if (this.stopped || !raft.isReadyLeader()) {
+        this.dropScheduler();
+        return;
+      }
+      leases.leading(raft.status().term, state.nodes.keys(), Date.now());
+      this.reconcileNodes();
+      this.reconcileVoters();
+      this.runAllocator();
+    });
+  }
+
+  private reconcileNodes(): void {
+    const { selfId, membership, state, leases, raft } = this.init;
+    const nowMs = Date.now();
+    leases.renewed(selfId, nowMs);
+    const updates = planNodeUpdates({
+      members: membership.members().map((member) => ({
+        id: member.record.id,
+        name: member.record.name,
+        state: member.state,
+        lastHeardMs: member.lastHeardMs,
+        description: this.init.describe(member),
+      })),
+      known: state.nodes,
+      renewedMs: (id) => leases.lastRenewedMs(id),
+      inFlight: this.nodeUpdatesInFlight,
+      nowMs,
+    });
+    for (const { nodeId, name, command } of updates) {
+      this.nodeUpdatesInFlight.add(nodeId);
+      raft
+        .propose(encodeCommand(command), writeTimeoutMs)
+        .catch((error: unknown) =>
+          this.init.logger.debug('node update failed', { node: name, error: errorMessage(error) }),
+        )
+        .finally(() => this.nodeUpdatesInFlight.delete(nodeId));
+    }
+  }
+
+  /** Keeps the voter set healthy and odd from live members (see planVoterChange). One change at a time. */
+  private reconcileVoters(): void {
+    if (this.configInFlight) return;
+    const { raft } = this.init;
+    const status = raft.status();
+    const nowMs = Date.now();
+    const next = planVoterChange({
+      leaderId: this.init.selfId,
+      config: status.config,
+      members: this.voterCandidates(nowMs),
+      progress: status.progress,
+      commitIndex: status.commitIndex,
+      nowMs,
+      policy: this.init.config.voterPolicy ?? defaultVoterPolicy,
+    });
+    if (!next) return;
+    this.configInFlight = true;
+    raft
+      .proposeConfig(next, writeTimeoutMs)
+      .catch((error: unknown) =>
+        this.init.logger.debug('configuration change failed', { error: errorMessage(error) }),
+      )
+      .finally(() => {
+        this.configInFlight = false;
+        this.schedule();
+      });
+  }
+
+  /**
+   * Places pending tasks on live nodes with room (preempting lower priorities where the policy allows),
+   * and commits the plan. One plan in flight at a time.
+   */
+  private runAllocator(): void {
+    if (this.planInFlight) return;
+    const { raft, state } = this.init;
+    const scheduler = this.ensureScheduler();
+    const nowMs = Date.now();
+    let plan;
+    try {
+      plan = scheduler.plan(nowMs, placementsPerPlanMax);
+    } catch (error) {
+      this.init.logger.warn('the allocator failed; it is rebuilt from the state', {
+        error: errorMessage(error),
+      });
+      return;
+    } finally {
+      this.armBackoffTimer(scheduler, nowMs);
+    }
+    const reasons = plan.waiting.filter((w) => state.tasks.get(w.taskId)?.reason !== w.reason);
+    if (plan.placements.length === 0 && plan.preemptions.length === 0 && reasons.length === 0) return;
+    this.planInFlight = true;
+    const command: Command = {
+      type: 'assignTasks',
+      term: raft.status().term,
+      assignments: plan.placements,
+      ...(plan.preemptions.length === 0
+        ? {}
+        : { preemptions: plan.preemptions, preemptionPriorityGap: preemptionGapOf(this.init.config) }),
+      waiting: reasons,
+      atMs: Date.now(),
+    };
+    raft
+      .propose(encodeCommand(command), writeTimeoutMs)
+      .then(() => {
+        // Placements the log refused as stale stay pending: have their reasons reported again.
+        for (const { taskId } of plan.placements) {
+          if (state.tasks.get(taskId)?.state === 'pending') this.scheduler?.unplaced(taskId);
+        }
+      })
+      .catch((error: unknown) => {
+        this.init.logger.debug('plan commit failed', { error: errorMessage(error) });
+        // What the allocator assumed may not have happened: start again from the state.
+        this.dropScheduler();
+      })
+      .finally(() => {
+        this.planInFlight = false;
+        this.schedule();
+      });
+  }
+
+  private ensureScheduler(): Scheduler {
+    if (this.scheduler) return this.scheduler;
+    const { membership, leases, state } = this.init;
+    const scheduler = new Scheduler(state, {
+      preemptionPriorityGap: preemptionGapOf(this.init.config),
+      // Alive to membership and renewing its lease: a node that has just died but is not yet suspected
+      // stops renewing at once, so no new task goes to it in the seconds before membership notices.
+      isAlive: (nodeId) =>
+        membership.member(nodeId)?.state === 'alive' && leases.freshForPlacement(nodeId, Date.now()),
+      rebuildIntervalMs: schedulerRebuildIntervalMs,
+    });
+    this.scheduler = scheduler;
+    state.observer = scheduler;
+    return scheduler;
+  }
+
+  private dropScheduler(): void {
+    if (!this.scheduler) return;
+    this.scheduler.reset();
+    this.scheduler = null;
+    this.init.state.observer = null;
+    if (this.backoffTimer) clearTimeout(this.backoffTimer);
+    this.backoffTimer = null;
+  }
+
+  /** Wakes the allocator when the next restarted task's backoff ends. */
+  private armBackoffTimer(scheduler: Scheduler, nowMs: number): void {
+    const dueMs = scheduler.nextDueMs();
+    if (this.backoffTimer) clearTimeout(this.backoffTimer);
+    this.backoffTimer = null;
+    if (dueMs === null) return;
+    this.backoffTimer = setTimeout(
+      () => {
+        this.backoffTimer = null;
+        this.schedule();
+      },
+      Math.max(0, dueMs - nowMs) + 5,
+    );
+    this.backoffTimer.unref();
+  }
+}

@@ -1,0 +1,25 @@
+/**
+ * The runtime: the agent that runs what the log assigns to this node, its upkeep timers, and the task
+ * drivers. The public face of src/runtime; other modules import only from here.
+ */
+export {
+  Agent,
+  eventsFlushIntervalMs,
+  garbageTasksPerPassMax,
+  handlesFileName,
+  leaseStopGraceMs,
+  stopGraceMsDefault,
+  taskDirRetentionMsDefault,
+  type AgentInit,
+  type GarbageReport,
+  type TaskEventsBatch,
+  type TaskReport,
+} from './agent.ts';
+export {
+  Upkeep,
+  driverHealthIntervalMs,
+  garbageFirstDelayMs,
+  garbageIntervalMs,
+  type UpkeepInit,
+} from './upkeep.ts';
+export * from './drivers/index.ts';
