@@ -8,21 +8,14 @@
  *
  *   npm run build && npm run bench:failover [-- --rounds 20 --throughput-seconds 10]
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { TaskSpec } from '../src/cluster/index.ts';
-import {
-  client,
-  closeClients,
-  freePort,
-  managementToken,
-  useToken,
-  percentile,
-  requireBinary,
-} from './lib/bench.ts';
+import { client, closeClients, percentile, requireBinary } from './lib/bench.ts';
+import { cluster, leaderOf, sleep, start, stopAll, until } from './lib/cluster.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const binary = join(root, 'dist', 'shoal');
@@ -38,62 +31,6 @@ const rounds = Number(values.rounds);
 const throughputSeconds = Number(values['throughput-seconds']);
 const concurrency = Number(values.concurrency);
 
-interface Agent {
-  name: string;
-  api: string;
-  listen: string;
-  dataDir: string;
-  process: ChildProcess | null;
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function until<T>(what: string, probe: () => Promise<T | null>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    try {
-      const value = await probe();
-      if (value !== null) return value;
-    } catch {
-      // not yet
-    }
-    await sleep(20);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
-function start(agent: Agent, extra: string[]): void {
-  agent.process = spawn(
-    binary,
-    [
-      'agent',
-      '--name',
-      agent.name,
-      '--data-dir',
-      agent.dataDir,
-      '--listen',
-      agent.listen,
-      '--api',
-      agent.api,
-      '--cpu',
-      '4',
-      '--memory',
-      '4096',
-      '--docker-socket',
-      '/nonexistent',
-      '--log-level',
-      'warn',
-      ...extra,
-    ],
-    { stdio: ['ignore', 'ignore', 'ignore'] },
-  );
-}
-
-async function stopAll(agents: Agent[]): Promise<void> {
-  for (const agent of agents) agent.process?.kill('SIGKILL');
-  await sleep(200);
-}
-
 const taskSpec = (name: string, constraints: Record<string, string> = {}): TaskSpec => ({
   name,
   driver: 'exec',
@@ -105,54 +42,11 @@ const taskSpec = (name: string, constraints: Record<string, string> = {}): TaskS
   constraints,
 });
 
-async function cluster(size: number, root: string): Promise<Agent[]> {
-  const agents: Agent[] = [];
-  for (let i = 1; i <= size; i++) {
-    agents.push({
-      name: `b${i}`,
-      api: `127.0.0.1:${await freePort()}`,
-      listen: `127.0.0.1:${await freePort()}`,
-      dataDir: join(root, `b${i}-${size}`),
-      process: null,
-    });
-  }
-  const [first, ...rest] = agents;
-  if (!first) throw new Error('no agents');
-  start(first, []);
-  useToken(
-    await managementToken(first.dataDir),
-    agents.map((agent) => agent.api),
-  );
-  await until('the first agent', () => client(first.api).status());
-  const key = execFileSync('cat', [join(first.dataDir, 'cluster.key')])
-    .toString()
-    .trim();
-  for (const agent of rest) start(agent, ['--join', first.listen, '--key', key]);
-  await until(
-    `${size} voters`,
-    async () => {
-      const status = await client(first.api).status();
-      return status.voters.length === size ? status : null;
-    },
-    120_000,
-  );
-  return agents;
-}
-
-async function leaderOf(agents: Agent[]): Promise<Agent> {
-  return until('an agreed leader', async () => {
-    const statuses = await Promise.all(agents.map((a) => client(a.api, 2000).status()));
-    const name = statuses[0]?.leader?.name;
-    if (name === undefined || !statuses.every((s) => s.leader?.name === name)) return null;
-    return agents.find((a) => a.name === name) ?? null;
-  });
-}
-
 const workDir = mkdtempSync(join(tmpdir(), 'shoal-bench-failover-'));
 let stallMsMax = 0;
 try {
   // ---- failover ----
-  const five = await cluster(5, workDir);
+  const five = await cluster(binary, 5, workDir);
   const samples: number[] = [];
   for (let round = 0; round < rounds; round++) {
     const leader = await leaderOf(five);
@@ -164,7 +58,7 @@ try {
     // One submission: the node retries internally until a leader commits it.
     await client(via.api).submit(taskSpec(`failover${round}`));
     samples.push(performance.now() - killedAt);
-    start(leader, []);
+    start(binary, leader, []);
     await until('the restarted agent to catch up', async () => {
       const [mine, theirs] = await Promise.all([
         client(leader.api, 2000).status(),
@@ -205,7 +99,7 @@ try {
   }
 
   // ---- commit throughput with three voters ----
-  const three = await cluster(3, workDir);
+  const three = await cluster(binary, 3, workDir);
   const leader = await leaderOf(three);
   let committed = 0;
   const deadline = performance.now() + throughputSeconds * 1000;

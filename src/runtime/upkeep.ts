@@ -6,7 +6,7 @@
  */
 import type { TaskDriver } from '../cluster/index.ts';
 import { errorMessage, type Logger } from '../shared/index.ts';
-import type { Agent } from './agent.ts';
+import type { Agent, GarbageReport } from './agent.ts';
 import type { Driver } from './drivers/index.ts';
 
 /**
@@ -93,8 +93,11 @@ export class Upkeep {
     }
   }
 
-  /** One garbage collection pass, then the next one is scheduled. Skipped while no leader confirms the state. */
-  private async collectGarbage(): Promise<void> {
+  /**
+   * One garbage collection pass over the available drivers; null when it was skipped (no leader confirms
+   * the state). The pass is logged when it freed something.
+   */
+  async collectOnce(): Promise<GarbageReport | null> {
     try {
       await this.init.stateCurrent();
       const report = await this.init.agent.collectGarbage({ available: new Set(this.available) });
@@ -104,10 +107,16 @@ export class Upkeep {
           removedDirs: report.removedDirs.length,
         });
       }
+      return report;
     } catch (error) {
       this.init.logger.debug('garbage collection skipped', { error: errorMessage(error) });
-    } finally {
-      if (!this.stopped) this.garbageTimer = setTimeout(() => void this.collectGarbage(), garbageIntervalMs);
+      return null;
     }
+  }
+
+  /** One pass, then the next one is scheduled. */
+  private async collectGarbage(): Promise<void> {
+    await this.collectOnce();
+    if (!this.stopped) this.garbageTimer = setTimeout(() => void this.collectGarbage(), garbageIntervalMs);
   }
 }
