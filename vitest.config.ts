@@ -30,6 +30,8 @@ export const suites = {
       'test/membership/libp2p.test.ts',
       // One real agent, end to end: submit, run, restart, re-attach after SIGKILL, report (5.6 s).
       'test/e2e/runtime.test.ts',
+      // One real agent with --tls auto: refusal off loopback, login by fingerprint, ps over TLS (3.4 s; 5.6-7.1 s with the build).
+      'test/e2e/tls.test.ts',
       // This split's own check.
       'test/suites.test.ts',
     ],
@@ -48,7 +50,7 @@ export const suites = {
       // 6.5 s; docker and docker-engine (CI).
       'test/e2e/**/*.test.ts',
     ],
-    exclude: ['test/e2e/runtime.test.ts'],
+    exclude: ['test/e2e/runtime.test.ts', 'test/e2e/tls.test.ts'],
   },
 };
 

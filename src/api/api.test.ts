@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { format, resolveConfig } from 'prettier';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ShoalError, silentLogger } from '../shared/index.ts';
-import type { TaskSpec, TokenRecord } from '../cluster/index.ts';
+import type { ClusterEvent, EventFilter, TaskSpec, TokenRecord } from '../cluster/index.ts';
 import { ShoalClient } from './client.ts';
 import { openApiDocument } from './openapi.ts';
 import { renderApiReference } from './reference.ts';
@@ -42,6 +42,20 @@ const task: TaskView = {
 };
 
 const submitted: { spec: TaskSpec; replicas: number; gang: boolean; id?: string }[] = [];
+const eventsAsked: { index: number | null; filter: EventFilter }[] = [];
+const assigned: ClusterEvent = {
+  index: 4,
+  type: 'task:assigned',
+  at: new Date(0).toISOString(),
+  taskId: task.id,
+  name: 'web',
+  namespace: 'default',
+  job: null,
+  state: 'assigned',
+  attempt: 0,
+  nodeId: 'peer1',
+  node: 'n1',
+};
 
 /** One token per role, one restricted to a namespace, one expired; their secrets are the keys. */
 const tokens = new Map<string, TokenRecord>(
@@ -115,6 +129,17 @@ const backend: ApiBackend = {
   tasks: () => Promise.resolve([task]),
   task: () => Promise.resolve({ ...task, events: [{ at: new Date(0).toISOString(), message: 'submitted' }] }),
   logs: () => Promise.resolve({ stdout: 'out', stderr: '' }),
+  // A short stream that ends at once, so every request of it finishes.
+  events: (index, filter) => {
+    eventsAsked.push({ index, filter });
+    return Promise.resolve(
+      (async function* () {
+        yield await Promise.resolve({ type: 'reset' as const, index: 3 });
+        yield assigned;
+        yield { type: 'heartbeat' as const, index: 4 };
+      })(),
+    );
+  },
   followLogs: () =>
     Promise.resolve(
       (async function* () {
@@ -152,6 +177,8 @@ const backend: ApiBackend = {
   ],
   drain: () => Promise.resolve(),
   leaveCluster: () => Promise.resolve(),
+  clusterCa: () => ({ certificatePem: '-----BEGIN CERTIFICATE-----\n…\n-----END CERTIFICATE-----\n' }),
+  clusterKey: () => ({ key: 'ab'.repeat(32) }),
 };
 
 let servers: ApiServers;
@@ -202,6 +229,13 @@ async function raw(
   } catch {
     return { status: response.status, text };
   }
+}
+
+/** Every frame of a stream, once it ends. */
+async function collect<T>(stream: AsyncIterable<T>): Promise<T[]> {
+  const frames: T[] = [];
+  for await (const frame of stream) frames.push(frame);
+  return frames;
 }
 
 const spec: TaskSpec = {
@@ -256,11 +290,25 @@ describe('the server and the client', () => {
     await check('task', () => client.task(task.id));
     await check('taskLogs', () => client.logs(task.id, 10));
     await check('killTask', () => client.kill(task.id));
+    await check('events', () => collect(client.events({ index: 2 })));
     await check('createToken', () => client.createToken({ name: 'ci', role: 'deploy', ttlSeconds: 60 }));
     await check('tokens', () => client.tokens());
     await check('revokeToken', () => client.revokeToken('000000000001'));
+    await check('clusterCa', () => client.clusterCa());
+    await check('clusterKey', () => client.clusterKey());
     expect(answered.sort()).toEqual(Object.keys(routes).sort());
     expect(submitted.at(-1)).toMatchObject({ replicas: 3, gang: true, id: 'cccccccccccc' });
+  });
+
+  it('streams events as frames that match the documented frame schema, filtered as asked', async () => {
+    const frames = await collect(client.events({ index: 2, task: task.id, namespace: 'default' }));
+    expect(frames).toEqual([{ type: 'reset', index: 3 }, assigned, { type: 'heartbeat', index: 4 }]);
+    expect(eventsAsked.at(-1)).toEqual({ index: 2, filter: { task: task.id, namespace: 'default' } });
+    await collect(client.events());
+    expect(eventsAsked.at(-1)).toEqual({ index: null, filter: {} });
+    const answer = await raw('GET', '/v1/events?index=-1');
+    expect(answer.status).toBe(400);
+    expect((await raw('GET', '/v1/events?task=nope')).status).toBe(400);
   });
 
   it('streams a follow as frames that match the documented frame schema', async () => {
@@ -347,9 +395,12 @@ const samples: Record<RouteName, { method: string; path: string; body?: string }
   task: { method: 'GET', path: `/v1/tasks/${task.id}` },
   taskLogs: { method: 'GET', path: `/v1/tasks/${task.id}/logs` },
   killTask: { method: 'POST', path: `/v1/tasks/${task.id}/kill`, body: '{}' },
+  events: { method: 'GET', path: '/v1/events?index=0' },
   createToken: { method: 'POST', path: '/v1/acl/tokens', body: '{"name":"x","role":"read"}' },
   tokens: { method: 'GET', path: '/v1/acl/tokens' },
   revokeToken: { method: 'DELETE', path: '/v1/acl/tokens/000000000001' },
+  clusterCa: { method: 'GET', path: '/v1/ca' },
+  clusterKey: { method: 'GET', path: '/v1/cluster/key' },
 };
 
 const roleRank = ['read', 'deploy', 'operator', 'admin'];

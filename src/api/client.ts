@@ -5,6 +5,8 @@
  * server's code and message.
  */
 import { Agent, request, type ClientRequest, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { assert } from '../shared/assert.ts';
 import { ShoalError, errorMessage, isShoalErrorCode } from '../shared/errors.ts';
 import type { LogFrameJson } from '../shared/log-frames.ts';
 import {
@@ -14,10 +16,24 @@ import {
   type TaskSpec,
 } from '../cluster/index.ts';
 import { routePath, routes, type Answer, type RouteName, type TokenRequest } from './routes.ts';
+import { eventFrameSchema, type EventFrame } from './views.ts';
 
 export interface ClientInit {
-  /** host:port of a node's API, or unix:PATH for its Unix socket (on that node, as the agent's user). */
+  /**
+   * host:port of a node's API, https://host:port for one that speaks TLS (http://host:port: plain, as a
+   * bare host:port without `ca`), or unix:PATH for its Unix socket (on that node, as the agent's user).
+   */
   readonly address: string;
+  /**
+   * The CA certificate (PEM) the server's certificate must chain to; given, the client speaks HTTPS and
+   * trusts only this CA. An https:// address without it trusts the system's CAs.
+   */
+  readonly ca?: string;
+  /**
+   * HTTPS that accepts any server certificate: only to fetch the cluster CA's certificate, which the caller
+   * then checks against a fingerprint it was given (`shoal login`). Never with a token.
+   */
+  readonly unverified?: true;
   /** The token's secret, sent as `Authorization: Bearer …` (the Unix socket needs none). */
   readonly token?: string;
   /** How long a request may take, connection included (streams: only until the answer begins). */
@@ -31,6 +47,9 @@ export interface ClientInit {
 export const clientTimeoutMsDefault = 30_000;
 /** An address that names a Unix socket: unix:/var/lib/shoal/api.sock. */
 export const unixAddressPrefix = 'unix:';
+/** An address of an API that speaks TLS: https://10.0.0.1:4701. */
+export const httpsAddressPrefix = 'https://';
+const httpAddressPrefix = 'http://';
 /** The largest answer the client reads (a `ps` of a full cluster is far below it). */
 export const answerBytesMax = 256 * 1024 * 1024;
 
@@ -54,27 +73,51 @@ export class ShoalClient {
   private readonly host: string;
   private readonly port: number;
   private readonly socketPath: string | null;
+  /** Speaks HTTPS, with these TLS options (null: plain HTTP). */
+  private readonly tls: { readonly ca?: string; readonly rejectUnauthorized: boolean } | null;
   private readonly token: string | undefined;
   private readonly timeoutMs: number;
   private readonly localAddress: string | undefined;
   private readonly agent: Agent | false;
 
   constructor(init: ClientInit) {
+    assert(
+      init.unverified === undefined || init.token === undefined,
+      'no token goes to an unverified server',
+    );
     this.address = init.address;
     this.token = init.token;
+    let hostPort = init.address;
+    let secure = init.ca !== undefined || init.unverified === true;
     if (init.address.startsWith(unixAddressPrefix)) {
       this.socketPath = init.address.slice(unixAddressPrefix.length);
       this.host = 'localhost';
       this.port = 0;
+      secure = false;
     } else {
       this.socketPath = null;
-      const at = init.address.lastIndexOf(':');
-      this.host = init.address.slice(0, at).replace(/^\[|\]$/g, '');
-      this.port = Number(init.address.slice(at + 1));
+      if (hostPort.startsWith(httpsAddressPrefix)) {
+        hostPort = hostPort.slice(httpsAddressPrefix.length);
+        secure = true;
+      } else if (hostPort.startsWith(httpAddressPrefix)) {
+        hostPort = hostPort.slice(httpAddressPrefix.length);
+      }
+      hostPort = hostPort.replace(/\/+$/, '');
+      const at = hostPort.lastIndexOf(':');
+      this.host = hostPort.slice(0, at).replace(/^\[|\]$/g, '');
+      this.port = Number(hostPort.slice(at + 1));
     }
+    this.tls = secure
+      ? { ...(init.ca === undefined ? {} : { ca: init.ca }), rejectUnauthorized: init.unverified !== true }
+      : null;
     this.timeoutMs = init.timeoutMs ?? clientTimeoutMsDefault;
     this.localAddress = init.localAddress;
-    this.agent = init.keepAlive === false ? false : new Agent({ keepAlive: true });
+    this.agent =
+      init.keepAlive === false
+        ? false
+        : this.tls === null
+          ? new Agent({ keepAlive: true })
+          : new HttpsAgent({ keepAlive: true, ...this.tls });
   }
 
   /** Closes idle kept-alive connections, so a short-lived process can exit at once. */
@@ -147,19 +190,62 @@ export class ShoalClient {
     return this.call('leave', { body: {} });
   }
 
-  /**
-   * A task's output as it comes (`logs -f`): yields each newline-delimited JSON frame as it arrives, with no
-   * overall timeout once the answer has begun. An error answer before the stream throws like the calls.
-   */
+  /** The cluster CA's certificate (public: check it by its fingerprint before trusting it). */
+  clusterCa(): Promise<Answer<'clusterCa'>> {
+    return this.call('clusterCa');
+  }
+
+  /** The cluster key (admin). */
+  clusterKey(): Promise<Answer<'clusterKey'>> {
+    return this.call('clusterKey');
+  }
+
+  /** A task's output as it comes (`logs -f`): each frame as it arrives, until the task ends. */
   async *followLogs(
     taskId: string,
     options: { readonly tailBytes?: number; readonly signal?: AbortSignal } = {},
   ): AsyncGenerator<LogFrameJson, void, undefined> {
-    const path = this.pathOf('taskLogs', {
-      params: { task: taskId },
-      query: { follow: 1, tail: options.tailBytes },
-    });
-    const response = await this.open('GET', path, undefined, options.signal);
+    const request = { params: { task: taskId }, query: { follow: 1, tail: options.tailBytes } };
+    for await (const frame of this.lines('taskLogs', request, options.signal)) yield frame as LogFrameJson;
+  }
+
+  /**
+   * The cluster's events as this node applies them (`GET /v1/events`): every one after `index` that it
+   * still holds (absent: from now on), then new ones, until the caller stops reading or `signal` aborts.
+   * To resume, pass the index of the last heartbeat or reset read, or of the last event once one with a
+   * higher index has followed it (one entry's events may be cut apart when a connection breaks).
+   */
+  async *events(
+    options: {
+      readonly index?: number;
+      readonly task?: string;
+      readonly namespace?: string;
+      readonly signal?: AbortSignal;
+    } = {},
+  ): AsyncGenerator<EventFrame, void, undefined> {
+    const { index, task, namespace } = options;
+    for await (const line of this.lines('events', { query: { index, task, namespace } }, options.signal)) {
+      const parsed = eventFrameSchema.safeParse(line);
+      if (!parsed.success) {
+        throw new ShoalError(
+          'INTERNAL',
+          `${this.address} sent an event this client does not understand (${describeIssues(parsed.error)}); are the CLI and the agent the same version?`,
+        );
+      }
+      yield parsed.data;
+    }
+  }
+
+  /**
+   * A streaming route's answer (see Route.stream): each newline-delimited JSON line as it arrives, with no
+   * overall timeout once the answer has begun. An error answer before the stream throws like the calls.
+   */
+  private async *lines(
+    name: RouteName,
+    options: SendOptions,
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<unknown, void, undefined> {
+    const response = await this.open(routes[name].method, this.pathOf(name, options), undefined, signal);
     if (response.statusCode !== 200) {
       const text = await readAll(response);
       throw this.failure({ kind: 'answer', status: response.statusCode ?? 0, body: parseJson(text) });
@@ -173,12 +259,12 @@ export class ShoalClient {
         while (newline >= 0) {
           const line = buffered.slice(0, newline);
           buffered = buffered.slice(newline + 1);
-          if (line !== '') yield JSON.parse(line) as LogFrameJson;
+          if (line !== '') yield JSON.parse(line) as unknown;
           newline = buffered.indexOf('\n');
         }
       }
     } finally {
-      // Left early: close the connection, which ends the follow on the server.
+      // Left early: close the connection, which ends the stream on the server.
       response.destroy();
     }
   }
@@ -239,9 +325,11 @@ export class ShoalClient {
         if (!socket.connecting) connected = true;
         else socket.once('connect', () => (connected = true));
       });
-      req.on('error', (error) =>
-        done({ kind: connected ? 'unknown' : 'undelivered', error: causeOf(error) }),
-      );
+      req.on('error', (error) => {
+        const cause = causeOf(error);
+        // A certificate this client refuses ends the handshake: the request was never sent.
+        done({ kind: connected && !certificateRefused(cause) ? 'unknown' : 'undelivered', error: cause });
+      });
       req.end(payload);
     });
   }
@@ -279,22 +367,26 @@ export class ShoalClient {
         ? {}
         : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
     if (this.token !== undefined) headers['authorization'] = `Bearer ${this.token}`;
-    return request(
-      {
-        ...(this.socketPath === null
-          ? { host: this.host, port: this.port }
-          : { socketPath: this.socketPath }),
-        method,
-        path,
-        agent: this.agent,
-        ...(this.localAddress === undefined ? {} : { localAddress: this.localAddress }),
-        headers,
-      },
-      onResponse,
-    );
+    const options = {
+      ...(this.socketPath === null ? { host: this.host, port: this.port } : { socketPath: this.socketPath }),
+      method,
+      path,
+      agent: this.agent,
+      ...(this.localAddress === undefined ? {} : { localAddress: this.localAddress }),
+      headers,
+    };
+    return this.tls === null
+      ? request(options, onResponse)
+      : httpsRequest({ ...options, ...this.tls }, onResponse);
   }
 
   private failure(delivery: Delivery): ShoalError {
+    if (delivery.kind === 'undelivered' && certificateRefused(delivery.error)) {
+      return new ShoalError(
+        'UNAVAILABLE',
+        `refusing shoal at ${this.address}: its TLS certificate is not one this client trusts (${delivery.error}); log in again with shoal login ADDR --ca-fingerprint SHA256, or give --ca FILE`,
+      );
+    }
     if (delivery.kind === 'undelivered') {
       return new ShoalError(
         'UNAVAILABLE',
@@ -302,7 +394,15 @@ export class ShoalClient {
       );
     }
     if (delivery.kind === 'unknown') {
-      return new ShoalError('UNAVAILABLE', `no answer from shoal at ${this.address}: ${delivery.error}`);
+      // A TLS listener answers plain HTTP with a TLS alert or by hanging up; say what is the likely cause.
+      const hint =
+        this.tls === null && this.socketPath === null
+          ? '; if that node serves its API over TLS, use https://HOST:PORT, --ca FILE or shoal login'
+          : '';
+      return new ShoalError(
+        'UNAVAILABLE',
+        `no answer from shoal at ${this.address}: ${delivery.error}${hint}`,
+      );
     }
     const error = (delivery.body as { error?: { code?: unknown; message?: unknown } } | null)?.error;
     if (isShoalErrorCode(error?.code) && typeof error.message === 'string') {
@@ -335,6 +435,22 @@ function parseJson(text: string): unknown {
   } catch {
     return null;
   }
+}
+
+/** Node's codes for a server certificate the client does not accept. */
+const certificateErrorCodes = new Set([
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+]);
+
+function certificateRefused(cause: string): boolean {
+  return certificateErrorCodes.has(cause.split(':')[0] ?? '');
 }
 
 function causeOf(error: Error): string {

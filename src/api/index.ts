@@ -2,6 +2,7 @@ export {
   ShoalClient,
   answerBytesMax,
   clientTimeoutMsDefault,
+  httpsAddressPrefix,
   unixAddressPrefix,
   type ClientInit,
   type Delivery,
@@ -21,12 +22,16 @@ export {
 export {
   requestBytesMax,
   startApiServer,
+  tlsVersionMin,
   type ApiBackend,
+  type ApiTlsIdentity,
   type ApiServerInit,
   type ApiServers,
 } from './server.ts';
+export { eventFrameSchema } from './views.ts';
 export type {
   ErrorBody,
+  EventFrame,
   HealthView,
   MemberView,
   StatusView,

@@ -45,7 +45,11 @@ function operation(name: string, route: Route): JsonSchema {
       schema: jsonSchema(schema, 'input'),
     })),
   ];
-  const answerContent: JsonSchema = { 'application/json': { schema: jsonSchema(route.answer, 'output') } };
+  // A route that always streams has no plain JSON answer.
+  const answerContent: JsonSchema =
+    route.stream && route.stream.when === undefined
+      ? {}
+      : { 'application/json': { schema: jsonSchema(route.answer, 'output') } };
   if (route.stream) {
     answerContent['application/x-ndjson'] = {
       description: route.stream.description,

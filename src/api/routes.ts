@@ -17,6 +17,8 @@ import {
 } from '../cluster/index.ts';
 import { whole } from '../shared/schema.ts';
 import {
+  clusterCaViewSchema,
+  clusterKeyViewSchema,
   drainAnswerSchema,
   healthViewSchema,
   newTokenAnswerSchema,
@@ -25,6 +27,7 @@ import {
   killAnswerSchema,
   leaveAnswerSchema,
   memberViewSchema,
+  eventFrameSchema,
   namespaceListSchema,
   namespaceViewSchema,
   statusViewSchema,
@@ -61,8 +64,11 @@ export interface Route {
   /** The answer's schema (200, or 201 when `created`). */
   readonly answer: z.ZodMiniType;
   readonly created?: boolean;
-  /** A query parameter that turns the answer into a stream of newline-delimited JSON frames. */
-  readonly stream?: { readonly when: string; readonly frame: z.ZodMiniType; readonly description: string };
+  /**
+   * The answer as a stream of newline-delimited JSON frames: when the query parameter `when` is true, or
+   * always when `when` is absent (then `answer` is the frame's schema too).
+   */
+  readonly stream?: { readonly when?: string; readonly frame: z.ZodMiniType; readonly description: string };
 }
 
 const taskParam = {
@@ -211,6 +217,28 @@ export const routes = {
     body: z.strictObject({}),
     answer: killAnswerSchema,
   },
+  events: {
+    method: 'GET',
+    path: '/v1/events',
+    access: 'read',
+    summary:
+      'Task, node and leader changes as they happen, from a Raft index on: resumable, so clients need not poll',
+    query: {
+      index: {
+        schema: whole(0),
+        description:
+          'Send every event after this Raft index first (the index of the last event or heartbeat read); default: from now on',
+      },
+      task: { ...taskParam.task, description: "Only this task's events" },
+      namespace: nameParam('Only the events of tasks in this namespace'),
+    },
+    answer: eventFrameSchema,
+    stream: {
+      frame: eventFrameSchema,
+      description:
+        'Newline-delimited JSON, one {"index", "type", …} per line in index order: the retained events after index (after {"type":"reset"} if some are gone), a {"type":"heartbeat"} once caught up and every 10 s when quiet, then new events until the client goes away; {"type":"error"} ends it',
+    },
+  },
   createToken: {
     method: 'POST',
     path: '/v1/acl/tokens',
@@ -246,6 +274,21 @@ export const routes = {
       },
     },
     answer: revokeAnswerSchema,
+  },
+  clusterCa: {
+    method: 'GET',
+    path: '/v1/ca',
+    access: 'public',
+    summary:
+      "The cluster CA's certificate (PEM), which signs each node's API certificate under --tls auto; check it by its SHA-256 fingerprint before trusting it (shoal login does)",
+    answer: clusterCaViewSchema,
+  },
+  clusterKey: {
+    method: 'GET',
+    path: '/v1/cluster/key',
+    access: 'admin',
+    summary: 'The cluster key, a secret: another node joins with it (shoal key show)',
+    answer: clusterKeyViewSchema,
   },
 } as const satisfies Record<string, Route>;
 

@@ -1,10 +1,13 @@
 /**
  * The HTTP API the CLI talks to. Bound to 127.0.0.1 by default: anyone who can reach it can run tasks.
+ * Its TCP listener speaks HTTPS when given a certificate (an agent serving it off loopback must).
  * Any node accepts any request; writes are forwarded to the leader by the node. Requests are dispatched
  * on the route table (routes.ts); bodies and queries are validated here, before the backend sees them.
  */
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { SecureContextOptions } from 'node:tls';
 import type * as z from 'zod/mini';
 import {
   defaultNamespace,
@@ -12,11 +15,13 @@ import {
   describeIssues,
   namespacePolicySchema,
   type Caller,
+  type EventFilter,
   type TokenRecord,
   type NamespacePolicySpec,
   type SubmitOptions,
   type TaskSpec,
 } from '../cluster/index.ts';
+import { assert } from '../shared/assert.ts';
 import { ShoalError, errorMessage, type ShoalErrorCode } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 import { frameToJson, type LogFrame } from '../shared/log-frames.ts';
@@ -31,6 +36,7 @@ import {
   type RouteName,
   type TokenRequest,
 } from './routes.ts';
+import type { EventFrame } from './views.ts';
 
 /** The largest request body the API reads. */
 export const requestBytesMax = 1024 * 1024;
@@ -47,6 +53,11 @@ export interface ApiBackend {
   logs(taskId: string, tailBytes: number): Promise<Answer<'taskLogs'>>;
   /** Checks the task exists (rejecting before any output), then streams its output until it ends or signal aborts. */
   followLogs(taskId: string, tailBytes: number, signal: AbortSignal): Promise<AsyncIterable<LogFrame>>;
+  /**
+   * The events after `index` (null: from now on) that match `filter`, then new ones, until signal aborts;
+   * rejects at once (UNAVAILABLE) when the node serves as many streams as it may.
+   */
+  events(index: number | null, filter: EventFilter, signal: AbortSignal): Promise<AsyncIterable<EventFrame>>;
   health(): Answer<'health'>;
   /** The token a secret belongs to; UNAUTHENTICATED when it is unknown, revoked or expired. */
   authenticate(secret: string): TokenRecord;
@@ -59,6 +70,10 @@ export interface ApiBackend {
   members(): Answer<'members'>;
   drain(node: string, drain: boolean): Promise<void>;
   leaveCluster(): Promise<void>;
+  /** The cluster CA's certificate; NOT_FOUND while the cluster has none (no node runs --tls auto). */
+  clusterCa(): Answer<'clusterCa'>;
+  /** The cluster key (admin only: it lets a node join). */
+  clusterKey(): Answer<'clusterKey'>;
 }
 
 const httpStatus: Record<ShoalErrorCode, number> = {
@@ -90,6 +105,8 @@ export interface ApiServerInit {
   readonly logger: Logger;
   /** A TCP listener: every route but the public ones needs a token. */
   readonly tcp?: { readonly host: string; readonly port: number };
+  /** The TCP listener speaks HTTPS with this certificate (none: plain HTTP, for loopback only). */
+  readonly tls?: ApiTlsIdentity;
   /**
    * A Unix socket, made mode 0600 in the (0700) data dir: only its owner (the user who runs the agent) can
    * connect, and may do anything without a token, as that user could anyway.
@@ -97,19 +114,32 @@ export interface ApiServerInit {
   readonly unixSocket?: string;
 }
 
+/** A TLS listener's certificate chain (the server's certificate first, then its issuers) and key, PEM. */
+export interface ApiTlsIdentity {
+  readonly certificatePem: string;
+  readonly keyPem: string;
+}
+
+/** TLS 1.2 and 1.3 only: every supported client speaks them; older versions have known weaknesses. */
+export const tlsVersionMin = 'TLSv1.2';
+
 export interface ApiServers {
   /** The TCP listener's port (the one asked for, or the one given for port 0); null without one. */
   readonly tcpPort: number | null;
+  /** Serves a new certificate from the next connection on (a renewal); throws on a listener without TLS. */
+  setTls(identity: ApiTlsIdentity): void;
   close(): void;
 }
 
 export async function startApiServer(init: ApiServerInit): Promise<ApiServers> {
   const servers: Server[] = [];
   let tcpPort: number | null = null;
+  let tlsServer: HttpsServer | null = null;
   try {
     if (init.tcp) {
       const { host, port } = init.tcp;
-      const server = makeServer(init, 'token');
+      const { server, secure } = makeServer(init, 'token', init.tls);
+      tlsServer = secure;
       servers.push(server);
       await listen(server, `${host}:${port}`, () => server.listen(port, host));
       const address = server.address();
@@ -118,7 +148,7 @@ export async function startApiServer(init: ApiServerInit): Promise<ApiServers> {
     if (init.unixSocket !== undefined) {
       const path = init.unixSocket;
       removeStaleSocket(path);
-      const server = makeServer(init, 'local');
+      const { server } = makeServer(init, 'local');
       servers.push(server);
       // Made with no permissions for anyone else from the first instant (umask), then set to 0600.
       const umask = process.umask(0o177);
@@ -135,6 +165,10 @@ export async function startApiServer(init: ApiServerInit): Promise<ApiServers> {
   }
   return {
     tcpPort,
+    setTls: (identity) => {
+      assert(tlsServer !== null, 'only a TLS listener takes a new certificate');
+      tlsServer.setSecureContext(secureContext(identity));
+    },
     close: () => {
       for (const server of servers) {
         server.close();
@@ -144,9 +178,13 @@ export async function startApiServer(init: ApiServerInit): Promise<ApiServers> {
   };
 }
 
-function makeServer(init: ApiServerInit, listener: 'token' | 'local'): Server {
+function makeServer(
+  init: ApiServerInit,
+  listener: 'token' | 'local',
+  tls?: ApiTlsIdentity,
+): { readonly server: Server; readonly secure: HttpsServer | null } {
   const { backend, logger } = init;
-  const server = createServer((request, response) => {
+  const handle = (request: IncomingMessage, response: ServerResponse): void => {
     route(backend, listener, request, response).catch((error: unknown) => {
       const shoalError =
         error instanceof ShoalError ? error : new ShoalError('INTERNAL', errorMessage(error));
@@ -161,7 +199,14 @@ function makeServer(init: ApiServerInit, listener: 'token' | 'local'): Server {
         error: { code: shoalError.code, message: shoalError.message },
       });
     });
-  });
+  };
+  // The handshake gets the headers' time: a client that opens a connection and stays silent is cut off.
+  const secure =
+    tls === undefined
+      ? null
+      : createHttpsServer({ ...secureContext(tls), handshakeTimeout: headersTimeoutMs }, handle);
+  // An HTTPS server is an HTTP server (node:https's Server extends node:http's), with the same limits below.
+  const server: Server = secure ?? createServer(handle);
   server.headersTimeout = headersTimeoutMs;
   server.requestTimeout = requestTimeoutMs;
   server.keepAliveTimeout = keepAliveTimeoutMs;
@@ -171,7 +216,11 @@ function makeServer(init: ApiServerInit, listener: 'token' | 'local'): Server {
     if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
     else socket.destroy();
   });
-  return server;
+  return { server, secure };
+}
+
+function secureContext(identity: ApiTlsIdentity): SecureContextOptions {
+  return { cert: identity.certificatePem, key: identity.keyPem, minVersion: tlsVersionMin };
 }
 
 function listen(server: Server, where: string, start: () => void): Promise<void> {
@@ -248,10 +297,31 @@ const handlers: Record<RouteName, Handler> = {
     const tail = (query['tail'] as number | undefined) ?? logsLimitBytesDefault;
     const taskId = params['task'] ?? '';
     if (query['follow'] === true) {
-      await streamLogs(backend, taskId, tail, http, response);
+      await streamLines(
+        (signal) => backend.followLogs(taskId, tail, signal),
+        frameToJson,
+        (code, message) => ({ error: { code, message } }),
+        http,
+        response,
+      );
       return undefined;
     }
     return backend.logs(taskId, tail);
+  },
+  events: async (backend, { query, http, response }) => {
+    const { index, task, namespace } = query as { index?: number; task?: string; namespace?: string };
+    const filter: EventFilter = {
+      ...(task === undefined ? {} : { task }),
+      ...(namespace === undefined ? {} : { namespace }),
+    };
+    await streamLines(
+      (signal) => backend.events(index ?? null, filter, signal),
+      (frame) => frame,
+      (code, message): EventFrame => ({ type: 'error', error: { code, message } }),
+      http,
+      response,
+    );
+    return undefined;
   },
   createToken: (backend, { body }) => backend.createToken(body as TokenRequest),
   tokens: (backend) => backend.tokens(),
@@ -265,6 +335,8 @@ const handlers: Record<RouteName, Handler> = {
     await backend.kill(id);
     return { id, desired: 'kill' } satisfies Answer<'killTask'>;
   },
+  clusterCa: (backend) => Promise.resolve(backend.clusterCa()),
+  clusterKey: (backend) => Promise.resolve(backend.clusterKey()),
 };
 
 async function route(
@@ -365,36 +437,42 @@ function fromQueryText(schema: z.ZodMiniType, text: string): unknown {
 }
 
 /**
- * Streams a task's output as newline-delimited JSON frames (see LogFrameJson), chunked, until the task ends or
- * the client goes away; a failure after the headers went out is the last frame, {"error": …}.
+ * Streams frames (a task's output, events) as newline-delimited JSON, chunked, until they end or the client
+ * goes away, which aborts the signal `open` gets; a failure after the headers went out is the last line,
+ * errorLine(code, message). Written as the client reads: a slow reader holds back the frames, not memory.
  */
-async function streamLogs(
-  backend: ApiBackend,
-  taskId: string,
-  tailBytes: number,
+async function streamLines<F>(
+  open: (signal: AbortSignal) => Promise<AsyncIterable<F>>,
+  toJson: (frame: F) => unknown,
+  errorLine: (code: ShoalErrorCode, message: string) => unknown,
   request: IncomingMessage,
   response: ServerResponse,
 ): Promise<void> {
   const gone = new AbortController();
   response.on('close', () => gone.abort());
-  const frames = await backend.followLogs(taskId, tailBytes, gone.signal);
+  const frames = await open(gone.signal);
   response.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
-  // The status line now, so a client knows the follow began even if the task is quiet.
+  // The status line now, so a client knows the stream began even if nothing comes for a while.
   response.flushHeaders();
   try {
     for await (const frame of frames) {
       if (gone.signal.aborted) break;
-      if (!response.write(`${JSON.stringify(frameToJson(frame))}\n`)) {
-        await new Promise((resolve) => {
-          response.once('drain', resolve);
-          response.once('close', resolve);
+      if (!response.write(`${JSON.stringify(toJson(frame))}\n`)) {
+        // Both listeners go once either fires: a long stream must not collect them.
+        await new Promise<void>((resolve) => {
+          const done = (): void => {
+            response.off('drain', done);
+            response.off('close', done);
+            resolve();
+          };
+          response.once('drain', done);
+          response.once('close', done);
         });
       }
     }
   } catch (error) {
     const code = error instanceof ShoalError ? error.code : 'INTERNAL';
-    if (!gone.signal.aborted)
-      response.write(`${JSON.stringify({ error: { code, message: errorMessage(error) } })}\n`);
+    if (!gone.signal.aborted) response.write(`${JSON.stringify(errorLine(code, errorMessage(error)))}\n`);
   }
   response.end();
   request.resume();

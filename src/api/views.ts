@@ -5,6 +5,7 @@
  */
 import * as z from 'zod/mini';
 import {
+  clusterEventSchema,
   namespacePolicySchema,
   restartPolicies,
   taskDrivers,
@@ -128,6 +129,25 @@ export const newTokenAnswerSchema = z.object({ ...tokenViewSchema.shape, secret:
 export type NewTokenAnswer = z.infer<typeof newTokenAnswerSchema>;
 
 export const revokeAnswerSchema = z.object({ accessorId: z.string(), revoked: z.literal(true) });
+
+/** The cluster CA's certificate (public): users pin it by its SHA-256 fingerprint (`shoal login`). */
+export const clusterCaViewSchema = z.object({ certificatePem: z.string() });
+/** The cluster key (secret): what another node needs to join (`shoal agent --join … --key KEY`). */
+export const clusterKeyViewSchema = z.object({ key: z.string() });
+
+/**
+ * One line of `GET /v1/events`: an event (see cluster/events.ts), or what the stream says of itself. A reset
+ * says events up to its index are gone from this node (re-read the state); every event after it follows. A
+ * heartbeat says the stream has sent everything up to its index: once after the retained events, then
+ * whenever it has been quiet for a while. An error is the last line.
+ */
+export const eventFrameSchema = z.discriminatedUnion('type', [
+  clusterEventSchema,
+  z.object({ type: z.literal('reset'), index: z.int() }),
+  z.object({ type: z.literal('heartbeat'), index: z.int() }),
+  z.object({ type: z.literal('error'), error: z.object({ code: z.string(), message: z.string() }) }),
+]);
+export type EventFrame = z.infer<typeof eventFrameSchema>;
 
 /** Every error answer: a stable code and a message a user can act on. */
 export const errorBodySchema = z.object({ error: z.object({ code: z.string(), message: z.string() }) });

@@ -1,7 +1,13 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { matchRoute, type MemberView, type StatusView } from '../api/index.ts';
+import {
+  matchRoute,
+  type EventFrame,
+  type MemberView,
+  type StatusView,
+  type TaskDetailView,
+} from '../api/index.ts';
 import { globalUsage, main } from './cli.ts';
 import { commands } from './commands/index.ts';
 import { announceSubmission } from './commands/run.ts';
@@ -125,12 +131,42 @@ describe('global flags before or after the command, against an API', () => {
     eventLoopStallMsMax: 3,
     warning: 'one voter: the cluster stops if n1 is lost',
   };
+  const at = '2025-01-02T03:04:05.678Z';
+  const task = { taskId: 'aaaaaaaaaaaa', name: 'web', namespace: 'default', job: null, attempt: 0 };
+  const frames: EventFrame[] = [
+    { type: 'reset', index: 4 },
+    { index: 5, type: 'task:submitted', at, ...task, state: 'pending' },
+    { index: 6, type: 'task:assigned', at, ...task, state: 'assigned', nodeId: 'p1', node: 'n1' },
+    { type: 'heartbeat', index: 6 },
+    {
+      index: 7,
+      type: 'task:state',
+      at,
+      ...task,
+      state: 'failed',
+      nodeId: 'p1',
+      node: 'n1',
+      reason: 'oops',
+      exitCode: 3,
+    },
+    { index: 8, type: 'node:down', at, nodeId: 'p1', node: 'n1', reason: 'gone quiet' },
+    { index: 8, type: 'leader:elected', at, term: 3, leaderId: 'p2', leader: 'n2' },
+  ];
+  let eventsQuery = '';
   let server: Server;
   let address: string;
 
   beforeAll(async () => {
     server = createServer((request, response) => {
-      const route = matchRoute(request.method ?? 'GET', new URL(request.url ?? '/', 'http://x').pathname);
+      const url = new URL(request.url ?? '/', 'http://x');
+      const route = matchRoute(request.method ?? 'GET', url.pathname);
+      if (route?.name === 'events') {
+        // The stream, then the connection drops, as when the node goes away.
+        eventsQuery = url.search;
+        response.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        response.end(frames.map((frame) => `${JSON.stringify(frame)}\n`).join(''));
+        return;
+      }
       const body = route?.name === 'members' ? [member] : route?.name === 'status' ? status : null;
       response.writeHead(body === null ? 404 : 200, { 'content-type': 'application/json' });
       response.end(
@@ -169,6 +205,32 @@ describe('global flags before or after the command, against an API', () => {
     );
     expect(formatStatus({ ...status, warning: null })).not.toContain('warning');
     expect(JSON.parse((await shoal(['--addr', address, 'status', '--json'])).stdout)).toEqual(status);
+  });
+
+  it('prints events one a line, and says where to go on from when the stream ends', async () => {
+    const result = await shoal(['events', '--addr', address, '--index', '2', '--task', 'aaaaaaaaaaaa']);
+    expect(eventsQuery).toBe('?index=2&task=aaaaaaaaaaaa');
+    expect(result.code).toBe(1);
+    expect(result.stdout).toBe(
+      '4  reset: earlier events are gone from this node; what happened up to here is in shoal ps\n' +
+        '5  03:04:05.678  task:submitted  aaaaaaaaaaaa web  namespace default\n' +
+        '6  03:04:05.678  task:assigned  aaaaaaaaaaaa web  to n1\n' +
+        '7  03:04:05.678  task:state  aaaaaaaaaaaa web  failed on n1: oops (exit code 3)\n' +
+        '8  03:04:05.678  node:down  n1  gone quiet\n' +
+        '8  03:04:05.678  leader:elected  n2  term 3\n',
+    );
+    // Index 8 may not have come whole: the last index read in full is 7.
+    expect(result.stderr).toBe(
+      `shoal events: the event stream from ${address} ended; go on with --index 7\n`,
+    );
+    const json = await shoal(['events', '--addr', address, '--json']);
+    expect(
+      json.stdout
+        .trimEnd()
+        .split('\n')
+        .map((line) => JSON.parse(line) as unknown),
+    ).toEqual(frames);
+    expect(eventsQuery).toBe('');
   });
 
   it('says in one line which node it could not reach, and exits 1', async () => {
@@ -210,5 +272,126 @@ describe('what shoal run prints once a task is committed', () => {
         stderr: '',
       });
     }
+  });
+});
+
+describe('shoal run watches its task until it runs', () => {
+  const id = 'aaaaaaaaaaaa';
+  const at = '2025-01-02T03:04:05.678Z';
+  let streams = true;
+  let reads = 0;
+  let eventQueries: string[] = [];
+  let server: Server;
+  let address: string;
+
+  /** The task: pending at the first read, running from the second on. */
+  function detail(): TaskDetailView {
+    const running = reads > 1;
+    return {
+      id,
+      name: 'true',
+      state: running ? 'running' : 'pending',
+      node: running ? 'n1' : null,
+      nodeId: running ? 'p1' : null,
+      exitCode: null,
+      reason: null,
+      attempt: 0,
+      restart: 'never',
+      priority: 50,
+      namespace: 'default',
+      job: null,
+      driver: 'exec',
+      cpuMillis: 100,
+      memoryBytes: 64 * 1024 * 1024,
+      command: ['true'],
+      image: null,
+      desired: 'run',
+      submittedAt: at,
+      updatedAt: at,
+      events: [
+        { at, message: 'submitted' },
+        ...(running
+          ? [
+              { at, message: 'assigned to n1' },
+              { at, message: 'running' },
+            ]
+          : []),
+      ],
+    };
+  }
+
+  beforeAll(async () => {
+    server = createServer((request, response) => {
+      const url = new URL(request.url ?? '/', 'http://x');
+      const route = matchRoute(request.method ?? 'GET', url.pathname);
+      const json = (status: number, body: unknown): void => {
+        response.writeHead(status, { 'content-type': 'application/json' });
+        response.end(JSON.stringify(body));
+      };
+      if (route?.name === 'submit') return json(201, { id, ids: [id] });
+      if (route?.name === 'task') {
+        reads++;
+        return json(200, detail());
+      }
+      if (route?.name === 'events' && streams) {
+        // Open until the client goes: a heartbeat once subscribed, then the task's change a little later.
+        eventQueries.push(url.search);
+        response.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        response.write(`${JSON.stringify({ type: 'heartbeat', index: 9 })}\n`);
+        const change: EventFrame = {
+          index: 10,
+          type: 'task:state',
+          at,
+          taskId: id,
+          name: 'true',
+          namespace: 'default',
+          job: null,
+          state: 'running',
+          attempt: 0,
+          nodeId: 'p1',
+          node: 'n1',
+          reason: null,
+          exitCode: null,
+        };
+        const timer = setTimeout(() => response.write(`${JSON.stringify(change)}\n`), 50);
+        response.on('close', () => clearTimeout(timer));
+        return;
+      }
+      return json(404, { error: { code: 'NOT_FOUND', message: 'no such route in this test' } });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    address = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  const expected = (): string =>
+    `submitting true to ${address}…\n` +
+    `committed by a quorum: task ${id}\n` +
+    '  03:04:05.678  submitted\n' +
+    '  03:04:05.678  assigned to n1\n' +
+    '  03:04:05.678  running\n' +
+    `task ${id} is running on n1\n`;
+
+  it('reads the task again when its event stream says it changed', async () => {
+    streams = true;
+    reads = 0;
+    eventQueries = [];
+    const result = await shoal(['run', '--addr', address, '--', 'true']);
+    expect(result).toEqual({ code: 0, stdout: `${id}\n`, stderr: expected() });
+    // Once when the stream opened, once for the change.
+    expect(reads).toBe(2);
+    expect(eventQueries).toEqual([`?task=${id}`]);
+  });
+
+  it('polls the task when the node has no event stream', async () => {
+    streams = false;
+    reads = 0;
+    const result = await shoal(['run', '--addr', address, '--', 'true']);
+    expect(result).toEqual({ code: 0, stdout: `${id}\n`, stderr: expected() });
+    expect(reads).toBe(2);
   });
 });

@@ -4,8 +4,10 @@
  * help. The dispatcher (cli.ts) finds a command by name and hands it the arguments after that name.
  */
 import { ShoalClient } from '../api/index.ts';
+import { readCliConfig } from './config.ts';
 import {
   apiAddress,
+  apiCa,
   apiToken,
   asksForHelp,
   helpFlags,
@@ -109,16 +111,27 @@ function formatUsage(
   );
 }
 
-/** A client of the node --addr names; closed once `use` settles, so no kept-alive socket holds the process. */
+/**
+ * A client of the node --addr names (or `shoal login` stored), with its token and CA; closed once `use`
+ * settles, so no kept-alive socket holds the process.
+ */
 export async function withClient<T>(
-  values: { readonly addr: string | undefined; readonly token: string | undefined },
+  values: {
+    readonly addr: string | undefined;
+    readonly token: string | undefined;
+    readonly ca?: string | undefined;
+  },
   use: (client: ShoalClient) => Promise<T>,
   timeoutMs?: number,
 ): Promise<T> {
-  const token = apiToken(values);
+  const config = readCliConfig();
+  const address = apiAddress(values, config);
+  const token = apiToken(values, config);
+  const ca = apiCa(values, address, config);
   const client = new ShoalClient({
-    address: apiAddress(values),
+    address,
     ...(token === undefined ? {} : { token }),
+    ...(ca === undefined ? {} : { ca }),
     ...(timeoutMs === undefined ? {} : { timeoutMs }),
   });
   try {

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import {
   apiAddress,
+  apiCa,
+  apiToken,
   parseCounts,
   parseFlags,
   parseLabelRule,
@@ -102,15 +104,26 @@ describe('global flags before or after the command', () => {
     expect(() => splitCommandLine(['--addr'])).toThrow(/--addr needs a value \(HOST:PORT\)/);
   });
 
-  it('takes the API address from --addr, else SHOAL_ADDR, else the default', () => {
+  it("takes the API address from --addr, else SHOAL_ADDR, else shoal login's, else the default", () => {
     const saved = process.env['SHOAL_ADDR'];
     try {
       delete process.env['SHOAL_ADDR'];
       expect(apiAddress({ addr: undefined })).toBe('127.0.0.1:4701');
+      const config = { address: 'https://10.0.0.9:4701' };
+      expect(apiAddress({ addr: undefined }, config)).toBe('https://10.0.0.9:4701');
       process.env['SHOAL_ADDR'] = '10.0.0.1:5000';
-      expect(apiAddress({ addr: undefined })).toBe('10.0.0.1:5000');
+      // Off loopback an agent serves its API only over TLS.
+      expect(apiAddress({ addr: undefined }, config)).toBe('https://10.0.0.1:5000');
       expect(apiAddress({ addr: '[::1]:4701' })).toBe('[::1]:4701');
+      expect(apiAddress({ addr: '127.0.0.2:4701', ca: 'ca.pem' })).toBe('https://127.0.0.2:4701');
+      expect(apiAddress({ addr: 'https://127.0.0.1:4701/' })).toBe('https://127.0.0.1:4701');
+      expect(apiAddress({ addr: 'http://10.0.0.1:4701' })).toBe('10.0.0.1:4701');
       expect(() => apiAddress({ addr: 'nohost' })).toThrow(/--addr/);
+      expect(apiToken({ token: undefined }, { ...config, token: 'shoal_stored' })).toBe(
+        process.env['SHOAL_TOKEN'] ?? 'shoal_stored',
+      );
+      expect(apiCa({}, 'https://10.0.0.1:4701', { ...config, caPem: 'PEM' })).toBe('PEM');
+      expect(apiCa({}, '127.0.0.1:4701', { ...config, caPem: 'PEM' })).toBeUndefined();
     } finally {
       if (saved === undefined) delete process.env['SHOAL_ADDR'];
       else process.env['SHOAL_ADDR'] = saved;

@@ -7,12 +7,20 @@
 import { parseArgs } from 'node:util';
 import { portMax } from '../allocator/index.ts';
 import { cpuMillisMax, type LabelConstraintSpec } from '../cluster/index.ts';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { unixAddressPrefix } from '../api/index.ts';
-import { apiDefault, apiSocketFileName, formatHostPort, parseHostPort } from '../node/index.ts';
+import { httpsAddressPrefix, unixAddressPrefix } from '../api/index.ts';
+import {
+  apiDefault,
+  apiSocketFileName,
+  certificateFingerprint,
+  formatHostPort,
+  isLoopbackHost,
+  parseHostPort,
+} from '../node/index.ts';
 import { errorMessage, invalidArgument, mebibyte } from '../shared/index.ts';
+import { cliConfigPath, type CliConfig } from './config.ts';
 
 /** One flag: how parseArgs reads it and how the usage text shows it. */
 export interface FlagSpec {
@@ -56,12 +64,17 @@ export const apiFlags = {
   addr: {
     type: 'string',
     value: 'HOST:PORT',
-    help: `the node's API: HOST:PORT, or unix:PATH for its socket (default: $SHOAL_ADDR, else ~/.shoal/${apiSocketFileName} if there, else ${apiDefault})`,
+    help: `the node's API: [https://]HOST:PORT (https off loopback), or unix:PATH for its socket (default: $SHOAL_ADDR, else shoal login's, else ~/.shoal/${apiSocketFileName} if there, else ${apiDefault})`,
   },
   token: {
     type: 'string',
     value: 'SECRET',
-    help: "the API token (default: $SHOAL_TOKEN); the node's Unix socket needs none",
+    help: "the API token (default: $SHOAL_TOKEN, else shoal login's); the node's Unix socket needs none",
+  },
+  ca: {
+    type: 'string',
+    value: 'FILE',
+    help: "the CA certificate (PEM) the node's API certificate must chain to; implies https (default: shoal login's)",
   },
 } as const satisfies FlagSpecs;
 
@@ -163,17 +176,36 @@ export function splitCommandLine(argv: readonly string[]): {
 }
 
 /**
- * The API address: --addr, else $SHOAL_ADDR, else the Unix socket of an agent run with the default data
- * dir (~/.shoal) when it is there (no token needed), else the default TCP address.
+ * The API address: --addr, else $SHOAL_ADDR, else the one `shoal login` stored, else the Unix socket of an
+ * agent run with the default data dir (~/.shoal) when it is there (no token needed), else the default TCP
+ * address. A HOST:PORT is https:// when given so, with --ca, or off loopback (where an agent serves its API
+ * only over TLS); plain HTTP otherwise.
  */
-export function apiAddress(values: { readonly addr: string | undefined }): string {
-  const address = values.addr ?? process.env['SHOAL_ADDR'] ?? localSocketAddress() ?? apiDefault;
+export function apiAddress(
+  values: { readonly addr: string | undefined; readonly ca?: string | undefined },
+  config: CliConfig | null = null,
+): string {
+  const environment = process.env['SHOAL_ADDR'];
+  const source =
+    values.addr !== undefined
+      ? '--addr'
+      : environment !== undefined
+        ? 'SHOAL_ADDR'
+        : config !== null
+          ? cliConfigPath()
+          : 'the default address';
+  const address = values.addr ?? environment ?? config?.address ?? localSocketAddress() ?? apiDefault;
   if (address.startsWith(unixAddressPrefix)) {
-    if (address.length === unixAddressPrefix.length)
-      throw invalidArgument(`${values.addr === undefined ? 'SHOAL_ADDR' : '--addr'} unix: needs a path`);
+    if (address.length === unixAddressPrefix.length) throw invalidArgument(`${source} unix: needs a path`);
     return address;
   }
-  return formatHostPort(parseHostPort(address, values.addr === undefined ? 'SHOAL_ADDR' : '--addr'));
+  const scheme = /^(https?):\/\//i.exec(address);
+  const hostPort = parseHostPort(address.slice(scheme?.[0].length ?? 0).replace(/\/+$/, ''), source);
+  const secure =
+    scheme === null
+      ? values.ca !== undefined || !isLoopbackHost(hostPort.host)
+      : scheme[1]?.toLowerCase() === 'https';
+  return `${secure ? httpsAddressPrefix : ''}${formatHostPort(hostPort)}`;
 }
 
 function localSocketAddress(): string | null {
@@ -181,10 +213,42 @@ function localSocketAddress(): string | null {
   return existsSync(path) ? `${unixAddressPrefix}${path}` : null;
 }
 
-/** The API token: --token, else $SHOAL_TOKEN; none (the Unix socket needs none). */
-export function apiToken(values: { readonly token: string | undefined }): string | undefined {
-  const token = values.token ?? process.env['SHOAL_TOKEN'];
+/** The API token: --token, else $SHOAL_TOKEN, else the one `shoal login` stored; none (the Unix socket needs none). */
+export function apiToken(
+  values: { readonly token: string | undefined },
+  config: CliConfig | null = null,
+): string | undefined {
+  const token = values.token ?? process.env['SHOAL_TOKEN'] ?? config?.token;
   return token === undefined || token.trim() === '' ? undefined : token.trim();
+}
+
+/**
+ * The CA an https address's certificate must chain to: --ca FILE, else the one `shoal login` stored; none
+ * (the system's CAs) when neither. Plain addresses take none.
+ */
+export function apiCa(
+  values: { readonly ca?: string | undefined },
+  address: string,
+  config: CliConfig | null = null,
+): string | undefined {
+  if (!address.startsWith(httpsAddressPrefix)) return undefined;
+  return values.ca === undefined ? config?.caPem : readCertificateFile(values.ca, '--ca');
+}
+
+/** A PEM certificate file; INVALID_ARGUMENT naming the flag when it is unreadable or holds none. */
+export function readCertificateFile(file: string, flag: string): string {
+  let pem: string;
+  try {
+    pem = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw invalidArgument(`cannot read ${flag} ${file}: ${errorMessage(error)}`);
+  }
+  try {
+    certificateFingerprint(pem);
+  } catch {
+    throw invalidArgument(`${flag} ${file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+  }
+  return pem;
 }
 
 /**

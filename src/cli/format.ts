@@ -2,7 +2,14 @@
  * How the CLI shows the API's views to people. The views carry quantities in their units (`cpuMillis`,
  * `memoryBytes`, `lastHeardMsAgo`); here they become cores, MiB and seconds. Pure: views in, text out.
  */
-import type { MemberView, StatusView, TaskDetailView, TaskView, TokenView } from '../api/index.ts';
+import type {
+  EventFrame,
+  MemberView,
+  StatusView,
+  TaskDetailView,
+  TaskView,
+  TokenView,
+} from '../api/index.ts';
 import type { NamespacePolicySpec } from '../cluster/index.ts';
 import { mebibyte } from '../shared/index.ts';
 
@@ -132,4 +139,47 @@ export function formatTokens(tokens: readonly TokenView[]): string {
     ]);
   }
   return formatTable(rows);
+}
+
+/**
+ * One line of `shoal events`: INDEX TIME TYPE, the task or node, then what happened; null for a heartbeat
+ * (a person needs no line that says nothing happened).
+ */
+export function formatEvent(frame: EventFrame): string | null {
+  const head = (event: { index: number; at: string; type: string }): string =>
+    `${event.index}  ${event.at.slice(11, 23)}  ${event.type}`;
+  const task = (event: { taskId: string; name: string }): string => `${event.taskId} ${event.name}`;
+  switch (frame.type) {
+    case 'heartbeat':
+      return null;
+    case 'reset':
+      return `${frame.index}  reset: earlier events are gone from this node; what happened up to here is in shoal ps\n`;
+    case 'error':
+      return `error: ${frame.error.message}\n`;
+    case 'task:submitted':
+      return `${head(frame)}  ${task(frame)}  namespace ${frame.namespace}${frame.job === null ? '' : `, job ${frame.job}`}\n`;
+    case 'task:assigned':
+      return `${head(frame)}  ${task(frame)}  to ${frame.node}\n`;
+    case 'task:state': {
+      const where = frame.node === null ? '' : ` on ${frame.node}`;
+      const reason = frame.reason === null ? '' : `: ${frame.reason}`;
+      const exit =
+        frame.exitCode === null || frame.reason?.includes('exit code') === true
+          ? ''
+          : ` (exit code ${frame.exitCode})`;
+      return `${head(frame)}  ${task(frame)}  ${frame.state}${where}${reason}${exit}\n`;
+    }
+    case 'task:desired':
+      return `${head(frame)}  ${task(frame)}  ${frame.desired}${frame.reason === null ? '' : `: ${frame.reason}`}\n`;
+    case 'task:note':
+      return `${head(frame)}  ${task(frame)}  ${frame.message}\n`;
+    case 'node:up':
+      return `${head(frame)}  ${frame.node}\n`;
+    case 'node:down':
+      return `${head(frame)}  ${frame.node}  ${frame.reason}\n`;
+    case 'node:draining':
+      return `${head(frame)}  ${frame.node}  ${frame.draining ? 'draining' : 'drain cancelled'}\n`;
+    case 'leader:elected':
+      return `${head(frame)}  ${frame.leader}  term ${frame.term}\n`;
+  }
 }

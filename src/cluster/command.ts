@@ -21,6 +21,7 @@ import {
   type TaskState,
 } from './task.ts';
 import { accessorIdPattern, tokenRecordSchema, type TokenRecord } from './tokens.ts';
+import { clusterCaSchema, type ClusterCaRecord } from './ca.ts';
 
 export interface NodeResources {
   readonly cpuMillis: number;
@@ -111,7 +112,12 @@ export type Command =
   | { readonly type: 'setNamespace'; readonly policy: NamespacePolicySpec; readonly atMs: number }
   /** An API token: its record, with the hash of its secret (the secret itself is never in the log). */
   | { readonly type: 'createToken'; readonly token: TokenRecord; readonly atMs: number }
-  | { readonly type: 'revokeToken'; readonly accessorId: string; readonly atMs: number };
+  | { readonly type: 'revokeToken'; readonly accessorId: string; readonly atMs: number }
+  /**
+   * The cluster's CA, made by the first node that needs one (`--tls auto`); a second is refused (CONFLICT)
+   * and its proposer uses the committed one. Its key travels sealed (see ca.ts).
+   */
+  | { readonly type: 'setClusterCa'; readonly ca: ClusterCaRecord; readonly atMs: number };
 
 /**
  * The preemption gap that turns preemption off: above the widest difference between two priorities, so no
@@ -189,6 +195,7 @@ const commandSchema = z.discriminatedUnion('type', [
     accessorId: z.string().check(z.regex(accessorIdPattern)),
     atMs: timeMs,
   }),
+  z.strictObject({ type: z.literal('setClusterCa'), ca: clusterCaSchema, atMs: timeMs }),
 ]);
 
 /** A command as it is written to the log. */

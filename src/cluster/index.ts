@@ -6,6 +6,17 @@ export {
   type StateObserver,
 } from './state.ts';
 export {
+  clusterEventSchema,
+  deriveEvents,
+  eventBasis,
+  eventMatches,
+  type ClusterEvent,
+  type ClusterEventType,
+  type EventBasis,
+  type EventFilter,
+  type EventSource,
+} from './events.ts';
+export {
   decodeCommand,
   encodeCommand,
   preemptionPriorityGapOff,
@@ -75,4 +86,5 @@ export {
   type TokenRecord,
   type TokenRole,
 } from './tokens.ts';
+export { openCaKey, sealCaKey, type ClusterCaRecord } from './ca.ts';
 export { defaultNamespace } from '../allocator/index.ts';

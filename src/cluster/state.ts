@@ -17,6 +17,7 @@ import {
 } from './task.ts';
 import type { Assignment, ClusterNode, Command, NodeResources, PreemptionCommand } from './command.ts';
 import { tokensMax, type TokenRecord } from './tokens.ts';
+import type { ClusterCaRecord } from './ca.ts';
 
 /** What a node's live tasks hold. */
 interface Usage {
@@ -62,6 +63,8 @@ interface StateSnapshot {
   readonly namespaces?: NamespacePolicySpec[];
   /** Absent in snapshots from before tokens. */
   readonly tokens?: TokenRecord[];
+  /** Absent in snapshots from before the cluster CA. */
+  readonly clusterCa?: ClusterCaRecord | null;
 }
 
 /** Terminal tasks kept for `shoal ps` and `shoal logs`; older ones are forgotten so state stays bounded. */
@@ -97,6 +100,8 @@ export class ClusterState {
   /** API tokens by accessor id, and the same by the hash of their secret (what a request is looked up by). */
   readonly tokens = new Map<string, TokenRecord>();
   private readonly tokensBySecretHash = new Map<string, TokenRecord>();
+  /** The CA that signs nodes' API certificates under `--tls auto`; null until a node needs one. */
+  clusterCa: ClusterCaRecord | null = null;
   appliedIndex = 0;
 
   apply(index: number, command: Command): ApplyResult {
@@ -153,6 +158,12 @@ export class ClusterState {
         return this.createToken(command.token);
       case 'revokeToken':
         return this.revokeToken(command.accessorId);
+      case 'setClusterCa':
+        // One CA per cluster: two nodes that raced to make one both use the first committed.
+        if (this.clusterCa !== null)
+          return { ok: false, code: 'CONFLICT', message: 'the cluster has a CA already' };
+        this.clusterCa = command.ca;
+        return { ok: true };
     }
   }
 
@@ -197,6 +208,7 @@ export class ClusterState {
       terminalOrder: this.terminalOrder,
       namespaces: [...this.namespaces.values()],
       tokens: [...this.tokens.values()],
+      clusterCa: this.clusterCa,
     } satisfies StateSnapshot);
   }
 
@@ -212,6 +224,7 @@ export class ClusterState {
     this.namespaces.clear();
     this.tokens.clear();
     this.tokensBySecretHash.clear();
+    this.clusterCa = snapshot.clusterCa ?? null;
     this.liveCount = 0;
     this.appliedIndex = snapshot.appliedIndex;
     for (const policy of snapshot.namespaces ?? []) this.namespaces.set(policy.name, policy);

@@ -3,7 +3,7 @@
  * writes through the leader (control.ts), and answers with the API's views (api/views.ts).
  */
 import { peerIdFromString } from '@libp2p/peer-id';
-import type { Answer, ApiBackend, TaskView, TokenRequest } from '../api/index.ts';
+import type { Answer, ApiBackend, EventFrame, TaskView, TokenRequest } from '../api/index.ts';
 import {
   defaultNamespace,
   expandSubmission,
@@ -15,6 +15,7 @@ import {
   tokenExpired,
   type TokenRecord,
   type ClusterState,
+  type EventFilter,
   type NamespacePolicySpec,
   type SubmitOptions,
   type Task,
@@ -26,6 +27,7 @@ import { readTaskLogs } from '../runtime/index.ts';
 import { mebibyte, ShoalError, shoalVersion } from '../shared/index.ts';
 import type { LogFrame } from '../shared/log-frames.ts';
 import type { Control } from './control.ts';
+import type { EventHub } from './events.ts';
 import { followLocalLogs, followRemoteLogs } from './follow.ts';
 import { sleep } from './lease.ts';
 import type { ShoalLibp2p } from './p2p.ts';
@@ -54,6 +56,10 @@ export interface BackendInit {
   /** `shoal leave` has drained this node: the process stops it. */
   readonly requestLeave: () => void;
   readonly warn: (message: string) => void;
+  /** The events this node derived from the log it applied, and the leaders it saw. */
+  readonly events: EventHub;
+  /** The cluster key: `shoal key show` prints it for an admin, so another node can join. */
+  readonly clusterKey: string;
 }
 
 export class NodeBackend implements ApiBackend {
@@ -135,6 +141,11 @@ export class NodeBackend implements ApiBackend {
     await this.init.control.readBarrier();
     this.requireTask(taskId);
     return this.followAnywhere(taskId, clampTail(tailBytes), signal);
+  }
+
+  /** `GET /v1/events`: from this node's own ring, without a quorum round (events are not replicated). */
+  events(index: number | null, filter: EventFilter, signal: AbortSignal): Promise<AsyncIterable<EventFrame>> {
+    return Promise.resolve(this.init.events.open(index, filter, signal));
   }
 
   /** A follow asked of this node by another: the task runs here. */
@@ -264,6 +275,21 @@ export class NodeBackend implements ApiBackend {
     const left = state.liveTasksOn(selfId).length;
     if (left > 0) this.init.warn(`leaving with ${left} tasks not yet moved`);
     setImmediate(() => this.init.requestLeave());
+  }
+
+  clusterCa(): Answer<'clusterCa'> {
+    // From this node's state, without a quorum round: the route is public, and a CA, once set, never changes.
+    const ca = this.init.state.clusterCa;
+    if (ca === null)
+      throw new ShoalError(
+        'NOT_FOUND',
+        "this cluster has no CA: no node serves its API with --tls auto (with --tls-cert, ask the operator for the certificate's CA and give it to the CLI as --ca FILE)",
+      );
+    return { certificatePem: ca.certificatePem };
+  }
+
+  clusterKey(): Answer<'clusterKey'> {
+    return { key: this.init.clusterKey };
   }
 
   private async *followAnywhere(

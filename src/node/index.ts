@@ -1,4 +1,11 @@
-export { advertisedHost, formatHostPort, parseHostPort, parseJoinTarget, type HostPort } from './address.ts';
+export {
+  advertisedHost,
+  formatHostPort,
+  isLoopbackHost,
+  parseHostPort,
+  parseJoinTarget,
+  type HostPort,
+} from './address.ts';
 export {
   apiDefault,
   listenDefault,
@@ -13,3 +20,11 @@ export { generateClusterKey, validateClusterKey } from './identity.ts';
 export { ShoalNode, apiSocketFileName, managementTokenFileName } from './node.ts';
 export { shoalVersion } from '../shared/index.ts';
 export { runAgentProcess, shutdownTaskGraceMs, type AgentProcessInit } from './process.ts';
+export {
+  apiCertificateCheckIntervalMs,
+  apiCertificateRenewBeforeMs,
+  apiCertificateValidityMs,
+  certificateFingerprint,
+  parseFingerprint,
+} from './certificates.ts';
+export { type ApiTlsMode } from './tls.ts';

@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import {
   ClusterState,
   decodeCommand,
+  deriveEvents,
+  eventBasis,
   newAccessorId,
   newTokenSecret,
   type ApplyResult,
@@ -45,6 +47,7 @@ import { advertisedHost, formatHostPort, toMultiaddr } from './address.ts';
 import { NodeBackend, logsTailBytesMax } from './backend.ts';
 import { offeredResources, validateNodeConfig, type NodeConfig } from './config.ts';
 import { Control, readIndexTimeoutMs } from './control.ts';
+import { EventHub } from './events.ts';
 import { serveLogs } from './follow.ts';
 import { ensureDataDir, loadOrCreateNodeKey, nextIncarnation, resolveClusterKey } from './identity.ts';
 import { LeaderDuties } from './leader.ts';
@@ -79,6 +82,8 @@ export class ShoalNode {
   readonly config: NodeConfig;
   readonly logger: Logger;
   readonly state = new ClusterState();
+  /** What the applied log and the leaders seen here amount to, for `GET /v1/events`. */
+  readonly events = new EventHub();
   readonly clusterKey: string;
   /** This node made the cluster (and its key) at this start. */
   readonly createdCluster: boolean;
@@ -129,6 +134,11 @@ export class ShoalNode {
   /** What the API serves. */
   get backend(): NodeBackend {
     return this.started.backend;
+  }
+
+  /** Writes and linearizable reads through the leader (the API's certificates use it: tls.ts). */
+  get control(): Control {
+    return this.started.control;
   }
 
   private get started(): Parts {
@@ -182,6 +192,7 @@ export class ShoalNode {
       snapshotState: () => this.state.toSnapshot(),
       restoreState: (data) => {
         this.state.restore(data);
+        this.events.restored(this.state.appliedIndex);
         this.made.agent?.schedule();
       },
       // Not a reconcile per change: Raft reports one for every heartbeat and ReadIndex round, and a
@@ -294,6 +305,8 @@ export class ShoalNode {
       faultToleranceWarning: () => this.faultToleranceWarning(),
       requestLeave: () => this.onLeaveRequested?.(),
       warn: (message) => logger.warn(message),
+      events: this.events,
+      clusterKey: this.clusterKey,
     });
     made.backend = backend;
 
@@ -366,6 +379,7 @@ export class ShoalNode {
     made.agent?.stop();
     made.membership?.stop();
     made.raft?.stop();
+    this.events.close();
     try {
       await made.libp2p?.stop();
     } catch (error) {
@@ -401,7 +415,10 @@ export class ShoalNode {
       return undefined;
     }
     if (entry.kind !== 'command') return undefined;
-    const result = this.state.apply(entry.index, decodeCommand(entry.index, entry.data));
+    const command = decodeCommand(entry.index, entry.data);
+    const basis = eventBasis(this.state, command);
+    const result = this.state.apply(entry.index, command);
+    this.events.append(entry.index, deriveEvents(entry.index, command, basis, this.state));
     this.made.agent?.schedule();
     this.made.leader?.schedule();
     return result;
@@ -423,8 +440,22 @@ export class ShoalNode {
     if (key === this.leaderKey) return;
     this.leaderKey = key;
     this.made.agent?.schedule();
+    if (leader === null) return;
+    // Stamped with the last index applied here, not the commit index: entries committed but not yet
+    // applied come later in the stream with higher indexes, so the stream stays in index order.
+    const index = Math.max(this.events.lastIndex, status.appliedIndex);
+    this.events.append(index, [
+      {
+        index,
+        type: 'leader:elected',
+        at: new Date().toISOString(),
+        term: status.term,
+        leaderId: leader,
+        leader: this.nameOf(leader),
+      },
+    ]);
     // Not from inside Raft's callback: renewing asks Raft for a read index.
-    if (leader !== null) setImmediate(() => void this.renewLease());
+    setImmediate(() => void this.renewLease());
   }
 
   /** Confirms with the leader that it still hears this node (see lease.ts). */

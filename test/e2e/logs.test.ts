@@ -1,14 +1,14 @@
 /**
  * Task events and live logs across nodes: `shoal run` shows a task's events until it runs, `shoal inspect`
- * lists them, and `shoal logs -f` on a node that does not run the task streams its output as it is written
- * and ends when the task ends.
+ * lists them, `GET /v1/events` streams them with their Raft indexes (and resumes from one), and `shoal logs
+ * -f` on a node that does not run the task streams its output as it is written and ends when the task ends.
  */
 import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestCluster, binaryPath, buildBinary, waitFor, type TestAgent } from '../helpers/cluster.ts';
-import type { TaskView } from '../../src/api/index.ts';
+import { ShoalClient, type EventFrame, type TaskView } from '../../src/api/index.ts';
 
 type TaskRow = TaskView;
 
@@ -63,6 +63,53 @@ describe('task events and shoal logs -f across nodes', { timeout: 180_000 }, () 
       return detail.state === 'killed' ? detail : null;
     });
     expect(killed.events.map((e) => e.message)).toContain('kill requested');
+  });
+
+  it('streams a task submitted, assigned, running and finished; resumed from an index, only what came after', async () => {
+    const client = new ShoalClient({ address: first.socket });
+    try {
+      const signal = AbortSignal.timeout(60_000);
+      const stream = client.events({ signal })[Symbol.asyncIterator]();
+      // Open once the first heartbeat comes: from then on nothing is missed.
+      expect((await stream.next()).value).toMatchObject({ type: 'heartbeat' });
+      const submitted = await first.cli(['run', '--constraint', 'role=worker', '--', 'sleep', '1']);
+      expect(submitted.code, submitted.stderr).toBe(0);
+      const id = submitted.stdout.trim();
+      const seen: EventFrame[] = [];
+      for (;;) {
+        const next = await stream.next();
+        if (next.done === true) throw new Error('the event stream ended');
+        const frame = next.value;
+        if (!('taskId' in frame) || frame.taskId !== id) continue;
+        seen.push(frame);
+        if (frame.type === 'task:state' && frame.state === 'finished') break;
+      }
+      await stream.return(undefined);
+      const label = (frame: EventFrame): string =>
+        frame.type === 'task:state' ? frame.state : frame.type.replace('task:', '');
+      const milestones = ['submitted', 'assigned', 'running', 'finished'].map((step) => {
+        const frame = seen.find((candidate) => label(candidate) === step);
+        if (frame === undefined || !('index' in frame))
+          throw new Error(`no ${step} event: ${JSON.stringify(seen)}`);
+        return frame;
+      });
+      const indexes = milestones.map((frame) => ('index' in frame ? frame.index : 0));
+      expect(indexes).toEqual([...indexes].sort((a, b) => a - b));
+      expect(new Set(indexes).size).toBe(4);
+      expect(milestones[1]).toMatchObject({ type: 'task:assigned', node: 'l2', name: 'sleep' });
+      expect(milestones[3]).toMatchObject({ node: 'l2', exitCode: 0 });
+      // Resumed from the assignment: the events after it, as the first stream saw them, then a heartbeat.
+      const from = indexes[1] ?? 0;
+      const resumed: EventFrame[] = [];
+      for await (const frame of client.events({ index: from, task: id, signal })) {
+        if (frame.type === 'heartbeat') break;
+        resumed.push(frame);
+      }
+      expect(resumed).toEqual(seen.filter((frame) => 'index' in frame && frame.index > from));
+      expect(resumed.map(label)).toContain('running');
+    } finally {
+      client.close();
+    }
   });
 
   it('shoal run ends non-zero with the reason when the command does not exist', async () => {

@@ -69,6 +69,8 @@ export interface AgentOptions {
   labels?: Record<string, string>;
   /** A Docker engine socket; by default none, so only the exec driver is healthy. */
   dockerSocket?: string;
+  /** The host the API listens on (default 127.0.0.1). */
+  apiHost?: string;
   extraArgs?: string[];
 }
 
@@ -91,7 +93,7 @@ export class TestAgent {
   }
 
   get api(): string {
-    return `127.0.0.1:${this.apiPort}`;
+    return `${this.options.apiHost ?? '127.0.0.1'}:${this.apiPort}`;
   }
 
   get address(): string {

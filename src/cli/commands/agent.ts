@@ -15,6 +15,7 @@ import {
   parseJoinTarget,
   runAgentProcess,
   validateClusterKey,
+  type ApiTlsMode,
   type NodeConfig,
 } from '../../node/index.ts';
 import { createLogger, errorMessage, invalidArgument, mebibyte } from '../../shared/index.ts';
@@ -43,6 +44,17 @@ const options = {
   },
   listen: { type: 'string', value: 'HOST:PORT', help: `the cluster listener (default ${listenDefault})` },
   api: { type: 'string', value: 'HOST:PORT', help: `where the HTTP API listens (default ${apiDefault})` },
+  tls: {
+    type: 'string',
+    value: 'auto',
+    help: "serve the API over TLS with a certificate from the cluster's CA (needed off loopback)",
+  },
+  'tls-cert': {
+    type: 'string',
+    value: 'FILE',
+    help: "serve the API over TLS with this certificate (PEM, chain) instead of the cluster CA's",
+  },
+  'tls-key': { type: 'string', value: 'FILE', help: "the key of --tls-cert's certificate (PEM)" },
   join: {
     type: 'string',
     multiple: true,
@@ -113,6 +125,7 @@ export const agentCommand: Command = defineCommand({
     await runAgentProcess({
       config,
       api,
+      tls: apiTlsMode(values),
       logger: createLogger({ level }),
       write: (text) => process.stdout.write(text),
       exit: (code) => process.exit(code),
@@ -166,6 +179,20 @@ export function agentConfig(values: FlagValues<typeof options>): NodeConfig {
           voterPolicy: { ...defaultVoterPolicy, deadVoterRemovalMs: Math.round(removalDelaySeconds * 1000) },
         }),
   };
+}
+
+/** --tls auto, or --tls-cert with --tls-key, or neither (plain HTTP, which the agent allows on loopback only). */
+function apiTlsMode(values: FlagValues<typeof options>): ApiTlsMode {
+  const auto = parseChoice(values.tls, '--tls', ['auto']) !== null;
+  const certificateFile = values['tls-cert'];
+  const keyFile = values['tls-key'];
+  if (auto && (certificateFile !== undefined || keyFile !== undefined))
+    throw invalidArgument('give --tls auto, or --tls-cert FILE --tls-key FILE, not both');
+  if (auto) return { kind: 'auto' };
+  if (certificateFile === undefined && keyFile === undefined) return { kind: 'off' };
+  if (certificateFile === undefined || keyFile === undefined)
+    throw invalidArgument('--tls-cert FILE and --tls-key FILE go together');
+  return { kind: 'files', certificateFile, keyFile };
 }
 
 /** --key or --key-file; null: the node reads its data dir's key, or makes one for a new cluster. */

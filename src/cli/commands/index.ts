@@ -1,7 +1,9 @@
 /** The table of commands, in the order `shoal help` lists them. */
 import type { Command } from '../command.ts';
+import { caCommand, keyCommand, loginCommand } from './access.ts';
 import { aclCommand } from './acl.ts';
 import { agentCommand } from './agent.ts';
+import { eventsCommand } from './events.ts';
 import { logsCommand } from './logs.ts';
 import { namespaceCommand } from './namespace.ts';
 import { drainCommand, leaveCommand, membersCommand } from './nodes.ts';
@@ -15,6 +17,7 @@ export const commands: readonly Command[] = [
   psCommand,
   inspectCommand,
   logsCommand,
+  eventsCommand,
   killCommand,
   drainCommand,
   leaveCommand,
@@ -22,5 +25,8 @@ export const commands: readonly Command[] = [
   namespaceCommand,
   statusCommand,
   aclCommand,
+  loginCommand,
+  caCommand,
+  keyCommand,
   versionCommand,
 ];

@@ -12,7 +12,7 @@ import { buildSpec, labelRuleNote, replicaCount, taskSpecFlags } from '../spec.t
 /** How long `shoal run` keeps resending a submission that no leader confirmed (same id, so safe). */
 const submitRetryMs = 30_000;
 const submitRetryIntervalMs = 500;
-/** How often `shoal run` looks at its task while it waits for it to start. */
+/** How often `shoal run` looks at its task while the event stream is down (and tries the stream again). */
 const runPollIntervalMs = 250;
 /** `shoal run` gives up watching (the task goes on) after the API has failed this long in a row. */
 const runUnreachableMsMax = 30_000;
@@ -135,42 +135,86 @@ export function announceSubmission(submitted: {
 /**
  * Prints a task's events as they appear until it runs or ends, then its state. The exit code says whether it
  * started: 0 when running or finished, 1 when it failed, was killed or was lost. Ctrl-C stops watching only.
+ * The task is read again whenever the event stream says it changed.
  */
 async function watchStart(client: ShoalClient, taskId: string): Promise<number> {
   const printed = new Set<string>();
-  let failingSinceMs: number | null = null;
+  const changes = taskChanges(client, taskId);
+  try {
+    for (;;) {
+      await changes.next();
+      const task = await readTask(client, taskId);
+      for (const event of task.events) {
+        const key = `${event.at} ${event.message}`;
+        if (printed.has(key)) continue;
+        printed.add(key);
+        process.stderr.write(`  ${event.at.slice(11, 23)}  ${event.message}\n`);
+      }
+      if (task.state === 'running') {
+        process.stderr.write(`task ${taskId} is running on ${task.node ?? 'a node'}\n`);
+        return 0;
+      }
+      if (isTerminal(task.state)) {
+        const exit =
+          task.exitCode === null || task.reason?.includes('exit code') === true
+            ? ''
+            : `, exit code ${task.exitCode}`;
+        const reason = task.reason === null ? '' : `: ${task.reason}`;
+        process.stderr.write(`task ${taskId} ${task.state}${reason}${exit}\n`);
+        return task.state === 'finished' ? 0 : 1;
+      }
+    }
+  } finally {
+    // Closes the event stream.
+    await changes.return();
+  }
+}
+
+/**
+ * Yields whenever the task may have changed: once its event stream is open (again after each reopening, as
+ * events may have been missed meanwhile), then on each of its events, and on a reset. While the stream
+ * cannot be had (its node restarts, it broke off, an agent without it), yields every runPollIntervalMs
+ * instead (polling), and tries the stream again, from the last index it read.
+ */
+async function* taskChanges(client: ShoalClient, taskId: string): AsyncGenerator<void, void, undefined> {
+  let index: number | undefined;
+  let streams = true;
   for (;;) {
-    let task: TaskDetailView;
-    try {
-      task = await client.task(taskId);
-      failingSinceMs = null;
-    } catch (error) {
-      // A leader change makes reads fail for a moment; only a long outage ends the watch.
-      failingSinceMs ??= Date.now();
-      if (Date.now() - failingSinceMs > runUnreachableMsMax) throw error;
-      await sleep(runPollIntervalMs);
-      continue;
-    }
-    for (const event of task.events) {
-      const key = `${event.at} ${event.message}`;
-      if (printed.has(key)) continue;
-      printed.add(key);
-      process.stderr.write(`  ${event.at.slice(11, 23)}  ${event.message}\n`);
-    }
-    if (task.state === 'running') {
-      process.stderr.write(`task ${taskId} is running on ${task.node ?? 'a node'}\n`);
-      return 0;
-    }
-    if (isTerminal(task.state)) {
-      const exit =
-        task.exitCode === null || task.reason?.includes('exit code') === true
-          ? ''
-          : `, exit code ${task.exitCode}`;
-      const reason = task.reason === null ? '' : `: ${task.reason}`;
-      process.stderr.write(`task ${taskId} ${task.state}${reason}${exit}\n`);
-      return task.state === 'finished' ? 0 : 1;
+    if (streams) {
+      try {
+        let opened = false;
+        for await (const frame of client.events({
+          task: taskId,
+          ...(index === undefined ? {} : { index }),
+        })) {
+          if (frame.type === 'error') break;
+          index = frame.index;
+          if (!opened || frame.type !== 'heartbeat') yield;
+          opened = true;
+        }
+      } catch (error) {
+        // An agent of a version without the event stream: polling it is.
+        if (error instanceof ShoalError && error.code === 'NOT_FOUND') streams = false;
+      }
     }
     await sleep(runPollIntervalMs);
+    yield;
+  }
+}
+
+/**
+ * The task, read until an answer comes: a leader change makes reads fail for a moment, so only an API that
+ * has failed for runUnreachableMsMax in a row ends the watch (the task goes on).
+ */
+async function readTask(client: ShoalClient, taskId: string): Promise<TaskDetailView> {
+  const failingSinceMs = Date.now();
+  for (;;) {
+    try {
+      return await client.task(taskId);
+    } catch (error) {
+      if (Date.now() - failingSinceMs > runUnreachableMsMax) throw error;
+      await sleep(runPollIntervalMs);
+    }
   }
 }
 
