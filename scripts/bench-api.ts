@@ -2,7 +2,8 @@
  * bench:api — what the API's protections cost: three real agents (dist/shoal), 64 concurrent clients
  * submitting through the leader for `--seconds` each way, in the same run:
  *   1. the leader's Unix socket: no token, no TLS (the baseline);
- *   2. TCP on loopback with a token (the ACL check on every request).
+ *   2. TCP on loopback with a token (the ACL check on every request);
+ *   3. TLS (--tls auto, the cluster CA) with a token: a second cluster of three, started with TLS.
  * Prints submissions/s and per-submission p50/p99, and each way's cost against the baseline. Every
  * submission is one log entry, committed by a quorum and fsynced before it is answered; the tasks are
  * constrained to a label no node has, so none runs.
@@ -47,28 +48,50 @@ interface Figures {
   readonly p99Ms: number;
 }
 
-/** `concurrency` clients submitting as fast as they are answered, for `seconds`. */
-async function drive(label: string, makeClient: () => ShoalClient): Promise<Figures> {
-  const latencies: number[] = [];
-  const deadline = performance.now() + seconds * 1000;
-  const clients = Array.from({ length: concurrency }, makeClient);
-  await Promise.all(
-    clients.map(async (client, worker) => {
-      let n = 0;
-      while (performance.now() < deadline) {
-        const started = performance.now();
-        await client.submit(spec(`${label}-${worker}-${n++}`));
-        latencies.push(performance.now() - started);
-      }
-    }),
-  );
-  for (const client of clients) client.close();
-  latencies.sort((a, b) => a - b);
-  return {
-    perSecond: latencies.length / seconds,
-    p50Ms: percentile(latencies, 50),
-    p99Ms: percentile(latencies, 99),
-  };
+/** A way to reach the API: a label and a client factory. */
+interface Way {
+  readonly label: string;
+  readonly makeClient: () => ShoalClient;
+}
+
+/** How many slices each way's time is cut into, alternating with the other's. */
+const slices = 5;
+
+/**
+ * `concurrency` clients per way, submitting as fast as they are answered. The ways take turns in short
+ * slices: every submission adds a (pending) task, and a larger state commits more slowly, so a way
+ * measured after another would pay for the other's tasks.
+ */
+async function compare(ways: readonly Way[]): Promise<Figures[]> {
+  const latencies = ways.map(() => [] as number[]);
+  const sliceMs = (seconds * 1000) / slices;
+  // Each way keeps its clients (and their kept-alive connections) from slice to slice, as a real client would.
+  const clientsByWay = ways.map((way) => Array.from({ length: concurrency }, way.makeClient));
+  for (let slice = 0; slice < slices; slice++) {
+    for (const [index, way] of ways.entries()) {
+      const clients = clientsByWay[index] ?? [];
+      const deadline = performance.now() + sliceMs;
+      await Promise.all(
+        clients.map(async (client, worker) => {
+          let n = 0;
+          while (performance.now() < deadline) {
+            const started = performance.now();
+            await client.submit(spec(`${way.label}-${slice}-${worker}-${n++}`));
+            latencies[index]?.push(performance.now() - started);
+          }
+        }),
+      );
+    }
+  }
+  for (const client of clientsByWay.flat()) client.close();
+  return latencies.map((samples) => {
+    samples.sort((a, b) => a - b);
+    return {
+      perSecond: samples.length / seconds,
+      p50Ms: percentile(samples, 50),
+      p99Ms: percentile(samples, 99),
+    };
+  });
 }
 
 function line(label: string, figures: Figures, baseline: Figures | null): void {
@@ -81,6 +104,10 @@ function line(label: string, figures: Figures, baseline: Figures | null): void {
   );
 }
 
+function fail(): never {
+  throw new Error('no figures');
+}
+
 const workDir = mkdtempSync(join(tmpdir(), 'shoal-bench-api-'));
 try {
   const agents = await cluster(binary, 3, workDir);
@@ -88,15 +115,38 @@ try {
   const first = agents[0];
   if (!first) throw new Error('no agents');
   const token = await managementToken(first.dataDir);
-  console.log(`3 voters, ${concurrency} clients through the leader (${leader.name}), ${seconds} s each:`);
+  console.log(
+    `3 voters, ${concurrency} clients through the leader, ${seconds} s each way in ${slices} alternating slices:`,
+  );
   const socket = `unix:${join(leader.dataDir, 'api.sock')}`;
-  // A short warm-up, so neither way pays for the first JIT compilation and connections.
-  await drive('warm', () => new ShoalClient({ address: socket }));
-  const baseline = await drive('socket', () => new ShoalClient({ address: socket }));
-  line('  unix socket, no token, no TLS', baseline, null);
-  const tcp = await drive('tcp', () => new ShoalClient({ address: leader.api, token }));
-  line('  TCP on loopback with a token', tcp, baseline);
+  const plain = await compare([
+    { label: 'socket', makeClient: () => new ShoalClient({ address: socket }) },
+    { label: 'tcp', makeClient: () => new ShoalClient({ address: leader.api, token }) },
+  ]);
+  line('  unix socket, no token, no TLS', plain[0] ?? fail(), null);
+  line('  TCP on loopback with a token', plain[1] ?? fail(), plain[0] ?? fail());
   await stopAll(agents);
+
+  const secure = await cluster(binary, 3, join(workDir, 'tls'), { tls: true });
+  const secureLeader = await leaderOf(secure);
+  const secureFirst = secure[0];
+  if (!secureFirst) throw new Error('no agents');
+  const ca = (
+    await new ShoalClient({ address: `unix:${join(secureFirst.dataDir, 'api.sock')}` }).call('clusterCa')
+  ).certificatePem;
+  const secureToken = await managementToken(secureFirst.dataDir);
+  const secureSocket = `unix:${join(secureLeader.dataDir, 'api.sock')}`;
+  const tls = await compare([
+    { label: 'socket2', makeClient: () => new ShoalClient({ address: secureSocket }) },
+    {
+      label: 'tls',
+      makeClient: () => new ShoalClient({ address: `https://${secureLeader.api}`, token: secureToken, ca }),
+    },
+  ]);
+  console.log('a second cluster of three, with --tls auto:');
+  line('  unix socket, no token, no TLS', tls[0] ?? fail(), null);
+  line('  TLS (the cluster CA) with a token', tls[1] ?? fail(), tls[0] ?? fail());
+  await stopAll(secure);
 } finally {
   closeClients();
   rmSync(workDir, { recursive: true, force: true });

@@ -1,10 +1,12 @@
 /**
  * Clusters of real agents (dist/shoal) on loopback for the benchmarks: start, wait for voters, find the
  * leader, stop. Every agent's API is called with the cluster's first token (see bench.ts useToken).
+ * SHOAL_BENCH_LOG_DIR=DIR keeps each agent's log there (DIR/NAME.log), at SHOAL_BENCH_LOG_LEVEL (warn).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { ShoalClient } from '../../src/api/index.ts';
 import { client, freePort, managementToken, useToken } from './bench.ts';
 
 export interface Agent {
@@ -51,10 +53,18 @@ export function start(binary: string, agent: Agent, extra: string[]): void {
       '--docker-socket',
       '/nonexistent',
       '--log-level',
-      'warn',
+      process.env['SHOAL_BENCH_LOG_LEVEL'] ?? 'warn',
       ...extra,
     ],
-    { stdio: ['ignore', 'ignore', 'ignore'] },
+    {
+      stdio: [
+        'ignore',
+        'ignore',
+        process.env['SHOAL_BENCH_LOG_DIR'] === undefined
+          ? 'ignore'
+          : openSync(join(process.env['SHOAL_BENCH_LOG_DIR'], `${agent.name}.log`), 'a'),
+      ],
+    },
   );
 }
 
@@ -64,7 +74,13 @@ export async function stopAll(agents: Agent[]): Promise<void> {
 }
 
 /** `size` agents named b1…, the first making the cluster; resolves once all are voters. */
-export async function cluster(binary: string, size: number, root: string): Promise<Agent[]> {
+export async function cluster(
+  binary: string,
+  size: number,
+  root: string,
+  options: { readonly tls?: boolean } = {},
+): Promise<Agent[]> {
+  const tls = options.tls === true ? ['--tls', 'auto'] : [];
   const agents: Agent[] = [];
   for (let i = 1; i <= size; i++) {
     agents.push({
@@ -77,14 +93,30 @@ export async function cluster(binary: string, size: number, root: string): Promi
   }
   const [first, ...rest] = agents;
   if (!first) throw new Error('no agents');
-  start(binary, first, []);
+  start(binary, first, tls);
+  const token = await managementToken(first.dataDir);
+  // The cluster's CA, from the first agent's socket (its certificate is public; it is what clients pin).
+  const ca =
+    options.tls === true
+      ? await until(
+          'the cluster CA',
+          async () =>
+            (
+              await new ShoalClient({
+                address: `unix:${join(first.dataDir, 'api.sock')}`,
+                keepAlive: false,
+              }).call('clusterCa')
+            ).certificatePem,
+        )
+      : undefined;
   useToken(
-    await managementToken(first.dataDir),
+    token,
     agents.map((agent) => agent.api),
+    ca,
   );
   await until('the first agent', () => client(first.api).status());
   const key = readFileSync(join(first.dataDir, 'cluster.key'), 'utf8').trim();
-  for (const agent of rest) start(binary, agent, ['--join', first.listen, '--key', key]);
+  for (const agent of rest) start(binary, agent, ['--join', first.listen, '--key', key, ...tls]);
   await until(
     `${size} voters`,
     async () => {
