@@ -25,20 +25,29 @@ export function client(address: string, timeoutMs = 15_000): ShoalClient {
   const key = `${address}/${timeoutMs}`;
   let known = clients.get(key);
   if (!known) {
-    const token = tokens.get(address);
-    known = new ShoalClient({ address, timeoutMs, ...(token === undefined ? {} : { token }) });
+    const credentials = tokens.get(address);
+    known = new ShoalClient({
+      // An API that speaks TLS is called over https, trusting only the cluster's CA.
+      address: credentials?.ca === undefined ? address : `https://${address}`,
+      timeoutMs,
+      ...(credentials === undefined ? {} : { token: credentials.token }),
+      ...(credentials?.ca === undefined ? {} : { ca: credentials.ca }),
+    });
     clients.set(key, known);
   }
   return known;
 }
 
 const clients = new Map<string, ShoalClient>();
-/** The token each API address is called with (benchmarks go through TCP, as a remote client would). */
-const tokens = new Map<string, string>();
+/**
+ * The token each API address is called with (benchmarks go through TCP, as a remote client would), and
+ * the CA of one that speaks TLS.
+ */
+const tokens = new Map<string, { readonly token: string; readonly ca?: string }>();
 
-/** Calls to `addresses` send this token from now on. */
-export function useToken(token: string, addresses: readonly string[]): void {
-  for (const address of addresses) tokens.set(address, token);
+/** Calls to `addresses` send this token from now on (over TLS, trusting `ca`, when given one). */
+export function useToken(token: string, addresses: readonly string[], ca?: string): void {
+  for (const address of addresses) tokens.set(address, { token, ...(ca === undefined ? {} : { ca }) });
 }
 
 /**

@@ -85,10 +85,12 @@ const tokens = new Map<string, TokenRecord>(
 const backend: ApiBackend = {
   health: () => ({ status: 'ok', node: 'n1', version: '0.1.0' }),
   authenticate: (secret) => {
-    const token = tokens.get(secret);
-    if (!token) throw new ShoalError('UNAUTHENTICATED', 'the cluster knows no such token');
-    if (token.expiresAtMs !== null) throw new ShoalError('UNAUTHENTICATED', `token ${token.name} expired`);
-    return token;
+    return Promise.resolve().then(() => {
+      const token = tokens.get(secret);
+      if (!token) throw new ShoalError('UNAUTHENTICATED', 'the cluster knows no such token');
+      if (token.expiresAtMs !== null) throw new ShoalError('UNAUTHENTICATED', `token ${token.name} expired`);
+      return token;
+    });
   },
   taskNamespace: (taskId) =>
     taskId === task.id

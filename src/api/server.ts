@@ -60,7 +60,7 @@ export interface ApiBackend {
   events(index: number | null, filter: EventFilter, signal: AbortSignal): Promise<AsyncIterable<EventFrame>>;
   health(): Answer<'health'>;
   /** The token a secret belongs to; UNAUTHENTICATED when it is unknown, revoked or expired. */
-  authenticate(secret: string): TokenRecord;
+  authenticate(secret: string): Promise<TokenRecord>;
   /** The namespace of a task (NOT_FOUND when there is none). */
   taskNamespace(taskId: string): Promise<string>;
   createToken(request: TokenRequest): Promise<Answer<'createToken'>>;
@@ -363,7 +363,7 @@ async function route(
   const caller: Caller =
     listener === 'local' || route.access === 'public'
       ? { kind: 'local' }
-      : { kind: 'token', token: backend.authenticate(bearerToken(http)) };
+      : { kind: 'token', token: await backend.authenticate(bearerToken(http)) };
   for (const [name, { schema }] of Object.entries(route.params ?? {})) {
     const parsed = schema.safeParse(match.params[name]);
     if (!parsed.success) throw new ShoalError('INVALID_ARGUMENT', `${name}: ${describeIssues(parsed.error)}`);

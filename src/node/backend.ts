@@ -167,8 +167,18 @@ export class NodeBackend implements ApiBackend {
     });
   }
 
-  authenticate(secret: string): TokenRecord {
-    const token = this.init.state.tokenBySecretHash(hashTokenSecret(secret));
+  /**
+   * The token a secret belongs to. A secret this node does not know may belong to a token committed a
+   * moment ago that this node has not applied yet (a client that made a token through one node and uses it
+   * at once through another): a node that does not lead looks again after a read barrier before refusing.
+   */
+  async authenticate(secret: string): Promise<TokenRecord> {
+    const secretHash = hashTokenSecret(secret);
+    let token = this.init.state.tokenBySecretHash(secretHash);
+    if (!token && !this.init.raft.isLeader()) {
+      await this.init.control.readBarrier();
+      token = this.init.state.tokenBySecretHash(secretHash);
+    }
     if (!token) {
       throw new ShoalError(
         'UNAUTHENTICATED',
