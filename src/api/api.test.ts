@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { format, resolveConfig } from 'prettier';
@@ -448,5 +449,100 @@ describe('access: every route × every credential', () => {
     expect(missing.text).toMatch(/needs a token: send "Authorization: Bearer SECRET"/);
     const wrong = await raw('GET', '/v1/tasks', undefined, 'shoal_wrong');
     expect(wrong.text).not.toContain('shoal_wrong');
+  });
+});
+
+describe('hostile and broken clients', () => {
+  let hostile: ApiServers;
+  let port = 0;
+
+  beforeAll(async () => {
+    hostile = await startApiServer({
+      backend,
+      logger: silentLogger,
+      tcp: { host: '127.0.0.1', port: 0 },
+      // Short limits, so a test need not wait out the production ones (10 s and 30 s).
+      timeouts: { headersTimeoutMs: 500, requestTimeoutMs: 1000, checkIntervalMs: 100 },
+    });
+    port = hostile.tcpPort ?? 0;
+  });
+
+  afterAll(() => {
+    hostile.close();
+  });
+
+  /** Opens a raw TCP connection, writes `text`, and resolves with all it read until the server closed it. */
+  function converse(text: string, closeWithinMs: number): Promise<{ answer: string; closedMs: number }> {
+    return new Promise((resolve, reject) => {
+      const started = Date.now();
+      const socket = connect(port, '127.0.0.1', () => socket.write(text));
+      let answer = '';
+      socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+      socket.on('error', () => undefined);
+      socket.on('close', () => resolve({ answer, closedMs: Date.now() - started }));
+      setTimeout(() => {
+        socket.destroy();
+        reject(new Error(`the server kept the connection over ${closeWithinMs} ms; it read: ${answer}`));
+      }, closeWithinMs);
+    });
+  }
+
+  const healthy = async (): Promise<void> => {
+    const answer = await fetch(`http://127.0.0.1:${port}/v1/health`);
+    expect(answer.status).toBe(200);
+  };
+
+  it('cuts off a client that never finishes its headers', async () => {
+    const { answer } = await converse('GET /v1/health HTTP/1.1\r\nHost: x\r\n', 5000);
+    expect(answer).toMatch(/^HTTP\/1.1 408 Request Timeout/);
+    await healthy();
+  });
+
+  it('cuts off a client that sends less body than it announced', async () => {
+    const { answer } = await converse(
+      'POST /v1/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer shoal_admin\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"name":',
+      5000,
+    );
+    expect(answer).toMatch(/^HTTP\/1.1 408 Request Timeout/);
+    await healthy();
+  });
+
+  it('answers a client speaking something that is not HTTP with 400, and closes', async () => {
+    const { answer } = await converse('\u0016\u0003\u0001\u0002\u0000garbage that is not HTTP\r\n\r\n', 5000);
+    expect(answer).toMatch(/^HTTP\/1.1 400/);
+    await healthy();
+  });
+
+  it('refuses deeply nested JSON with a clear 400, and stays up', async () => {
+    const depth = 200_000;
+    const body = `{"name":${'['.repeat(depth)}${']'.repeat(depth)}}`;
+    const answer = await fetch(`http://127.0.0.1:${port}/v1/tasks`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer shoal_admin', 'content-type': 'application/json' },
+      body,
+    });
+    expect(answer.status).toBe(400);
+    await healthy();
+  });
+
+  it('holds 1,000 idle connections and still answers everyone else at once', async () => {
+    const sockets = await Promise.all(
+      Array.from(
+        { length: 1000 },
+        () =>
+          new Promise<Socket>((resolve, reject) => {
+            const socket = connect(port, '127.0.0.1', () => resolve(socket));
+            socket.on('error', reject);
+          }),
+      ),
+    );
+    try {
+      const started = Date.now();
+      await Promise.all(Array.from({ length: 20 }, healthy));
+      // Generous for a loaded 2-core CI machine; a starved server would wait for the idle ones' timeouts.
+      expect(Date.now() - started).toBeLessThan(5000);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+    }
   });
 });

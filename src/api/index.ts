@@ -25,7 +25,9 @@ export {
   tlsVersionMin,
   type ApiBackend,
   type ApiTlsIdentity,
+  apiTimeoutsDefault,
   type ApiServerInit,
+  type ApiTimeouts,
   type ApiServers,
 } from './server.ts';
 export { eventFrameSchema } from './views.ts';

@@ -112,7 +112,22 @@ export interface ApiServerInit {
    * connect, and may do anything without a token, as that user could anyway.
    */
   readonly unixSocket?: string;
+  /** The slow-client limits; tests shorten them (defaults: the constants above). */
+  readonly timeouts?: ApiTimeouts;
 }
+
+export interface ApiTimeouts {
+  readonly headersTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  /** How often the server looks for connections past those limits (Node's default is 30 s). */
+  readonly checkIntervalMs: number;
+}
+
+export const apiTimeoutsDefault: ApiTimeouts = {
+  headersTimeoutMs,
+  requestTimeoutMs,
+  checkIntervalMs: 1_000,
+};
 
 /** A TLS listener's certificate chain (the server's certificate first, then its issuers) and key, PEM. */
 export interface ApiTlsIdentity {
@@ -201,19 +216,26 @@ function makeServer(
     });
   };
   // The handshake gets the headers' time: a client that opens a connection and stays silent is cut off.
+  const timeouts = init.timeouts ?? apiTimeoutsDefault;
+  const checking = { connectionsCheckingInterval: timeouts.checkIntervalMs };
   const secure =
     tls === undefined
       ? null
-      : createHttpsServer({ ...secureContext(tls), handshakeTimeout: headersTimeoutMs }, handle);
+      : createHttpsServer(
+          { ...secureContext(tls), ...checking, handshakeTimeout: timeouts.headersTimeoutMs },
+          handle,
+        );
   // An HTTPS server is an HTTP server (node:https's Server extends node:http's), with the same limits below.
-  const server: Server = secure ?? createServer(handle);
-  server.headersTimeout = headersTimeoutMs;
-  server.requestTimeout = requestTimeoutMs;
+  const server: Server = secure ?? createServer(checking, handle);
+  server.headersTimeout = timeouts.headersTimeoutMs;
+  server.requestTimeout = timeouts.requestTimeoutMs;
   server.keepAliveTimeout = keepAliveTimeoutMs;
   server.maxConnections = connectionsMax;
-  // A client speaking something that is not HTTP gets one 400 line and is cut off.
-  server.on('clientError', (_error, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+  // A client too slow with its request gets 408, one speaking something that is not HTTP 400; both are
+  // cut off.
+  server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
+    const status = error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\n\r\n`);
     else socket.destroy();
   });
   return { server, secure };

@@ -11,6 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Task, TaskSpec, TaskState } from '../../src/cluster/task.ts';
 import { Agent, taskDirRetentionMsDefault } from '../../src/runtime/agent.ts';
 import { createExecDriver, type Driver } from '../../src/runtime/drivers/index.ts';
+import { runtimeDirName, taskFileName } from '../../src/runtime/drivers/shim.ts';
 import { silentLogger } from '../../src/shared/index.ts';
 import { uniqueTaskId, waitUntil } from '../drivers/compliance.ts';
 
@@ -140,6 +141,12 @@ describe('garbage collection', () => {
       }
     };
     await waitUntil('the task to run', () => Promise.resolve(running()));
+    // An orphan of an earlier agent had its shim's record written long ago; here the shim may still be
+    // writing it when the process shows up, and without cgroups (none in this test) the record is the only
+    // way to find the task.
+    await waitUntil('the shim to record the task', () =>
+      Promise.resolve(existsSync(join(taskDir, runtimeDirName, taskFileName))),
+    );
     const report = await agent.collectGarbage();
     expect(report.collected).toEqual([id]);
     await waitUntil('the task to be gone', () => Promise.resolve(!running()));
