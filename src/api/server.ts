@@ -1,6 +1,7 @@
 /**
- * The HTTP API the CLI talks to. Bound to 127.0.0.1 by default: anyone who can reach it can run tasks.
- * Its TCP listener speaks HTTPS when given a certificate (an agent serving it off loopback must).
+ * The HTTP API the CLI talks to, on TCP (127.0.0.1 by default; every route but the public ones needs a
+ * token) and on a Unix socket in the data dir (its owner needs none). The TCP listener speaks HTTPS when
+ * given a certificate (an agent serving it off loopback must).
  * Any node accepts any request; writes are forwarded to the leader by the node. Requests are dispatched
  * on the route table (routes.ts); bodies and queries are validated here, before the backend sees them.
  */

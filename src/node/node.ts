@@ -327,7 +327,7 @@ export class ShoalNode {
       await joining;
       logger.info('joined the cluster', { via: config.join.join(',') });
     }
-    this.parts = made as Parts;
+    this.parts = { libp2p, raft, membership, control, agent, upkeep, leader, agentLease, leases, backend };
     leader.start();
     upkeep.start();
     this.leaseTimer = setInterval(() => void this.renewLease(), leaseRenewIntervalMs);
