@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import { ShoalClient } from '../src/api/index.ts';
 import type { TaskSpec } from '../src/cluster/index.ts';
 import { closeClients, managementToken, percentile, requireBinary } from './lib/bench.ts';
-import { cluster, leaderOf, stopAll } from './lib/cluster.ts';
+import { benchTaskSpec, cluster, leaderOf, stopAll } from './lib/cluster.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const binary = join(root, 'dist', 'shoal');
@@ -31,16 +31,8 @@ const { values } = parseArgs({
 const seconds = Number(values.seconds);
 const concurrency = Number(values.concurrency);
 
-const spec = (name: string): TaskSpec => ({
-  name,
-  driver: 'exec',
-  command: ['true'],
-  cpuMillis: 1,
-  memoryBytes: 1024 * 1024,
-  priority: 50,
-  env: {},
-  constraints: { bench: 'never' },
-});
+/** Each submission is one log entry, and no task ever runs. */
+const spec = (name: string): TaskSpec => benchTaskSpec(name, { bench: 'never' });
 
 interface Figures {
   readonly perSecond: number;

@@ -13,9 +13,8 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import type { TaskSpec } from '../src/cluster/index.ts';
 import { client, closeClients, percentile, requireBinary } from './lib/bench.ts';
-import { cluster, leaderOf, sleep, start, stopAll, until } from './lib/cluster.ts';
+import { benchTaskSpec, cluster, leaderOf, sleep, start, stopAll, until } from './lib/cluster.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const binary = join(root, 'dist', 'shoal');
@@ -31,17 +30,6 @@ const rounds = Number(values.rounds);
 const throughputSeconds = Number(values['throughput-seconds']);
 const concurrency = Number(values.concurrency);
 
-const taskSpec = (name: string, constraints: Record<string, string> = {}): TaskSpec => ({
-  name,
-  driver: 'exec',
-  command: ['true'],
-  cpuMillis: 1,
-  memoryBytes: 1024 * 1024,
-  priority: 50,
-  env: {},
-  constraints,
-});
-
 const workDir = mkdtempSync(join(tmpdir(), 'shoal-bench-failover-'));
 let stallMsMax = 0;
 try {
@@ -56,7 +44,7 @@ try {
     leader.process?.kill('SIGKILL');
     const killedAt = performance.now();
     // One submission: the node retries internally until a leader commits it.
-    await client(via.api).submit(taskSpec(`failover${round}`));
+    await client(via.api).submit(benchTaskSpec(`failover${round}`));
     samples.push(performance.now() - killedAt);
     start(binary, leader, []);
     await until('the restarted agent to catch up', async () => {
@@ -107,7 +95,7 @@ try {
     let n = 0;
     while (performance.now() < deadline) {
       // Constrained to a label no node has: each submission is one log entry and no task ever runs.
-      await client(leader.api).submit(taskSpec(`t${worker}-${n++}`, { bench: 'never' }));
+      await client(leader.api).submit(benchTaskSpec(`t${worker}-${n++}`, { bench: 'never' }));
       committed++;
     }
   });

@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ShoalClient } from '../../src/api/index.ts';
+import type { TaskSpec } from '../../src/cluster/index.ts';
 import { client, freePort, managementToken, useToken } from './bench.ts';
 
 export interface Agent {
@@ -135,4 +136,18 @@ export async function leaderOf(agents: Agent[]): Promise<Agent> {
     if (name === undefined || !statuses.every((s) => s.leader?.name === name)) return null;
     return agents.find((a) => a.name === name) ?? null;
   });
+}
+
+/** The benchmarks' task: the smallest exec task; constrain it to a label no node has to keep it pending. */
+export function benchTaskSpec(name: string, constraints: Record<string, string> = {}): TaskSpec {
+  return {
+    name,
+    driver: 'exec',
+    command: ['true'],
+    cpuMillis: 1,
+    memoryBytes: 1024 * 1024,
+    priority: 50,
+    env: {},
+    constraints,
+  };
 }

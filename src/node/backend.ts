@@ -29,7 +29,7 @@ import type { LogFrame } from '../shared/log-frames.ts';
 import type { Control } from './control.ts';
 import type { EventHub } from './events.ts';
 import { followLocalLogs, followRemoteLogs } from './follow.ts';
-import { sleep } from './lease.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ShoalLibp2p } from './p2p.ts';
 
 /** Log bytes returned by one logs request. */
@@ -192,8 +192,12 @@ export class NodeBackend implements ApiBackend {
     return token;
   }
 
+  /**
+   * A task's namespace never changes, so a task this node knows needs no read barrier; the route's own
+   * handler takes one (kill, logs), and this check would otherwise cost a second ReadIndex round.
+   */
   async taskNamespace(taskId: string): Promise<string> {
-    await this.init.control.readBarrier();
+    if (!this.init.state.tasks.has(taskId)) await this.init.control.readBarrier();
     return this.requireTask(taskId).spec.namespace ?? defaultNamespace;
   }
 

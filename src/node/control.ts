@@ -17,7 +17,7 @@ import type { RaftService } from '../election/index.ts';
 import { ShoalError, callRpc, errorMessage, handleRpc, isShoalError, type Logger } from '../shared/index.ts';
 import { whole } from '../shared/schema.ts';
 import type { ShoalLibp2p } from './p2p.ts';
-import { sleep } from './lease.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export const controlProtocol = '/shoal/control/1.0.0';
 /** How long a write waits for a leader and a commit before it fails. */

@@ -10,6 +10,7 @@
  * The decisions are pure functions of times; the classes below only hold the times and the timers.
  */
 import { existsSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** How long an agent keeps its tasks without a confirmed renewal. */
 export const taskLeaseMs = 10_000;
@@ -175,8 +176,4 @@ function readLeaseFile(path: string): number {
   } catch {
     return 0;
   }
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -20,7 +20,7 @@ import {
   type CertificateNames,
 } from './certificates.ts';
 import type { Control } from './control.ts';
-import { sleep } from './lease.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** How the agent serves its API's TCP listener. */
 export type ApiTlsMode =
