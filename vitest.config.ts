@@ -32,6 +32,8 @@ export const suites = {
       'test/e2e/runtime.test.ts',
       // One real agent with --tls auto: refusal off loopback, login by fingerprint, ps over TLS (3.4 s; 5.6-7.1 s with the build).
       'test/e2e/tls.test.ts',
+      // One agent's backup restored into another: save, refuse bad files, restore, tokens kept.
+      'test/e2e/snapshot.test.ts',
       // This split's own check.
       'test/suites.test.ts',
     ],
@@ -50,7 +52,7 @@ export const suites = {
       // 6.5 s; docker and docker-engine (CI).
       'test/e2e/**/*.test.ts',
     ],
-    exclude: ['test/e2e/runtime.test.ts', 'test/e2e/tls.test.ts'],
+    exclude: ['test/e2e/runtime.test.ts', 'test/e2e/tls.test.ts', 'test/e2e/snapshot.test.ts'],
   },
 };
 

@@ -4,12 +4,15 @@
  *   1. the leader's Unix socket: no token, no TLS (the baseline);
  *   2. TCP on loopback with a token (the ACL check on every request);
  *   3. TLS (--tls auto, the cluster CA) with a token: a second cluster of three, started with TLS.
+ * Then the anchor, when Debian's etcd is installed: three etcd members, the same clients putting keys over
+ * plain HTTP and over TLS with a client certificate (what `etcdctl --cert` sets up), in the same slices.
  * Prints submissions/s and per-submission p50/p99, and each way's cost against the baseline. Every
  * submission is one log entry, committed by a quorum and fsynced before it is answered; the tasks are
  * constrained to a label no node has, so none runs.
  *
  *   npm run build && npm run bench:api [-- --seconds 10 --concurrency 64]
  */
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -18,6 +21,7 @@ import { ShoalClient } from '../src/api/index.ts';
 import type { TaskSpec } from '../src/cluster/index.ts';
 import { closeClients, managementToken, percentile, requireBinary } from './lib/bench.ts';
 import { benchTaskSpec, cluster, leaderOf, stopAll } from './lib/cluster.ts';
+import { EtcdPutClient, etcdAvailable, startEtcd } from './lib/etcd.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const binary = join(root, 'dist', 'shoal');
@@ -40,10 +44,21 @@ interface Figures {
   readonly p99Ms: number;
 }
 
-/** A way to reach the API: a label and a client factory. */
+/** One client of a way: it writes once per call, on a connection it keeps. */
+interface WayClient {
+  write(name: string): Promise<unknown>;
+  close(): void;
+}
+
+/** A way to write: a label and a client factory. */
 interface Way {
   readonly label: string;
-  readonly makeClient: () => ShoalClient;
+  readonly makeClient: () => WayClient;
+}
+
+/** A shoal API client as a way's client: each write submits a task. */
+function submitter(client: ShoalClient): WayClient {
+  return { write: (name) => client.submit(spec(name)), close: () => client.close() };
 }
 
 /** How many slices each way's time is cut into, alternating with the other's. */
@@ -68,7 +83,7 @@ async function compare(ways: readonly Way[]): Promise<Figures[]> {
           let n = 0;
           while (performance.now() < deadline) {
             const started = performance.now();
-            await client.submit(spec(`${way.label}-${slice}-${worker}-${n++}`));
+            await client.write(`${way.label}-${slice}-${worker}-${n++}`);
             latencies[index]?.push(performance.now() - started);
           }
         }),
@@ -86,14 +101,23 @@ async function compare(ways: readonly Way[]): Promise<Figures[]> {
   });
 }
 
-function line(label: string, figures: Figures, baseline: Figures | null): void {
+function line(label: string, figures: Figures, baseline: Figures | null, baselineName = 'the socket'): void {
   const cost =
     baseline === null
       ? ''
-      : `; ${((1 - figures.perSecond / baseline.perSecond) * 100).toFixed(1)} % fewer/s than the socket`;
+      : `; ${((1 - figures.perSecond / baseline.perSecond) * 100).toFixed(1)} % fewer/s than ${baselineName}`;
   console.log(
     `${label}: ${figures.perSecond.toFixed(0)} submissions/s, p50 ${figures.p50Ms.toFixed(1)} ms, p99 ${figures.p99Ms.toFixed(1)} ms${cost}`,
   );
+}
+
+/** An etcd client as a way's client: each write puts a key. */
+function putter(client: EtcdPutClient): WayClient {
+  return { write: (name) => client.put(`bench/${name}`, 'x'), close: () => client.close() };
+}
+
+function etcdVersion(): string {
+  return /etcd Version: (\S+)/.exec(execFileSync('etcd', ['--version']).toString())?.[1] ?? '?';
 }
 
 function fail(): never {
@@ -112,8 +136,8 @@ try {
   );
   const socket = `unix:${join(leader.dataDir, 'api.sock')}`;
   const plain = await compare([
-    { label: 'socket', makeClient: () => new ShoalClient({ address: socket }) },
-    { label: 'tcp', makeClient: () => new ShoalClient({ address: leader.api, token }) },
+    { label: 'socket', makeClient: () => submitter(new ShoalClient({ address: socket })) },
+    { label: 'tcp', makeClient: () => submitter(new ShoalClient({ address: leader.api, token })) },
   ]);
   line('  unix socket, no token, no TLS', plain[0] ?? fail(), null);
   line('  TCP on loopback with a token', plain[1] ?? fail(), plain[0] ?? fail());
@@ -129,16 +153,43 @@ try {
   const secureToken = await managementToken(secureFirst.dataDir);
   const secureSocket = `unix:${join(secureLeader.dataDir, 'api.sock')}`;
   const tls = await compare([
-    { label: 'socket2', makeClient: () => new ShoalClient({ address: secureSocket }) },
+    { label: 'socket2', makeClient: () => submitter(new ShoalClient({ address: secureSocket })) },
     {
       label: 'tls',
-      makeClient: () => new ShoalClient({ address: `https://${secureLeader.api}`, token: secureToken, ca }),
+      makeClient: () =>
+        submitter(new ShoalClient({ address: `https://${secureLeader.api}`, token: secureToken, ca })),
     },
   ]);
   console.log('a second cluster of three, with --tls auto:');
   line('  unix socket, no token, no TLS', tls[0] ?? fail(), null);
   line('  TLS (the cluster CA) with a token', tls[1] ?? fail(), tls[0] ?? fail());
   await stopAll(secure);
+
+  if (!etcdAvailable()) {
+    console.log(
+      'etcd anchor: skipped (needs etcd, etcdctl and openssl: apt install etcd-server etcd-client)',
+    );
+  } else {
+    const etcd = await startEtcd(mkdtempSync(join(workDir, 'etcd-')));
+    try {
+      const anchor = await compare([
+        { label: 'etcd-http', makeClient: () => putter(new EtcdPutClient(etcd.plainUrl, null)) },
+        { label: 'etcd-tls', makeClient: () => putter(new EtcdPutClient(etcd.tlsUrl, etcd.tls)) },
+      ]);
+      console.log(
+        `anchor: etcd ${etcdVersion()}, 3 members, ${concurrency} clients putting through the leader's JSON gateway (/v3/kv/put):`,
+      );
+      line('  plain HTTP', anchor[0] ?? fail(), null, 'plain HTTP');
+      line(
+        '  TLS with a client certificate (etcdctl --cert)',
+        anchor[1] ?? fail(),
+        anchor[0] ?? fail(),
+        'plain HTTP',
+      );
+    } finally {
+      etcd.stop();
+    }
+  }
 } finally {
   closeClients();
   rmSync(workDir, { recursive: true, force: true });

@@ -11,7 +11,14 @@ import { join } from 'node:path';
 import { format, resolveConfig } from 'prettier';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ShoalError, silentLogger } from '../shared/index.ts';
-import type { ClusterEvent, EventFilter, TaskSpec, TokenRecord } from '../cluster/index.ts';
+import {
+  backupFileBytesMax,
+  makeBackupFile,
+  type ClusterEvent,
+  type EventFilter,
+  type TaskSpec,
+  type TokenRecord,
+} from '../cluster/index.ts';
 import { ShoalClient } from './client.ts';
 import { openApiDocument } from './openapi.ts';
 import { renderApiReference } from './reference.ts';
@@ -81,6 +88,11 @@ const tokens = new Map<string, TokenRecord>(
       expiresAtMs,
     },
   ]),
+);
+
+const backupSample = makeBackupFile(
+  JSON.stringify({ appliedIndex: 4, nodes: [], tasks: [], terminalOrder: [] }),
+  { index: 4, tasks: 0, atMs: 0, shoalVersion: '0.1.0' },
 );
 
 const backend: ApiBackend = {
@@ -182,6 +194,19 @@ const backend: ApiBackend = {
   leaveCluster: () => Promise.resolve(),
   clusterCa: () => ({ certificatePem: '-----BEGIN CERTIFICATE-----\n…\n-----END CERTIFICATE-----\n' }),
   clusterKey: () => ({ key: 'ab'.repeat(32) }),
+  snapshot: () => Promise.resolve(backupSample),
+  restoreSnapshot: (file) =>
+    Promise.resolve({
+      index: 9,
+      snapshotIndex: file.index,
+      tasks: file.tasks,
+      waiting: 0,
+      requeued: 0,
+      lost: 0,
+      namespaces: 0,
+      tokens: 0,
+      clusterCaKept: false,
+    }),
 };
 
 let servers: ApiServers;
@@ -299,6 +324,8 @@ describe('the server and the client', () => {
     await check('revokeToken', () => client.revokeToken('000000000001'));
     await check('clusterCa', () => client.clusterCa());
     await check('clusterKey', () => client.clusterKey());
+    await check('snapshot', () => client.snapshot());
+    await check('restoreSnapshot', () => client.restoreSnapshot(backupSample));
     expect(answered.sort()).toEqual(Object.keys(routes).sort());
     expect(submitted.at(-1)).toMatchObject({ replicas: 3, gang: true, id: 'cccccccccccc' });
   });
@@ -376,6 +403,22 @@ describe('the server and the client', () => {
       /task: a task id is 12 lowercase hex digits/,
     ],
     ['a body over the limit', 'POST', '/v1/tasks', 'x'.repeat(requestBytesMax + 1), 413, /exceeds/],
+    [
+      'a snapshot over its own, larger limit',
+      'POST',
+      '/v1/snapshot/restore',
+      'x'.repeat(backupFileBytesMax + 1),
+      413,
+      /exceeds 16777216 bytes/,
+    ],
+    [
+      'a snapshot body past the usual limit, as far as its JSON',
+      'POST',
+      '/v1/snapshot/restore',
+      ' '.repeat(requestBytesMax + 1),
+      400,
+      /not a shoal snapshot|request body/,
+    ],
   ] as const)('refuses %s with a clear status', async (_what, method, path, body, status, message) => {
     const answer = await raw(method, path, body);
     expect(answer.status).toBe(status);
@@ -404,6 +447,8 @@ const samples: Record<RouteName, { method: string; path: string; body?: string }
   revokeToken: { method: 'DELETE', path: '/v1/acl/tokens/000000000001' },
   clusterCa: { method: 'GET', path: '/v1/ca' },
   clusterKey: { method: 'GET', path: '/v1/cluster/key' },
+  snapshot: { method: 'GET', path: '/v1/snapshot' },
+  restoreSnapshot: { method: 'POST', path: '/v1/snapshot/restore', body: JSON.stringify(backupSample) },
 };
 
 const roleRank = ['read', 'deploy', 'operator', 'admin'];

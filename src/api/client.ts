@@ -11,6 +11,7 @@ import { ShoalError, errorMessage, isShoalErrorCode } from '../shared/errors.ts'
 import type { LogFrameJson } from '../shared/log-frames.ts';
 import {
   describeIssues,
+  type BackupFile,
   type NamespacePolicySpec,
   type SubmitOptions,
   type TaskSpec,
@@ -198,6 +199,16 @@ export class ShoalClient {
   /** The cluster key (admin). */
   clusterKey(): Promise<Answer<'clusterKey'>> {
     return this.call('clusterKey');
+  }
+
+  /** A backup of the cluster's state (admin). */
+  snapshot(): Promise<Answer<'snapshot'>> {
+    return this.call('snapshot');
+  }
+
+  /** Restores a backup into a cluster with no tasks (admin). */
+  restoreSnapshot(file: BackupFile): Promise<Answer<'restoreSnapshot'>> {
+    return this.call('restoreSnapshot', { body: file });
   }
 
   /** A task's output as it comes (`logs -f`): each frame as it arrives, until the task ends. */

@@ -7,6 +7,8 @@
 import * as z from 'zod/mini';
 import {
   accessorIdPattern,
+  backupFileBytesMax,
+  backupFileSchema,
   namespacePolicySchema,
   replicasMax,
   taskIdPattern,
@@ -23,6 +25,7 @@ import {
   healthViewSchema,
   newTokenAnswerSchema,
   revokeAnswerSchema,
+  restoreAnswerSchema,
   tokenViewSchema,
   killAnswerSchema,
   leaveAnswerSchema,
@@ -61,6 +64,8 @@ export interface Route {
   readonly query?: Readonly<Record<string, QueryParameter>>;
   /** The request body's schema; absent: the route reads no body. */
   readonly body?: z.ZodMiniType;
+  /** The largest body this route reads, in bytes (default requestBytesMax, in server.ts). */
+  readonly bodyBytesMax?: number;
   /** The answer's schema (200, or 201 when `created`). */
   readonly answer: z.ZodMiniType;
   readonly created?: boolean;
@@ -289,6 +294,24 @@ export const routes = {
     access: 'admin',
     summary: 'The cluster key, a secret: another node joins with it (shoal key show)',
     answer: clusterKeyViewSchema,
+  },
+  snapshot: {
+    method: 'GET',
+    path: '/v1/snapshot',
+    access: 'admin',
+    summary:
+      'A consistent, checksummed backup of the replicated state (shoal snapshot save): tasks, namespaces, token hashes, the sealed CA',
+    answer: backupFileSchema,
+  },
+  restoreSnapshot: {
+    method: 'POST',
+    path: '/v1/snapshot/restore',
+    access: 'admin',
+    summary:
+      "Restore a backup into a cluster that has no tasks yet; tasks that ran on the old cluster's nodes come back lost, queued again by their restart policy",
+    body: backupFileSchema,
+    bodyBytesMax: backupFileBytesMax,
+    answer: restoreAnswerSchema,
   },
 } as const satisfies Record<string, Route>;
 

@@ -13,6 +13,7 @@ import type * as z from 'zod/mini';
 import {
   defaultNamespace,
   denial,
+  type BackupFile,
   describeIssues,
   namespacePolicySchema,
   type Caller,
@@ -75,6 +76,10 @@ export interface ApiBackend {
   clusterCa(): Answer<'clusterCa'>;
   /** The cluster key (admin only: it lets a node join). */
   clusterKey(): Answer<'clusterKey'>;
+  /** A backup of the state as of a linearizable read (shoal snapshot save). */
+  snapshot(): Promise<Answer<'snapshot'>>;
+  /** Restores a backup into a cluster with no tasks (shoal snapshot restore). */
+  restoreSnapshot(file: BackupFile): Promise<Answer<'restoreSnapshot'>>;
 }
 
 const httpStatus: Record<ShoalErrorCode, number> = {
@@ -360,6 +365,8 @@ const handlers: Record<RouteName, Handler> = {
   },
   clusterCa: (backend) => Promise.resolve(backend.clusterCa()),
   clusterKey: (backend) => Promise.resolve(backend.clusterKey()),
+  snapshot: (backend) => backend.snapshot(),
+  restoreSnapshot: (backend, { body }) => backend.restoreSnapshot(body as BackupFile),
 };
 
 async function route(
@@ -394,7 +401,7 @@ async function route(
   const query = parseQuery(route, url.searchParams);
   let body: unknown = undefined;
   if (route.body !== undefined) {
-    const parsed = route.body.safeParse(await readBody(http));
+    const parsed = route.body.safeParse(await readBody(http, route.bodyBytesMax ?? requestBytesMax));
     if (!parsed.success)
       throw new ShoalError('INVALID_ARGUMENT', `invalid request body: ${describeIssues(parsed.error)}`);
     body = parsed.data;
@@ -501,13 +508,12 @@ async function streamLines<F>(
   request.resume();
 }
 
-async function readBody(request: IncomingMessage): Promise<unknown> {
+async function readBody(request: IncomingMessage, bytesMax: number): Promise<unknown> {
   const chunks: Buffer[] = [];
   let bytes = 0;
   for await (const chunk of request as AsyncIterable<Buffer>) {
     bytes += chunk.length;
-    if (bytes > requestBytesMax)
-      throw new ShoalError('TOO_LARGE', `the request body exceeds ${requestBytesMax} bytes`);
+    if (bytes > bytesMax) throw new ShoalError('TOO_LARGE', `the request body exceeds ${bytesMax} bytes`);
     chunks.push(chunk);
   }
   // No body at all reads as an empty object: `curl -X POST …/kill` needs none.

@@ -135,6 +135,25 @@ export const clusterCaViewSchema = z.object({ certificatePem: z.string() });
 /** The cluster key (secret): what another node needs to join (`shoal agent --join … --key KEY`). */
 export const clusterKeyViewSchema = z.object({ key: z.string() });
 
+/** What `shoal snapshot restore` did: the restored tasks by where they stand now. */
+export const restoreAnswerSchema = z.object({
+  /** The log index this node had applied when it answered (the restore's, or later). */
+  index: z.int(),
+  /** The snapshot's own index, on the cluster it was saved from. */
+  snapshotIndex: z.int(),
+  tasks: z.int(),
+  /** Tasks that were waiting to be placed, and wait here. */
+  waiting: z.int(),
+  /** Tasks that ran on the old cluster's nodes and were queued again by their restart policy. */
+  requeued: z.int(),
+  /** Tasks that ran on the old cluster's nodes and stay lost (their restart policy does not restart them). */
+  lost: z.int(),
+  namespaces: z.int(),
+  tokens: z.int(),
+  /** Whether the snapshot's CA was kept (only when this cluster had none and its key opens it). */
+  clusterCaKept: z.boolean(),
+});
+
 /**
  * One line of `GET /v1/events`: an event (see cluster/events.ts), or what the stream says of itself. A reset
  * says events up to its index are gone from this node (re-read the state); every event after it follows. A

@@ -22,6 +22,7 @@ import {
 } from './task.ts';
 import { accessorIdPattern, tokenRecordSchema, type TokenRecord } from './tokens.ts';
 import { clusterCaSchema, type ClusterCaRecord } from './ca.ts';
+import { backupStateSchema, type BackupState } from './backup.ts';
 
 export interface NodeResources {
   readonly cpuMillis: number;
@@ -117,7 +118,18 @@ export type Command =
    * The cluster's CA, made by the first node that needs one (`--tls auto`); a second is refused (CONFLICT)
    * and its proposer uses the committed one. Its key travels sealed (see ca.ts).
    */
-  | { readonly type: 'setClusterCa'; readonly ca: ClusterCaRecord; readonly atMs: number };
+  | { readonly type: 'setClusterCa'; readonly ca: ClusterCaRecord; readonly atMs: number }
+  /**
+   * A backup restored into a cluster that has no tasks yet (`shoal snapshot restore`): its tasks,
+   * namespaces and tokens join this cluster's; tasks that ran on the old cluster's nodes come back lost.
+   * The backup's CA is kept only when the proposer could open its key with this cluster's key.
+   */
+  | {
+      readonly type: 'restoreBackup';
+      readonly backup: BackupState;
+      readonly keepClusterCa: boolean;
+      readonly atMs: number;
+    };
 
 /**
  * The preemption gap that turns preemption off: above the widest difference between two priorities, so no
@@ -196,6 +208,12 @@ const commandSchema = z.discriminatedUnion('type', [
     atMs: timeMs,
   }),
   z.strictObject({ type: z.literal('setClusterCa'), ca: clusterCaSchema, atMs: timeMs }),
+  z.strictObject({
+    type: z.literal('restoreBackup'),
+    backup: backupStateSchema,
+    keepClusterCa: z.boolean(),
+    atMs: timeMs,
+  }),
 ]);
 
 /** A command as it is written to the log. */

@@ -179,6 +179,9 @@ export function eventBasis(state: EventSource, command: Command): EventBasis {
     case 'revokeToken':
     case 'setClusterCa':
       break;
+    case 'restoreBackup':
+      // The whole state changes: readers get a reset (the node's event hub), not an event per task.
+      break;
   }
   return { tasks, nodes };
 }

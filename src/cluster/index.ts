@@ -87,4 +87,16 @@ export {
   type TokenRole,
 } from './tokens.ts';
 export { openCaKey, sealCaKey, type ClusterCaRecord } from './ca.ts';
+export {
+  backupFileBytesMax,
+  backupFileSchema,
+  backupFormat,
+  backupStateBytesMax,
+  backupVersion,
+  makeBackupFile,
+  openBackupFile,
+  parseBackupFile,
+  type BackupFile,
+  type BackupState,
+} from './backup.ts';
 export { defaultNamespace } from '../allocator/index.ts';

@@ -18,6 +18,7 @@ import {
 import type { Assignment, ClusterNode, Command, NodeResources, PreemptionCommand } from './command.ts';
 import { tokensMax, type TokenRecord } from './tokens.ts';
 import type { ClusterCaRecord } from './ca.ts';
+import type { BackupState } from './backup.ts';
 
 /** What a node's live tasks hold. */
 interface Usage {
@@ -164,7 +165,71 @@ export class ClusterState {
           return { ok: false, code: 'CONFLICT', message: 'the cluster has a CA already' };
         this.clusterCa = command.ca;
         return { ok: true };
+      case 'restoreBackup':
+        return this.restoreBackup(command.backup, command.keepClusterCa, command.atMs);
     }
+  }
+
+  /**
+   * Restores a backup into this cluster, which must have no tasks: its namespaces and tokens join this
+   * cluster's (this cluster's win where both have one, so the tokens in use now keep working), and its
+   * tasks come back as they were, except that every task placed on a node of the old cluster is lost
+   * (those machines are not this cluster's) and its restart policy decides whether it is queued again.
+   */
+  private restoreBackup(backup: BackupState, keepClusterCa: boolean, atMs: number): ApplyResult {
+    if (this.tasks.size > 0)
+      return {
+        ok: false,
+        code: 'CONFLICT',
+        message: `this cluster has ${this.tasks.size} tasks; restore into a new cluster (one agent on an empty data dir)`,
+      };
+    for (const policy of backup.namespaces ?? [])
+      if (!this.namespaces.has(policy.name)) this.namespaces.set(policy.name, policy);
+    for (const token of backup.tokens ?? []) {
+      if (this.tokens.has(token.accessorId) || this.tokensBySecretHash.has(token.secretHash)) continue;
+      this.tokens.set(token.accessorId, token);
+      this.tokensBySecretHash.set(token.secretHash, token);
+    }
+    if (this.clusterCa === null && keepClusterCa && backup.clusterCa) this.clusterCa = backup.clusterCa;
+    // The observer (the leader's allocator) is rebuilt from the result at the end, not told step by step.
+    const observer = this.observer;
+    this.observer = null;
+    const byId = new Map(backup.tasks.map((task) => [task.id, task]));
+    for (const id of backup.terminalOrder) {
+      const saved = byId.get(id);
+      if (!saved || !isTerminal(saved.state) || this.tasks.has(id)) continue;
+      this.tasks.set(id, restoredTask(saved));
+      this.terminalOrder.push(id);
+    }
+    const live = backup.tasks
+      .filter((task) => !isTerminal(task.state) && !this.tasks.has(task.id))
+      .sort((a, b) => a.submitIndex - b.submitIndex);
+    for (const saved of live) {
+      const task = restoredTask(saved);
+      this.tasks.set(task.id, task);
+      this.liveCount++;
+      if (task.state === 'pending') {
+        this.pending.add(task.id);
+        continue;
+      }
+      // It holds nothing here: its node is not in this cluster.
+      const node = task.nodeId;
+      task.nodeId = null;
+      this.transition(
+        task,
+        'lost',
+        atMs,
+        `restored from a snapshot; its node ${node ?? ''} is not in this cluster`,
+        null,
+      );
+    }
+    while (this.terminalOrder.length > terminalTasksRetainedMax) {
+      const oldest = this.terminalOrder.shift();
+      if (oldest !== undefined) this.tasks.delete(oldest);
+    }
+    this.observer = observer;
+    this.observer?.restored();
+    return { ok: true };
   }
 
   /** The token whose secret hashes to secretHash, if the cluster knows it (expired or not). */
@@ -567,6 +632,12 @@ export class ClusterState {
       'node usage never goes negative',
     );
   }
+}
+
+/** A task of a backup as this state holds it: no node of the old cluster is nominated any more. */
+function restoredTask(saved: BackupState['tasks'][number]): Task {
+  const { nominatedNodeId: _nominated, events, ...rest } = saved;
+  return { ...rest, events: events ?? [] };
 }
 
 function emptyUsage(): Usage {

@@ -7,6 +7,11 @@ import type { Answer, ApiBackend, EventFrame, TaskView, TokenRequest } from '../
 import {
   defaultNamespace,
   expandSubmission,
+  makeBackupFile,
+  openBackupFile,
+  openCaKey,
+  type BackupFile,
+  type BackupState,
   hashTokenSecret,
   isTerminal,
   newAccessorId,
@@ -304,6 +309,65 @@ export class NodeBackend implements ApiBackend {
 
   clusterKey(): Answer<'clusterKey'> {
     return { key: this.init.clusterKey };
+  }
+
+  async snapshot(): Promise<Answer<'snapshot'>> {
+    // After the barrier the state holds every write committed before this request: one consistent cut,
+    // serialized in one synchronous step.
+    await this.init.control.readBarrier();
+    const { state } = this.init;
+    return makeBackupFile(state.toSnapshot(), {
+      index: state.appliedIndex,
+      tasks: state.tasks.size,
+      atMs: Date.now(),
+      shoalVersion,
+    });
+  }
+
+  async restoreSnapshot(file: BackupFile): Promise<Answer<'restoreSnapshot'>> {
+    const { state: backup } = openBackupFile(file, 'the snapshot');
+    await this.init.control.readBarrier();
+    const { state } = this.init;
+    if (state.tasks.size > 0)
+      throw new ShoalError(
+        'CONFLICT',
+        `this cluster has ${state.tasks.size} tasks; restore into a new cluster (one agent on an empty data dir)`,
+      );
+    const keepClusterCa = state.clusterCa === null && backup.clusterCa != null && this.opensCa(backup);
+    await this.init.control.proposeOrThrow({
+      type: 'restoreBackup',
+      backup,
+      keepClusterCa,
+      atMs: Date.now(),
+    });
+    await this.init.control.readBarrier();
+    // Counted from the snapshot and what the restore made of each task (not where they stand now, which
+    // the allocator may have changed already).
+    const live = backup.tasks.filter((task) => !isTerminal(task.state));
+    const ran = live.filter((task) => task.state !== 'pending');
+    const requeued = ran.filter((task) => (state.tasks.get(task.id)?.attempt ?? 0) > task.attempt);
+    return {
+      index: state.appliedIndex,
+      snapshotIndex: file.index,
+      tasks: backup.tasks.length,
+      waiting: live.length - ran.length,
+      requeued: requeued.length,
+      lost: ran.length - requeued.length,
+      namespaces: backup.namespaces?.length ?? 0,
+      tokens: backup.tokens?.length ?? 0,
+      clusterCaKept: keepClusterCa,
+    };
+  }
+
+  /** Whether this cluster's key opens the backup's CA key (it was saved from a cluster with this key). */
+  private opensCa(backup: BackupState): boolean {
+    if (!backup.clusterCa) return false;
+    try {
+      openCaKey(backup.clusterCa, this.init.clusterKey);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   private async *followAnywhere(

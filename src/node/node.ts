@@ -418,7 +418,8 @@ export class ShoalNode {
     const command = decodeCommand(entry.index, entry.data);
     const basis = eventBasis(this.state, command);
     const result = this.state.apply(entry.index, command);
-    this.events.append(entry.index, deriveEvents(entry.index, command, basis, this.state));
+    if (command.type === 'restoreBackup' && result.ok) this.events.restored(entry.index);
+    else this.events.append(entry.index, deriveEvents(entry.index, command, basis, this.state));
     this.made.agent?.schedule();
     this.made.leader?.schedule();
     return result;

@@ -8,6 +8,7 @@ import { logsCommand } from './logs.ts';
 import { namespaceCommand } from './namespace.ts';
 import { drainCommand, leaveCommand, membersCommand } from './nodes.ts';
 import { runCommand } from './run.ts';
+import { snapshotCommand } from './snapshot.ts';
 import { statusCommand, versionCommand } from './status.ts';
 import { inspectCommand, killCommand, psCommand } from './tasks.ts';
 
@@ -25,6 +26,7 @@ export const commands: readonly Command[] = [
   namespaceCommand,
   statusCommand,
   aclCommand,
+  snapshotCommand,
   loginCommand,
   caCommand,
   keyCommand,
