@@ -636,8 +636,9 @@ export class ClusterState {
 
 /** A task of a backup as this state holds it: no node of the old cluster is nominated any more. */
 function restoredTask(saved: BackupState['tasks'][number]): Task {
-  const { nominatedNodeId: _nominated, events, ...rest } = saved;
-  return { ...rest, events: events ?? [] };
+  const task: Task = { ...saved, events: saved.events ?? [] };
+  delete task.nominatedNodeId;
+  return task;
 }
 
 function emptyUsage(): Usage {
