@@ -101,13 +101,19 @@ async function compare(ways: readonly Way[]): Promise<Figures[]> {
   });
 }
 
-function line(label: string, figures: Figures, baseline: Figures | null, baselineName = 'the socket'): void {
+function line(
+  label: string,
+  figures: Figures,
+  baseline: Figures | null,
+  baselineName = 'the socket',
+  unit = 'submissions',
+): void {
   const cost =
     baseline === null
       ? ''
       : `; ${((1 - figures.perSecond / baseline.perSecond) * 100).toFixed(1)} % fewer/s than ${baselineName}`;
   console.log(
-    `${label}: ${figures.perSecond.toFixed(0)} submissions/s, p50 ${figures.p50Ms.toFixed(1)} ms, p99 ${figures.p99Ms.toFixed(1)} ms${cost}`,
+    `${label}: ${figures.perSecond.toFixed(0)} ${unit}/s, p50 ${figures.p50Ms.toFixed(1)} ms, p99 ${figures.p99Ms.toFixed(1)} ms${cost}`,
   );
 }
 
@@ -179,12 +185,13 @@ try {
       console.log(
         `anchor: etcd ${etcdVersion()}, 3 members, ${concurrency} clients putting through the leader's JSON gateway (/v3/kv/put):`,
       );
-      line('  plain HTTP', anchor[0] ?? fail(), null, 'plain HTTP');
+      line('  plain HTTP', anchor[0] ?? fail(), null, 'plain HTTP', 'puts');
       line(
         '  TLS with a client certificate (etcdctl --cert)',
         anchor[1] ?? fail(),
         anchor[0] ?? fail(),
         'plain HTTP',
+        'puts',
       );
     } finally {
       etcd.stop();
