@@ -16,6 +16,7 @@ import {
   makeBackupFile,
   type ClusterEvent,
   type EventFilter,
+  type JobSpec,
   type TaskSpec,
   type TokenRecord,
 } from '../cluster/index.ts';
@@ -24,7 +25,7 @@ import { openApiDocument } from './openapi.ts';
 import { renderApiReference } from './reference.ts';
 import { routes, type Route, type RouteName } from './routes.ts';
 import { requestBytesMax, startApiServer, type ApiBackend, type ApiServers } from './server.ts';
-import type { TaskView } from './views.ts';
+import type { JobView, TaskView } from './views.ts';
 
 const task: TaskView = {
   id: 'aaaaaaaaaaaa',
@@ -89,6 +90,28 @@ const tokens = new Map<string, TokenRecord>(
     },
   ]),
 );
+
+const jobSpecSample: JobSpec = {
+  name: 'web',
+  type: 'service',
+  task: { driver: 'exec', command: ['sleep', '60'], cpuMillis: 100, memoryMiB: 32 },
+  count: 2,
+};
+const jobSample: JobView = {
+  namespace: 'default',
+  name: 'web',
+  type: 'service',
+  version: 1,
+  status: 'running',
+  modifyIndex: 5,
+  createIndex: 5,
+  updatedAt: new Date(0).toISOString(),
+  states: { running: 2 },
+  groups: [{ name: 'web', count: 2, states: { running: 2 } }],
+  nextLaunchAt: null,
+  lastLaunchAt: null,
+  parent: null,
+};
 
 const backupSample = makeBackupFile(
   JSON.stringify({ appliedIndex: 4, nodes: [], tasks: [], terminalOrder: [] }),
@@ -195,6 +218,28 @@ const backend: ApiBackend = {
   clusterCa: () => ({ certificatePem: '-----BEGIN CERTIFICATE-----\n…\n-----END CERTIFICATE-----\n' }),
   clusterKey: () => ({ key: 'ab'.repeat(32) }),
   snapshot: () => Promise.resolve(backupSample),
+  jobs: () => Promise.resolve([jobSample]),
+  job: () => Promise.resolve({ ...jobSample, spec: jobSpecSample, instances: [] }),
+  jobVersions: () =>
+    Promise.resolve([{ version: 1, at: new Date(0).toISOString(), index: 3, spec: jobSpecSample }]),
+  applyJob: (job) =>
+    Promise.resolve({ namespace: 'default', name: job.name, version: 1, modifyIndex: 5, changed: true }),
+  planJob: (job) =>
+    Promise.resolve({
+      namespace: 'default',
+      name: job.name,
+      modifyIndex: 0,
+      version: 0,
+      nextVersion: 1,
+      changed: true,
+      diff: [{ path: 'job', after: job }],
+      start: [{ group: 'web', slot: 0, reason: 'new instance', node: 'n1', waits: null }],
+      stop: [],
+    }),
+  revertJob: (_namespace, name) =>
+    Promise.resolve({ namespace: 'default', name, version: 2, modifyIndex: 6, changed: true }),
+  stopJob: (_namespace, name) =>
+    Promise.resolve({ namespace: 'default', name, version: 1, modifyIndex: 7, changed: true }),
   restoreSnapshot: (file) =>
     Promise.resolve({
       index: 9,
@@ -326,6 +371,14 @@ describe('the server and the client', () => {
     await check('clusterKey', () => client.clusterKey());
     await check('snapshot', () => client.snapshot());
     await check('restoreSnapshot', () => client.restoreSnapshot(backupSample));
+    await check('jobs', () => client.jobs());
+    await check('applyJob', () => client.applyJob(jobSpecSample, 0));
+    await check('planJob', () => client.planJob(jobSpecSample));
+    await check('job', () => client.job('web'));
+    await check('jobVersions', () => client.jobVersions('web'));
+    await check('revertJob', () => client.revertJob('web', 1));
+    await check('stopJob', () => client.stopJob('web', true));
+    await check('jobSchema', () => client.call('jobSchema'));
     expect(answered.sort()).toEqual(Object.keys(routes).sort());
     expect(submitted.at(-1)).toMatchObject({ replicas: 3, gang: true, id: 'cccccccccccc' });
   });
@@ -449,6 +502,14 @@ const samples: Record<RouteName, { method: string; path: string; body?: string }
   clusterKey: { method: 'GET', path: '/v1/cluster/key' },
   snapshot: { method: 'GET', path: '/v1/snapshot' },
   restoreSnapshot: { method: 'POST', path: '/v1/snapshot/restore', body: JSON.stringify(backupSample) },
+  jobs: { method: 'GET', path: '/v1/jobs' },
+  applyJob: { method: 'PUT', path: '/v1/jobs', body: JSON.stringify({ job: jobSpecSample }) },
+  planJob: { method: 'POST', path: '/v1/jobs/plan', body: JSON.stringify({ job: jobSpecSample }) },
+  job: { method: 'GET', path: '/v1/jobs/web' },
+  jobVersions: { method: 'GET', path: '/v1/jobs/web/versions' },
+  revertJob: { method: 'POST', path: '/v1/jobs/web/revert', body: '{"version":1}' },
+  stopJob: { method: 'POST', path: '/v1/jobs/web/stop', body: '{}' },
+  jobSchema: { method: 'GET', path: '/v1/schema/job.json' },
 };
 
 const roleRank = ['read', 'deploy', 'operator', 'admin'];

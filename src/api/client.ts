@@ -12,6 +12,7 @@ import type { LogFrameJson } from '../shared/log-frames.ts';
 import {
   describeIssues,
   type BackupFile,
+  type JobSpec,
   type NamespacePolicySpec,
   type SubmitOptions,
   type TaskSpec,
@@ -204,6 +205,35 @@ export class ShoalClient {
   /** A backup of the cluster's state (admin). */
   snapshot(): Promise<Answer<'snapshot'>> {
     return this.call('snapshot');
+  }
+
+  jobs(namespace?: string): Promise<Answer<'jobs'>> {
+    return this.call('jobs', { query: { namespace } });
+  }
+
+  job(name: string, namespace?: string): Promise<Answer<'job'>> {
+    return this.call('job', { params: { job: name }, query: { namespace } });
+  }
+
+  jobVersions(name: string, namespace?: string): Promise<Answer<'jobVersions'>> {
+    return this.call('jobVersions', { params: { job: name }, query: { namespace } });
+  }
+
+  /** Applies a job; with checkIndex, only if the job's modify index is still that. */
+  applyJob(job: JobSpec, checkIndex?: number): Promise<Answer<'applyJob'>> {
+    return this.call('applyJob', { body: { job, ...(checkIndex === undefined ? {} : { checkIndex }) } });
+  }
+
+  planJob(job: JobSpec): Promise<Answer<'planJob'>> {
+    return this.call('planJob', { body: { job } });
+  }
+
+  revertJob(name: string, version: number, namespace?: string): Promise<Answer<'revertJob'>> {
+    return this.call('revertJob', { params: { job: name }, query: { namespace }, body: { version } });
+  }
+
+  stopJob(name: string, purge: boolean, namespace?: string): Promise<Answer<'stopJob'>> {
+    return this.call('stopJob', { params: { job: name }, query: { namespace }, body: { purge } });
   }
 
   /** Restores a backup into a cluster with no tasks (admin). */

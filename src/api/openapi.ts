@@ -5,6 +5,7 @@
  */
 import * as z from 'zod/mini';
 import { shoalVersion } from '../shared/version.ts';
+import { jobSpecSchema } from '../cluster/index.ts';
 import { routes, type Route } from './routes.ts';
 import { errorBodySchema } from './views.ts';
 
@@ -121,4 +122,15 @@ export function openApiDocument(): JsonSchema {
     },
   };
   return cached;
+}
+
+/** The job file's JSON Schema (served at /v1/schema/job.json), from the schema the server validates with. */
+export function jobJsonSchema(): JsonSchema {
+  return {
+    $schema: 'https://json-schema.org/draft/2020-12/schema',
+    $id: 'https://shoal.dev/schema/job.json',
+    title: 'shoal job',
+    description: 'A shoal job file (YAML or JSON): shoal job validate|plan|apply FILE',
+    ...jsonSchema(jobSpecSchema, 'input'),
+  };
 }

@@ -7,6 +7,7 @@
 import * as z from 'zod/mini';
 import {
   accessorIdPattern,
+  jobSpecSchema,
   backupFileBytesMax,
   backupFileSchema,
   namespacePolicySchema,
@@ -26,6 +27,11 @@ import {
   newTokenAnswerSchema,
   revokeAnswerSchema,
   restoreAnswerSchema,
+  jobApplyAnswerSchema,
+  jobDetailViewSchema,
+  jobPlanAnswerSchema,
+  jobVersionViewSchema,
+  jobViewSchema,
   tokenViewSchema,
   killAnswerSchema,
   leaveAnswerSchema,
@@ -55,10 +61,11 @@ export interface Route {
   /** The least role a token needs (see cluster/tokens.ts); `public`: none. */
   readonly access: Access;
   /**
-   * Where the namespace a deploy right is checked in comes from: the submitted spec, or the task named
-   * by the path. Absent: the route acts on no namespace.
+   * Where the namespace a deploy right is checked in comes from: the submitted spec, the task named by
+   * the path, the job in the body, or the `namespace` query parameter (default "default"). Absent: the
+   * route acts on no namespace.
    */
-  readonly namespaceFrom?: 'spec' | 'task';
+  readonly namespaceFrom?: 'spec' | 'task' | 'job' | 'query';
   /** Path parameters, by name: checked like query parameters. */
   readonly params?: Readonly<Record<string, QueryParameter>>;
   readonly query?: Readonly<Record<string, QueryParameter>>;
@@ -86,6 +93,10 @@ const nameParam = (description: string): QueryParameter => ({
   schema: z.string().check(z.minLength(1), z.maxLength(256)),
   description,
 });
+
+const jobNamespaceQuery = {
+  namespace: nameParam('The job\'s namespace (default "default")'),
+};
 
 /** One frame of a followed task's output (see shared/log-frames.ts). */
 const logFrameSchema = z.union([
@@ -312,6 +323,84 @@ export const routes = {
     body: backupFileSchema,
     bodyBytesMax: backupFileBytesMax,
     answer: restoreAnswerSchema,
+  },
+  jobs: {
+    method: 'GET',
+    path: '/v1/jobs',
+    access: 'read',
+    summary: 'Every job, with its version and its instances by state',
+    query: { namespace: nameParam('Only the jobs of this namespace') },
+    answer: z.array(jobViewSchema),
+  },
+  applyJob: {
+    method: 'PUT',
+    path: '/v1/jobs',
+    access: 'deploy',
+    namespaceFrom: 'job',
+    summary:
+      'Apply a job (shoal job apply): a new version if it changed, then the cluster keeps it at its shape; idempotent',
+    body: z.strictObject({
+      job: jobSpecSchema,
+      checkIndex: z.exactOptional(whole(0)),
+    }),
+    answer: jobApplyAnswerSchema,
+  },
+  planJob: {
+    method: 'POST',
+    path: '/v1/jobs/plan',
+    access: 'deploy',
+    namespaceFrom: 'job',
+    summary:
+      "A dry run of applying a job on the cluster's current state: the diff, the instances it would start and stop, where they would go",
+    body: z.strictObject({ job: jobSpecSchema }),
+    answer: jobPlanAnswerSchema,
+  },
+  job: {
+    method: 'GET',
+    path: '/v1/jobs/:job',
+    access: 'read',
+    summary: 'One job: its spec, status and instances',
+    params: { job: nameParam('The job name') },
+    query: jobNamespaceQuery,
+    answer: jobDetailViewSchema,
+  },
+  jobVersions: {
+    method: 'GET',
+    path: '/v1/jobs/:job/versions',
+    access: 'read',
+    summary: "A job's versions kept, oldest first",
+    params: { job: nameParam('The job name') },
+    query: jobNamespaceQuery,
+    answer: z.array(jobVersionViewSchema),
+  },
+  revertJob: {
+    method: 'POST',
+    path: '/v1/jobs/:job/revert',
+    access: 'deploy',
+    namespaceFrom: 'query',
+    summary: "Apply one of a job's earlier versions again (as a new version)",
+    params: { job: nameParam('The job name') },
+    query: jobNamespaceQuery,
+    body: z.strictObject({ version: whole(1), checkIndex: z.exactOptional(whole(0)) }),
+    answer: jobApplyAnswerSchema,
+  },
+  stopJob: {
+    method: 'POST',
+    path: '/v1/jobs/:job/stop',
+    access: 'deploy',
+    namespaceFrom: 'query',
+    summary: "Stop a job's instances; purge also forgets the job",
+    params: { job: nameParam('The job name') },
+    query: jobNamespaceQuery,
+    body: z.strictObject({ purge: z.exactOptional(z.boolean()) }),
+    answer: jobApplyAnswerSchema,
+  },
+  jobSchema: {
+    method: 'GET',
+    path: '/v1/schema/job.json',
+    access: 'public',
+    summary: "The job file's JSON Schema, generated from the schema the server validates with (for editors)",
+    answer: z.record(z.string(), z.unknown()),
   },
 } as const satisfies Record<string, Route>;
 

@@ -14,6 +14,7 @@ import {
   defaultNamespace,
   denial,
   type BackupFile,
+  type JobSpec,
   describeIssues,
   namespacePolicySchema,
   type Caller,
@@ -28,7 +29,7 @@ import { ShoalError, errorMessage, type ShoalErrorCode } from '../shared/errors.
 import type { Logger } from '../shared/log.ts';
 import { frameToJson, type LogFrame } from '../shared/log-frames.ts';
 import { logsLimitBytesDefault } from '../runtime/index.ts';
-import { openApiDocument } from './openapi.ts';
+import { jobJsonSchema, openApiDocument } from './openapi.ts';
 import {
   matchRoute,
   pathKnown,
@@ -80,6 +81,18 @@ export interface ApiBackend {
   snapshot(): Promise<Answer<'snapshot'>>;
   /** Restores a backup into a cluster with no tasks (shoal snapshot restore). */
   restoreSnapshot(file: BackupFile): Promise<Answer<'restoreSnapshot'>>;
+  jobs(namespace: string | null): Promise<Answer<'jobs'>>;
+  job(namespace: string, name: string): Promise<Answer<'job'>>;
+  jobVersions(namespace: string, name: string): Promise<Answer<'jobVersions'>>;
+  applyJob(job: JobSpec, checkIndex: number | null): Promise<Answer<'applyJob'>>;
+  planJob(job: JobSpec): Promise<Answer<'planJob'>>;
+  revertJob(
+    namespace: string,
+    name: string,
+    version: number,
+    checkIndex: number | null,
+  ): Promise<Answer<'revertJob'>>;
+  stopJob(namespace: string, name: string, purge: boolean): Promise<Answer<'stopJob'>>;
 }
 
 const httpStatus: Record<ShoalErrorCode, number> = {
@@ -366,6 +379,22 @@ const handlers: Record<RouteName, Handler> = {
   clusterCa: (backend) => Promise.resolve(backend.clusterCa()),
   clusterKey: (backend) => Promise.resolve(backend.clusterKey()),
   snapshot: (backend) => backend.snapshot(),
+  jobs: (backend, { query }) => backend.jobs((query['namespace'] as string | undefined) ?? null),
+  job: (backend, { params, query }) => backend.job(queryNamespace(query), params['job'] ?? ''),
+  jobVersions: (backend, { params, query }) =>
+    backend.jobVersions(queryNamespace(query), params['job'] ?? ''),
+  applyJob: (backend, { body }) => {
+    const { job, checkIndex } = body as { job: JobSpec; checkIndex?: number };
+    return backend.applyJob(job, checkIndex ?? null);
+  },
+  planJob: (backend, { body }) => backend.planJob((body as { job: JobSpec }).job),
+  revertJob: (backend, { params, query, body }) => {
+    const { version, checkIndex } = body as { version: number; checkIndex?: number };
+    return backend.revertJob(queryNamespace(query), params['job'] ?? '', version, checkIndex ?? null);
+  },
+  stopJob: (backend, { params, query, body }) =>
+    backend.stopJob(queryNamespace(query), params['job'] ?? '', (body as { purge?: boolean }).purge === true),
+  jobSchema: () => Promise.resolve(jobJsonSchema()),
   restoreSnapshot: (backend, { body }) => backend.restoreSnapshot(body as BackupFile),
 };
 
@@ -406,18 +435,40 @@ async function route(
       throw new ShoalError('INVALID_ARGUMENT', `invalid request body: ${describeIssues(parsed.error)}`);
     body = parsed.data;
   }
-  const namespace =
-    route.namespaceFrom === 'spec'
-      ? ((body as TaskSpec).namespace ?? defaultNamespace)
-      : route.namespaceFrom === 'task'
-        ? await backend.taskNamespace(match.params['task'] ?? '')
-        : null;
+  const namespace = await requestNamespace(backend, route, match.params, query, body);
   const denied = denial(caller, route.access, namespace);
   if (denied !== null) throw new ShoalError('PERMISSION_DENIED', denied);
   const answer = await handlers[match.name](backend, { params: match.params, query, body, http, response });
   // A stream has answered already.
   if (answer === undefined) return;
   send(response, route.created === true ? 201 : 200, answer);
+}
+
+/** The namespace a request acts in, for the deploy check (see Route.namespaceFrom); null: none. */
+async function requestNamespace(
+  backend: ApiBackend,
+  route: Route,
+  params: Readonly<Record<string, string>>,
+  query: Readonly<Record<string, unknown>>,
+  body: unknown,
+): Promise<string | null> {
+  switch (route.namespaceFrom) {
+    case 'spec':
+      return (body as TaskSpec).namespace ?? defaultNamespace;
+    case 'task':
+      return backend.taskNamespace(params['task'] ?? '');
+    case 'job':
+      return (body as { job: JobSpec }).job.namespace ?? defaultNamespace;
+    case 'query':
+      return queryNamespace(query);
+    case undefined:
+      return null;
+  }
+  return null;
+}
+
+function queryNamespace(query: Readonly<Record<string, unknown>>): string {
+  return (query['namespace'] as string | undefined) ?? defaultNamespace;
 }
 
 /**

@@ -6,6 +6,8 @@
 import * as z from 'zod/mini';
 import {
   clusterEventSchema,
+  jobSpecSchema,
+  jobTypes,
   namespacePolicySchema,
   restartPolicies,
   taskDrivers,
@@ -171,3 +173,108 @@ export type EventFrame = z.infer<typeof eventFrameSchema>;
 /** Every error answer: a stable code and a message a user can act on. */
 export const errorBodySchema = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 export type ErrorBody = z.infer<typeof errorBodySchema>;
+
+/** How many of a job's (or a group's) instances are in each state. */
+const stateCountsSchema = z.record(z.string(), z.int());
+
+/** One instance of a job: a task, with its group, slot and the job version it runs. */
+export const jobInstanceViewSchema = z.object({
+  id: z.string(),
+  group: z.string(),
+  slot: z.int(),
+  version: z.int(),
+  state: z.enum(taskStates),
+  node: z.nullable(z.string()),
+  reason: z.nullable(z.string()),
+  desired: z.enum(['run', 'kill', 'move', 'preempt', 'none']),
+});
+
+export const jobViewSchema = z.object({
+  namespace: z.string(),
+  name: z.string(),
+  type: z.enum(jobTypes),
+  version: z.int(),
+  /** running: the cluster keeps its shape; stopped: `job stop`; complete: a batch job whose instances all ended. */
+  status: z.enum(['running', 'stopped', 'complete']),
+  /** The log index of its last change, for `job apply --check-index`. */
+  modifyIndex: z.int(),
+  createIndex: z.int(),
+  updatedAt: z.string(),
+  /** Live and ended instances by state. */
+  states: stateCountsSchema,
+  groups: z.array(
+    z.object({
+      name: z.string(),
+      /** Instances wanted; null for a system job (one per eligible node). */
+      count: z.nullable(z.int()),
+      states: stateCountsSchema,
+    }),
+  ),
+  /** Periodic jobs: the next launch (ISO 8601), and the last slot launched. */
+  nextLaunchAt: z.nullable(z.string()),
+  lastLaunchAt: z.nullable(z.string()),
+  /** A periodic job's launch: the periodic job that launched it. */
+  parent: z.nullable(z.string()),
+});
+export type JobView = z.infer<typeof jobViewSchema>;
+
+export const jobDetailViewSchema = z.object({
+  ...jobViewSchema.shape,
+  spec: jobSpecSchema,
+  instances: z.array(jobInstanceViewSchema),
+});
+
+export const jobVersionViewSchema = z.object({
+  version: z.int(),
+  at: z.string(),
+  index: z.int(),
+  spec: jobSpecSchema,
+});
+
+export const jobApplyAnswerSchema = z.object({
+  namespace: z.string(),
+  name: z.string(),
+  version: z.int(),
+  modifyIndex: z.int(),
+  /** False when the job was already exactly this (nothing changed). */
+  changed: z.boolean(),
+});
+
+/** One field that a plan changes: its path in the job, and the values before and after (absent: none). */
+export const jobDiffSchema = z.object({
+  path: z.string(),
+  before: z.optional(z.unknown()),
+  after: z.optional(z.unknown()),
+});
+
+export const jobPlanAnswerSchema = z.object({
+  namespace: z.string(),
+  name: z.string(),
+  /** The live job's modify index (0: no such job): give it to `job apply --check-index`. */
+  modifyIndex: z.int(),
+  /** The live version (0: none), and the version applying would make. */
+  version: z.int(),
+  nextVersion: z.int(),
+  changed: z.boolean(),
+  diff: z.array(jobDiffSchema),
+  /** Instances applying would start, each with where it would go now or why it would wait. */
+  start: z.array(
+    z.object({
+      group: z.string(),
+      slot: z.int(),
+      reason: z.string(),
+      node: z.nullable(z.string()),
+      waits: z.nullable(z.string()),
+    }),
+  ),
+  /** Instances applying would stop. */
+  stop: z.array(
+    z.object({
+      id: z.string(),
+      group: z.string(),
+      slot: z.int(),
+      node: z.nullable(z.string()),
+      reason: z.string(),
+    }),
+  ),
+});

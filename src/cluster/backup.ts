@@ -12,6 +12,7 @@ import { ShoalError } from '../shared/errors.ts';
 import { text, whole } from '../shared/schema.ts';
 import { wireMessageBytesMax } from '../shared/wire.ts';
 import { clusterCaSchema } from './ca.ts';
+import { jobRecordSchema } from './jobs.ts';
 import { taskIdPattern } from './submission.ts';
 import { describeIssues, namespacePolicySchema, taskSpecSchema, taskStates } from './task.ts';
 import { tokenRecordSchema } from './tokens.ts';
@@ -49,10 +50,18 @@ const taskRecordSchema = z.strictObject({
   updatedAtMs: timeMs,
   // Snapshots from before task events have none.
   events: z.exactOptional(z.array(z.strictObject({ atMs: timeMs, message: text(64 * 1024) }))),
+  instance: z.exactOptional(
+    z.strictObject({
+      group: text(64, 1),
+      slot: whole(0),
+      version: whole(1),
+      pinnedNodeId: z.exactOptional(text(128, 1)),
+    }),
+  ),
 });
 
 /**
- * What a restore takes from a saved state: tasks, namespaces, tokens and the CA. Nodes are the old
+ * What a restore takes from a saved state: tasks, jobs, namespaces, tokens and the CA. Nodes are the old
  * cluster's machines, read but not restored (the restoring cluster has its own); other fields are ignored.
  */
 export const backupStateSchema = z.object({
@@ -62,6 +71,7 @@ export const backupStateSchema = z.object({
   namespaces: z.exactOptional(z.array(namespacePolicySchema)),
   tokens: z.exactOptional(z.array(tokenRecordSchema)),
   clusterCa: z.exactOptional(z.nullable(clusterCaSchema)),
+  jobs: z.exactOptional(z.array(jobRecordSchema)),
 });
 export type BackupState = z.infer<typeof backupStateSchema>;
 

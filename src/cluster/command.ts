@@ -23,6 +23,7 @@ import {
 import { accessorIdPattern, tokenRecordSchema, type TokenRecord } from './tokens.ts';
 import { clusterCaSchema, type ClusterCaRecord } from './ca.ts';
 import { backupStateSchema, type BackupState } from './backup.ts';
+import { jobSpecSchema, type JobSpec } from './job.ts';
 
 export interface NodeResources {
   readonly cpuMillis: number;
@@ -129,6 +130,16 @@ export type Command =
       readonly backup: BackupState;
       readonly keepClusterCa: boolean;
       readonly atMs: number;
+    }
+  /** A job applied (`shoal job apply`); with checkIndex, only if the job's modify index is still that. */
+  | { readonly type: 'putJob'; readonly job: JobSpec; readonly checkIndex?: number; readonly atMs: number }
+  /** `shoal job stop`: its instances stop; purge also forgets the job. */
+  | {
+      readonly type: 'stopJob';
+      readonly namespace: string;
+      readonly name: string;
+      readonly purge: boolean;
+      readonly atMs: number;
     };
 
 /**
@@ -212,6 +223,19 @@ const commandSchema = z.discriminatedUnion('type', [
     type: z.literal('restoreBackup'),
     backup: backupStateSchema,
     keepClusterCa: z.boolean(),
+    atMs: timeMs,
+  }),
+  z.strictObject({
+    type: z.literal('putJob'),
+    job: jobSpecSchema,
+    checkIndex: z.exactOptional(whole(0)),
+    atMs: timeMs,
+  }),
+  z.strictObject({
+    type: z.literal('stopJob'),
+    namespace: text(64, 1),
+    name: text(64, 1),
+    purge: z.boolean(),
     atMs: timeMs,
   }),
 ]);

@@ -103,6 +103,8 @@ export interface EventSource {
   readonly tasks: ReadonlyMap<string, Task>;
   readonly nodes: ReadonlyMap<string, ClusterNode>;
   liveTasksOn(nodeId: string): readonly Task[];
+  /** Tasks a job's reconciliation created, and ones it began to stop, while applying the command. */
+  readonly jobEffects?: { readonly created: readonly string[]; readonly stopping: readonly string[] };
 }
 
 /** A task as it was before the command, in what events compare. */
@@ -182,6 +184,10 @@ export function eventBasis(state: EventSource, command: Command): EventBasis {
     case 'restoreBackup':
       // The whole state changes: readers get a reset (the node's event hub), not an event per task.
       break;
+    case 'putJob':
+    case 'stopJob':
+      // The tasks a job's reconciliation starts and stops: see jobEffects below.
+      break;
   }
   return { tasks, nodes };
 }
@@ -212,6 +218,26 @@ export function deriveEvents(
   for (const [taskId, before] of basis.tasks) {
     const task = state.tasks.get(taskId);
     if (task) events.push(...taskEvents(index, at, command, before, task, state));
+  }
+  // What the jobs' reconciler did in the same step: new instances, and instances it stops.
+  for (const taskId of state.jobEffects?.stopping ?? []) {
+    const task = state.tasks.get(taskId);
+    if (!task || basis.tasks.has(taskId)) continue;
+    // A pending instance is killed at once; a placed one stays where it is until its node reports.
+    const was = task.state === 'killed' && task.nodeId === null ? 'pending' : task.state;
+    const before: TaskBefore = {
+      state: was,
+      desired: 'run',
+      nodeId: task.nodeId,
+      attempt: task.attempt,
+      records: new Set(),
+    };
+    events.push(...taskEvents(index, at, command, before, task, state));
+  }
+  for (const taskId of state.jobEffects?.created ?? []) {
+    const task = state.tasks.get(taskId);
+    if (task && !basis.tasks.has(taskId))
+      events.push(...taskEvents(index, at, command, undefined, task, state));
   }
   return events;
 }

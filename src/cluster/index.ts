@@ -100,3 +100,25 @@ export {
   type BackupState,
 } from './backup.ts';
 export { defaultNamespace } from '../allocator/index.ts';
+export {
+  cronProblem,
+  instanceTaskSpec,
+  jobGroups,
+  jobSpecSchema,
+  jobTypes,
+  jobVersionsRetainedMax,
+  jobsMax,
+  nextLaunchMs,
+  nodeIdLabel,
+  type JobSpec,
+  type JobType,
+  type NormalizedGroup,
+} from './job.ts';
+export {
+  diffJobSpecs,
+  jobKey,
+  resolvedReschedule,
+  type JobDiffEntry,
+  type JobRecord,
+  type JobVersionRecord,
+} from './jobs.ts';

@@ -3,7 +3,12 @@
  * in the same order and reaches the same state. Pure: time comes inside commands (`atMs`, set by the
  * proposer), never from a clock here.
  */
-import { compileConstraints, matchesAll, preemptionPriorityGapDefault } from '../allocator/index.ts';
+import {
+  compileConstraints,
+  defaultNamespace,
+  matchesAll,
+  preemptionPriorityGapDefault,
+} from '../allocator/index.ts';
 import { assert } from '../shared/assert.ts';
 import {
   addTaskEvent,
@@ -19,6 +24,10 @@ import type { Assignment, ClusterNode, Command, NodeResources, PreemptionCommand
 import { tokensMax, type TokenRecord } from './tokens.ts';
 import type { ClusterCaRecord } from './ca.ts';
 import type { BackupState } from './backup.ts';
+import { instanceTaskSpec, jobGroups, jobsMax, type JobSpec } from './job.ts';
+import { groupSpecVersions, jobKey, resolvedReschedule, withVersion, type JobRecord } from './jobs.ts';
+import { reconcileJob, type ReconcileInput } from './reconcile.ts';
+import { createHash } from 'node:crypto';
 
 /** What a node's live tasks hold. */
 interface Usage {
@@ -66,6 +75,8 @@ interface StateSnapshot {
   readonly tokens?: TokenRecord[];
   /** Absent in snapshots from before the cluster CA. */
   readonly clusterCa?: ClusterCaRecord | null;
+  /** Absent in snapshots from before jobs. */
+  readonly jobs?: JobRecord[];
 }
 
 /** Terminal tasks kept for `shoal ps` and `shoal logs`; older ones are forgotten so state stays bounded. */
@@ -103,11 +114,35 @@ export class ClusterState {
   private readonly tokensBySecretHash = new Map<string, TokenRecord>();
   /** The CA that signs nodes' API certificates under `--tls auto`; null until a node needs one. */
   clusterCa: ClusterCaRecord | null = null;
+  /** Jobs by namespace/name (jobs.ts). */
+  readonly jobs = new Map<string, JobRecord>();
+  /** Task ids of each job's instances, live and terminal (derived). */
+  private readonly tasksByJob = new Map<string, Set<string>>();
+  /** Jobs whose instances or nodes changed while applying a command: reconciled before apply returns. */
+  private readonly touchedJobs = new Set<string>();
+  /**
+   * What the reconciler did while applying the last command: instances it created and ones it began to
+   * stop. Not part of the state: the event derivation reads it (a command names none of these tasks).
+   */
+  readonly jobEffects: { readonly created: string[]; readonly stopping: string[] } = {
+    created: [],
+    stopping: [],
+  };
   appliedIndex = 0;
 
   apply(index: number, command: Command): ApplyResult {
     assert(index > this.appliedIndex, 'commands apply in log order');
     this.appliedIndex = index;
+    this.jobEffects.created.length = 0;
+    this.jobEffects.stopping.length = 0;
+    const result = this.applyCommand(index, command);
+    // Every job whose instances ended or whose nodes changed is brought back to its shape in the same
+    // step: deterministic on every node, and no instance waits for another log entry to be replaced.
+    if (this.touchedJobs.size > 0) this.reconcileTouched(index, 'atMs' in command ? command.atMs : 0);
+    return result;
+  }
+
+  private applyCommand(index: number, command: Command): ApplyResult {
     switch (command.type) {
       case 'submitTask':
         return this.submit(index, [{ id: command.id, spec: command.spec }], command.atMs);
@@ -145,11 +180,14 @@ export class ClusterState {
         });
         if (!existing) this.used.set(command.node.id, emptyUsage());
         this.notifyNode(command.node.id);
+        this.touchSystemJobs();
         return { ok: true };
       }
       case 'nodeDown':
+        this.touchSystemJobs();
         return this.nodeDown(command.nodeId, command.reason, command.atMs);
       case 'drainNode':
+        this.touchSystemJobs();
         return this.drain(command.nodeId, command.drain, command.atMs);
       case 'setNamespace':
         this.namespaces.set(command.policy.name, command.policy);
@@ -167,7 +205,249 @@ export class ClusterState {
         return { ok: true };
       case 'restoreBackup':
         return this.restoreBackup(command.backup, command.keepClusterCa, command.atMs);
+      case 'putJob':
+        return this.putJob(index, command.job, command.checkIndex ?? null, command.atMs);
+      case 'stopJob':
+        return this.stopJob(index, command.namespace, command.name, command.purge, command.atMs);
     }
+  }
+
+  /**
+   * A job applied: a new version when its spec changed (an unchanged spec changes nothing, so applying
+   * a file twice is harmless), then reconciled. With checkIndex, refused unless the job's modify index is
+   * still that (0: the job must not exist).
+   */
+  private putJob(index: number, spec: JobSpec, checkIndex: number | null, atMs: number): ApplyResult {
+    const key = jobKey(spec.namespace, spec.name);
+    const existing = this.jobs.get(key);
+    if (checkIndex !== null && (existing?.modifyIndex ?? 0) !== checkIndex)
+      return {
+        ok: false,
+        code: 'CONFLICT',
+        message:
+          existing === undefined
+            ? `job ${spec.name} does not exist (any more); plan again`
+            : `job ${spec.name} changed since the plan (its modify index is ${existing.modifyIndex}, not ${checkIndex}); plan again`,
+      };
+    if (existing && !existing.stopped && JSON.stringify(existing.spec) === JSON.stringify(spec))
+      return { ok: true };
+    if (!existing && this.jobs.size >= jobsMax)
+      return {
+        ok: false,
+        code: 'CONFLICT',
+        message: `the cluster holds ${jobsMax} jobs; purge stopped ones first`,
+      };
+    const changed = existing === undefined || JSON.stringify(existing.spec) !== JSON.stringify(spec);
+    const version = existing === undefined ? 1 : changed ? existing.version + 1 : existing.version;
+    const record: JobRecord = {
+      namespace: spec.namespace ?? defaultNamespace,
+      name: spec.name,
+      version,
+      spec,
+      groupVersions: changed ? groupSpecVersions(existing, spec, version) : existing.groupVersions,
+      stopped: false,
+      createIndex: existing?.createIndex ?? index,
+      modifyIndex: index,
+      updatedAtMs: atMs,
+      history: changed
+        ? withVersion(existing?.history ?? [], { version, spec, atMs, index })
+        : existing.history,
+      lastLaunchMs: existing?.lastLaunchMs ?? null,
+      ...(existing?.parent === undefined ? {} : { parent: existing.parent }),
+    };
+    this.jobs.set(key, record);
+    this.touchedJobs.add(key);
+    return { ok: true };
+  }
+
+  private stopJob(index: number, namespace: string, name: string, purge: boolean, atMs: number): ApplyResult {
+    const key = jobKey(namespace, name);
+    const job = this.jobs.get(key);
+    if (!job) return { ok: false, code: 'NOT_FOUND', message: `no job ${name} in namespace ${namespace}` };
+    job.stopped = true;
+    job.modifyIndex = index;
+    job.updatedAtMs = atMs;
+    // Stop its instances now; a purged job's record goes with them (its ended tasks stay, as plain tasks).
+    this.reconcileJobNow(key, index, atMs);
+    if (purge) {
+      this.jobs.delete(key);
+      for (const id of this.tasksByJob.get(key) ?? []) {
+        const task = this.tasks.get(id);
+        if (task) delete task.instance;
+      }
+      this.tasksByJob.delete(key);
+    }
+    return { ok: true };
+  }
+
+  private touchSystemJobs(): void {
+    for (const [key, job] of this.jobs)
+      if (job.spec.type === 'system' && !job.stopped) this.touchedJobs.add(key);
+  }
+
+  private reconcileTouched(index: number, atMs: number): void {
+    // In key order, so every node makes the same tasks with the same ids.
+    const keys = [...this.touchedJobs].sort();
+    this.touchedJobs.clear();
+    for (const key of keys) this.reconcileJobNow(key, index, atMs);
+    // What the reconciler's own stops touched, it has accounted for already.
+    this.touchedJobs.clear();
+  }
+
+  /** Brings one job's instances to its shape: starts the missing, stops the extra and the outdated. */
+  private reconcileJobNow(key: string, index: number, atMs: number): void {
+    const job = this.jobs.get(key);
+    if (!job || job.spec.type === 'periodic') return;
+    const actions = reconcileJob(this.reconcileInput(key, job, atMs));
+    for (const stop of actions.stop) {
+      const task = this.tasks.get(stop.taskId);
+      if (!task || isTerminal(task.state) || task.desired === 'kill') continue;
+      addTaskEvent(task, { atMs, message: `stopping: ${stop.reason}` });
+      this.jobEffects.stopping.push(task.id);
+      this.kill(task.id, atMs);
+    }
+    const groups = new Map(jobGroups(job.spec).map((group) => [group.name, group]));
+    for (const [n, start] of actions.start.entries()) {
+      const group = groups.get(start.group);
+      if (!group) continue;
+      if (this.liveCount >= liveTasksMax) break;
+      const id = instanceTaskId(index, key, n);
+      if (this.tasks.has(id)) continue;
+      const spec = instanceTaskSpec(job.spec, group, start);
+      this.submit(index, [{ id, spec }], atMs);
+      const task = this.tasks.get(id);
+      if (!task) continue;
+      task.instance = {
+        group: start.group,
+        slot: start.slot,
+        version: job.version,
+        ...(start.nodeId === undefined ? {} : { pinnedNodeId: start.nodeId }),
+      };
+      task.notBeforeMs = start.notBeforeMs;
+      task.reason = start.reason;
+      addTaskEvent(task, { atMs, message: `${job.name} v${job.version}: ${start.reason}` });
+      this.trackJobTask(key, id);
+      this.jobEffects.created.push(id);
+    }
+  }
+
+  private reconcileInput(key: string, job: JobRecord, atMs: number): ReconcileInput {
+    const tasks: ReconcileInput['tasks'][number][] = [];
+    for (const id of this.tasksByJob.get(key) ?? []) {
+      const task = this.tasks.get(id);
+      if (!task?.instance) continue;
+      tasks.push({
+        id,
+        group: task.instance.group,
+        slot: task.instance.slot,
+        version: task.instance.version,
+        nodeId: task.instance.pinnedNodeId ?? task.nodeId,
+        state: task.state,
+        desired: task.desired,
+        updatedAtMs: task.updatedAtMs,
+      });
+    }
+    tasks.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    return {
+      type: job.spec.type === 'periodic' ? 'batch' : job.spec.type,
+      version: job.version,
+      stopped: job.stopped,
+      groups: jobGroups(job.spec).map((group) => ({
+        name: group.name,
+        count: group.count,
+        specVersion: job.groupVersions[group.name] ?? job.version,
+        eligibleNodeIds:
+          job.spec.type === 'system'
+            ? this.eligibleNodeIds(instanceTaskSpec(job.spec, group, { group: group.name, slot: 0 }))
+            : [],
+      })),
+      reschedule: resolvedReschedule(job.spec),
+      tasks,
+      nowMs: atMs,
+    };
+  }
+
+  /** Nodes a system job's instance of this spec may run on: up, not draining, with its driver and labels. */
+  private eligibleNodeIds(spec: TaskSpec): string[] {
+    const constraints = compileConstraints(spec.constraints, spec.labelConstraints);
+    const ids: string[] = [];
+    for (const node of this.nodes.values()) {
+      if (node.status !== 'up' || node.draining || !node.drivers.includes(spec.driver)) continue;
+      if (!matchesAll(node.labels, constraints)) continue;
+      ids.push(node.id);
+    }
+    return ids.sort();
+  }
+
+  private trackJobTask(key: string, taskId: string): void {
+    let ids = this.tasksByJob.get(key);
+    if (!ids) {
+      ids = new Set();
+      this.tasksByJob.set(key, ids);
+    }
+    ids.add(taskId);
+  }
+
+  /**
+   * Where pending tasks would go if placed now, one after another, each taking its room (on a copy of the
+   * state: `job plan`): the node with the most free CPU among those that fit, or why none does. The
+   * allocator proper may choose otherwise (priority order, packing, preemption); this answers "does it fit".
+   */
+  previewPlacements(
+    taskIds: readonly string[],
+    atMs: number,
+  ): Map<string, { node: string | null; waits: string | null }> {
+    const result = new Map<string, { node: string | null; waits: string | null }>();
+    for (const id of taskIds) {
+      const task = this.tasks.get(id);
+      if (task?.state !== 'pending') continue;
+      const constraints = compileConstraints(task.spec.constraints, task.spec.labelConstraints);
+      const matching = [...this.nodes.values()].filter(
+        (node) =>
+          node.status === 'up' &&
+          !node.draining &&
+          node.drivers.includes(task.spec.driver) &&
+          matchesAll(node.labels, constraints),
+      );
+      const fitting = matching
+        .filter((node) => this.fitsOn(node, task.spec))
+        .sort(
+          (a, b) => this.freeOn(b.id).cpuMillis - this.freeOn(a.id).cpuMillis || (a.name < b.name ? -1 : 1),
+        );
+      const chosen = fitting[0];
+      if (chosen) {
+        this.assign({ taskId: id, nodeId: chosen.id }, atMs);
+        result.set(id, { node: chosen.name, waits: null });
+      } else {
+        const mib = Math.round(task.spec.memoryBytes / (1024 * 1024));
+        result.set(id, {
+          node: null,
+          waits:
+            matching.length === 0
+              ? `no node up matches its constraints and has its driver (${task.spec.driver})`
+              : `no node has room now for ${task.spec.cpuMillis} millicores and ${mib} MiB (unless it preempts lower priorities)`,
+        });
+      }
+    }
+    return result;
+  }
+
+  /** A job's instances, in id order (jobs.ts's views read them). */
+  jobTasks(namespace: string, name: string): Task[] {
+    const tasks: Task[] = [];
+    for (const id of this.tasksByJob.get(jobKey(namespace, name)) ?? []) {
+      const task = this.tasks.get(id);
+      if (task) tasks.push(task);
+    }
+    return tasks.sort((a, b) => a.submitIndex - b.submitIndex || (a.id < b.id ? -1 : 1));
+  }
+
+  /** Forgets an ended task (the retention bound), and its place in its job. */
+  private forgetTask(id: string): void {
+    const task = this.tasks.get(id);
+    this.tasks.delete(id);
+    if (task?.instance && task.spec.job !== undefined)
+      this.tasksByJob.get(jobKey(task.spec.namespace, task.spec.job))?.delete(id);
   }
 
   /**
@@ -191,6 +471,13 @@ export class ClusterState {
       this.tokensBySecretHash.set(token.secretHash, token);
     }
     if (this.clusterCa === null && keepClusterCa && backup.clusterCa) this.clusterCa = backup.clusterCa;
+    for (const job of backup.jobs ?? []) {
+      const key = jobKey(job.namespace, job.name);
+      if (this.jobs.has(key)) continue;
+      this.jobs.set(key, structuredClone(job));
+      // Reconciled when this command's apply ends: instances of the old cluster's nodes are replaced here.
+      this.touchedJobs.add(key);
+    }
     // The observer (the leader's allocator) is rebuilt from the result at the end, not told step by step.
     const observer = this.observer;
     this.observer = null;
@@ -198,8 +485,11 @@ export class ClusterState {
     for (const id of backup.terminalOrder) {
       const saved = byId.get(id);
       if (!saved || !isTerminal(saved.state) || this.tasks.has(id)) continue;
-      this.tasks.set(id, restoredTask(saved));
+      const task = restoredTask(saved);
+      this.tasks.set(id, task);
       this.terminalOrder.push(id);
+      if (task.instance && task.spec.job !== undefined)
+        this.trackJobTask(jobKey(task.spec.namespace, task.spec.job), id);
     }
     const live = backup.tasks
       .filter((task) => !isTerminal(task.state) && !this.tasks.has(task.id))
@@ -208,6 +498,8 @@ export class ClusterState {
       const task = restoredTask(saved);
       this.tasks.set(task.id, task);
       this.liveCount++;
+      if (task.instance && task.spec.job !== undefined)
+        this.trackJobTask(jobKey(task.spec.namespace, task.spec.job), task.id);
       if (task.state === 'pending') {
         this.pending.add(task.id);
         continue;
@@ -225,7 +517,7 @@ export class ClusterState {
     }
     while (this.terminalOrder.length > terminalTasksRetainedMax) {
       const oldest = this.terminalOrder.shift();
-      if (oldest !== undefined) this.tasks.delete(oldest);
+      if (oldest !== undefined) this.forgetTask(oldest);
     }
     this.observer = observer;
     this.observer?.restored();
@@ -274,6 +566,7 @@ export class ClusterState {
       namespaces: [...this.namespaces.values()],
       tokens: [...this.tokens.values()],
       clusterCa: this.clusterCa,
+      jobs: [...this.jobs.values()],
     } satisfies StateSnapshot);
   }
 
@@ -289,6 +582,10 @@ export class ClusterState {
     this.namespaces.clear();
     this.tokens.clear();
     this.tokensBySecretHash.clear();
+    this.jobs.clear();
+    this.tasksByJob.clear();
+    this.touchedJobs.clear();
+    for (const job of snapshot.jobs ?? []) this.jobs.set(jobKey(job.namespace, job.name), job);
     this.clusterCa = snapshot.clusterCa ?? null;
     this.liveCount = 0;
     this.appliedIndex = snapshot.appliedIndex;
@@ -305,6 +602,8 @@ export class ClusterState {
       // Snapshots from before task events read as tasks with none.
       task.events = Array.isArray(task.events) ? task.events : [];
       this.tasks.set(task.id, task);
+      if (task.instance && task.spec.job !== undefined)
+        this.trackJobTask(jobKey(task.spec.namespace, task.spec.job), task.id);
       if (isTerminal(task.state)) continue;
       this.liveCount++;
       if (task.state === 'pending') this.pending.add(task.id);
@@ -538,6 +837,8 @@ export class ClusterState {
     exitCode: number | null,
   ): void {
     const wasHolding = task.nodeId !== null && !isTerminal(task.state) && task.state !== 'pending';
+    if (task.instance && task.spec.job !== undefined && isTerminal(state))
+      this.touchedJobs.add(jobKey(task.spec.namespace, task.spec.job));
     task.state = state;
     task.updatedAtMs = atMs;
     task.reason = reason;
@@ -585,7 +886,7 @@ export class ClusterState {
     this.terminalOrder.push(task.id);
     while (this.terminalOrder.length > terminalTasksRetainedMax) {
       const oldest = this.terminalOrder.shift();
-      if (oldest !== undefined) this.tasks.delete(oldest);
+      if (oldest !== undefined) this.forgetTask(oldest);
     }
   }
 
@@ -632,6 +933,11 @@ export class ClusterState {
       'node usage never goes negative',
     );
   }
+}
+
+/** The id of the n-th instance a command at `index` creates for a job: the same on every node. */
+function instanceTaskId(index: number, key: string, n: number): string {
+  return createHash('sha256').update(`${index}/${key}/${n}`).digest('hex').slice(0, 12);
 }
 
 /** A task of a backup as this state holds it: no node of the old cluster is nominated any more. */

@@ -65,7 +65,7 @@ export type RestartSpec = z.infer<typeof restartSchema>;
 
 /** Names of namespaces, jobs, groups, ports, device kinds and label keys in specs. */
 const identifierPattern = /^[A-Za-z0-9][A-Za-z0-9._/-]*$/;
-const identifier = (what: string, lengthMax = 128): z.ZodMiniString =>
+export const identifier = (what: string, lengthMax = 128): z.ZodMiniString =>
   z
     .string()
     .check(
@@ -246,6 +246,18 @@ export interface Task {
    * `shoal run`. Snapshots written before events existed restore with an empty list.
    */
   events: TaskEventRecord[];
+  /** A job's instance: which group and slot of which version (absent: a task of its own). */
+  instance?: TaskInstance;
+}
+
+/** Where a job's task belongs: the job is spec.namespace/spec.job. */
+export interface TaskInstance {
+  readonly group: string;
+  readonly slot: number;
+  /** The job version it was made at. */
+  readonly version: number;
+  /** System jobs: the node it is pinned to. */
+  readonly pinnedNodeId?: string;
 }
 
 /** One line of a task's history. */

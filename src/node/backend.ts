@@ -12,6 +12,7 @@ import {
   openCaKey,
   type BackupFile,
   type BackupState,
+  type JobSpec,
   hashTokenSecret,
   isTerminal,
   newAccessorId,
@@ -33,6 +34,7 @@ import { mebibyte, ShoalError, shoalVersion } from '../shared/index.ts';
 import type { LogFrame } from '../shared/log-frames.ts';
 import type { Control } from './control.ts';
 import type { EventHub } from './events.ts';
+import { JobOperations } from './jobs.ts';
 import { followLocalLogs, followRemoteLogs } from './follow.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ShoalLibp2p } from './p2p.ts';
@@ -69,9 +71,44 @@ export interface BackendInit {
 
 export class NodeBackend implements ApiBackend {
   private readonly init: BackendInit;
+  private readonly jobOperations: JobOperations;
 
   constructor(init: BackendInit) {
     this.init = init;
+    this.jobOperations = new JobOperations(init);
+  }
+
+  jobs(namespace: string | null): Promise<Answer<'jobs'>> {
+    return this.jobOperations.list(namespace);
+  }
+
+  job(namespace: string, name: string): Promise<Answer<'job'>> {
+    return this.jobOperations.detail(namespace, name);
+  }
+
+  jobVersions(namespace: string, name: string): Promise<Answer<'jobVersions'>> {
+    return this.jobOperations.versions(namespace, name);
+  }
+
+  applyJob(job: JobSpec, checkIndex: number | null): Promise<Answer<'applyJob'>> {
+    return this.jobOperations.apply(job, checkIndex);
+  }
+
+  planJob(job: JobSpec): Promise<Answer<'planJob'>> {
+    return this.jobOperations.plan(job);
+  }
+
+  revertJob(
+    namespace: string,
+    name: string,
+    version: number,
+    checkIndex: number | null,
+  ): Promise<Answer<'revertJob'>> {
+    return this.jobOperations.revert(namespace, name, version, checkIndex);
+  }
+
+  stopJob(namespace: string, name: string, purge: boolean): Promise<Answer<'stopJob'>> {
+    return this.jobOperations.stop(namespace, name, purge);
   }
 
   async submit(spec: TaskSpec, options: SubmitOptions = { replicas: 1, gang: false }): Promise<string[]> {

@@ -16,6 +16,7 @@ import {
   type ApplyResult,
   type TaskDriver,
   type TokenRecord,
+  nodeIdLabel,
 } from '../cluster/index.ts';
 import {
   Libp2pRaftTransport,
@@ -536,7 +537,8 @@ function describeNode(member: Member): MemberFacts['description'] {
       ...(record.diskBytes === undefined ? {} : { diskBytes: record.diskBytes }),
       ...(record.devices === undefined ? {} : { devices: record.devices }),
     },
-    labels: record.labels,
+    // The node's id as a label too, so a system job's instance can be pinned to it like any constraint.
+    labels: { ...record.labels, [nodeIdLabel]: record.id },
     drivers: record.drivers,
   };
 }

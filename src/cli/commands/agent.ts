@@ -169,7 +169,7 @@ export function agentConfig(values: FlagValues<typeof options>): NodeConfig {
     memoryBytes: memoryMiB === null ? null : memoryMiB * mebibyte,
     diskBytes: parseMebibytes(values.disk, '--disk'),
     devices: parseCounts(values.device, '--device', true),
-    labels: parsePairs(values.label, '--label'),
+    labels: ownLabels(parsePairs(values.label, '--label')),
     dockerSocket: values['docker-socket'] ?? null,
     ...(preemptionGap === null ? {} : { preemptionPriorityGap: preemptionGap }),
     ...(compactEntries === null ? {} : { compaction: { entriesBeforeCompaction: compactEntries } }),
@@ -207,4 +207,14 @@ function clusterKey(key: string | undefined, keyFile: string | undefined): strin
     throw invalidArgument(`cannot read --key-file ${keyFile}: ${errorMessage(error)}`);
   }
   return validateClusterKey(text, `--key-file ${keyFile}`);
+}
+
+/** Labels the operator gives; keys starting with "shoal." are the cluster's own (shoal.node.id). */
+function ownLabels(labels: Record<string, string>): Record<string, string> {
+  const reserved = Object.keys(labels).find((key) => key.startsWith('shoal.'));
+  if (reserved !== undefined)
+    throw invalidArgument(
+      `--label ${reserved}: keys starting with "shoal." are reserved for the cluster's own labels`,
+    );
+  return labels;
 }

@@ -4,6 +4,7 @@ import { caCommand, keyCommand, loginCommand } from './access.ts';
 import { aclCommand } from './acl.ts';
 import { agentCommand } from './agent.ts';
 import { eventsCommand } from './events.ts';
+import { jobCommand } from './job.ts';
 import { logsCommand } from './logs.ts';
 import { namespaceCommand } from './namespace.ts';
 import { drainCommand, leaveCommand, membersCommand } from './nodes.ts';
@@ -15,6 +16,7 @@ import { inspectCommand, killCommand, psCommand } from './tasks.ts';
 export const commands: readonly Command[] = [
   agentCommand,
   runCommand,
+  jobCommand,
   psCommand,
   inspectCommand,
   logsCommand,

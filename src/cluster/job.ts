@@ -1,0 +1,275 @@
+/**
+ * Jobs: what a user declares (a job file, or the API's body: one schema for both), and the task specs the
+ * cluster makes from it. A job has groups; a group has `count` instances (slots 0…count-1) of its task;
+ * a single-task job may give `task` and `count` directly under the job (one group named after the task).
+ * Pure: validation and the mapping to task specs. The state keeps versions (state.ts); the reconciler
+ * (reconcile.ts) decides which instances to start and stop.
+ */
+import { Cron } from 'croner';
+import * as z from 'zod/mini';
+import { affinitiesMax } from '../allocator/index.ts';
+import { taskDrivers } from '../shared/drivers.ts';
+import { text, whole } from '../shared/schema.ts';
+import { mebibyte } from '../shared/units.ts';
+import { replicasMax } from './submission.ts';
+import {
+  cpuMillisMax,
+  identifier,
+  labelConstraintSchema,
+  labelConstraintsMax,
+  priorityDefault,
+  priorityMax,
+  priorityMin,
+  restartDelayMsMax,
+  restartSchema,
+  type TaskSpec,
+} from './task.ts';
+
+export const jobTypes = ['batch', 'service', 'system', 'periodic'] as const;
+
+/** Job and group names: part of every instance's task name (job.group.slot), so no dots or slashes. */
+const jobNamePattern = /^[A-Za-z0-9][A-Za-z0-9_-]*$/;
+const jobName = (what: string, lengthMax = 64): z.ZodMiniString =>
+  z
+    .string()
+    .check(
+      z.minLength(1),
+      z.maxLength(lengthMax),
+      z.regex(jobNamePattern, `${what} may hold letters, digits, "_" and "-"`),
+    );
+export type JobType = (typeof jobTypes)[number];
+
+/** Groups one job may have. */
+export const jobGroupsMax = 64;
+/** Versions of a job the state keeps (the newest; older ones are pruned). */
+export const jobVersionsRetainedMax = 10;
+/** Jobs the cluster keeps, stopped ones included. */
+export const jobsMax = 10_000;
+
+/** One task of a group: what runs, with resources in the units people write (millicores, MiB). */
+export const jobTaskSchema = z.strictObject({
+  name: z.exactOptional(jobName('a task name', 48)),
+  driver: z.enum(taskDrivers),
+  image: z.exactOptional(text(1024, 1)),
+  command: z.exactOptional(z.array(text(64 * 1024)).check(z.maxLength(256))),
+  env: z.exactOptional(z.record(z.string().check(z.regex(/^[A-Za-z_][A-Za-z0-9_]*$/)), z.string())),
+  cpuMillis: whole(1, cpuMillisMax, 'cpuMillis must be positive'),
+  memoryMiB: whole(1, 2 ** 30, 'memoryMiB must be at least 1'),
+  diskMiB: z.exactOptional(whole(0, 2 ** 30)),
+  devices: z.exactOptional(z.record(identifier('a device kind', 64), whole(1, 1024))),
+  ports: z.exactOptional(z.record(identifier('a port name', 64), whole(1, 65_535))),
+  restart: z.exactOptional(restartSchema),
+  onDisconnect: z.exactOptional(z.enum(['stop', 'keep'])),
+});
+export type JobTaskSpec = z.infer<typeof jobTaskSchema>;
+
+export const jobGroupSchema = z.strictObject({
+  // A task's name is job.group.slot, at most 128 characters: 64 + 48 + the dots and the slot.
+  name: jobName('a group name', 48),
+  /** Instances of the group (not for system jobs: they run one per eligible node). */
+  count: z.exactOptional(whole(0, replicasMax)),
+  /** The group's instances start together or not at all. */
+  gang: z.exactOptional(z.boolean()),
+  /** At most one instance per node. */
+  distinctNodes: z.exactOptional(z.boolean()),
+  /** Spread instances evenly over this node label's values (e.g. zone). */
+  spreadOver: z.exactOptional(text(128, 1)),
+  task: jobTaskSchema,
+});
+export type JobGroupSpec = z.infer<typeof jobGroupSchema>;
+
+/**
+ * Where an instance goes when it cannot stay: `restart` (the task's own policy) restarts it on the same
+ * node after the task itself failed; reschedule places a new instance on any node after its node was lost
+ * or the task kept failing.
+ */
+export const rescheduleSchema = z.strictObject({
+  policy: z.enum(['always', 'never']),
+  /** Reschedules of one instance after failures (a lost node does not count); null: no limit. */
+  attempts: z.exactOptional(z.nullable(whole(0, 1_000_000))),
+  /** Wait before a reschedule after a failure; doubles with each, up to restartDelayMsMax. */
+  delayMs: z.exactOptional(whole(0, restartDelayMsMax)),
+});
+export type RescheduleSpec = z.infer<typeof rescheduleSchema>;
+
+export const periodicSchema = z.strictObject({
+  /** A cron expression (5 or 6 fields, croner's syntax). */
+  cron: text(256, 1),
+  /** An IANA time zone (Europe/Berlin); default UTC. */
+  timezone: z.exactOptional(text(64, 1)),
+  /** Skip a launch while the previous one still runs. */
+  prohibitOverlap: z.exactOptional(z.boolean()),
+  /** A launch missed while the cluster had no leader: run it once when one appears, or skip it. */
+  missed: z.exactOptional(z.enum(['run', 'skip'])),
+});
+export type PeriodicSpec = z.infer<typeof periodicSchema>;
+
+export const jobSpecSchema = z
+  .strictObject({
+    name: jobName('a job name'),
+    namespace: z.exactOptional(identifier('a namespace', 64)),
+    type: z.enum(jobTypes),
+    priority: z.exactOptional(whole(priorityMin, priorityMax)),
+    /** Node labels every instance's node must have. */
+    constraints: z.exactOptional(z.record(text(128, 1), text(256))),
+    labelConstraints: z.exactOptional(z.array(labelConstraintSchema).check(z.maxLength(labelConstraintsMax))),
+    affinities: z.exactOptional(
+      z
+        .array(z.strictObject({ constraint: labelConstraintSchema, weight: whole(-100, 100) }))
+        .check(z.maxLength(affinitiesMax)),
+    ),
+    reschedule: z.exactOptional(rescheduleSchema),
+    periodic: z.exactOptional(periodicSchema),
+    groups: z.exactOptional(z.array(jobGroupSchema).check(z.minLength(1), z.maxLength(jobGroupsMax))),
+    /** A single-task job: the task and its count directly under the job. */
+    task: z.exactOptional(jobTaskSchema),
+    count: z.exactOptional(whole(0, replicasMax)),
+  })
+  .check(
+    z.superRefine((job, ctx) => {
+      const issue = (message: string, path: (string | number)[]): void => {
+        ctx.addIssue({ code: 'custom', message, path });
+      };
+      if ((job.groups === undefined) === (job.task === undefined))
+        issue('give either groups, or a single task (with count) under the job', []);
+      if (job.groups !== undefined && job.count !== undefined)
+        issue('count belongs to each group when the job has groups', ['count']);
+      if (job.type === 'periodic' && job.periodic === undefined)
+        issue('a periodic job needs periodic: {cron: …}', ['periodic']);
+      if (job.type !== 'periodic' && job.periodic !== undefined)
+        issue(`periodic is only for type periodic (this job is ${job.type})`, ['periodic']);
+      if (job.periodic !== undefined) {
+        const problem = cronProblem(job.periodic);
+        if (problem !== null) issue(problem, ['periodic', 'cron']);
+      }
+      const names = new Set<string>();
+      for (const [index, group] of (job.groups ?? []).entries()) {
+        if (names.has(group.name)) issue(`group name ${group.name} is used twice`, ['groups', index, 'name']);
+        names.add(group.name);
+        if (job.type === 'system' && group.count !== undefined)
+          issue('a system job runs one instance per eligible node: leave count out', [
+            'groups',
+            index,
+            'count',
+          ]);
+        taskIssues(group.task, ['groups', index, 'task'], issue);
+      }
+      if (job.task !== undefined) {
+        if (job.type === 'system' && job.count !== undefined)
+          issue('a system job runs one instance per eligible node: leave count out', ['count']);
+        taskIssues(job.task, ['task'], issue);
+      }
+    }),
+  );
+export type JobSpec = z.infer<typeof jobSpecSchema>;
+
+function taskIssues(
+  task: JobTaskSpec,
+  path: (string | number)[],
+  issue: (message: string, path: (string | number)[]) => void,
+): void {
+  if (task.driver === 'exec' && (task.command ?? []).length === 0)
+    issue('the exec driver needs a command', [...path, 'command']);
+  if (task.driver === 'docker' && task.image === undefined)
+    issue('the docker driver needs an image', [...path, 'image']);
+  if (task.driver === 'exec' && task.image !== undefined)
+    issue('image is only for the docker driver', [...path, 'image']);
+}
+
+/** Why a periodic spec's schedule cannot be used, or null. */
+export function cronProblem(periodic: PeriodicSpec): string | null {
+  try {
+    new Cron(periodic.cron, {
+      paused: true,
+      ...(periodic.timezone === undefined ? {} : { timezone: periodic.timezone }),
+    });
+  } catch (error) {
+    return `not a cron schedule croner reads: ${error instanceof Error ? error.message : String(error)}`;
+  }
+  if (periodic.timezone !== undefined) {
+    try {
+      new Intl.DateTimeFormat('en', { timeZone: periodic.timezone });
+    } catch {
+      return `unknown time zone ${periodic.timezone} (an IANA name such as Europe/Berlin)`;
+    }
+  }
+  return null;
+}
+
+/** A group as the reconciler sees it: always named, with its instance count (null for system jobs). */
+export interface NormalizedGroup {
+  readonly name: string;
+  readonly count: number | null;
+  readonly spec: JobGroupSpec;
+}
+
+/** The job's groups, the single-task form included (one group named after its task, or the job). */
+export function jobGroups(job: JobSpec): NormalizedGroup[] {
+  const system = job.type === 'system';
+  if (job.groups !== undefined)
+    return job.groups.map((group) => ({
+      name: group.name,
+      count: system ? null : (group.count ?? 1),
+      spec: group,
+    }));
+  const task = job.task;
+  if (task === undefined) return [];
+  const name = task.name ?? job.name;
+  return [
+    {
+      name,
+      count: system ? null : (job.count ?? 1),
+      spec: { name, task, ...(job.count === undefined ? {} : { count: job.count }) },
+    },
+  ];
+}
+
+/** Where one instance of a group runs from: its group, its slot, and for system jobs its node. */
+export interface InstanceKey {
+  readonly group: string;
+  readonly slot: number;
+  /** System jobs: the node the instance is pinned to (by the built-in label nodeIdLabel). */
+  readonly nodeId?: string;
+}
+
+/** A node label every node carries: its id, so a system job's instance can be pinned to one node. */
+export const nodeIdLabel = 'shoal.node.id';
+
+/** The task spec of one instance of a job's group. */
+export function instanceTaskSpec(job: JobSpec, group: NormalizedGroup, key: InstanceKey): TaskSpec {
+  const task = group.spec.task;
+  const spec: TaskSpec = {
+    // job.group.slot, or job.slot when the only group is the job's single task named after it.
+    name: `${group.name === job.name ? job.name : `${job.name}.${group.name}`}.${key.nodeId === undefined ? key.slot : key.nodeId.slice(-8)}`,
+    driver: task.driver,
+    command: task.command ?? [],
+    cpuMillis: task.cpuMillis,
+    memoryBytes: task.memoryMiB * mebibyte,
+    priority: job.priority ?? priorityDefault,
+    env: task.env ?? {},
+    constraints: { ...job.constraints, ...(key.nodeId === undefined ? {} : { [nodeIdLabel]: key.nodeId }) },
+    job: job.name,
+    ...(job.namespace === undefined ? {} : { namespace: job.namespace }),
+    ...(task.image === undefined ? {} : { image: task.image }),
+    ...(task.restart === undefined ? {} : { restart: task.restart }),
+    ...(task.diskMiB === undefined ? {} : { diskBytes: task.diskMiB * mebibyte }),
+    ...(task.devices === undefined ? {} : { devices: task.devices }),
+    ...(task.ports === undefined ? {} : { ports: task.ports }),
+    ...(task.onDisconnect === undefined ? {} : { onDisconnect: task.onDisconnect }),
+    ...(job.labelConstraints === undefined ? {} : { labelConstraints: job.labelConstraints }),
+    ...(job.affinities === undefined ? {} : { affinities: job.affinities }),
+    ...(group.spec.distinctNodes === undefined ? {} : { distinctNodes: group.spec.distinctNodes }),
+    ...(group.spec.spreadOver === undefined ? {} : { spreadOver: group.spec.spreadOver }),
+    ...(group.spec.gang === true ? { group: `${job.name}.${group.name}` } : {}),
+  };
+  return spec;
+}
+
+/** The first slot of a periodic schedule after `afterMs`, or null when there is none. */
+export function nextLaunchMs(periodic: PeriodicSpec, afterMs: number): number | null {
+  const cron = new Cron(periodic.cron, {
+    paused: true,
+    ...(periodic.timezone === undefined ? {} : { timezone: periodic.timezone }),
+  });
+  return cron.nextRun(new Date(afterMs))?.getTime() ?? null;
+}

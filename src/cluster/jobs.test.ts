@@ -1,0 +1,241 @@
+import { describe, expect, it } from 'vitest';
+import { decodeCommand, encodeCommand, type Command } from './command.ts';
+import { deriveEvents, eventBasis } from './events.ts';
+import { nodeIdLabel, type JobSpec } from './job.ts';
+import { diffJobSpecs, groupSpecVersions } from './jobs.ts';
+import { ClusterState, type ApplyResult } from './state.ts';
+import { isTerminal, type Task } from './task.ts';
+
+const MiB = 1024 * 1024;
+
+/** A state applied through the codec, as every node applies the log. */
+function cluster(nodeIds: readonly string[]): {
+  state: ClusterState;
+  apply: (command: Command) => ApplyResult;
+  index: () => number;
+} {
+  const state = new ClusterState();
+  let index = 0;
+  const apply = (command: Command): ApplyResult =>
+    state.apply(++index, decodeCommand(index, encodeCommand(command)));
+  for (const id of nodeIds) apply(upsert(id));
+  return { state, apply, index: () => index };
+}
+
+function upsert(id: string, labels: Record<string, string> = {}): Command {
+  return {
+    type: 'upsertNode',
+    node: {
+      id,
+      name: id,
+      address: 'h:1',
+      capacity: { cpuMillis: 4000, memoryBytes: 4096 * MiB },
+      labels: { ...labels, [nodeIdLabel]: id },
+      drivers: ['exec'],
+    },
+    atMs: 0,
+  };
+}
+
+const service = (count: number, command = ['sleep', '600']): JobSpec => ({
+  name: 'web',
+  type: 'service',
+  task: { driver: 'exec', command, cpuMillis: 100, memoryMiB: 32 },
+  count,
+});
+
+function live(state: ClusterState, name = 'web'): Task[] {
+  return state.jobTasks('default', name).filter((task) => !isTerminal(task.state) && task.desired !== 'kill');
+}
+
+/** Places every pending task on `nodeId` and reports it running. */
+function runAll(apply: (command: Command) => ApplyResult, state: ClusterState, nodeId: string): void {
+  const pending = state.pendingTasks().filter((task) => task.spec.constraints[nodeIdLabel] === undefined);
+  apply({
+    type: 'assignTasks',
+    term: 1,
+    assignments: pending.map((task) => ({ taskId: task.id, nodeId })),
+    waiting: [],
+    atMs: 1,
+  });
+  for (const task of pending)
+    apply({
+      type: 'reportTask',
+      nodeId,
+      taskId: task.id,
+      attempt: task.attempt,
+      state: 'running',
+      exitCode: null,
+      reason: null,
+      atMs: 2,
+    });
+}
+
+describe('jobs in the replicated state', () => {
+  it('starts count instances of a service, in slots 0…count-1, tagged with the version', () => {
+    const { state, apply } = cluster(['n1']);
+    expect(apply({ type: 'putJob', job: service(3), atMs: 1 })).toEqual({ ok: true });
+    const tasks = live(state);
+    expect(tasks.map((task) => task.instance?.slot).sort()).toEqual([0, 1, 2]);
+    expect(tasks.every((task) => task.instance?.version === 1 && task.spec.job === 'web')).toBe(true);
+    expect(tasks.map((task) => task.spec.name).sort()).toEqual(['web.0', 'web.1', 'web.2']);
+    expect(state.jobs.get('default/web')).toMatchObject({
+      version: 1,
+      stopped: false,
+      groupVersions: { web: 1 },
+    });
+  });
+
+  it('is idempotent: the same spec again changes nothing, not even the modify index', () => {
+    const { state, apply } = cluster(['n1']);
+    apply({ type: 'putJob', job: service(2), atMs: 1 });
+    const before = state.toSnapshot();
+    apply({ type: 'putJob', job: service(2), atMs: 5 });
+    expect(JSON.parse(state.toSnapshot())).toEqual({
+      ...JSON.parse(before),
+      appliedIndex: state.appliedIndex,
+    });
+  });
+
+  it('replaces an instance lost with its node in the same step, on another node', () => {
+    const { state, apply } = cluster(['n1', 'n2']);
+    apply({ type: 'putJob', job: service(2), atMs: 1 });
+    runAll(apply, state, 'n1');
+    const before = live(state).map((task) => task.id);
+    apply({ type: 'nodeDown', nodeId: 'n1', reason: 'node n1 is dead', atMs: 10 });
+    const after = live(state);
+    expect(after).toHaveLength(2);
+    expect(after.every((task) => task.state === 'pending' && !before.includes(task.id))).toBe(true);
+    expect(after.map((task) => task.instance?.slot).sort()).toEqual([0, 1]);
+  });
+
+  it('changes only the count: adds or removes instances without touching the others', () => {
+    const { state, apply } = cluster(['n1']);
+    apply({ type: 'putJob', job: service(2), atMs: 1 });
+    runAll(apply, state, 'n1');
+    const first = live(state)
+      .map((task) => task.id)
+      .sort();
+    apply({ type: 'putJob', job: service(4), atMs: 2 });
+    expect(state.jobs.get('default/web')).toMatchObject({ version: 2, groupVersions: { web: 1 } });
+    const grown = live(state);
+    expect(grown).toHaveLength(4);
+    expect(first.every((id) => grown.some((task) => task.id === id))).toBe(true);
+    apply({ type: 'putJob', job: service(1), atMs: 3 });
+    expect(live(state).map((task) => task.instance?.slot)).toEqual([0]);
+  });
+
+  it('replaces every instance when the task changes, recording the version', () => {
+    const { state, apply } = cluster(['n1']);
+    apply({ type: 'putJob', job: service(2), atMs: 1 });
+    runAll(apply, state, 'n1');
+    apply({ type: 'putJob', job: service(2, ['sleep', '900']), atMs: 2 });
+    const tasks = live(state);
+    expect(tasks).toHaveLength(2);
+    expect(tasks.every((task) => task.instance?.version === 2 && task.spec.command[1] === '900')).toBe(true);
+    expect(state.jobs.get('default/web')?.history.map((record) => record.version)).toEqual([1, 2]);
+  });
+
+  it('refuses a stale --check-index, and a new job with one other than 0', () => {
+    const { state, apply } = cluster(['n1']);
+    expect(apply({ type: 'putJob', job: service(1), checkIndex: 7, atMs: 1 })).toMatchObject({
+      ok: false,
+      code: 'CONFLICT',
+    });
+    expect(apply({ type: 'putJob', job: service(1), checkIndex: 0, atMs: 1 })).toEqual({ ok: true });
+    const modifyIndex = state.jobs.get('default/web')?.modifyIndex ?? -1;
+    apply({ type: 'putJob', job: service(2), atMs: 2 });
+    const stale = apply({ type: 'putJob', job: service(3), checkIndex: modifyIndex, atMs: 3 });
+    expect(stale).toMatchObject({ ok: false, code: 'CONFLICT' });
+    if (!stale.ok) expect(stale.message).toMatch(/changed since the plan/);
+  });
+
+  it('stops every instance on stop, starts them again on apply, and forgets the job on purge', () => {
+    const { state, apply } = cluster(['n1']);
+    apply({ type: 'putJob', job: service(2), atMs: 1 });
+    apply({ type: 'stopJob', namespace: 'default', name: 'web', purge: false, atMs: 2 });
+    expect(live(state)).toHaveLength(0);
+    apply({ type: 'putJob', job: service(2), atMs: 3 });
+    expect(live(state)).toHaveLength(2);
+    apply({ type: 'stopJob', namespace: 'default', name: 'web', purge: true, atMs: 4 });
+    expect(state.jobs.has('default/web')).toBe(false);
+    expect([...state.tasks.values()].every((task) => task.instance === undefined)).toBe(true);
+  });
+
+  it('runs a system job once per eligible node, on nodes that join later, and not on a drained one', () => {
+    const { state, apply } = cluster(['n1', 'n2']);
+    const system: JobSpec = {
+      name: 'agent',
+      type: 'system',
+      task: { driver: 'exec', command: ['sleep', '600'], cpuMillis: 100, memoryMiB: 32 },
+    };
+    apply({ type: 'putJob', job: system, atMs: 1 });
+    const pinned = (): string[] =>
+      live(state, 'agent')
+        .map((task) => task.instance?.pinnedNodeId ?? '')
+        .sort();
+    expect(pinned()).toEqual(['n1', 'n2']);
+    expect(
+      live(state, 'agent').every(
+        (task) => task.spec.constraints[nodeIdLabel] === task.instance?.pinnedNodeId,
+      ),
+    ).toBe(true);
+    apply(upsert('n3'));
+    expect(pinned()).toEqual(['n1', 'n2', 'n3']);
+    apply({ type: 'drainNode', nodeId: 'n2', drain: true, atMs: 5 });
+    expect(pinned()).toEqual(['n1', 'n3']);
+    apply({ type: 'nodeDown', nodeId: 'n3', reason: 'dead', atMs: 6 });
+    expect(pinned()).toEqual(['n1']);
+  });
+
+  it('says what its reconciliation did in the event stream: new instances, and the ones it stops', () => {
+    const { state, apply, index } = cluster(['n1']);
+    apply({ type: 'putJob', job: service(2), atMs: 1 });
+    const command: Command = { type: 'putJob', job: service(1), atMs: 2 };
+    const basis = eventBasis(state, command);
+    state.apply(index() + 1, command);
+    const events = deriveEvents(index() + 1, command, basis, state);
+    expect(events.map((event) => event.type)).toEqual(['task:desired', 'task:state']);
+  });
+
+  it('keeps jobs and their instances through a Raft snapshot', () => {
+    const { state, apply } = cluster(['n1']);
+    apply({ type: 'putJob', job: service(2), atMs: 1 });
+    const copy = new ClusterState();
+    copy.restore(state.toSnapshot());
+    expect(copy.toSnapshot()).toBe(state.toSnapshot());
+    expect(copy.jobTasks('default', 'web')).toHaveLength(2);
+  });
+});
+
+describe('job versions and diffs', () => {
+  it('keeps a group at its version when only the count or another group changes', () => {
+    const groups = (a: string, countB: number): JobSpec => ({
+      name: 'app',
+      type: 'service',
+      groups: [
+        {
+          name: 'a',
+          count: 1,
+          task: { driver: 'exec', command: ['sleep', a], cpuMillis: 100, memoryMiB: 32 },
+        },
+        {
+          name: 'b',
+          count: countB,
+          task: { driver: 'exec', command: ['sleep', '1'], cpuMillis: 100, memoryMiB: 32 },
+        },
+      ],
+    });
+    const v1 = groupSpecVersions(undefined, groups('1', 1), 1);
+    const record = { groupVersions: v1, spec: groups('1', 1) } as Parameters<typeof groupSpecVersions>[0];
+    expect(groupSpecVersions(record, groups('2', 3), 2)).toEqual({ a: 2, b: 1 });
+  });
+
+  it('lists each changed field by its path', () => {
+    expect(diffJobSpecs(service(2), service(3, ['sleep', '1']))).toEqual([
+      { path: 'task.command[1]', before: '600', after: '1' },
+      { path: 'count', before: 2, after: 3 },
+    ]);
+    expect(diffJobSpecs(undefined, service(1))).toEqual([{ path: 'job', after: service(1) }]);
+  });
+});
