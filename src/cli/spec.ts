@@ -88,6 +88,11 @@ export const placementFlags = {
     value: 'stop|keep',
     help: 'when its node loses the leader: stop the task (default) or keep it running',
   },
+  reschedule: {
+    type: 'string',
+    value: 'always|never',
+    help: 'when its node is lost: place it again elsewhere (default always) or leave it lost',
+  },
 } as const satisfies FlagSpecs;
 
 /** Every flag that shapes the TaskSpec `shoal run` submits. */
@@ -158,6 +163,7 @@ export function placementSpec(
   | 'packing'
   | 'preemptible'
   | 'onDisconnect'
+  | 'reschedule'
 > {
   const constraints: Record<string, string> = {};
   const rules: LabelConstraintSpec[] = [];
@@ -180,6 +186,7 @@ export function placementSpec(
   const diskBytes = parseMebibytes(values.disk, '--disk');
   const jobRunningMax = parseWhole(values['max-running'], '--max-running', 1, Number.MAX_SAFE_INTEGER);
   const onDisconnect = parseChoice(values['on-disconnect'], '--on-disconnect', ['stop', 'keep']);
+  const reschedule = parseChoice(values.reschedule, '--reschedule', ['always', 'never']);
   return {
     constraints,
     ...(rules.length === 0 ? {} : { labelConstraints: rules }),
@@ -195,6 +202,7 @@ export function placementSpec(
     ...(values.spread ? { packing: 'spread' as const } : {}),
     ...(values['not-preemptible'] ? { preemptible: false } : {}),
     ...(onDisconnect === null ? {} : { onDisconnect }),
+    ...(reschedule === null ? {} : { reschedule }),
   };
 }
 

@@ -64,7 +64,12 @@ function oldCluster(): ClusterState {
   const { state, apply } = stateWith('old-node');
   const always = { policy: 'always' as const, maxRestarts: null, delayMs: 1000 };
   apply({ type: 'submitTask', id: 'aaaaaaaaaaa1', spec: spec('service', always), atMs: 1 });
-  apply({ type: 'submitTask', id: 'aaaaaaaaaaa2', spec: spec('one-shot'), atMs: 1 });
+  apply({
+    type: 'submitTask',
+    id: 'aaaaaaaaaaa2',
+    spec: { ...spec('one-shot'), reschedule: 'never' },
+    atMs: 1,
+  });
   apply({ type: 'submitTask', id: 'aaaaaaaaaaa4', spec: spec('done'), atMs: 1 });
   apply({
     type: 'assignTasks',

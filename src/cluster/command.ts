@@ -133,6 +133,18 @@ export type Command =
     }
   /** A job applied (`shoal job apply`); with checkIndex, only if the job's modify index is still that. */
   | { readonly type: 'putJob'; readonly job: JobSpec; readonly checkIndex?: number; readonly atMs: number }
+  /**
+   * The leader's launch of a periodic job's slot (periodic.ts): applied at most once per slot; `launch`
+   * false records a missed slot skipped by policy.
+   */
+  | {
+      readonly type: 'launchPeriodic';
+      readonly namespace: string;
+      readonly name: string;
+      readonly slotMs: number;
+      readonly launch: boolean;
+      readonly atMs: number;
+    }
   /** `shoal job stop`: its instances stop; purge also forgets the job. */
   | {
       readonly type: 'stopJob';
@@ -229,6 +241,14 @@ const commandSchema = z.discriminatedUnion('type', [
     type: z.literal('putJob'),
     job: jobSpecSchema,
     checkIndex: z.exactOptional(whole(0)),
+    atMs: timeMs,
+  }),
+  z.strictObject({
+    type: z.literal('launchPeriodic'),
+    namespace: text(64, 1),
+    name: text(64, 1),
+    slotMs: timeMs,
+    launch: z.boolean(),
     atMs: timeMs,
   }),
   z.strictObject({

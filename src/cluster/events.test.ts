@@ -244,6 +244,7 @@ describe('the events of each command', () => {
     expect(brief(down)).toEqual([
       '5 node:down one node one stopped answering',
       '5 task:state a lost#0 node one stopped answering -',
+      '5 task:state a pending#1 lost (node one stopped answering); placed again elsewhere -',
       '5 task:state b lost#0 node one stopped answering -',
       '5 task:state b pending#1 lost (node one stopped answering); restart 1 in 0 s -',
     ]);

@@ -186,6 +186,7 @@ export function eventBasis(state: EventSource, command: Command): EventBasis {
       break;
     case 'putJob':
     case 'stopJob':
+    case 'launchPeriodic':
       // The tasks a job's reconciliation starts and stops: see jobEffects below.
       break;
   }

@@ -103,6 +103,7 @@ export { defaultNamespace } from '../allocator/index.ts';
 export {
   cronProblem,
   instanceTaskSpec,
+  jobFromTaskSpec,
   jobGroups,
   jobSpecSchema,
   jobTypes,
@@ -122,3 +123,10 @@ export {
   type JobRecord,
   type JobVersionRecord,
 } from './jobs.ts';
+export {
+  periodicDue,
+  periodicLaunchName,
+  periodicLaunchesRetainedMax,
+  periodicMissedAfterMs,
+  planPeriodicLaunches,
+} from './periodic.ts';

@@ -136,6 +136,9 @@ export const jobSpecSchema = z
         issue('count belongs to each group when the job has groups', ['count']);
       if (job.type === 'periodic' && job.periodic === undefined)
         issue('a periodic job needs periodic: {cron: …}', ['periodic']);
+      // A launch is named NAME-SLOT (7 more characters), and is a job name too.
+      if (job.type === 'periodic' && job.name.length > 56)
+        issue('a periodic job name has at most 56 characters (its launches add 7)', ['name']);
       if (job.type !== 'periodic' && job.periodic !== undefined)
         issue(`periodic is only for type periodic (this job is ${job.type})`, ['periodic']);
       if (job.periodic !== undefined) {
@@ -272,4 +275,56 @@ export function nextLaunchMs(periodic: PeriodicSpec, afterMs: number): number | 
     ...(periodic.timezone === undefined ? {} : { timezone: periodic.timezone }),
   });
   return cron.nextRun(new Date(afterMs))?.getTime() ?? null;
+}
+
+/**
+ * The job a `shoal run` would be as a job file (`shoal run --dry-run -o yaml`): a service when the task
+ * restarts always, else a batch job; replicas become its count. Placement knobs a job file does not have
+ * (a running cap, packing, preemptibility) are left out, and named in `omitted`.
+ */
+export function jobFromTaskSpec(
+  spec: TaskSpec,
+  replicas: number,
+  gang: boolean,
+): { readonly job: JobSpec; readonly omitted: readonly string[] } {
+  const name = (spec.job ?? spec.name).replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 56);
+  const omitted = [
+    ...(spec.jobRunningMax === undefined ? [] : ['--max-running']),
+    ...(spec.packing === undefined ? [] : ['--spread']),
+    ...(spec.preemptible === undefined ? [] : ['--not-preemptible']),
+  ];
+  const group: JobGroupSpec = {
+    name,
+    count: replicas,
+    ...(gang ? { gang: true } : {}),
+    ...(spec.distinctNodes === undefined ? {} : { distinctNodes: spec.distinctNodes }),
+    ...(spec.spreadOver === undefined ? {} : { spreadOver: spec.spreadOver }),
+    task: {
+      driver: spec.driver,
+      ...(spec.image === undefined ? {} : { image: spec.image }),
+      ...(spec.command.length === 0 ? {} : { command: spec.command }),
+      ...(Object.keys(spec.env).length === 0 ? {} : { env: spec.env }),
+      cpuMillis: spec.cpuMillis,
+      memoryMiB: Math.ceil(spec.memoryBytes / mebibyte),
+      ...(spec.diskBytes === undefined ? {} : { diskMiB: Math.ceil(spec.diskBytes / mebibyte) }),
+      ...(spec.devices === undefined ? {} : { devices: spec.devices }),
+      ...(spec.ports === undefined ? {} : { ports: spec.ports }),
+      ...(spec.restart === undefined ? {} : { restart: spec.restart }),
+      ...(spec.onDisconnect === undefined ? {} : { onDisconnect: spec.onDisconnect }),
+    },
+  };
+  const simple =
+    group.gang === undefined && group.distinctNodes === undefined && group.spreadOver === undefined;
+  const job: JobSpec = {
+    name,
+    type: spec.restart?.policy === 'always' ? 'service' : 'batch',
+    ...(spec.namespace === undefined ? {} : { namespace: spec.namespace }),
+    ...(spec.priority === priorityDefault ? {} : { priority: spec.priority }),
+    ...(Object.keys(spec.constraints).length === 0 ? {} : { constraints: spec.constraints }),
+    ...(spec.labelConstraints === undefined ? {} : { labelConstraints: spec.labelConstraints }),
+    ...(spec.affinities === undefined ? {} : { affinities: spec.affinities }),
+    ...(spec.reschedule === 'never' ? { reschedule: { policy: 'never' as const } } : {}),
+    ...(simple ? { task: group.task, count: replicas } : { groups: [group] }),
+  };
+  return { job, omitted };
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { decodeCommand, encodeCommand, type Command } from './command.ts';
 import { deriveEvents, eventBasis } from './events.ts';
-import { nodeIdLabel, type JobSpec } from './job.ts';
+import { jobFromTaskSpec, jobSpecSchema, nodeIdLabel, type JobSpec } from './job.ts';
 import { diffJobSpecs, groupSpecVersions } from './jobs.ts';
 import { ClusterState, type ApplyResult } from './state.ts';
 import { isTerminal, type Task } from './task.ts';
@@ -237,5 +237,38 @@ describe('job versions and diffs', () => {
       { path: 'count', before: 2, after: 3 },
     ]);
     expect(diffJobSpecs(undefined, service(1))).toEqual([{ path: 'job', after: service(1) }]);
+  });
+});
+
+describe('shoal run as a job file', () => {
+  it('is a valid job: a service when it restarts always, a batch job otherwise, replicas as its count', () => {
+    const task = {
+      name: 'web',
+      driver: 'exec' as const,
+      command: ['sleep', '60'],
+      cpuMillis: 250,
+      memoryBytes: 100 * MiB,
+      priority: 50,
+      env: { A: '1' },
+      constraints: { zone: 'a' },
+    };
+    const batch = jobFromTaskSpec(task, 3, false);
+    expect(jobSpecSchema.safeParse(batch.job).success).toBe(true);
+    expect(batch.job).toEqual({
+      name: 'web',
+      type: 'batch',
+      constraints: { zone: 'a' },
+      task: { driver: 'exec', command: ['sleep', '60'], env: { A: '1' }, cpuMillis: 250, memoryMiB: 100 },
+      count: 3,
+    });
+    const always = {
+      ...task,
+      restart: { policy: 'always' as const, maxRestarts: null, delayMs: 1000 },
+      jobRunningMax: 2,
+    };
+    const service = jobFromTaskSpec(always, 1, true);
+    expect(service.job).toMatchObject({ type: 'service', groups: [{ name: 'web', count: 1, gang: true }] });
+    expect(jobSpecSchema.safeParse(service.job).success).toBe(true);
+    expect(service.omitted).toEqual(['--max-running']);
   });
 });

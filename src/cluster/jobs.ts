@@ -34,6 +34,8 @@ export interface JobRecord {
   /** `shoal job stop`: its instances stop and none start until it is applied again. */
   stopped: boolean;
   readonly createIndex: number;
+  /** When it was first applied: a periodic job launches slots after it. */
+  readonly createdAtMs: number;
   /** The log index of its last change: `job apply --check-index` compares it. */
   modifyIndex: number;
   updatedAtMs: number;
@@ -61,6 +63,7 @@ export const jobRecordSchema = z.strictObject({
   groupVersions: z.record(z.string(), whole(1)),
   stopped: z.boolean(),
   createIndex: whole(0),
+  createdAtMs: whole(0),
   modifyIndex: whole(0),
   updatedAtMs: whole(0),
   history: z.array(jobVersionRecordSchema),

@@ -138,9 +138,29 @@ describe('ClusterState', () => {
     expect(state.freeOn('n1').cpuMillis).toBe(200);
   });
 
-  it('kills pending tasks at once and marks tasks on a dead node lost', () => {
+  it('places a task lost with its node again elsewhere by default, whatever its restart policy', () => {
     const { state, apply } = cluster();
     apply({ type: 'submitTask', id: 'a', spec: spec(), atMs: 1 });
+    apply({
+      type: 'assignTasks',
+      term: 2,
+      assignments: [{ taskId: 'a', nodeId: 'n1' }],
+      waiting: [],
+      atMs: 2,
+    });
+    apply({ type: 'nodeDown', nodeId: 'n1', reason: 'node one unreachable', atMs: 4 });
+    expect(state.tasks.get('a')).toMatchObject({
+      state: 'pending',
+      attempt: 1,
+      nodeId: null,
+      reason: 'lost (node one unreachable); placed again elsewhere',
+    });
+    expect(state.pendingTasks().map((task) => task.id)).toEqual(['a']);
+  });
+
+  it('kills pending tasks at once and marks tasks on a dead node lost (reschedule never)', () => {
+    const { state, apply } = cluster();
+    apply({ type: 'submitTask', id: 'a', spec: { ...spec(), reschedule: 'never' }, atMs: 1 });
     apply({ type: 'submitTask', id: 'b', spec: spec(), atMs: 1 });
     apply({
       type: 'assignTasks',

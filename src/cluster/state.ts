@@ -27,6 +27,7 @@ import type { BackupState } from './backup.ts';
 import { instanceTaskSpec, jobGroups, jobsMax, type JobSpec } from './job.ts';
 import { groupSpecVersions, jobKey, resolvedReschedule, withVersion, type JobRecord } from './jobs.ts';
 import { reconcileJob, type ReconcileInput } from './reconcile.ts';
+import { periodicLaunchName, periodicLaunchesRetainedMax } from './periodic.ts';
 import { createHash } from 'node:crypto';
 
 /** What a node's live tasks hold. */
@@ -209,7 +210,67 @@ export class ClusterState {
         return this.putJob(index, command.job, command.checkIndex ?? null, command.atMs);
       case 'stopJob':
         return this.stopJob(index, command.namespace, command.name, command.purge, command.atMs);
+      case 'launchPeriodic':
+        return this.launchPeriodic(index, command);
     }
+  }
+
+  /**
+   * Launches one slot of a periodic job as a batch job of its own (NAME-SLOT), once: a slot at or before
+   * the last one launched is ignored, whoever proposes it. With prohibitOverlap, a slot whose previous
+   * launch still runs is recorded and skipped. Launches beyond the retention bound are forgotten, oldest
+   * ended first.
+   */
+  private launchPeriodic(index: number, command: Extract<Command, { type: 'launchPeriodic' }>): ApplyResult {
+    const key = jobKey(command.namespace, command.name);
+    const job = this.jobs.get(key);
+    if (job?.spec.type !== 'periodic')
+      return { ok: false, code: 'NOT_FOUND', message: `no periodic job ${command.name}` };
+    if (job.stopped || (job.lastLaunchMs !== null && command.slotMs <= job.lastLaunchMs)) return { ok: true };
+    job.lastLaunchMs = command.slotMs;
+    if (!command.launch) return { ok: true };
+    const launches = [...this.jobs.values()]
+      .filter((other) => other.parent === job.name && other.namespace === job.namespace)
+      .sort((a, b) => a.createIndex - b.createIndex);
+    const running = (other: JobRecord): boolean =>
+      this.jobTasks(other.namespace, other.name).some((task) => !isTerminal(task.state));
+    if (job.spec.periodic?.prohibitOverlap === true && launches.some(running)) return { ok: true };
+    for (const old of launches
+      .filter((other) => !running(other))
+      .slice(0, Math.max(0, launches.length + 1 - periodicLaunchesRetainedMax)))
+      this.forgetJob(jobKey(old.namespace, old.name));
+    const name = periodicLaunchName(job.name, command.slotMs);
+    const spec: JobSpec = { ...job.spec, name, type: 'batch' };
+    delete spec.periodic;
+    const childKey = jobKey(job.namespace, name);
+    if (this.jobs.has(childKey)) return { ok: true };
+    this.jobs.set(childKey, {
+      namespace: job.namespace,
+      name,
+      version: 1,
+      spec,
+      groupVersions: groupSpecVersions(undefined, spec, 1),
+      stopped: false,
+      createIndex: index,
+      createdAtMs: command.atMs,
+      modifyIndex: index,
+      updatedAtMs: command.atMs,
+      history: [{ version: 1, spec, atMs: command.atMs, index }],
+      lastLaunchMs: null,
+      parent: job.name,
+    });
+    this.touchedJobs.add(childKey);
+    return { ok: true };
+  }
+
+  /** Forgets a job's record; its tasks stay, as tasks of their own. */
+  private forgetJob(key: string): void {
+    this.jobs.delete(key);
+    for (const id of this.tasksByJob.get(key) ?? []) {
+      const task = this.tasks.get(id);
+      if (task) delete task.instance;
+    }
+    this.tasksByJob.delete(key);
   }
 
   /**
@@ -247,6 +308,7 @@ export class ClusterState {
       groupVersions: changed ? groupSpecVersions(existing, spec, version) : existing.groupVersions,
       stopped: false,
       createIndex: existing?.createIndex ?? index,
+      createdAtMs: existing?.createdAtMs ?? atMs,
       modifyIndex: index,
       updatedAtMs: atMs,
       history: changed
@@ -269,14 +331,7 @@ export class ClusterState {
     job.updatedAtMs = atMs;
     // Stop its instances now; a purged job's record goes with them (its ended tasks stay, as plain tasks).
     this.reconcileJobNow(key, index, atMs);
-    if (purge) {
-      this.jobs.delete(key);
-      for (const id of this.tasksByJob.get(key) ?? []) {
-        const task = this.tasks.get(id);
-        if (task) delete task.instance;
-      }
-      this.tasksByJob.delete(key);
-    }
+    if (purge) this.forgetJob(key);
     return { ok: true };
   }
 
@@ -879,6 +934,19 @@ export class ClusterState {
       task.reason = `${state} (${reason ?? 'no reason'}); restart ${task.attempt + 1} in ${seconds} s`;
       addTaskEvent(task, { atMs, message: `restart ${task.attempt + 1} scheduled in ${seconds} s` });
       this.requeue(task, atMs + decision.delayMs);
+      return;
+    }
+    if (
+      state === 'lost' &&
+      task.desired === 'run' &&
+      task.instance === undefined &&
+      task.spec.reschedule !== 'never'
+    ) {
+      // Its node was lost, not the task: placed again elsewhere, at once (a job's instance is replaced by
+      // its job's reconciliation instead).
+      task.reason = `lost (${reason ?? 'no reason'}); placed again elsewhere`;
+      addTaskEvent(task, { atMs, message: 'rescheduled: its node was lost' });
+      this.requeue(task, null);
       return;
     }
     this.pending.delete(task.id);

@@ -184,6 +184,11 @@ export const taskSpecSchema = z
      * two nodes at once, or `keep` it running, accepting that the cluster may start a replacement meanwhile.
      */
     onDisconnect: z.optional(z.enum(['stop', 'keep'])),
+    /**
+     * When its node is lost: `always` (default) places it again elsewhere, even when its restart policy
+     * says never (the task did not fail; its node did); `never` leaves it lost.
+     */
+    reschedule: z.optional(z.enum(['always', 'never'])),
   })
   .check(
     z.superRefine((spec, ctx) => {

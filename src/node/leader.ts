@@ -4,7 +4,13 @@
  * and run the allocator and commit its plans. Each duty proposes at most one change at a time; all of them
  * run again on every applied entry, membership change, finished proposal and a periodic tick.
  */
-import { type ClusterState, type Command, encodeCommand, Scheduler } from '../cluster/index.ts';
+import {
+  type ClusterState,
+  type Command,
+  encodeCommand,
+  planPeriodicLaunches,
+  Scheduler,
+} from '../cluster/index.ts';
 import {
   defaultVoterPolicy,
   planVoterChange,
@@ -46,6 +52,8 @@ export class LeaderDuties {
   private planInFlight = false;
   private configInFlight = false;
   private readonly nodeUpdatesInFlight = new Set<string>();
+  /** Periodic jobs (namespace/name) whose launch is being proposed. */
+  private readonly launchesInFlight = new Set<string>();
   /** The leader's allocator, kept in step with the state while this node leads (null otherwise). */
   private scheduler: Scheduler | null = null;
   /** When each member was last seen turning alive (for the voter promotion stability period). */
@@ -96,8 +104,34 @@ export class LeaderDuties {
       leases.leading(raft.status().term, state.nodes.keys(), Date.now());
       this.reconcileNodes();
       this.reconcileVoters();
+      this.launchPeriodicJobs();
       this.runAllocator();
     });
+  }
+
+  /**
+   * Proposes the launch of every periodic job whose slot is due (periodic.ts). Runs on every tick, so a
+   * slot is launched within a tick of its time; the state applies each slot once, so a retry or a new
+   * leader proposing the same slot launches nothing twice.
+   */
+  private launchPeriodicJobs(): void {
+    const { raft, state, logger } = this.init;
+    for (const command of planPeriodicLaunches(state.jobs.values(), Date.now(), this.launchesInFlight)) {
+      const key = `${command.namespace}/${command.name}`;
+      this.launchesInFlight.add(key);
+      raft
+        .propose(encodeCommand(command), writeTimeoutMs)
+        .then(() => {
+          logger.info(command.launch ? 'launched a periodic job' : 'skipped a missed periodic slot', {
+            job: key,
+            slot: new Date(command.slotMs).toISOString(),
+          });
+        })
+        .catch((error: unknown) =>
+          logger.debug('periodic launch failed', { job: key, error: errorMessage(error) }),
+        )
+        .finally(() => this.launchesInFlight.delete(key));
+    }
   }
 
   private reconcileNodes(): void {

@@ -34,8 +34,9 @@ async function taskOn(agent: TestAgent, id: string): Promise<TaskRow | undefined
   return (await agent.json<TaskRow[]>(['ps'])).find((t) => t.id === id);
 }
 
+/** Submits a task that stays lost with its node (this file checks the loss itself; rescheduling is jobs.test.ts's). */
 async function run(agent: TestAgent, args: string[]): Promise<string> {
-  const result = await agent.cli(['run', ...args]);
+  const result = await agent.cli(['run', '--reschedule', 'never', ...args]);
   expect(result.code, result.stderr).toBe(0);
   const id = result.stdout.trim();
   expect(id).toMatch(/^[0-9a-f]{12}$/);

@@ -165,6 +165,49 @@ describe('jobs on three agents', { timeout: 300_000 }, () => {
     );
   });
 
+  it('launches a periodic job once per slot, each launch a batch job of its own', async () => {
+    const [first] = agents;
+    if (!first) throw new Error('no agents');
+    const periodic = file(
+      'tick.yaml',
+      [
+        'name: tick',
+        'type: periodic',
+        'periodic:',
+        "  cron: '*/2 * * * * *'",
+        '  prohibitOverlap: true',
+        'task:',
+        '  driver: exec',
+        '  command: [echo, tick]',
+        '  cpuMillis: 50',
+        '  memoryMiB: 16',
+        '',
+      ].join('\n'),
+    );
+    const applied = await first.cli(['job', 'apply', periodic]);
+    expect(applied.code, applied.stderr).toBe(0);
+    const launched = await waitFor('three launches of tick, finished', async () => {
+      const jobs = await first.json<Answer<'jobs'>>(['job', 'status']);
+      const runs = jobs.filter((job) => job.parent === 'tick');
+      return runs.filter((job) => job.status === 'complete' && job.states['finished'] === 1).length >= 3
+        ? runs
+        : null;
+    });
+    expect(new Set(launched.map((job) => job.name)).size).toBe(launched.length);
+    const status = await job(first, 'tick');
+    expect(status.nextLaunchAt).not.toBeNull();
+    const stopped = await first.cli(['job', 'stop', 'tick']);
+    expect(stopped.code, stopped.stderr).toBe(0);
+    const before = (await first.json<Answer<'jobs'>>(['job', 'status'])).filter(
+      (j) => j.parent === 'tick',
+    ).length;
+    await new Promise((resolve) => setTimeout(resolve, 4000));
+    const after = (await first.json<Answer<'jobs'>>(['job', 'status'])).filter(
+      (j) => j.parent === 'tick',
+    ).length;
+    expect(after).toBe(before);
+  });
+
   it('lists every problem of a bad file with its line, without a node', async () => {
     const bad = file(
       'bad.yaml',

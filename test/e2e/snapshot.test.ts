@@ -39,7 +39,7 @@ describe('shoal snapshot save and restore', { timeout: 90_000 }, () => {
     old = await cluster.agent({ name: 'old1' });
     await waitFor('the old cluster', async () => (await old.cli(['status'])).code === 0);
     ids.service = await submit(old, ['--name', 'service', '--restart', 'always', '--', 'sleep', '600']);
-    ids.oneShot = await submit(old, ['--name', 'one-shot', '--', 'sleep', '600']);
+    ids.oneShot = await submit(old, ['--name', 'one-shot', '--reschedule', 'never', '--', 'sleep', '600']);
     ids.waiting = await submit(old, ['--name', 'waiting', '--constraint', 'zone==nowhere', '--', 'true']);
     ids.done = await submit(old, ['--name', 'done', '--', 'true']);
     const namespace = await old.cli(['namespace', 'set', 'team', '--weight', '3']);

@@ -3,10 +3,18 @@
  * ends. For scripts, stdout holds exactly the new task ids, one per line, when it is not a terminal.
  */
 import type { ShoalClient, SubmitAnswer, TaskDetailView } from '../../api/index.ts';
-import { defaultJobName, isTerminal, newTaskId, type TaskSpec } from '../../cluster/index.ts';
+import {
+  defaultJobName,
+  isTerminal,
+  jobFromTaskSpec,
+  newTaskId,
+  type TaskSpec,
+} from '../../cluster/index.ts';
 import { ShoalError, invalidArgument } from '../../shared/index.ts';
 import { defineCommand, withClient, type Command } from '../command.ts';
 import { apiFlags } from '../flags.ts';
+import { formatJson } from '../format.ts';
+import { jobToYaml } from '../job-file.ts';
 import { buildSpec, labelRuleNote, replicaCount, taskSpecFlags } from '../spec.ts';
 
 /** How long `shoal run` keeps resending a submission that no leader confirmed (same id, so safe). */
@@ -27,6 +35,13 @@ const options = {
     type: 'boolean',
     short: 'q',
     help: 'print only the id(s), one per line, and return (no progress, no watching)',
+  },
+  'dry-run': { type: 'boolean', help: 'submit nothing: print the job file this run would be (with -o)' },
+  output: {
+    type: 'string',
+    short: 'o',
+    value: 'yaml|json',
+    help: '--dry-run: the job file format (default yaml)',
   },
   ...apiFlags,
 } as const;
@@ -50,6 +65,16 @@ export const runCommand: Command = defineCommand({
     const spec = buildSpec(values, positionals);
     const replicas = replicaCount(values);
     if (values.gang && replicas < 2) throw invalidArgument('--gang needs --replicas 2 or more');
+    if (values.output !== undefined && !values['dry-run']) throw invalidArgument('-o goes with --dry-run');
+    if (values['dry-run']) {
+      const output = values.output ?? 'yaml';
+      if (output !== 'yaml' && output !== 'json') throw invalidArgument('-o must be yaml or json');
+      const { job, omitted } = jobFromTaskSpec(spec, replicas, values.gang);
+      process.stdout.write(output === 'yaml' ? jobToYaml(job) : formatJson(job));
+      if (omitted.length > 0)
+        process.stderr.write(`shoal run: a job file has no ${omitted.join(', ')}; left out\n`);
+      return Promise.resolve(0);
+    }
     const quiet = values.quiet;
     const progress = (text: string): void => {
       if (!quiet) process.stderr.write(text);
