@@ -366,6 +366,48 @@ describe('allocate: placement rules', () => {
   });
 });
 
+describe('allocate: co-located groups', () => {
+  const member = (group: string, i: number, cpuMillis: number, driver = 'exec'): AllocatorTask => ({
+    ...task(`${group}${i}`, cpuMillis, 10, 50, i),
+    driver,
+    group,
+    colocated: true,
+  });
+
+  it('puts every member of a co-located group on one node that takes them all', () => {
+    const plan = allocate({
+      // a fits the first member alone; only b takes both.
+      nodes: [node('a', 700, 1024), node('b', 1000, 1024), { ...node('c', 1000, 1024), drivers: ['exec'] }],
+      pending: [member('web', 0, 600), member('web', 1, 300, 'docker')],
+      placementsMax: 100,
+    });
+    expect(placedOn(plan)).toEqual({ web0: 'b', web1: 'b' });
+  });
+
+  it('waits, all together, when no node takes them all, though separate nodes would', () => {
+    const plan = allocate({
+      nodes: [node('a', 1000, 1024), node('b', 1000, 1024)],
+      pending: [member('pair', 0, 600), member('pair', 1, 600), task('solo', 400, 10, 50, 5)],
+      placementsMax: 100,
+    });
+    expect(placedOn(plan)).toEqual({ solo: 'a' });
+    expect(plan.waiting.map((w) => w.taskId)).toEqual(['pair0', 'pair1']);
+    expect(plan.waiting[0]?.reason).toBe(
+      'group pair runs its 2 tasks on one node; no node has room for all of them at once',
+    );
+  });
+
+  it('keeps a node free of a group that does not fit it, in the incremental allocator too', () => {
+    const allocator = new Allocator();
+    allocator.addNode(node('a', 1000, 1024));
+    allocator.addPending(member('g', 0, 500));
+    allocator.addPending(member('g', 1, 600));
+    expect(allocator.plan({ placementsMax: 100 }).placements).toEqual([]);
+    allocator.addNode(node('b', 2000, 1024));
+    expect(placedOn(allocator.plan({ placementsMax: 100 }))).toEqual({ g0: 'b', g1: 'b' });
+  });
+});
+
 describe('allocate: preemption', () => {
   const full = (id: string, running: RunningTask[]): { node: AllocatorNode; running: RunningTask[] } => {
     let cpuMillis = 4000;

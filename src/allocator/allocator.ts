@@ -967,6 +967,7 @@ export class Allocator {
   private tryGang(queue: GangQueue, pass: Pass): 'done' | 'stop' {
     const members = queue.members;
     if (pass.decisions > 0 && pass.decisions + members.length > pass.placementsMax) return 'stop';
+    if (queue.colocated) return this.tryColocatedGang(queue, pass);
     const opsMark = pass.ops.length;
     const placementsMark = pass.placements.length;
     const decisionsMark = pass.decisions;
@@ -994,6 +995,52 @@ export class Allocator {
       return 'done';
     }
     pass.undoable = undoable;
+    return 'done';
+  }
+
+  /**
+   * A gang whose members share one node: the first node, in slot order, that takes every member (its
+   * eligibility, room and ports, counted member after member). A linear scan of the nodes per attempt:
+   * co-located groups are a job's few tasks, not the bulk of the queue; a blocked gang is not tried again
+   * in the same pass.
+   */
+  private tryColocatedGang(queue: GangQueue, pass: Pass): 'done' | 'stop' {
+    const members = queue.members;
+    const opsMark = pass.ops.length;
+    const placementsMark = pass.placements.length;
+    const decisionsMark = pass.decisions;
+    const undoable = pass.undoable;
+    pass.undoable = true;
+    let reason: string | null = null;
+    for (const member of members) {
+      reason = this.blockedBefore(member);
+      if (reason !== null) break;
+    }
+    if (reason === null) {
+      for (const node of this.slotNodes) {
+        if (node.reservedPass === pass.id) continue;
+        let placed = 0;
+        for (const member of members) {
+          const shape = member.spec.shape;
+          if (this.eligibilityOf(shape).tree.leafOf(node.slot) < 0) break;
+          if (!fits(node.free, shape.request) || !this.acceptStatic(shape, node)) break;
+          this.place(member, node, pass, 0);
+          placed++;
+        }
+        if (placed === members.length) {
+          pass.undoable = undoable;
+          return 'done';
+        }
+        this.rollback(pass, opsMark);
+        pass.placements.length = placementsMark;
+        pass.decisions = decisionsMark;
+      }
+      reason = 'no node has room for all of them at once';
+    }
+    pass.undoable = undoable;
+    queue.blockedPass = pass.id;
+    queue.reason = `group ${queue.name} runs its ${members.length} tasks on one node; ${reason}`;
+    pass.blocked.push(queue);
     return 'done';
   }
 
@@ -1424,6 +1471,7 @@ export class Allocator {
         kind: 'gang',
         key,
         name: task.group,
+        colocated: task.colocated === true,
         priority: task.priority,
         namespace,
         members: [],

@@ -239,6 +239,8 @@ export interface GangQueue {
   readonly kind: 'gang';
   readonly key: string;
   readonly name: string;
+  /** Its members go to one node (AllocatorTask.colocated). */
+  readonly colocated: boolean;
   priority: number;
   namespace: NamespaceEntry;
   members: PendingEntry[];

@@ -69,6 +69,11 @@ export interface AllocatorTask {
    * Default: alone.
    */
   readonly group?: string;
+  /**
+   * The group's tasks go to one node together (a job group's co-located tasks), as well as starting
+   * together. Give it to every member. Default false.
+   */
+  readonly colocated?: boolean;
   /** Ports the task needs on its node, by name (e.g. `{ http: 8080 }`). Default none. */
   readonly ports?: Readonly<Record<string, number>>;
   /**

@@ -181,6 +181,8 @@ const stateCountsSchema = z.record(z.string(), z.int());
 export const jobInstanceViewSchema = z.object({
   id: z.string(),
   group: z.string(),
+  /** The task of the group (a group of several runs them together on one node). */
+  task: z.string(),
   slot: z.int(),
   version: z.int(),
   state: z.enum(taskStates),

@@ -81,7 +81,12 @@ describe('the examples', () => {
     });
     expect(read('web-groups.yaml')).toMatchObject({
       groups: [
-        { task: { driver: 'docker', image: 'busybox:latest', ports: { http: 8080 } } },
+        {
+          tasks: [
+            { name: 'server', driver: 'docker', image: 'busybox:latest', ports: { http: 8080 } },
+            { name: 'shipper', driver: 'exec' },
+          ],
+        },
         { task: { driver: 'exec' } },
       ],
     });

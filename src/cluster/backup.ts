@@ -52,7 +52,9 @@ const taskRecordSchema = z.strictObject({
   events: z.exactOptional(z.array(z.strictObject({ atMs: timeMs, message: text(64 * 1024) }))),
   instance: z.exactOptional(
     z.strictObject({
+      job: text(64, 1),
       group: text(64, 1),
+      task: text(64, 1),
       slot: whole(0),
       version: whole(1),
       pinnedNodeId: z.exactOptional(text(128, 1)),

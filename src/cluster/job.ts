@@ -39,6 +39,8 @@ const jobName = (what: string, lengthMax = 64): z.ZodMiniString =>
     );
 export type JobType = (typeof jobTypes)[number];
 
+/** Tasks one group's instance may run together on its node. */
+export const jobGroupTasksMax = 16;
 /** Groups one job may have. */
 export const jobGroupsMax = 64;
 /** Versions of a job the state keeps (the newest; older ones are pruned). */
@@ -74,7 +76,9 @@ export const jobGroupSchema = z.strictObject({
   distinctNodes: z.exactOptional(z.boolean()),
   /** Spread instances evenly over this node label's values (e.g. zone). */
   spreadOver: z.exactOptional(text(128, 1)),
-  task: jobTaskSchema,
+  /** The group's task; or `tasks`, several, which each instance runs together on one node. */
+  task: z.exactOptional(jobTaskSchema),
+  tasks: z.exactOptional(z.array(jobTaskSchema).check(z.minLength(1), z.maxLength(jobGroupTasksMax))),
 });
 export type JobGroupSpec = z.infer<typeof jobGroupSchema>;
 
@@ -155,7 +159,25 @@ export const jobSpecSchema = z
             index,
             'count',
           ]);
-        taskIssues(group.task, ['groups', index, 'task'], issue);
+        if ((group.task === undefined) === (group.tasks === undefined))
+          issue('give a group either task, or tasks (several, run together on one node)', ['groups', index]);
+        if (group.task !== undefined) taskIssues(group.task, ['groups', index, 'task'], issue);
+        const taskNames = new Set<string>();
+        for (const [taskIndex, task] of (group.tasks ?? []).entries()) {
+          const path = ['groups', index, 'tasks', taskIndex];
+          taskIssues(task, path, issue);
+          if ((group.tasks?.length ?? 0) > 1 && task.name === undefined)
+            issue('each of several tasks needs a name', [...path, 'name']);
+          if (task.name !== undefined && taskNames.has(task.name))
+            issue(`task name ${task.name} is used twice in the group`, [...path, 'name']);
+          if (task.name !== undefined) taskNames.add(task.name);
+        }
+        if ((group.tasks?.length ?? 0) > 1 && group.gang === true)
+          issue('gang is for groups of one task (several tasks of an instance always start together)', [
+            'groups',
+            index,
+            'gang',
+          ]);
       }
       if (job.task !== undefined) {
         if (job.type === 'system' && job.count !== undefined)
@@ -199,11 +221,22 @@ export function cronProblem(periodic: PeriodicSpec): string | null {
   return null;
 }
 
-/** A group as the reconciler sees it: always named, with its instance count (null for system jobs). */
+/** A group as the state sees it: always named, with its instance count (null for system jobs) and tasks. */
 export interface NormalizedGroup {
   readonly name: string;
   readonly count: number | null;
   readonly spec: JobGroupSpec;
+  /** Its tasks, each named (one task alone is named after the group). */
+  readonly tasks: readonly { readonly name: string; readonly spec: JobTaskSpec }[];
+}
+
+function groupTasks(group: JobGroupSpec): NormalizedGroup['tasks'] {
+  if (group.tasks !== undefined)
+    return group.tasks.map((task, index) => ({
+      name: task.name ?? (group.tasks?.length === 1 ? group.name : `task${index}`),
+      spec: task,
+    }));
+  return group.task === undefined ? [] : [{ name: group.task.name ?? group.name, spec: group.task }];
 }
 
 /** The job's groups, the single-task form included (one group named after its task, or the job). */
@@ -214,22 +247,20 @@ export function jobGroups(job: JobSpec): NormalizedGroup[] {
       name: group.name,
       count: system ? null : (group.count ?? 1),
       spec: group,
+      tasks: groupTasks(group),
     }));
   const task = job.task;
   if (task === undefined) return [];
   const name = task.name ?? job.name;
-  return [
-    {
-      name,
-      count: system ? null : (job.count ?? 1),
-      spec: { name, task, ...(job.count === undefined ? {} : { count: job.count }) },
-    },
-  ];
+  const spec: JobGroupSpec = { name, task, ...(job.count === undefined ? {} : { count: job.count }) };
+  return [{ name, count: system ? null : (job.count ?? 1), spec, tasks: groupTasks(spec) }];
 }
 
 /** Where one instance of a group runs from: its group, its slot, and for system jobs its node. */
 export interface InstanceKey {
   readonly group: string;
+  /** The task of the group (its name); default its only one. */
+  readonly task?: string;
   readonly slot: number;
   /** System jobs: the node the instance is pinned to (by the built-in label nodeIdLabel). */
   readonly nodeId?: string;
@@ -240,10 +271,15 @@ export const nodeIdLabel = 'shoal.node.id';
 
 /** The task spec of one instance of a job's group. */
 export function instanceTaskSpec(job: JobSpec, group: NormalizedGroup, key: InstanceKey): TaskSpec {
-  const task = group.spec.task;
+  const named = group.tasks.find((candidate) => candidate.name === key.task) ?? group.tasks[0];
+  if (!named) throw new Error(`group ${group.name} has no task`);
+  const task = named.spec;
+  const several = group.tasks.length > 1;
+  const where = key.nodeId === undefined ? String(key.slot) : key.nodeId.slice(-8);
   const spec: TaskSpec = {
-    // job.group.slot, or job.slot when the only group is the job's single task named after it.
-    name: `${group.name === job.name ? job.name : `${job.name}.${group.name}`}.${key.nodeId === undefined ? key.slot : key.nodeId.slice(-8)}`,
+    // job.group.slot (job.slot for the job's single task named after it), then .task when a group has
+    // several: names people can read in shoal ps, unique within the job.
+    name: `${group.name === job.name ? job.name : `${job.name}.${group.name}`}.${where}${several ? `.${named.name}` : ''}`,
     driver: task.driver,
     command: task.command ?? [],
     cpuMillis: task.cpuMillis,
@@ -265,6 +301,9 @@ export function instanceTaskSpec(job: JobSpec, group: NormalizedGroup, key: Inst
     ...(group.spec.spreadOver === undefined ? {} : { spreadOver: group.spec.spreadOver }),
     ...(group.spec.gang === true ? { group: `${job.name}.${group.name}` } : {}),
   };
+  // The allocator counts distinct nodes and spread per job: for a group of several tasks, per task of the
+  // group, so that an instance's tasks may share their node while instances do not.
+  if (several) spec.job = `${job.name}.${group.name}.${named.name}`;
   return spec;
 }
 
@@ -293,25 +332,26 @@ export function jobFromTaskSpec(
     ...(spec.packing === undefined ? [] : ['--spread']),
     ...(spec.preemptible === undefined ? [] : ['--not-preemptible']),
   ];
+  const task: JobTaskSpec = {
+    driver: spec.driver,
+    ...(spec.image === undefined ? {} : { image: spec.image }),
+    ...(spec.command.length === 0 ? {} : { command: spec.command }),
+    ...(Object.keys(spec.env).length === 0 ? {} : { env: spec.env }),
+    cpuMillis: spec.cpuMillis,
+    memoryMiB: Math.ceil(spec.memoryBytes / mebibyte),
+    ...(spec.diskBytes === undefined ? {} : { diskMiB: Math.ceil(spec.diskBytes / mebibyte) }),
+    ...(spec.devices === undefined ? {} : { devices: spec.devices }),
+    ...(spec.ports === undefined ? {} : { ports: spec.ports }),
+    ...(spec.restart === undefined ? {} : { restart: spec.restart }),
+    ...(spec.onDisconnect === undefined ? {} : { onDisconnect: spec.onDisconnect }),
+  };
   const group: JobGroupSpec = {
     name,
     count: replicas,
     ...(gang ? { gang: true } : {}),
     ...(spec.distinctNodes === undefined ? {} : { distinctNodes: spec.distinctNodes }),
     ...(spec.spreadOver === undefined ? {} : { spreadOver: spec.spreadOver }),
-    task: {
-      driver: spec.driver,
-      ...(spec.image === undefined ? {} : { image: spec.image }),
-      ...(spec.command.length === 0 ? {} : { command: spec.command }),
-      ...(Object.keys(spec.env).length === 0 ? {} : { env: spec.env }),
-      cpuMillis: spec.cpuMillis,
-      memoryMiB: Math.ceil(spec.memoryBytes / mebibyte),
-      ...(spec.diskBytes === undefined ? {} : { diskMiB: Math.ceil(spec.diskBytes / mebibyte) }),
-      ...(spec.devices === undefined ? {} : { devices: spec.devices }),
-      ...(spec.ports === undefined ? {} : { ports: spec.ports }),
-      ...(spec.restart === undefined ? {} : { restart: spec.restart }),
-      ...(spec.onDisconnect === undefined ? {} : { onDisconnect: spec.onDisconnect }),
-    },
+    task,
   };
   const simple =
     group.gang === undefined && group.distinctNodes === undefined && group.spreadOver === undefined;
@@ -324,7 +364,7 @@ export function jobFromTaskSpec(
     ...(spec.labelConstraints === undefined ? {} : { labelConstraints: spec.labelConstraints }),
     ...(spec.affinities === undefined ? {} : { affinities: spec.affinities }),
     ...(spec.reschedule === 'never' ? { reschedule: { policy: 'never' as const } } : {}),
-    ...(simple ? { task: group.task, count: replicas } : { groups: [group] }),
+    ...(simple ? { task, count: replicas } : { groups: [group] }),
   };
   return { job, omitted };
 }

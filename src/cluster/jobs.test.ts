@@ -188,6 +188,63 @@ describe('jobs in the replicated state', () => {
     expect(pinned()).toEqual(['n1']);
   });
 
+  it("runs a group's several tasks together: one co-located gang per instance, a replacement beside its siblings", () => {
+    const { state, apply } = cluster(['n1', 'n2']);
+    const exec = (name: string): NonNullable<JobSpec['task']> => ({
+      name,
+      driver: 'exec' as const,
+      command: ['sleep', '600'],
+      cpuMillis: 100,
+      memoryMiB: 16,
+    });
+    const job: JobSpec = {
+      name: 'app',
+      type: 'service',
+      groups: [{ name: 'web', count: 2, tasks: [exec('server'), exec('sidecar')] }],
+    };
+    apply({ type: 'putJob', job, atMs: 1 });
+    const tasks = live(state, 'app');
+    expect(tasks.map((task) => task.spec.name).sort()).toEqual([
+      'app.web.0.server',
+      'app.web.0.sidecar',
+      'app.web.1.server',
+      'app.web.1.sidecar',
+    ]);
+    const gangOf = (slot: number): Set<string | undefined> =>
+      new Set(tasks.filter((task) => task.instance?.slot === slot).map((task) => task.spec.group));
+    expect(gangOf(0).size).toBe(1);
+    expect(gangOf(1).size).toBe(1);
+    expect([...gangOf(0)][0]).not.toBe([...gangOf(1)][0]);
+    expect(tasks.every((task) => task.spec.colocated === true)).toBe(true);
+    // Slot 0 runs on n2; its server fails for good: the replacement goes next to the sidecar.
+    const slot0 = tasks.filter((task) => task.instance?.slot === 0);
+    apply({
+      type: 'assignTasks',
+      term: 1,
+      assignments: slot0.map((task) => ({ taskId: task.id, nodeId: 'n2' })),
+      waiting: [],
+      atMs: 2,
+    });
+    const server = slot0.find((task) => task.instance?.task === 'server');
+    if (!server) throw new Error('no server');
+    apply({
+      type: 'reportTask',
+      nodeId: 'n2',
+      taskId: server.id,
+      attempt: 0,
+      state: 'failed',
+      exitCode: 1,
+      reason: 'exit code 1',
+      atMs: 3,
+    });
+    const replacement = live(state, 'app').find(
+      (task) => task.instance?.slot === 0 && task.instance.task === 'server',
+    );
+    expect(replacement?.id).not.toBe(server.id);
+    expect(replacement?.spec.constraints[nodeIdLabel]).toBe('n2');
+    expect(replacement?.spec.colocated).toBeUndefined();
+  });
+
   it('says what its reconciliation did in the event stream: new instances, and the ones it stops', () => {
     const { state, apply, index } = cluster(['n1']);
     apply({ type: 'putJob', job: service(2), atMs: 1 });

@@ -104,7 +104,9 @@ function instanceSignature(spec: JobSpec, groupName: string): string {
   const group = jobGroups(spec).find((candidate) => candidate.name === groupName);
   if (!group) return '';
   return JSON.stringify(
-    instanceTaskSpec({ ...spec, type: 'service' }, group, { group: group.name, slot: 0 }),
+    group.tasks.map((task) =>
+      instanceTaskSpec({ ...spec, type: 'service' }, group, { group: group.name, task: task.name, slot: 0 }),
+    ),
   );
 }
 

@@ -250,6 +250,7 @@ export function toAllocatorTask(task: Task): AllocatorTask {
     ...(spec.namespace === undefined ? {} : { namespace: spec.namespace }),
     ...(spec.job === undefined ? {} : { job: spec.job }),
     ...(spec.group === undefined ? {} : { group: spec.group }),
+    ...(spec.colocated === true ? { colocated: true } : {}),
     ...(spec.ports === undefined ? {} : { ports: spec.ports }),
     ...(spec.distinctNodes === undefined ? {} : { distinctNodes: spec.distinctNodes }),
     ...(spec.affinities === undefined ? {} : { affinities: spec.affinities }),

@@ -24,7 +24,14 @@ import type { Assignment, ClusterNode, Command, NodeResources, PreemptionCommand
 import { tokensMax, type TokenRecord } from './tokens.ts';
 import type { ClusterCaRecord } from './ca.ts';
 import type { BackupState } from './backup.ts';
-import { instanceTaskSpec, jobGroups, jobsMax, type JobSpec } from './job.ts';
+import {
+  instanceTaskSpec,
+  jobGroups,
+  jobsMax,
+  nodeIdLabel,
+  type JobSpec,
+  type NormalizedGroup,
+} from './job.ts';
 import { groupSpecVersions, jobKey, resolvedReschedule, withVersion, type JobRecord } from './jobs.ts';
 import { reconcileJob, type ReconcileInput } from './reconcile.ts';
 import { periodicLaunchName, periodicLaunchesRetainedMax } from './periodic.ts';
@@ -361,19 +368,43 @@ export class ClusterState {
       this.jobEffects.stopping.push(task.id);
       this.kill(task.id, atMs);
     }
-    const groups = new Map(jobGroups(job.spec).map((group) => [group.name, group]));
+    const parts = reconcileGroups(job);
+    // An instance of a group of several tasks runs them on one node: new tasks of one instance start as a
+    // co-located gang, and a task that replaces one of a live instance goes to its siblings' node.
+    const startsPerInstance = new Map<string, number>();
+    for (const start of actions.start) {
+      const part = parts.get(start.group);
+      if (part && part.several) {
+        const instance = `${part.group.name}\u0000${start.slot}`;
+        startsPerInstance.set(instance, (startsPerInstance.get(instance) ?? 0) + 1);
+      }
+    }
     for (const [n, start] of actions.start.entries()) {
-      const group = groups.get(start.group);
-      if (!group) continue;
+      const part = parts.get(start.group);
+      if (!part) continue;
       if (this.liveCount >= liveTasksMax) break;
       const id = instanceTaskId(index, key, n);
       if (this.tasks.has(id)) continue;
-      const spec = instanceTaskSpec(job.spec, group, start);
+      const spec = instanceTaskSpec(job.spec, part.group, {
+        ...start,
+        group: part.group.name,
+        task: part.task,
+      });
+      if (part.several && start.nodeId === undefined) {
+        const siblingNode = this.instanceNode(key, part.group.name, start.slot);
+        if (siblingNode !== null) spec.constraints = { ...spec.constraints, [nodeIdLabel]: siblingNode };
+        else if ((startsPerInstance.get(`${part.group.name}\u0000${start.slot}`) ?? 0) > 1) {
+          spec.group = `${job.name}.${part.group.name}.${start.slot}.i${index}`;
+          spec.colocated = true;
+        }
+      }
       this.submit(index, [{ id, spec }], atMs);
       const task = this.tasks.get(id);
       if (!task) continue;
       task.instance = {
-        group: start.group,
+        job: job.name,
+        group: part.group.name,
+        task: part.task,
         slot: start.slot,
         version: job.version,
         ...(start.nodeId === undefined ? {} : { pinnedNodeId: start.nodeId }),
@@ -386,14 +417,26 @@ export class ClusterState {
     }
   }
 
+  /** The node a live task of a job's instance (group and slot) is placed on, if any. */
+  private instanceNode(key: string, group: string, slot: number): string | null {
+    for (const id of this.tasksByJob.get(key) ?? []) {
+      const task = this.tasks.get(id);
+      if (!task?.instance || task.instance.group !== group || task.instance.slot !== slot) continue;
+      if (isTerminal(task.state) || task.desired === 'kill' || task.nodeId === null) continue;
+      return task.nodeId;
+    }
+    return null;
+  }
+
   private reconcileInput(key: string, job: JobRecord, atMs: number): ReconcileInput {
+    const parts = reconcileGroups(job);
     const tasks: ReconcileInput['tasks'][number][] = [];
     for (const id of this.tasksByJob.get(key) ?? []) {
       const task = this.tasks.get(id);
       if (!task?.instance) continue;
       tasks.push({
         id,
-        group: task.instance.group,
+        group: reconcileGroupName(task.instance.group, task.instance.task, parts),
         slot: task.instance.slot,
         version: task.instance.version,
         nodeId: task.instance.pinnedNodeId ?? task.nodeId,
@@ -407,13 +450,15 @@ export class ClusterState {
       type: job.spec.type === 'periodic' ? 'batch' : job.spec.type,
       version: job.version,
       stopped: job.stopped,
-      groups: jobGroups(job.spec).map((group) => ({
-        name: group.name,
-        count: group.count,
-        specVersion: job.groupVersions[group.name] ?? job.version,
+      groups: [...parts].map(([name, part]) => ({
+        name,
+        count: part.group.count,
+        specVersion: job.groupVersions[part.group.name] ?? job.version,
         eligibleNodeIds:
           job.spec.type === 'system'
-            ? this.eligibleNodeIds(instanceTaskSpec(job.spec, group, { group: group.name, slot: 0 }))
+            ? this.eligibleNodeIds(
+                instanceTaskSpec(job.spec, part.group, { group: part.group.name, task: part.task, slot: 0 }),
+              )
             : [],
       })),
       reschedule: resolvedReschedule(job.spec),
@@ -501,8 +546,7 @@ export class ClusterState {
   private forgetTask(id: string): void {
     const task = this.tasks.get(id);
     this.tasks.delete(id);
-    if (task?.instance && task.spec.job !== undefined)
-      this.tasksByJob.get(jobKey(task.spec.namespace, task.spec.job))?.delete(id);
+    if (task?.instance) this.tasksByJob.get(jobKey(task.spec.namespace, task.instance.job))?.delete(id);
   }
 
   /**
@@ -543,8 +587,7 @@ export class ClusterState {
       const task = restoredTask(saved);
       this.tasks.set(id, task);
       this.terminalOrder.push(id);
-      if (task.instance && task.spec.job !== undefined)
-        this.trackJobTask(jobKey(task.spec.namespace, task.spec.job), id);
+      if (task.instance) this.trackJobTask(jobKey(task.spec.namespace, task.instance.job), id);
     }
     const live = backup.tasks
       .filter((task) => !isTerminal(task.state) && !this.tasks.has(task.id))
@@ -553,8 +596,7 @@ export class ClusterState {
       const task = restoredTask(saved);
       this.tasks.set(task.id, task);
       this.liveCount++;
-      if (task.instance && task.spec.job !== undefined)
-        this.trackJobTask(jobKey(task.spec.namespace, task.spec.job), task.id);
+      if (task.instance) this.trackJobTask(jobKey(task.spec.namespace, task.instance.job), task.id);
       if (task.state === 'pending') {
         this.pending.add(task.id);
         continue;
@@ -657,8 +699,7 @@ export class ClusterState {
       // Snapshots from before task events read as tasks with none.
       task.events = Array.isArray(task.events) ? task.events : [];
       this.tasks.set(task.id, task);
-      if (task.instance && task.spec.job !== undefined)
-        this.trackJobTask(jobKey(task.spec.namespace, task.spec.job), task.id);
+      if (task.instance) this.trackJobTask(jobKey(task.spec.namespace, task.instance.job), task.id);
       if (isTerminal(task.state)) continue;
       this.liveCount++;
       if (task.state === 'pending') this.pending.add(task.id);
@@ -892,8 +933,8 @@ export class ClusterState {
     exitCode: number | null,
   ): void {
     const wasHolding = task.nodeId !== null && !isTerminal(task.state) && task.state !== 'pending';
-    if (task.instance && task.spec.job !== undefined && isTerminal(state))
-      this.touchedJobs.add(jobKey(task.spec.namespace, task.spec.job));
+    if (task.instance && isTerminal(state))
+      this.touchedJobs.add(jobKey(task.spec.namespace, task.instance.job));
     task.state = state;
     task.updatedAtMs = atMs;
     task.reason = reason;
@@ -1001,6 +1042,27 @@ export class ClusterState {
       'node usage never goes negative',
     );
   }
+}
+
+/**
+ * What the reconciler sees as groups: one per task of each job group (a group of one task is itself),
+ * each kept at the group's count and version; the state puts an instance's tasks back on one node.
+ */
+function reconcileGroups(
+  job: JobRecord,
+): Map<string, { readonly group: NormalizedGroup; readonly task: string; readonly several: boolean }> {
+  const parts = new Map<string, { group: NormalizedGroup; task: string; several: boolean }>();
+  for (const group of jobGroups(job.spec)) {
+    const several = group.tasks.length > 1;
+    for (const task of group.tasks)
+      parts.set(several ? `${group.name}/${task.name}` : group.name, { group, task: task.name, several });
+  }
+  return parts;
+}
+
+function reconcileGroupName(group: string, task: string, parts: ReadonlyMap<string, unknown>): string {
+  const composite = `${group}/${task}`;
+  return parts.has(composite) ? composite : group;
 }
 
 /** The id of the n-th instance a command at `index` creates for a job: the same on every node. */

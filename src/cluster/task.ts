@@ -43,7 +43,8 @@ export function isTerminal(state: TaskState): boolean {
 export const priorityDefault = 50;
 /** The most CPU one task may reserve: 1000 cores. */
 export const cpuMillisMax = 1_000_000;
-export const taskNameLengthMax = 128;
+/** Room for a job's task names: job.group.task.slot (64 + 48 + 48 + the dots and the slot). */
+export const taskNameLengthMax = 192;
 export const commandArgumentsMax = 256;
 export const commandBytesMax = 64 * kibibyte;
 export const envEntriesMax = 256;
@@ -177,6 +178,8 @@ export const taskSpecSchema = z
     packing: z.optional(z.enum(['binpack', 'spread'])),
     /** Tasks of one group start together or not at all. Set by `shoal run --replicas N --gang`. */
     group: z.optional(identifier('a group name')),
+    /** The group's tasks go to one node together (a job group's tasks). Needs a group. */
+    colocated: z.optional(z.boolean()),
     /** False: never evicted for a higher-priority task. Default true. */
     preemptible: z.optional(z.boolean()),
     /**
@@ -255,9 +258,13 @@ export interface Task {
   instance?: TaskInstance;
 }
 
-/** Where a job's task belongs: the job is spec.namespace/spec.job. */
+/** Where a job's task belongs: which job (in the task's namespace), group, task of the group and slot. */
 export interface TaskInstance {
+  /** The job's name (its namespace is the task's). */
+  readonly job: string;
   readonly group: string;
+  /** The task's name within its group. */
+  readonly task: string;
   readonly slot: number;
   /** The job version it was made at. */
   readonly version: number;

@@ -54,6 +54,7 @@ export class JobOperations {
               {
                 id: task.id,
                 group: task.instance.group,
+                task: task.instance.task,
                 slot: task.instance.slot,
                 version: task.instance.version,
                 state: task.state,

@@ -165,6 +165,40 @@ describe('jobs on three agents', { timeout: 300_000 }, () => {
     );
   });
 
+  it("runs a group's two tasks together on one node", async () => {
+    const [first] = agents;
+    if (!first) throw new Error('no agents');
+    const task = (name: string): string[] => [
+      `      - name: ${name}`,
+      '        driver: exec',
+      "        command: [sleep, '600']",
+      '        cpuMillis: 200',
+      '        memoryMiB: 16',
+    ];
+    const pair = file(
+      'pair.yaml',
+      [
+        'name: pair',
+        'type: service',
+        'groups:',
+        '  - name: app',
+        '    count: 1',
+        '    tasks:',
+        ...task('server'),
+        ...task('sidecar'),
+        '',
+      ].join('\n'),
+    );
+    const applied = await first.cli(['job', 'apply', pair]);
+    expect(applied.code, applied.stderr).toBe(0);
+    const instances = await waitFor('both tasks of the pair running', async () => {
+      const now = running(await job(first, 'pair'));
+      return now.length === 2 ? now : null;
+    });
+    expect(instances.map((instance) => instance.task).sort()).toEqual(['server', 'sidecar']);
+    expect(new Set(instances.map((instance) => instance.node)).size).toBe(1);
+  });
+
   it('launches a periodic job once per slot, each launch a batch job of its own', async () => {
     const [first] = agents;
     if (!first) throw new Error('no agents');

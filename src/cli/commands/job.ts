@@ -208,14 +208,14 @@ function printPlan(plan: Answer<'planJob'>): number {
     lines.push('', `start ${plan.start.length} instance${plan.start.length === 1 ? '' : 's'}:`);
     for (const start of plan.start)
       lines.push(
-        `  + ${start.group}[${start.slot}]  ${start.node === null ? `waits: ${start.waits ?? 'for its turn'}` : `on ${start.node}`}  (${start.reason})`,
+        `  + ${start.group}[${start.slot}]  ${start.node === null ? `waits: ${start.waits ?? 'for its turn'}` : `on ${start.node}`}  — ${start.reason}`,
       );
   }
   if (plan.stop.length > 0) {
     lines.push('', `stop ${plan.stop.length} instance${plan.stop.length === 1 ? '' : 's'}:`);
     for (const stop of [...plan.stop].sort((a, b) => a.group.localeCompare(b.group) || a.slot - b.slot))
       lines.push(
-        `  - ${stop.group}[${stop.slot}] ${stop.id}${stop.node === null ? '' : ` on ${stop.node}`}  (${stop.reason})`,
+        `  - ${stop.group}[${stop.slot}] ${stop.id}${stop.node === null ? '' : ` on ${stop.node}`}  — ${stop.reason}`,
       );
   }
   const changes = plan.changed || plan.start.length > 0 || plan.stop.length > 0;
@@ -270,13 +270,14 @@ function formatJobDetail(job: Answer<'job'>): string {
     lines.push('');
     lines.push(
       formatTable([
-        ['ID', 'GROUP', 'SLOT', 'VERSION', 'STATE', 'NODE', 'REASON'],
+        ['ID', 'GROUP', 'SLOT', 'TASK', 'VERSION', 'STATE', 'NODE', 'REASON'],
         ...[...live]
           .sort((a, b) => a.group.localeCompare(b.group) || a.slot - b.slot)
           .map((instance) => [
             instance.id,
             instance.group,
             String(instance.slot),
+            instance.task,
             String(instance.version),
             instance.state,
             instance.node ?? '-',
@@ -285,11 +286,15 @@ function formatJobDetail(job: Answer<'job'>): string {
       ]).trimEnd(),
     );
   }
-  const waiting = live.filter((instance) => instance.state === 'pending' && instance.reason !== null);
-  if (waiting.length > 0) {
+  // One line per waiting instance (its tasks wait for the same reason when they run together).
+  const waiting = new Map<string, string>();
+  for (const instance of live)
+    if (instance.state === 'pending' && instance.reason !== null)
+      waiting.set(`${instance.group}[${instance.slot}]`, instance.reason);
+  if (waiting.size > 0) {
     lines.push('', 'placement failures:');
-    for (const instance of waiting)
-      lines.push(`  ${instance.group}[${instance.slot}]: ${instance.reason ?? ''}`);
+    for (const [where, reason] of [...waiting].sort(([a], [b]) => a.localeCompare(b)))
+      lines.push(`  ${where}: ${reason}`);
   }
   return `${lines.join('\n')}\n`;
 }
