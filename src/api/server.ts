@@ -428,6 +428,10 @@ async function route(
     if (!parsed.success) throw new ShoalError('INVALID_ARGUMENT', `${name}: ${describeIssues(parsed.error)}`);
   }
   const query = parseQuery(route, url.searchParams);
+  // A role too low is refused before the body is read (a restore's may be 16 MiB); the namespace check,
+  // when the namespace comes from the body, follows once it is read.
+  const roleDenied = denial(caller, route.access, null);
+  if (roleDenied !== null) throw new ShoalError('PERMISSION_DENIED', roleDenied);
   let body: unknown = undefined;
   if (route.body !== undefined) {
     const parsed = route.body.safeParse(await readBody(http, route.bodyBytesMax ?? requestBytesMax));

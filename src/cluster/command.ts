@@ -23,7 +23,7 @@ import {
 import { accessorIdPattern, tokenRecordSchema, type TokenRecord } from './tokens.ts';
 import { clusterCaSchema, type ClusterCaRecord } from './ca.ts';
 import { backupStateSchema, type BackupState } from './backup.ts';
-import { jobSpecSchema, type JobSpec } from './job.ts';
+import { storedJobSpecSchema, type JobSpec } from './job.ts';
 
 export interface NodeResources {
   readonly cpuMillis: number;
@@ -239,7 +239,7 @@ const commandSchema = z.discriminatedUnion('type', [
   }),
   z.strictObject({
     type: z.literal('putJob'),
-    job: jobSpecSchema,
+    job: storedJobSpecSchema,
     checkIndex: z.exactOptional(whole(0)),
     atMs: timeMs,
   }),

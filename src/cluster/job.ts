@@ -39,6 +39,12 @@ const jobName = (what: string, lengthMax = 64): z.ZodMiniString =>
     );
 export type JobType = (typeof jobTypes)[number];
 
+/** The most reschedules after failures a job may allow per instance (or none, null: no limit). */
+export const rescheduleAttemptsMax = 10;
+/** The shortest wait before a reschedule after a failure: a crash loop must not run hot. */
+export const rescheduleDelayMsMin = 100;
+/** Tasks one job may ask for in all (its groups' counts times their tasks). */
+export const jobTasksMax = replicasMax;
 /** Tasks one group's instance may run together on its node. */
 export const jobGroupTasksMax = 16;
 /** Groups one job may have. */
@@ -89,10 +95,13 @@ export type JobGroupSpec = z.infer<typeof jobGroupSchema>;
  */
 export const rescheduleSchema = z.strictObject({
   policy: z.enum(['always', 'never']),
-  /** Reschedules of one instance after failures (a lost node does not count); null: no limit. */
-  attempts: z.exactOptional(z.nullable(whole(0, 1_000_000))),
+  /**
+   * Reschedules of one instance after failures (a lost node does not count); null: no limit. At most
+   * rescheduleAttemptsMax: the state keeps that many ended tasks of each instance to count them.
+   */
+  attempts: z.exactOptional(z.nullable(whole(0, rescheduleAttemptsMax))),
   /** Wait before a reschedule after a failure; doubles with each, up to restartDelayMsMax. */
-  delayMs: z.exactOptional(whole(0, restartDelayMsMax)),
+  delayMs: z.exactOptional(whole(rescheduleDelayMsMin, restartDelayMsMax)),
 });
 export type RescheduleSpec = z.infer<typeof rescheduleSchema>;
 
@@ -108,84 +117,103 @@ export const periodicSchema = z.strictObject({
 });
 export type PeriodicSpec = z.infer<typeof periodicSchema>;
 
-export const jobSpecSchema = z
-  .strictObject({
-    name: jobName('a job name'),
-    namespace: z.exactOptional(identifier('a namespace', 64)),
-    type: z.enum(jobTypes),
-    priority: z.exactOptional(whole(priorityMin, priorityMax)),
-    /** Node labels every instance's node must have. */
-    constraints: z.exactOptional(z.record(text(128, 1), text(256))),
-    labelConstraints: z.exactOptional(z.array(labelConstraintSchema).check(z.maxLength(labelConstraintsMax))),
-    affinities: z.exactOptional(
-      z
-        .array(z.strictObject({ constraint: labelConstraintSchema, weight: whole(-100, 100) }))
-        .check(z.maxLength(affinitiesMax)),
-    ),
-    reschedule: z.exactOptional(rescheduleSchema),
-    periodic: z.exactOptional(periodicSchema),
-    groups: z.exactOptional(z.array(jobGroupSchema).check(z.minLength(1), z.maxLength(jobGroupsMax))),
-    /** A single-task job: the task and its count directly under the job. */
-    task: z.exactOptional(jobTaskSchema),
-    count: z.exactOptional(whole(0, replicasMax)),
-  })
-  .check(
-    z.superRefine((job, ctx) => {
-      const issue = (message: string, path: (string | number)[]): void => {
-        ctx.addIssue({ code: 'custom', message, path });
-      };
-      if ((job.groups === undefined) === (job.task === undefined))
-        issue('give either groups, or a single task (with count) under the job', []);
-      if (job.groups !== undefined && job.count !== undefined)
-        issue('count belongs to each group when the job has groups', ['count']);
-      if (job.type === 'periodic' && job.periodic === undefined)
-        issue('a periodic job needs periodic: {cron: …}', ['periodic']);
-      // A launch is named NAME-SLOT (7 more characters), and is a job name too.
-      if (job.type === 'periodic' && job.name.length > 56)
-        issue('a periodic job name has at most 56 characters (its launches add 7)', ['name']);
-      if (job.type !== 'periodic' && job.periodic !== undefined)
-        issue(`periodic is only for type periodic (this job is ${job.type})`, ['periodic']);
-      if (job.periodic !== undefined) {
-        const problem = cronProblem(job.periodic);
-        if (problem !== null) issue(problem, ['periodic', 'cron']);
+const jobSpecShape = z.strictObject({
+  name: jobName('a job name'),
+  namespace: z.exactOptional(identifier('a namespace', 64)),
+  type: z.enum(jobTypes),
+  priority: z.exactOptional(whole(priorityMin, priorityMax)),
+  /** Node labels every instance's node must have. */
+  constraints: z.exactOptional(z.record(text(128, 1), text(256))),
+  labelConstraints: z.exactOptional(z.array(labelConstraintSchema).check(z.maxLength(labelConstraintsMax))),
+  affinities: z.exactOptional(
+    z
+      .array(z.strictObject({ constraint: labelConstraintSchema, weight: whole(-100, 100) }))
+      .check(z.maxLength(affinitiesMax)),
+  ),
+  reschedule: z.exactOptional(rescheduleSchema),
+  periodic: z.exactOptional(periodicSchema),
+  groups: z.exactOptional(z.array(jobGroupSchema).check(z.minLength(1), z.maxLength(jobGroupsMax))),
+  /** A single-task job: the task and its count directly under the job. */
+  task: z.exactOptional(jobTaskSchema),
+  count: z.exactOptional(whole(0, replicasMax)),
+});
+
+/**
+ * The checks across fields. The schedule's (a cron expression croner reads, a known time zone) depends on
+ * the library and the time-zone data of the node that runs it, so it is made where a job comes in (the API,
+ * job files), not where the log is read: a node must not refuse an entry the leader accepted.
+ */
+function jobIssues(checkSchedule: boolean) {
+  return (
+    job: z.infer<typeof jobSpecShape>,
+    ctx: z.core.$RefinementCtx<z.infer<typeof jobSpecShape>>,
+  ): void => {
+    const issue = (message: string, path: (string | number)[]): void => {
+      ctx.addIssue({ code: 'custom', message, path });
+    };
+    if ((job.groups === undefined) === (job.task === undefined))
+      issue('give either groups, or a single task (with count) under the job', []);
+    if (job.groups !== undefined && job.count !== undefined)
+      issue('count belongs to each group when the job has groups', ['count']);
+    if (job.type === 'periodic' && job.periodic === undefined)
+      issue('a periodic job needs periodic: {cron: …}', ['periodic']);
+    // A launch is named NAME-SLOT (7 more characters), and is a job name too.
+    if (job.type === 'periodic' && job.name.length > 56)
+      issue('a periodic job name has at most 56 characters (its launches add 7)', ['name']);
+    if (job.type !== 'periodic' && job.periodic !== undefined)
+      issue(`periodic is only for type periodic (this job is ${job.type})`, ['periodic']);
+    if (job.periodic !== undefined && checkSchedule) {
+      const problem = cronProblem(job.periodic);
+      if (problem !== null) issue(problem, ['periodic', 'cron']);
+    }
+    const taskCount =
+      job.groups === undefined
+        ? (job.count ?? 1)
+        : job.groups.reduce((sum, group) => sum + (group.count ?? 1) * (group.tasks?.length ?? 1), 0);
+    if (taskCount > jobTasksMax)
+      issue(`a job asks for at most ${jobTasksMax} tasks in all; this one asks for ${taskCount}`, []);
+    const names = new Set<string>();
+    for (const [index, group] of (job.groups ?? []).entries()) {
+      if (names.has(group.name)) issue(`group name ${group.name} is used twice`, ['groups', index, 'name']);
+      names.add(group.name);
+      if (job.type === 'system' && group.count !== undefined)
+        issue('a system job runs one instance per eligible node: leave count out', [
+          'groups',
+          index,
+          'count',
+        ]);
+      if ((group.task === undefined) === (group.tasks === undefined))
+        issue('give a group either task, or tasks (several, run together on one node)', ['groups', index]);
+      if (group.task !== undefined) taskIssues(group.task, ['groups', index, 'task'], issue);
+      const taskNames = new Set<string>();
+      for (const [taskIndex, task] of (group.tasks ?? []).entries()) {
+        const path = ['groups', index, 'tasks', taskIndex];
+        taskIssues(task, path, issue);
+        if ((group.tasks?.length ?? 0) > 1 && task.name === undefined)
+          issue('each of several tasks needs a name', [...path, 'name']);
+        if (task.name !== undefined && taskNames.has(task.name))
+          issue(`task name ${task.name} is used twice in the group`, [...path, 'name']);
+        if (task.name !== undefined) taskNames.add(task.name);
       }
-      const names = new Set<string>();
-      for (const [index, group] of (job.groups ?? []).entries()) {
-        if (names.has(group.name)) issue(`group name ${group.name} is used twice`, ['groups', index, 'name']);
-        names.add(group.name);
-        if (job.type === 'system' && group.count !== undefined)
-          issue('a system job runs one instance per eligible node: leave count out', [
-            'groups',
-            index,
-            'count',
-          ]);
-        if ((group.task === undefined) === (group.tasks === undefined))
-          issue('give a group either task, or tasks (several, run together on one node)', ['groups', index]);
-        if (group.task !== undefined) taskIssues(group.task, ['groups', index, 'task'], issue);
-        const taskNames = new Set<string>();
-        for (const [taskIndex, task] of (group.tasks ?? []).entries()) {
-          const path = ['groups', index, 'tasks', taskIndex];
-          taskIssues(task, path, issue);
-          if ((group.tasks?.length ?? 0) > 1 && task.name === undefined)
-            issue('each of several tasks needs a name', [...path, 'name']);
-          if (task.name !== undefined && taskNames.has(task.name))
-            issue(`task name ${task.name} is used twice in the group`, [...path, 'name']);
-          if (task.name !== undefined) taskNames.add(task.name);
-        }
-        if ((group.tasks?.length ?? 0) > 1 && group.gang === true)
-          issue('gang is for groups of one task (several tasks of an instance always start together)', [
-            'groups',
-            index,
-            'gang',
-          ]);
-      }
-      if (job.task !== undefined) {
-        if (job.type === 'system' && job.count !== undefined)
-          issue('a system job runs one instance per eligible node: leave count out', ['count']);
-        taskIssues(job.task, ['task'], issue);
-      }
-    }),
-  );
+      if ((group.tasks?.length ?? 0) > 1 && group.gang === true)
+        issue('gang is for groups of one task (several tasks of an instance always start together)', [
+          'groups',
+          index,
+          'gang',
+        ]);
+    }
+    if (job.task !== undefined) {
+      if (job.type === 'system' && job.count !== undefined)
+        issue('a system job runs one instance per eligible node: leave count out', ['count']);
+      taskIssues(job.task, ['task'], issue);
+    }
+  };
+}
+
+/** A job as the API and job files take it, every check made. */
+export const jobSpecSchema = jobSpecShape.check(z.superRefine(jobIssues(true)));
+/** A job as the log and the state hold it: the same, but its schedule is not checked again (see jobIssues). */
+export const storedJobSpecSchema = jobSpecShape.check(z.superRefine(jobIssues(false)));
 export type JobSpec = z.infer<typeof jobSpecSchema>;
 
 function taskIssues(
@@ -299,7 +327,7 @@ export function instanceTaskSpec(job: JobSpec, group: NormalizedGroup, key: Inst
     ...(job.affinities === undefined ? {} : { affinities: job.affinities }),
     ...(group.spec.distinctNodes === undefined ? {} : { distinctNodes: group.spec.distinctNodes }),
     ...(group.spec.spreadOver === undefined ? {} : { spreadOver: group.spec.spreadOver }),
-    ...(group.spec.gang === true ? { group: `${job.name}.${group.name}` } : {}),
+    ...(group.spec.gang === true ? { group: `${job.namespace ?? 'default'}/${job.name}.${group.name}` } : {}),
   };
   // The allocator counts distinct nodes and spread per job: for a group of several tasks, per task of the
   // group, so that an instance's tasks may share their node while instances do not.

@@ -1,9 +1,10 @@
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { decodeCommand, encodeCommand, type Command } from './command.ts';
 import { deriveEvents, eventBasis } from './events.ts';
 import { jobFromTaskSpec, jobSpecSchema, nodeIdLabel, type JobSpec } from './job.ts';
 import { diffJobSpecs, groupSpecVersions } from './jobs.ts';
-import { ClusterState, type ApplyResult } from './state.ts';
+import { ClusterState, terminalTasksRetainedMax, type ApplyResult } from './state.ts';
 import { isTerminal, type Task } from './task.ts';
 
 const MiB = 1024 * 1024;
@@ -216,7 +217,8 @@ describe('jobs in the replicated state', () => {
     expect(gangOf(1).size).toBe(1);
     expect([...gangOf(0)][0]).not.toBe([...gangOf(1)][0]);
     expect(tasks.every((task) => task.spec.colocated === true)).toBe(true);
-    // Slot 0 runs on n2; its server fails for good: the replacement goes next to the sidecar.
+    // Slot 0 runs on n2; its server fails: the instance starts again whole, as one co-located gang
+    // (the sidecar alone stays where it is no longer wanted: it stops).
     const slot0 = tasks.filter((task) => task.instance?.slot === 0);
     apply({
       type: 'assignTasks',
@@ -226,7 +228,8 @@ describe('jobs in the replicated state', () => {
       atMs: 2,
     });
     const server = slot0.find((task) => task.instance?.task === 'server');
-    if (!server) throw new Error('no server');
+    const sidecar = slot0.find((task) => task.instance?.task === 'sidecar');
+    if (!server || !sidecar) throw new Error('no server or sidecar');
     apply({
       type: 'reportTask',
       nodeId: 'n2',
@@ -237,12 +240,12 @@ describe('jobs in the replicated state', () => {
       reason: 'exit code 1',
       atMs: 3,
     });
-    const replacement = live(state, 'app').find(
-      (task) => task.instance?.slot === 0 && task.instance.task === 'server',
-    );
-    expect(replacement?.id).not.toBe(server.id);
-    expect(replacement?.spec.constraints[nodeIdLabel]).toBe('n2');
-    expect(replacement?.spec.colocated).toBeUndefined();
+    expect(state.tasks.get(sidecar.id)?.desired).toBe('kill');
+    const again = live(state, 'app').filter((task) => task.instance?.slot === 0);
+    expect(again.map((task) => task.instance?.task).sort()).toEqual(['server', 'sidecar']);
+    expect(again.every((task) => task.id !== server.id && task.id !== sidecar.id)).toBe(true);
+    expect(new Set(again.map((task) => task.spec.group)).size).toBe(1);
+    expect(again.every((task) => task.spec.colocated === true)).toBe(true);
   });
 
   it('says what its reconciliation did in the event stream: new instances, and the ones it stops', () => {
@@ -262,6 +265,190 @@ describe('jobs in the replicated state', () => {
     copy.restore(state.toSnapshot());
     expect(copy.toSnapshot()).toBe(state.toSnapshot());
     expect(copy.jobTasks('default', 'web')).toHaveLength(2);
+  });
+});
+
+describe('jobs: what the review found', () => {
+  const batch = (count: number): JobSpec => ({
+    name: 'crunch',
+    type: 'batch',
+    count,
+    task: { driver: 'exec', command: ['true'], cpuMillis: 100, memoryMiB: 16 },
+  });
+
+  it("keeps a batch instance's ended tasks when the cluster forgets old plain ones: done stays done", () => {
+    const { state, apply } = cluster(['n1']);
+    apply({ type: 'putJob', job: batch(1), atMs: 1 });
+    const [first] = live(state, 'crunch');
+    if (!first) throw new Error('no instance');
+    apply({
+      type: 'assignTasks',
+      term: 1,
+      assignments: [{ taskId: first.id, nodeId: 'n1' }],
+      waiting: [],
+      atMs: 2,
+    });
+    apply({
+      type: 'reportTask',
+      nodeId: 'n1',
+      taskId: first.id,
+      attempt: 0,
+      state: 'finished',
+      exitCode: 0,
+      reason: null,
+      atMs: 3,
+    });
+    // More plain tasks end than the cluster keeps.
+    for (let i = 0; i <= terminalTasksRetainedMax; i++) {
+      const id = i.toString(16).padStart(12, '0');
+      apply({
+        type: 'submitTask',
+        id,
+        spec: {
+          name: 't',
+          driver: 'exec',
+          command: ['true'],
+          cpuMillis: 1,
+          memoryBytes: MiB,
+          priority: 50,
+          env: {},
+          constraints: {},
+        },
+        atMs: 4,
+      });
+      apply({ type: 'killTask', taskId: id, atMs: 4 });
+    }
+    expect(state.tasks.get(first.id)?.state).toBe('finished');
+    // Touched again (a count change to the same count of a new version does not rerun a finished slot).
+    apply({ type: 'putJob', job: batch(2), atMs: 5 });
+    expect(live(state, 'crunch').map((task) => task.instance?.slot)).toEqual([1]);
+  });
+
+  it('stops the instances of a job whose type becomes periodic', () => {
+    const { state, apply } = cluster(['n1']);
+    apply({ type: 'putJob', job: service(2), atMs: 1 });
+    apply({
+      type: 'putJob',
+      job: { ...service(2), type: 'periodic', periodic: { cron: '0 3 * * *' }, count: 1 },
+      atMs: 2,
+    });
+    expect(live(state)).toHaveLength(0);
+  });
+
+  it('finds another id when the one it derives is taken', () => {
+    const { state, apply, index } = cluster(['n1']);
+    // The id the job's first instance would get at the entry after next: a client takes it first.
+    const derived = createHash('sha256')
+      .update(`${index() + 2}/default/web/0`)
+      .digest('hex')
+      .slice(0, 12);
+    const plain = {
+      name: 'p',
+      driver: 'exec' as const,
+      command: ['true'],
+      cpuMillis: 1,
+      memoryBytes: MiB,
+      priority: 50,
+      env: {},
+      constraints: {},
+    };
+    apply({ type: 'submitTask', id: derived, spec: plain, atMs: 0 });
+    apply({ type: 'putJob', job: service(2), atMs: 1 });
+    expect(live(state)).toHaveLength(2);
+    expect(state.tasks.get(derived)?.spec.name).toBe('p');
+  });
+
+  it('reschedules a preempted batch instance instead of counting it a failure', () => {
+    const { state, apply } = cluster(['n1']);
+    apply({ type: 'putJob', job: batch(1), atMs: 1 });
+    const [first] = live(state, 'crunch');
+    if (!first) throw new Error('no instance');
+    apply({
+      type: 'assignTasks',
+      term: 1,
+      assignments: [{ taskId: first.id, nodeId: 'n1' }],
+      waiting: [],
+      atMs: 2,
+    });
+    apply({
+      type: 'submitTask',
+      id: 'bbbbbbbbbbbb',
+      spec: {
+        name: 'vip',
+        driver: 'exec',
+        command: ['true'],
+        cpuMillis: 100,
+        memoryBytes: MiB,
+        priority: 90,
+        env: {},
+        constraints: {},
+      },
+      atMs: 3,
+    });
+    apply({
+      type: 'assignTasks',
+      term: 1,
+      assignments: [],
+      preemptions: [{ taskId: first.id, nodeId: 'n1', forTaskId: 'bbbbbbbbbbbb' }],
+      waiting: [],
+      atMs: 4,
+    });
+    apply({
+      type: 'reportTask',
+      nodeId: 'n1',
+      taskId: first.id,
+      attempt: 0,
+      state: 'killed',
+      exitCode: null,
+      reason: 'stopped',
+      atMs: 5,
+    });
+    expect(state.tasks.get(first.id)?.state).toBe('lost');
+    expect(live(state, 'crunch')).toHaveLength(1);
+  });
+
+  it('reschedules a plain task its node lost, not one its agent reported lost', () => {
+    const { state, apply } = cluster(['n1', 'n2']);
+    const plain = (id: string): Command => ({
+      type: 'submitTask' as const,
+      id,
+      spec: {
+        name: id,
+        driver: 'exec' as const,
+        command: ['true'],
+        cpuMillis: 1,
+        memoryBytes: MiB,
+        priority: 50,
+        env: {},
+        constraints: {},
+      },
+      atMs: 0,
+    });
+    apply(plain('aaaaaaaaaaa1'));
+    apply(plain('aaaaaaaaaaa2'));
+    apply({
+      type: 'assignTasks',
+      term: 1,
+      assignments: [
+        { taskId: 'aaaaaaaaaaa1', nodeId: 'n1' },
+        { taskId: 'aaaaaaaaaaa2', nodeId: 'n2' },
+      ],
+      waiting: [],
+      atMs: 1,
+    });
+    apply({
+      type: 'reportTask',
+      nodeId: 'n1',
+      taskId: 'aaaaaaaaaaa1',
+      attempt: 0,
+      state: 'lost',
+      exitCode: null,
+      reason: 'its handle was lost',
+      atMs: 2,
+    });
+    apply({ type: 'nodeDown', nodeId: 'n2', reason: 'n2 is dead', atMs: 3 });
+    expect(state.tasks.get('aaaaaaaaaaa1')?.state).toBe('lost');
+    expect(state.tasks.get('aaaaaaaaaaa2')).toMatchObject({ state: 'pending', attempt: 1 });
   });
 });
 

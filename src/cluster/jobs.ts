@@ -10,7 +10,7 @@ import { defaultNamespace } from '../allocator/index.ts';
 import {
   instanceTaskSpec,
   jobGroups,
-  jobSpecSchema,
+  storedJobSpecSchema,
   jobVersionsRetainedMax,
   type JobSpec,
   type RescheduleSpec,
@@ -49,7 +49,7 @@ export interface JobRecord {
 
 const jobVersionRecordSchema = z.strictObject({
   version: whole(1),
-  spec: jobSpecSchema,
+  spec: storedJobSpecSchema,
   atMs: whole(0),
   index: whole(0),
 });
@@ -59,7 +59,7 @@ export const jobRecordSchema = z.strictObject({
   namespace: z.string(),
   name: z.string(),
   version: whole(1),
-  spec: jobSpecSchema,
+  spec: storedJobSpecSchema,
   groupVersions: z.record(z.string(), whole(1)),
   stopped: z.boolean(),
   createIndex: whole(0),

@@ -28,12 +28,12 @@ import {
   instanceTaskSpec,
   jobGroups,
   jobsMax,
-  nodeIdLabel,
+  rescheduleAttemptsMax,
   type JobSpec,
   type NormalizedGroup,
 } from './job.ts';
 import { groupSpecVersions, jobKey, resolvedReschedule, withVersion, type JobRecord } from './jobs.ts';
-import { reconcileJob, type ReconcileInput } from './reconcile.ts';
+import { reconcileJob, type ReconcileInput, type StartAction } from './reconcile.ts';
 import { periodicLaunchName, periodicLaunchesRetainedMax } from './periodic.ts';
 import { createHash } from 'node:crypto';
 
@@ -87,6 +87,11 @@ interface StateSnapshot {
   readonly jobs?: JobRecord[];
 }
 
+/**
+ * Ended tasks kept per instance of a job (job, group, task, slot): the reconciler reads them to count
+ * reschedule attempts (at most rescheduleAttemptsMax) and a crash loop's recent ends.
+ */
+export const instanceHistoryMax = rescheduleAttemptsMax + 2;
 /** Terminal tasks kept for `shoal ps` and `shoal logs`; older ones are forgotten so state stays bounded. */
 export const terminalTasksRetainedMax = 10_000;
 /** Live (non-terminal) tasks the cluster accepts; a submission beyond it is refused. */
@@ -250,7 +255,8 @@ export class ClusterState {
     const spec: JobSpec = { ...job.spec, name, type: 'batch' };
     delete spec.periodic;
     const childKey = jobKey(job.namespace, name);
-    if (this.jobs.has(childKey)) return { ok: true };
+    // A full cluster skips the launch (recorded above), as it would refuse a new job.
+    if (this.jobs.has(childKey) || this.jobs.size >= jobsMax) return { ok: true };
     this.jobs.set(childKey, {
       namespace: job.namespace,
       name,
@@ -273,11 +279,16 @@ export class ClusterState {
   /** Forgets a job's record; its tasks stay, as tasks of their own. */
   private forgetJob(key: string): void {
     this.jobs.delete(key);
-    for (const id of this.tasksByJob.get(key) ?? []) {
-      const task = this.tasks.get(id);
-      if (task) delete task.instance;
-    }
+    const ids = [...(this.tasksByJob.get(key) ?? [])];
     this.tasksByJob.delete(key);
+    for (const id of ids) {
+      const task = this.tasks.get(id);
+      if (!task) continue;
+      delete task.instance;
+      // A plain task now: an ended one joins the cluster-wide retention.
+      if (isTerminal(task.state)) this.terminalOrder.push(id);
+    }
+    this.pruneTerminal();
   }
 
   /**
@@ -359,44 +370,64 @@ export class ClusterState {
   /** Brings one job's instances to its shape: starts the missing, stops the extra and the outdated. */
   private reconcileJobNow(key: string, index: number, atMs: number): void {
     const job = this.jobs.get(key);
-    if (!job || job.spec.type === 'periodic') return;
+    if (!job) return;
+    // A periodic job runs no instances of its own (its launches are jobs): any it has, from before its type
+    // changed, stop.
     const actions = reconcileJob(this.reconcileInput(key, job, atMs));
-    for (const stop of actions.stop) {
-      const task = this.tasks.get(stop.taskId);
-      if (!task || isTerminal(task.state) || task.desired === 'kill') continue;
-      addTaskEvent(task, { atMs, message: `stopping: ${stop.reason}` });
-      this.jobEffects.stopping.push(task.id);
-      this.kill(task.id, atMs);
-    }
+    for (const stop of actions.stop) this.stopInstanceTask(stop.taskId, stop.reason, atMs);
     const parts = reconcileGroups(job);
-    // An instance of a group of several tasks runs them on one node: new tasks of one instance start as a
-    // co-located gang, and a task that replaces one of a live instance goes to its siblings' node.
-    const startsPerInstance = new Map<string, number>();
+    const starts: (StartAction & { readonly part: ReconcileGroupPart })[] = [];
+    const instancesStarting = new Map<
+      string,
+      { slot: number; part: ReconcileGroupPart; notBeforeMs: number | null }
+    >();
     for (const start of actions.start) {
       const part = parts.get(start.group);
-      if (part && part.several) {
-        const instance = `${part.group.name}\u0000${start.slot}`;
-        startsPerInstance.set(instance, (startsPerInstance.get(instance) ?? 0) + 1);
+      if (!part) continue;
+      starts.push({ ...start, part });
+      if (part.several && start.nodeId === undefined)
+        instancesStarting.set(`${part.group.name}\u0000${start.slot}`, {
+          slot: start.slot,
+          part,
+          notBeforeMs: start.notBeforeMs,
+        });
+    }
+    // An instance of several tasks starts again whole: its live tasks stop, and start with the new one as
+    // one co-located gang (a task alone in the queue could land on another node).
+    for (const [instance, { slot, part }] of instancesStarting) {
+      for (const sibling of this.instanceTasks(key, part.group.name, slot)) {
+        if (isTerminal(sibling.state) || sibling.desired === 'kill' || !sibling.instance) continue;
+        const composite = reconcileGroupName(part.group.name, sibling.instance.task, parts);
+        if (starts.some((start) => start.group === composite && start.slot === slot)) continue;
+        const siblingPart = parts.get(composite);
+        this.stopInstanceTask(sibling.id, 'restarts with its instance', atMs);
+        if (siblingPart)
+          starts.push({
+            group: composite,
+            slot,
+            notBeforeMs: instancesStarting.get(instance)?.notBeforeMs ?? null,
+            reason: `restarts with its instance (${instance.split('\u0000')[0] ?? ''}[${slot}])`,
+            replaces: sibling.id,
+            part: siblingPart,
+          });
       }
     }
-    for (const [n, start] of actions.start.entries()) {
-      const part = parts.get(start.group);
-      if (!part) continue;
+    let n = 0;
+    for (const start of starts) {
       if (this.liveCount >= liveTasksMax) break;
-      const id = instanceTaskId(index, key, n);
-      if (this.tasks.has(id)) continue;
+      const { part } = start;
+      // A free id derived from the entry: the same on every node (a taken one, from a restored backup or a
+      // client's own choice, is skipped deterministically).
+      let id = instanceTaskId(index, key, n++);
+      while (this.tasks.has(id)) id = instanceTaskId(index, key, n++);
       const spec = instanceTaskSpec(job.spec, part.group, {
         ...start,
         group: part.group.name,
         task: part.task,
       });
       if (part.several && start.nodeId === undefined) {
-        const siblingNode = this.instanceNode(key, part.group.name, start.slot);
-        if (siblingNode !== null) spec.constraints = { ...spec.constraints, [nodeIdLabel]: siblingNode };
-        else if ((startsPerInstance.get(`${part.group.name}\u0000${start.slot}`) ?? 0) > 1) {
-          spec.group = `${job.name}.${part.group.name}.${start.slot}.i${index}`;
-          spec.colocated = true;
-        }
+        spec.group = `${job.namespace}/${job.name}.${part.group.name}.${start.slot}.i${index}`;
+        spec.colocated = true;
       }
       this.submit(index, [{ id, spec }], atMs);
       const task = this.tasks.get(id);
@@ -417,15 +448,23 @@ export class ClusterState {
     }
   }
 
-  /** The node a live task of a job's instance (group and slot) is placed on, if any. */
-  private instanceNode(key: string, group: string, slot: number): string | null {
+  /** Stops a job's task for the reconciler, saying why. */
+  private stopInstanceTask(taskId: string, reason: string, atMs: number): void {
+    const task = this.tasks.get(taskId);
+    if (!task || isTerminal(task.state) || task.desired === 'kill') return;
+    addTaskEvent(task, { atMs, message: `stopping: ${reason}` });
+    this.jobEffects.stopping.push(task.id);
+    this.kill(task.id, atMs);
+  }
+
+  /** The tasks of one instance (group and slot) of a job, in id order. */
+  private instanceTasks(key: string, group: string, slot: number): Task[] {
+    const tasks: Task[] = [];
     for (const id of this.tasksByJob.get(key) ?? []) {
       const task = this.tasks.get(id);
-      if (!task?.instance || task.instance.group !== group || task.instance.slot !== slot) continue;
-      if (isTerminal(task.state) || task.desired === 'kill' || task.nodeId === null) continue;
-      return task.nodeId;
+      if (task?.instance?.group === group && task.instance.slot === slot) tasks.push(task);
     }
-    return null;
+    return tasks.sort((a, b) => (a.id < b.id ? -1 : 1));
   }
 
   private reconcileInput(key: string, job: JobRecord, atMs: number): ReconcileInput {
@@ -449,7 +488,7 @@ export class ClusterState {
     return {
       type: job.spec.type === 'periodic' ? 'batch' : job.spec.type,
       version: job.version,
-      stopped: job.stopped,
+      stopped: job.stopped || job.spec.type === 'periodic',
       groups: [...parts].map(([name, part]) => ({
         name,
         count: part.group.count,
@@ -580,14 +619,35 @@ export class ClusterState {
     // The observer (the leader's allocator) is rebuilt from the result at the end, not told step by step.
     const observer = this.observer;
     this.observer = null;
+    try {
+      this.restoreTasks(backup, atMs);
+    } finally {
+      this.observer = observer;
+    }
+    this.observer?.restored();
+    return { ok: true };
+  }
+
+  private restoreTasks(backup: BackupState, atMs: number): void {
     const byId = new Map(backup.tasks.map((task) => [task.id, task]));
+    // A job's ended tasks are kept per instance, outside the cluster-wide order (see transition); a task
+    // of a job this cluster does not hold (it had one of that name already) is a plain task here.
+    for (const saved of backup.tasks) {
+      if (!isTerminal(saved.state) || this.tasks.has(saved.id)) continue;
+      const task = restoredTask(saved);
+      if (task.instance && this.jobs.get(jobKey(task.spec.namespace, task.instance.job)) === undefined)
+        delete task.instance;
+      if (!task.instance) continue;
+      this.tasks.set(task.id, task);
+      this.trackJobTask(jobKey(task.spec.namespace, task.instance.job), task.id);
+    }
     for (const id of backup.terminalOrder) {
       const saved = byId.get(id);
       if (!saved || !isTerminal(saved.state) || this.tasks.has(id)) continue;
       const task = restoredTask(saved);
+      delete task.instance;
       this.tasks.set(id, task);
       this.terminalOrder.push(id);
-      if (task.instance) this.trackJobTask(jobKey(task.spec.namespace, task.instance.job), id);
     }
     const live = backup.tasks
       .filter((task) => !isTerminal(task.state) && !this.tasks.has(task.id))
@@ -596,6 +656,8 @@ export class ClusterState {
       const task = restoredTask(saved);
       this.tasks.set(task.id, task);
       this.liveCount++;
+      if (task.instance && this.jobs.get(jobKey(task.spec.namespace, task.instance.job)) === undefined)
+        delete task.instance;
       if (task.instance) this.trackJobTask(jobKey(task.spec.namespace, task.instance.job), task.id);
       if (task.state === 'pending') {
         this.pending.add(task.id);
@@ -610,15 +672,10 @@ export class ClusterState {
         atMs,
         `restored from a snapshot; its node ${node ?? ''} is not in this cluster`,
         null,
+        true,
       );
     }
-    while (this.terminalOrder.length > terminalTasksRetainedMax) {
-      const oldest = this.terminalOrder.shift();
-      if (oldest !== undefined) this.forgetTask(oldest);
-    }
-    this.observer = observer;
-    this.observer?.restored();
-    return { ok: true };
+    this.pruneTerminal();
   }
 
   /** The token whose secret hashes to secretHash, if the cluster knows it (expired or not). */
@@ -913,7 +970,9 @@ export class ClusterState {
     if (!node) return { ok: false, code: 'NOT_FOUND', message: `no node ${nodeId}` };
     node.status = 'down';
     node.updatedAtMs = atMs;
-    for (const task of this.liveTasksOn(nodeId)) this.transition(task, 'lost', atMs, reason, null);
+    // In id order: the order tasks end in decides which ended ones are forgotten first, on every node alike.
+    const lost = this.liveTasksOn(nodeId).sort((a, b) => (a.id < b.id ? -1 : 1));
+    for (const task of lost) this.transition(task, 'lost', atMs, reason, null, true);
     // Tasks waiting for this node (they preempted there) look elsewhere again.
     for (const id of this.pending) {
       const task = this.tasks.get(id);
@@ -925,12 +984,18 @@ export class ClusterState {
     return { ok: true };
   }
 
+  /**
+   * Moves a task to a new observed state; a terminal one gives back what it held, then its policies decide
+   * whether it runs again as the same task (requeue) or ends. `nodeLost`: the task ended because the
+   * cluster declared its node down (not because its agent reported it lost, when the process may live on).
+   */
   private transition(
     task: Task,
     state: TaskState,
     atMs: number,
     reason: string | null,
     exitCode: number | null,
+    nodeLost = false,
   ): void {
     const wasHolding = task.nodeId !== null && !isTerminal(task.state) && task.state !== 'pending';
     if (task.instance && isTerminal(state))
@@ -948,13 +1013,17 @@ export class ClusterState {
       this.track(task.nodeId, task.id, false);
     }
     this.observer?.taskReleased(task);
+    // A task of an instance that runs several tasks on one node never goes back to the queue alone (it
+    // could land elsewhere): it ends, and its job's reconciliation starts the instance again together.
+    const together = task.instance !== undefined && task.spec.colocated === true;
     if (task.desired === 'preempt') {
-      // Evicted for a higher-priority task: queued again if its policy restarts it, else it ends killed.
+      // Evicted for a higher-priority task: queued again if its policy restarts it, else it ends. A job's
+      // instance ends lost (its node was taken, it did not fail): its job places another.
       const preemptedReason = task.preemptedBy ?? 'preempted';
       delete task.preemptedBy;
       const policy = task.spec.restart?.policy ?? 'never';
-      if (policy === 'never') {
-        task.state = 'killed';
+      if (policy === 'never' || together) {
+        task.state = task.instance ? 'lost' : 'killed';
         task.reason = preemptedReason;
       } else {
         task.reason = `${preemptedReason}; queued again`;
@@ -965,11 +1034,14 @@ export class ClusterState {
       // Moved off a draining node: queue it again at once, as the same task.
       const node = this.nodes.get(task.nodeId ?? '');
       task.reason = `moved off ${node?.name ?? 'a draining node'}`;
-      this.requeue(task, null);
-      return;
+      if (together) task.state = 'lost';
+      else {
+        this.requeue(task, null);
+        return;
+      }
     }
     const decision = task.desired === 'run' ? restartDecision(task.spec, task.attempt, state) : null;
-    if (decision?.restart === true) {
+    if (decision?.restart === true && !together) {
       // Back to the queue for another run, after its backoff; it keeps its place in the FIFO order.
       const seconds = Math.round(decision.delayMs / 100) / 10;
       task.reason = `${state} (${reason ?? 'no reason'}); restart ${task.attempt + 1} in ${seconds} s`;
@@ -978,7 +1050,7 @@ export class ClusterState {
       return;
     }
     if (
-      state === 'lost' &&
+      nodeLost &&
       task.desired === 'run' &&
       task.instance === undefined &&
       task.spec.reschedule !== 'never'
@@ -992,11 +1064,43 @@ export class ClusterState {
     }
     this.pending.delete(task.id);
     this.liveCount--;
+    if (task.instance) {
+      // A job's ended tasks are its memory (done, failures, backoff): kept per instance, not in the
+      // cluster-wide order that forgets the oldest.
+      this.pruneInstanceHistory(task);
+      return;
+    }
     this.terminalOrder.push(task.id);
+    this.pruneTerminal();
+  }
+
+  /** Forgets the oldest ended plain tasks beyond the retention bound. */
+  private pruneTerminal(): void {
     while (this.terminalOrder.length > terminalTasksRetainedMax) {
       const oldest = this.terminalOrder.shift();
       if (oldest !== undefined) this.forgetTask(oldest);
     }
+  }
+
+  /**
+   * Keeps the newest instanceHistoryMax ended tasks of one instance task (its job, group, task and slot):
+   * enough for the reconciler to count its reschedule attempts and its crash loop, bounded per instance.
+   */
+  private pruneInstanceHistory(ended: Task): void {
+    const instance = ended.instance;
+    if (!instance) return;
+    const key = jobKey(ended.spec.namespace, instance.job);
+    const same: Task[] = [];
+    for (const id of this.tasksByJob.get(key) ?? []) {
+      const task = this.tasks.get(id);
+      const other = task?.instance;
+      if (!task || !other || !isTerminal(task.state)) continue;
+      if (other.group === instance.group && other.task === instance.task && other.slot === instance.slot)
+        same.push(task);
+    }
+    if (same.length <= instanceHistoryMax) return;
+    same.sort((a, b) => a.updatedAtMs - b.updatedAtMs || (a.id < b.id ? -1 : 1));
+    for (const task of same.slice(0, same.length - instanceHistoryMax)) this.forgetTask(task.id);
   }
 
   /** Back to the queue as the same task, for its next attempt; it keeps its place in the FIFO order. */
@@ -1048,10 +1152,14 @@ export class ClusterState {
  * What the reconciler sees as groups: one per task of each job group (a group of one task is itself),
  * each kept at the group's count and version; the state puts an instance's tasks back on one node.
  */
-function reconcileGroups(
-  job: JobRecord,
-): Map<string, { readonly group: NormalizedGroup; readonly task: string; readonly several: boolean }> {
-  const parts = new Map<string, { group: NormalizedGroup; task: string; several: boolean }>();
+interface ReconcileGroupPart {
+  readonly group: NormalizedGroup;
+  readonly task: string;
+  readonly several: boolean;
+}
+
+function reconcileGroups(job: JobRecord): Map<string, ReconcileGroupPart> {
+  const parts = new Map<string, ReconcileGroupPart>();
   for (const group of jobGroups(job.spec)) {
     const several = group.tasks.length > 1;
     for (const task of group.tasks)
@@ -1065,7 +1173,7 @@ function reconcileGroupName(group: string, task: string, parts: ReadonlyMap<stri
   return parts.has(composite) ? composite : group;
 }
 
-/** The id of the n-th instance a command at `index` creates for a job: the same on every node. */
+/** The id of the n-th task a command at `index` creates for a job: the same on every node. */
 function instanceTaskId(index: number, key: string, n: number): string {
   return createHash('sha256').update(`${index}/${key}/${n}`).digest('hex').slice(0, 12);
 }

@@ -79,6 +79,8 @@ export class JobOperations {
   }
 
   async apply(job: JobSpec, checkIndex: number | null): Promise<Answer<'applyJob'>> {
+    // The version before, as of every committed change: `changed` compares against it.
+    await this.init.control.readBarrier();
     const before = this.init.state.jobs.get(jobKey(job.namespace, job.name));
     const versionBefore = before?.version ?? 0;
     const stoppedBefore = before?.stopped ?? false;

@@ -4,7 +4,12 @@
  * damaged or foreign one is refused with the reason and touches no cluster.
  */
 import { readFileSync, statSync } from 'node:fs';
-import { backupFileBytesMax, openBackupFile, parseBackupFile } from '../../cluster/index.ts';
+import {
+  backupFileBytesMax,
+  backupStateBytesMax,
+  openBackupFile,
+  parseBackupFile,
+} from '../../cluster/index.ts';
 import { ShoalError, invalidArgument, writeFileAtomic } from '../../shared/index.ts';
 import { defineCommand, withClient, type Command } from '../command.ts';
 import { apiFlags } from '../flags.ts';
@@ -34,9 +39,14 @@ export const snapshotCommand: Command = defineCommand({
       return withClient(values, async (client) => {
         const file = await client.snapshot();
         writeFileAtomic(path, `${JSON.stringify(file)}\n`, { mode: 0o600 });
+        const stateBytes = Buffer.byteLength(file.state);
         process.stderr.write(
-          `saved the state at index ${file.index} (${file.tasks} tasks, ${Buffer.byteLength(file.state)} bytes) to ${path}\n`,
+          `saved the state at index ${file.index} (${file.tasks} tasks, ${stateBytes} bytes) to ${path}\n`,
         );
+        if (stateBytes > backupStateBytesMax)
+          process.stderr.write(
+            `warning: this version restores at most ${backupStateBytesMax} bytes of state; keep the data dirs too\n`,
+          );
         return 0;
       });
     }
