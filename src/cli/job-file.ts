@@ -374,7 +374,7 @@ function issueProblems(
   const whole =
     issue.code === 'invalid_type' &&
     issue.expected === 'number' &&
-    schemaAt(issue.path, value) instanceof z.core.$ZodNumberFormat;
+    isWholeNumber(schemaAt(issue.path, value));
   // `name: ${VERSION}` with VERSION=2 is the number 2, as `name: 2` would be.
   const hint =
     retyped && issue.code === 'invalid_type' && issue.expected === 'string'
@@ -552,10 +552,42 @@ function schemaAt(path: Path, value: unknown): z.core.$ZodType | null {
   return schema;
 }
 
+// By the schemas' def.type, not instanceof z.core classes: a reference to the z.core namespace at run
+// time would bundle all of zod's core (+590 KB, every locale) into the binary.
+
+/** The def of a schema, as far as this file reads it. */
+interface SchemaDef {
+  readonly type: string;
+  readonly format?: string;
+  readonly shape?: Record<string, z.core.$ZodType>;
+  readonly element?: z.core.$ZodType;
+  readonly valueType?: z.core.$ZodType;
+  readonly innerType?: z.core.$ZodType;
+  readonly discriminator?: string;
+  readonly options?: readonly z.core.$ZodType[];
+}
+
+function defOf(schema: z.core.$ZodType): SchemaDef {
+  return schema._zod.def;
+}
+
+function isWholeNumber(schema: z.core.$ZodType | null): boolean {
+  if (schema === null) return false;
+  const def = defOf(schema);
+  return def.type === 'number' && def.format !== undefined && def.format.endsWith('int');
+}
+
+function objectShape(schema: z.core.$ZodType | null): Record<string, z.core.$ZodType> | null {
+  if (schema === null) return null;
+  const def = defOf(schema);
+  return def.type === 'object' ? (def.shape ?? null) : null;
+}
+
 function child(schema: z.core.$ZodType, segment: PropertyKey): z.core.$ZodType | null {
-  if (schema instanceof z.core.$ZodObject) return schema._zod.def.shape[String(segment)] ?? null;
-  if (schema instanceof z.core.$ZodArray) return schema._zod.def.element;
-  if (schema instanceof z.core.$ZodRecord) return schema._zod.def.valueType;
+  const def = defOf(schema);
+  if (def.type === 'object') return def.shape?.[String(segment)] ?? null;
+  if (def.type === 'array') return def.element ?? null;
+  if (def.type === 'record') return def.valueType ?? null;
   return null;
 }
 
@@ -563,23 +595,21 @@ function child(schema: z.core.$ZodType, segment: PropertyKey): z.core.$ZodType |
 function unwrap(schema: z.core.$ZodType | null, value: unknown): z.core.$ZodType | null {
   let current = schema;
   for (;;) {
-    if (current instanceof z.core.$ZodOptional || current instanceof z.core.$ZodExactOptional)
-      current = current._zod.def.innerType;
-    else if (current instanceof z.core.$ZodNullable) current = current._zod.def.innerType;
-    else if (current instanceof z.core.$ZodDiscriminatedUnion) {
-      const key = current._zod.def.discriminator;
+    if (current === null) return null;
+    const def = defOf(current);
+    if (def.type === 'optional' || def.type === 'nullable') current = def.innerType ?? null;
+    else if (def.type === 'union' && def.discriminator !== undefined) {
+      const key = def.discriminator;
       const tag = isRecord(value) ? value[key] : undefined;
       current =
-        current._zod.def.options.find(
-          (option) => option._zod.propValues?.[key]?.has(tag as never) === true,
-        ) ?? null;
+        def.options?.find((option) => option._zod.propValues?.[key]?.has(tag as never) === true) ?? null;
     } else return current;
   }
 }
 
 function knownKeys(path: Path, value: unknown): string[] {
   const schema = schemaAt(path, value);
-  return schema instanceof z.core.$ZodObject ? Object.keys(schema._zod.def.shape) : [];
+  return Object.keys(objectShape(schema) ?? {});
 }
 
 /** The value with object keys in the schema's order, undefined left out, and `${` escaped in strings. */
@@ -590,7 +620,7 @@ function inSchemaOrder(value: unknown, schema: z.core.$ZodType | null): unknown 
     return value.map((item) => inSchemaOrder(item, type === null ? null : child(type, 0)));
   if (!isRecord(value)) return value;
   const keys = Object.keys(value);
-  const order = type instanceof z.core.$ZodObject ? Object.keys(type._zod.def.shape) : [];
+  const order = Object.keys(objectShape(type) ?? {});
   const sorted = [
     ...order.filter((key) => keys.includes(key)),
     ...keys.filter((key) => !order.includes(key)),
