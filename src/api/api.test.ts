@@ -218,6 +218,7 @@ const backend: ApiBackend = {
   clusterCa: () => ({ certificatePem: '-----BEGIN CERTIFICATE-----\n…\n-----END CERTIFICATE-----\n' }),
   clusterKey: () => ({ key: 'ab'.repeat(32) }),
   snapshot: () => Promise.resolve(backupSample),
+  metrics: () => Promise.resolve('# HELP shoal_up 1\n# TYPE shoal_up gauge\nshoal_up 1\n'),
   jobs: () => Promise.resolve([jobSample]),
   job: () => Promise.resolve({ ...jobSample, spec: jobSpecSample, instances: [] }),
   jobVersions: () =>
@@ -379,6 +380,7 @@ describe('the server and the client', () => {
     await check('revertJob', () => client.revertJob('web', 1));
     await check('stopJob', () => client.stopJob('web', true));
     await check('jobSchema', () => client.call('jobSchema'));
+    await check('metrics', async () => expect(await client.metrics()).toMatch(/^# HELP/));
     expect(answered.sort()).toEqual(Object.keys(routes).sort());
     expect(submitted.at(-1)).toMatchObject({ replicas: 3, gang: true, id: 'cccccccccccc' });
   });
@@ -510,6 +512,7 @@ const samples: Record<RouteName, { method: string; path: string; body?: string }
   revertJob: { method: 'POST', path: '/v1/jobs/web/revert', body: '{"version":1}' },
   stopJob: { method: 'POST', path: '/v1/jobs/web/stop', body: '{}' },
   jobSchema: { method: 'GET', path: '/v1/schema/job.json' },
+  metrics: { method: 'GET', path: '/metrics' },
 };
 
 const roleRank = ['read', 'deploy', 'operator', 'admin'];

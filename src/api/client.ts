@@ -202,6 +202,11 @@ export class ShoalClient {
     return this.call('clusterKey');
   }
 
+  /** The node's metrics, in the Prometheus text format. */
+  metrics(): Promise<string> {
+    return this.call('metrics');
+  }
+
   /** A backup of the cluster's state (admin). */
   snapshot(): Promise<Answer<'snapshot'>> {
     return this.call('snapshot');
@@ -470,11 +475,12 @@ async function readAll(response: IncomingMessage): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** A JSON answer's value; a text answer (GET /metrics) as its text; nothing as null. */
 function parseJson(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch {
-    return null;
+    return text === '' ? null : text;
   }
 }
 

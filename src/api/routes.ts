@@ -76,6 +76,8 @@ export interface Route {
   /** The answer's schema (200, or 201 when `created`). */
   readonly answer: z.ZodMiniType;
   readonly created?: boolean;
+  /** The answer is text of this content type (the answer schema: a string), not JSON. */
+  readonly textType?: string;
   /**
    * The answer as a stream of newline-delimited JSON frames: when the query parameter `when` is true, or
    * always when `when` is absent (then `answer` is the frame's schema too).
@@ -401,6 +403,15 @@ export const routes = {
     access: 'public',
     summary: "The job file's JSON Schema, generated from the schema the server validates with (for editors)",
     answer: z.record(z.string(), z.unknown()),
+  },
+  metrics: {
+    method: 'GET',
+    path: '/metrics',
+    access: 'read',
+    summary:
+      "This node's metrics in the Prometheus text format (Raft, membership, allocator, tasks, nodes, the API); any token may scrape",
+    answer: z.string(),
+    textType: 'text/plain; version=0.0.4; charset=utf-8',
   },
 } as const satisfies Record<string, Route>;
 

@@ -81,6 +81,8 @@ export interface ApiBackend {
   snapshot(): Promise<Answer<'snapshot'>>;
   /** Restores a backup into a cluster with no tasks (shoal snapshot restore). */
   restoreSnapshot(file: BackupFile): Promise<Answer<'restoreSnapshot'>>;
+  /** This node's metrics in the Prometheus text format. */
+  metrics(): Promise<string>;
   jobs(namespace: string | null): Promise<Answer<'jobs'>>;
   job(namespace: string, name: string): Promise<Answer<'job'>>;
   jobVersions(namespace: string, name: string): Promise<Answer<'jobVersions'>>;
@@ -133,6 +135,8 @@ export interface ApiServerInit {
   readonly unixSocket?: string;
   /** The slow-client limits; tests shorten them (defaults: the constants above). */
   readonly timeouts?: ApiTimeouts;
+  /** Hears every answered request: its route (`unknown` when none matched), status and duration. */
+  readonly observe?: (route: string, code: number, seconds: number) => void;
 }
 
 export interface ApiTimeouts {
@@ -219,6 +223,15 @@ function makeServer(
 ): { readonly server: Server; readonly secure: HttpsServer | null } {
   const { backend, logger } = init;
   const handle = (request: IncomingMessage, response: ServerResponse): void => {
+    const observe = init.observe;
+    if (observe) {
+      const startedMs = performance.now();
+      response.once('close', () => {
+        const pathname = (request.url ?? '/').split('?')[0] ?? '/';
+        const name = matchRoute(request.method ?? 'GET', pathname)?.name ?? 'unknown';
+        observe(name, response.statusCode, (performance.now() - startedMs) / 1000);
+      });
+    }
     route(backend, listener, request, response).catch((error: unknown) => {
       const shoalError =
         error instanceof ShoalError ? error : new ShoalError('INTERNAL', errorMessage(error));
@@ -395,6 +408,7 @@ const handlers: Record<RouteName, Handler> = {
   stopJob: (backend, { params, query, body }) =>
     backend.stopJob(queryNamespace(query), params['job'] ?? '', (body as { purge?: boolean }).purge === true),
   jobSchema: () => Promise.resolve(jobJsonSchema()),
+  metrics: (backend) => backend.metrics(),
   restoreSnapshot: (backend, { body }) => backend.restoreSnapshot(body as BackupFile),
 };
 
@@ -445,6 +459,11 @@ async function route(
   const answer = await handlers[match.name](backend, { params: match.params, query, body, http, response });
   // A stream has answered already.
   if (answer === undefined) return;
+  if (route.textType !== undefined && typeof answer === 'string') {
+    response.writeHead(200, { 'content-type': route.textType, 'content-length': Buffer.byteLength(answer) });
+    response.end(answer);
+    return;
+  }
   send(response, route.created === true ? 201 : 200, answer);
 }
 

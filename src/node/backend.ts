@@ -67,6 +67,8 @@ export interface BackendInit {
   readonly events: EventHub;
   /** The cluster key: `shoal key show` prints it for an admin, so another node can join. */
   readonly clusterKey: string;
+  /** This node's metrics, in the Prometheus text format. */
+  readonly metrics: () => Promise<string>;
 }
 
 export class NodeBackend implements ApiBackend {
@@ -76,6 +78,10 @@ export class NodeBackend implements ApiBackend {
   constructor(init: BackendInit) {
     this.init = init;
     this.jobOperations = new JobOperations(init);
+  }
+
+  metrics(): Promise<string> {
+    return this.init.metrics();
   }
 
   jobs(namespace: string | null): Promise<Answer<'jobs'>> {

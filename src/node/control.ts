@@ -54,6 +54,8 @@ export interface ControlInit {
   readonly raft: RaftService;
   readonly logger: Logger;
   readonly isStopped: () => boolean;
+  /** Hears how long each of this node's own proposals took to commit and apply (metrics). */
+  readonly committed?: (seconds: number) => void;
   /** Which voters this node can reach, for the error when no leader answers. */
   readonly quorumHint: () => string;
   /** Leader side of a lease renewal from remotePeer; rejects if this node cannot grant it. */
@@ -90,9 +92,12 @@ export class Control {
       try {
         if (status.role === 'leader') {
           mayHaveCommitted = true;
-          return parseApplyResult(
+          const startedMs = performance.now();
+          const result = parseApplyResult(
             await raft.propose(encodeCommand(command), Math.max(1, deadline - Date.now())),
           );
+          this.init.committed?.((performance.now() - startedMs) / 1000);
+          return result;
         }
         if (status.leaderId !== null) {
           return parseApplyResult(

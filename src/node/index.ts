@@ -17,6 +17,7 @@ export {
   type NodeConfig,
 } from './config.ts';
 export { generateClusterKey, validateClusterKey } from './identity.ts';
+export { NodeMetrics, type MetricsSources } from './metrics.ts';
 export { ShoalNode, apiSocketFileName, managementTokenFileName } from './node.ts';
 export { shoalVersion } from '../shared/index.ts';
 export { runAgentProcess, shutdownTaskGraceMs, type AgentProcessInit } from './process.ts';

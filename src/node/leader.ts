@@ -41,6 +41,8 @@ export interface LeaderInit {
   readonly logger: Logger;
   /** What a member advertises, as a node record. */
   readonly describe: (member: Member) => MemberFacts['description'];
+  /** Hears each allocator plan: its time, placements and evictions (metrics). */
+  readonly planned?: (seconds: number, placements: number, preemptions: number) => void;
 }
 
 export class LeaderDuties {
@@ -200,8 +202,14 @@ export class LeaderDuties {
     const scheduler = this.ensureScheduler();
     const nowMs = Date.now();
     let plan;
+    const startedMs = performance.now();
     try {
       plan = scheduler.plan(nowMs, placementsPerPlanMax);
+      this.init.planned?.(
+        (performance.now() - startedMs) / 1000,
+        plan.placements.length,
+        plan.preemptions.length,
+      );
     } catch (error) {
       this.init.logger.warn('the allocator failed; it is rebuilt from the state', {
         error: errorMessage(error),

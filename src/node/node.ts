@@ -49,6 +49,7 @@ import { NodeBackend, logsTailBytesMax } from './backend.ts';
 import { offeredResources, validateNodeConfig, type NodeConfig } from './config.ts';
 import { Control, readIndexTimeoutMs } from './control.ts';
 import { EventHub } from './events.ts';
+import { NodeMetrics } from './metrics.ts';
 import { serveLogs } from './follow.ts';
 import { ensureDataDir, loadOrCreateNodeKey, nextIncarnation, resolveClusterKey } from './identity.ts';
 import { LeaderDuties } from './leader.ts';
@@ -85,6 +86,14 @@ export class ShoalNode {
   readonly state = new ClusterState();
   /** What the applied log and the leaders seen here amount to, for `GET /v1/events`. */
   readonly events = new EventHub();
+  /** `GET /metrics`: read from the parts when scraped, fed by hooks as things happen. */
+  readonly metrics: NodeMetrics = new NodeMetrics({
+    state: this.state,
+    raft: () => this.made.raft ?? null,
+    membership: () => this.made.membership ?? null,
+    nameOf: (nodeId) => this.nameOf(nodeId),
+    eventLoopStallMsMax: () => this.made.raft?.tickStallMsMax ?? 0,
+  });
   readonly clusterKey: string;
   /** This node made the cluster (and its key) at this start. */
   readonly createdCluster: boolean;
@@ -221,6 +230,7 @@ export class ShoalNode {
       libp2p,
       raft,
       logger,
+      committed: (seconds) => this.metrics.committed(seconds),
       isStopped: () => this.stopped,
       quorumHint: () => this.quorumHint(),
       renewLease: async (remotePeer) => {
@@ -290,6 +300,7 @@ export class ShoalNode {
       leases,
       logger,
       describe: describeNode,
+      planned: (seconds, placements, preemptions) => this.metrics.planned(seconds, placements, preemptions),
     });
     made.leader = leader;
 
@@ -308,6 +319,7 @@ export class ShoalNode {
       warn: (message) => logger.warn(message),
       events: this.events,
       clusterKey: this.clusterKey,
+      metrics: () => this.metrics.text(),
     });
     made.backend = backend;
 
@@ -420,7 +432,11 @@ export class ShoalNode {
     const basis = eventBasis(this.state, command);
     const result = this.state.apply(entry.index, command);
     if (command.type === 'restoreBackup' && result.ok) this.events.restored(entry.index);
-    else this.events.append(entry.index, deriveEvents(entry.index, command, basis, this.state));
+    else {
+      const events = deriveEvents(entry.index, command, basis, this.state);
+      this.events.append(entry.index, events);
+      this.metrics.applied(events, this.state);
+    }
     this.made.agent?.schedule();
     this.made.leader?.schedule();
     return result;
@@ -443,6 +459,7 @@ export class ShoalNode {
     this.leaderKey = key;
     this.made.agent?.schedule();
     if (leader === null) return;
+    this.metrics.leaderElected();
     // Stamped with the last index applied here, not the commit index: entries committed but not yet
     // applied come later in the stream with higher indexes, so the stream stays in index order.
     const index = Math.max(this.events.lastIndex, status.appliedIndex);

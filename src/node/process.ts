@@ -74,6 +74,7 @@ export async function runAgentProcess(init: AgentProcessInit): Promise<ShoalNode
       tcp: api,
       ...(certificate === null ? {} : { tls: certificate }),
       unixSocket: socket,
+      observe: (route, code, seconds) => node.metrics.apiRequest(route, code, seconds),
     });
   } catch (error) {
     await node.stop();

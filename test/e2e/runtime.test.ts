@@ -2,10 +2,10 @@
  * The runtime through a real agent: restart policies with backoff, and an agent SIGKILLed while its task
  * runs, which re-attaches on restart instead of starting the task twice.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestCluster, buildBinary, waitFor, type TestAgent } from '../helpers/cluster.ts';
-import type { TaskView } from '../../src/api/index.ts';
+import { ShoalClient, type TaskView } from '../../src/api/index.ts';
 
 type TaskRow = TaskView;
 
@@ -84,5 +84,74 @@ describe('the runtime through a real agent', { timeout: 120_000 }, () => {
     // The exec shim recorded the exit status while no agent watched: the real code is reported.
     expect(done).toMatchObject({ state: 'finished', exitCode: 0 });
     expect((await agent.cli(['logs', id])).stdout).toBe(`${marker}\n`);
+  });
+
+  it('serves /metrics in the Prometheus text format: promtool reads it, every family typed, histograms add up', async () => {
+    const client = new ShoalClient({ address: agent.socket });
+    let text: string;
+    try {
+      text = await client.metrics();
+    } finally {
+      client.close();
+    }
+    for (const [family, type] of [
+      ['shoal_build_info', 'gauge'],
+      ['shoal_raft_is_leader', 'gauge'],
+      ['shoal_raft_term', 'gauge'],
+      ['shoal_raft_commit_index', 'gauge'],
+      ['shoal_raft_leader_changes_total', 'counter'],
+      ['shoal_raft_commit_duration_seconds', 'histogram'],
+      ['shoal_members', 'gauge'],
+      ['shoal_membership_suspicions_total', 'counter'],
+      ['shoal_tasks', 'gauge'],
+      ['shoal_tasks_pending', 'gauge'],
+      ['shoal_tasks_pending_oldest_seconds', 'gauge'],
+      ['shoal_allocator_plan_duration_seconds', 'histogram'],
+      ['shoal_allocator_placements_total', 'counter'],
+      ['shoal_task_start_duration_seconds', 'histogram'],
+      ['shoal_task_restarts_total', 'counter'],
+      ['shoal_node_cpu_cores', 'gauge'],
+      ['shoal_node_memory_allocated_bytes', 'gauge'],
+      ['shoal_api_requests_total', 'counter'],
+      ['shoal_api_request_duration_seconds', 'histogram'],
+      ['shoal_event_loop_stall_seconds_max', 'gauge'],
+    ] as const)
+      expect(text, family).toContain(`# TYPE ${family} ${type}\n`);
+    // This agent has run tasks and restarted some (the tests above).
+    expect(Number(/^shoal_task_restarts_total (\d+)$/m.exec(text)?.[1])).toBeGreaterThan(0);
+    expect(Number(/^shoal_task_start_duration_seconds_count (\d+)$/m.exec(text)?.[1])).toBeGreaterThan(0);
+    expect(text).toMatch(/^shoal_tasks\{state="running"\} \d+$/m);
+    expect(text).not.toMatch(/="[0-9a-f]{12}"/); // no task ids in labels
+    // Histograms: buckets never decrease, and +Inf is the count.
+    const buckets = new Map<string, number[]>();
+    const counts = new Map<string, number>();
+    for (const line of text.split('\n')) {
+      const bucket = /^(\w+)_bucket\{(.*)\} (\S+)$/.exec(line);
+      if (bucket) {
+        // The series without its le label: the labels the _count line has.
+        const labels = (bucket[2] ?? '')
+          .split(',')
+          .filter((label) => !label.startsWith('le='))
+          .join(',');
+        const key = `${bucket[1]}{${labels}}`;
+        buckets.set(key, [...(buckets.get(key) ?? []), Number(bucket[3])]);
+        continue;
+      }
+      const count = /^(\w+)_count(?:\{(.*)\})? (\S+)$/.exec(line);
+      if (count) counts.set(`${count[1]}{${count[2] ?? ''}}`, Number(count[3]));
+    }
+    expect(buckets.size).toBeGreaterThan(3);
+    for (const [key, values] of buckets) {
+      for (let i = 1; i < values.length; i++)
+        expect(values[i], key).toBeGreaterThanOrEqual(values[i - 1] ?? 0);
+      expect(values.at(-1), key).toBe(counts.get(key));
+    }
+    // The real parser: Prometheus's own promtool (CI installs Debian's prometheus package).
+    const promtool = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+    if (promtool.error !== undefined) {
+      console.log('promtool not installed: the exposition was checked by this test only');
+      return;
+    }
+    expect(promtool.status, `${promtool.stdout}${promtool.stderr}`).toBe(0);
   });
 });
