@@ -68,6 +68,9 @@ export interface NodeKeyService {
 
 export type ShoalLibp2p = Libp2p<{ nodeKey: NodeKeyService }>;
 
+/** How long libp2p keeps a member's address: for good (see createP2p). */
+export const addressAgeMaxMs = Number.MAX_SAFE_INTEGER;
+
 export interface P2pInit {
   readonly privateKey: PrivateKey;
   readonly listenMultiaddr: string;
@@ -83,6 +86,11 @@ export async function createP2p(init: P2pInit): Promise<ShoalLibp2p> {
       inboundConnectionThreshold: inboundConnectionsPerHostPerSecondMax,
       maxIncomingPendingConnections: inboundPendingConnectionsMax,
     },
+    // Members' addresses come from their signed membership records (membership puts them in the address
+    // book once). libp2p forgets an address an hour after it was added, expecting peer routing to fetch it
+    // again; we have none, so a dial by id (Raft, logs) to a member with no open connection would fail with
+    // "no valid addresses" in a cluster older than an hour. Addresses leave with their member instead.
+    peerStore: { maxAddressAge: addressAgeMaxMs },
     transports: [tcp()],
     connectionProtector: preSharedKey({ psk: pnetKey(init.clusterKey) }),
     connectionEncrypters: [noise()],
