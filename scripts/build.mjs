@@ -165,6 +165,34 @@ const IMPORT_META_SHIM =
   `var ${IMPORT_META} = { url: require('node:url').pathToFileURL(__filename).href, ` +
   `filename: __filename, dirname: __dirname };\n`;
 
+// The dashboard (src/ui): bundled for browsers on its own, minified, and embedded in the main bundle as
+// a string (__SHOAL_UI_JS__, served at /ui/app.js by src/api/ui.ts). Its size is printed: the issue's
+// budget is 1 MB.
+const uiEntry = path.join(ROOT, 'src', 'ui', 'main.ts');
+let uiScript = null;
+try {
+  await stat(uiEntry);
+  const ui = await esbuild.build({
+    absWorkingDir: ROOT,
+    entryPoints: [uiEntry],
+    bundle: true,
+    platform: 'browser',
+    target: 'es2022',
+    format: 'iife',
+    minify: true,
+    legalComments: 'none',
+    charset: 'utf8',
+    logLevel: 'silent',
+    write: false,
+  });
+  uiScript = ui.outputFiles[0]?.text ?? null;
+} catch (err) {
+  if (err.code !== 'ENOENT') {
+    const text = await esbuild.formatMessages(err.errors ?? [], { kind: 'error', terminalWidth: 100 });
+    fail(`the dashboard (src/ui) did not bundle:\n${text.join('') || err.message}`);
+  }
+}
+
 let result;
 try {
   result = await esbuild.build({
@@ -187,6 +215,7 @@ try {
     metafile: true,
     logLevel: 'silent',
     define: {
+      ...(uiScript === null ? {} : { __SHOAL_UI_JS__: JSON.stringify(uiScript) }),
       'import.meta': IMPORT_META,
       'import.meta.url': `${IMPORT_META}.url`,
       'import.meta.filename': `${IMPORT_META}.filename`,
@@ -382,5 +411,8 @@ async function done(file) {
   const mb = (size / 1e6).toFixed(1);
   const mib = (size / 1024 / 1024).toFixed(1);
   const secs = ((performance.now() - t0) / 1000).toFixed(1);
-  process.stdout.write(`${path.relative(process.cwd(), file) || file}  ${mb} MB (${mib} MiB)  ${secs} s\n`);
+  const ui = uiScript === null ? '' : `  (dashboard ${(Buffer.byteLength(uiScript) / 1024).toFixed(0)} KiB)`;
+  process.stdout.write(
+    `${path.relative(process.cwd(), file) || file}  ${mb} MB (${mib} MiB)  ${secs} s${ui}\n`,
+  );
 }

@@ -381,6 +381,8 @@ describe('the server and the client', () => {
     await check('stopJob', () => client.stopJob('web', true));
     await check('jobSchema', () => client.call('jobSchema'));
     await check('metrics', async () => expect(await client.metrics()).toMatch(/^# HELP/));
+    await check('ui', async () => expect(await client.call('ui')).toMatch(/<script src="\/ui\/app.js">/));
+    await check('uiScript', async () => expect(await client.call('uiScript')).toMatch(/dashboard/));
     expect(answered.sort()).toEqual(Object.keys(routes).sort());
     expect(submitted.at(-1)).toMatchObject({ replicas: 3, gang: true, id: 'cccccccccccc' });
   });
@@ -513,6 +515,8 @@ const samples: Record<RouteName, { method: string; path: string; body?: string }
   stopJob: { method: 'POST', path: '/v1/jobs/web/stop', body: '{}' },
   jobSchema: { method: 'GET', path: '/v1/schema/job.json' },
   metrics: { method: 'GET', path: '/metrics' },
+  ui: { method: 'GET', path: '/ui' },
+  uiScript: { method: 'GET', path: '/ui/app.js' },
 };
 
 const roleRank = ['read', 'deploy', 'operator', 'admin'];

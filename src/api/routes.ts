@@ -404,6 +404,22 @@ export const routes = {
     summary: "The job file's JSON Schema, generated from the schema the server validates with (for editors)",
     answer: z.record(z.string(), z.unknown()),
   },
+  ui: {
+    method: 'GET',
+    path: '/ui',
+    access: 'public',
+    summary: 'The dashboard (it asks for a token, and uses it for every API call)',
+    answer: z.string(),
+    textType: 'text/html; charset=utf-8',
+  },
+  uiScript: {
+    method: 'GET',
+    path: '/ui/app.js',
+    access: 'public',
+    summary: "The dashboard's script, embedded in the binary",
+    answer: z.string(),
+    textType: 'text/javascript; charset=utf-8',
+  },
   metrics: {
     method: 'GET',
     path: '/metrics',

@@ -30,6 +30,7 @@ import type { Logger } from '../shared/log.ts';
 import { frameToJson, type LogFrame } from '../shared/log-frames.ts';
 import { logsLimitBytesDefault } from '../runtime/index.ts';
 import { jobJsonSchema, openApiDocument } from './openapi.ts';
+import { uiContentSecurityPolicy, uiPage, uiScript } from './ui.ts';
 import {
   matchRoute,
   pathKnown,
@@ -409,6 +410,8 @@ const handlers: Record<RouteName, Handler> = {
     backend.stopJob(queryNamespace(query), params['job'] ?? '', (body as { purge?: boolean }).purge === true),
   jobSchema: () => Promise.resolve(jobJsonSchema()),
   metrics: (backend) => backend.metrics(),
+  ui: () => Promise.resolve(uiPage()),
+  uiScript: () => Promise.resolve(uiScript()),
   restoreSnapshot: (backend, { body }) => backend.restoreSnapshot(body as BackupFile),
 };
 
@@ -460,7 +463,13 @@ async function route(
   // A stream has answered already.
   if (answer === undefined) return;
   if (route.textType !== undefined && typeof answer === 'string') {
-    response.writeHead(200, { 'content-type': route.textType, 'content-length': Buffer.byteLength(answer) });
+    response.writeHead(200, {
+      'content-type': route.textType,
+      'content-length': Buffer.byteLength(answer),
+      'content-security-policy': uiContentSecurityPolicy,
+      'x-content-type-options': 'nosniff',
+      'cache-control': 'no-store',
+    });
     response.end(answer);
     return;
   }
