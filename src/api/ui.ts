@@ -22,6 +22,7 @@ export function uiPage(): string {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>shoal</title>
+<link rel="icon" href="data:,">
 </head>
 <body>
 <div id="app">Loading…</div>
