@@ -12,6 +12,7 @@ export {
   spreadValuesMax,
 } from './limits.ts';
 export { comparePending } from './order.ts';
+export { dominantShare, placementOrder, type QueueNamespace, type QueuedTask } from './queue-order.ts';
 export { deviceKindsMax, formatRequest } from './resources.ts';
 export { compileConstraints, matchesAll, patternLengthMax } from './labels.ts';
 export type {

@@ -165,6 +165,7 @@ const backend: ApiBackend = {
   kill: (id) =>
     id === task.id ? Promise.resolve() : Promise.reject(new ShoalError('NOT_FOUND', `no task ${id}`)),
   tasks: () => Promise.resolve([task]),
+  queue: () => Promise.resolve([task]),
   task: () => Promise.resolve({ ...task, events: [{ at: new Date(0).toISOString(), message: 'submitted' }] }),
   logs: () => Promise.resolve({ stdout: 'out', stderr: '' }),
   // A short stream that ends at once, so every request of it finishes.
@@ -360,6 +361,7 @@ describe('the server and the client', () => {
     await check('setNamespace', () => client.setNamespace({ name: 'team', weight: 2, quota: null }));
     await check('leave', () => client.leave());
     await check('tasks', () => client.tasks());
+    await check('queue', () => client.call('queue'));
     await check('submit', () => client.submit(spec, { id: 'cccccccccccc', replicas: 3, gang: true }));
     await check('task', () => client.task(task.id));
     await check('taskLogs', () => client.logs(task.id, 10));
@@ -494,6 +496,7 @@ const samples: Record<RouteName, { method: string; path: string; body?: string }
   setNamespace: { method: 'PUT', path: '/v1/namespaces/team', body: '{"weight":2,"quota":null}' },
   leave: { method: 'POST', path: '/v1/agent/leave', body: '{}' },
   tasks: { method: 'GET', path: '/v1/tasks' },
+  queue: { method: 'GET', path: '/v1/queue' },
   submit: { method: 'POST', path: '/v1/tasks', body: JSON.stringify(spec) },
   task: { method: 'GET', path: `/v1/tasks/${task.id}` },
   taskLogs: { method: 'GET', path: `/v1/tasks/${task.id}/logs` },

@@ -198,6 +198,14 @@ export const routes = {
     answer: submitAnswerSchema,
     created: true,
   },
+  queue: {
+    method: 'GET',
+    path: '/v1/queue',
+    access: 'read',
+    summary:
+      'The pending tasks in the order the allocator takes them: strict priority, then namespaces in turn by weighted dominant share, then FIFO; each with why it waits',
+    answer: z.array(taskViewSchema),
+  },
   task: {
     method: 'GET',
     path: '/v1/tasks/:task',

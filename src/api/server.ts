@@ -53,6 +53,8 @@ export interface ApiBackend {
   setNamespace(policy: NamespacePolicySpec): Promise<void>;
   kill(taskId: string): Promise<void>;
   tasks(): Promise<Answer<'tasks'>>;
+  /** The pending tasks in the allocator's order (see allocator/queue-order.ts). */
+  queue(): Promise<Answer<'queue'>>;
   task(taskId: string): Promise<Answer<'task'>>;
   logs(taskId: string, tailBytes: number): Promise<Answer<'taskLogs'>>;
   /** Checks the task exists (rejecting before any output), then streams its output until it ends or signal aborts. */
@@ -338,6 +340,7 @@ const handlers: Record<RouteName, Handler> = {
     return { leaving: true } satisfies Answer<'leave'>;
   },
   tasks: (backend) => backend.tasks(),
+  queue: (backend) => backend.queue(),
   submit: async (backend, { query, body }) => {
     const id = query['id'] as string | undefined;
     const ids = await backend.submit(body as TaskSpec, {

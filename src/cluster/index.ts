@@ -99,7 +99,7 @@ export {
   type BackupFile,
   type BackupState,
 } from './backup.ts';
-export { defaultNamespace } from '../allocator/index.ts';
+export { defaultNamespace, dominantShare, placementOrder } from '../allocator/index.ts';
 export {
   cronProblem,
   instanceTaskSpec,

@@ -63,6 +63,8 @@ export interface MembershipInit {
   readonly config: MembershipConfig;
   readonly logger: Logger;
   readonly onTransition: (transition: MemberTransition, member: Member) => void;
+  /** Hears the round trip of every direct probe answered, in ms (metrics). */
+  readonly onProbeRoundTrip?: (ms: number) => void;
   /**
    * The node's libp2p key (Ed25519), to sign its records. Without it, the key is taken from the host's
    * `nodeKey` service (p2p.ts creates one).
@@ -294,6 +296,7 @@ export class MembershipService {
     for (const out of this.state.takeMessages()) this.transport.send(out.to, out.message);
     for (const peer of this.state.takeSyncs()) void this.runSync(peer);
     for (const transition of this.state.takeTransitions()) this.emit(transition);
+    for (const ms of this.state.takeRoundTrips()) this.init.onProbeRoundTrip?.(ms);
   }
 
   private emit(transition: MemberTransition): void {

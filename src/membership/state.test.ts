@@ -201,6 +201,12 @@ describe('suspicion and refutation', () => {
     expect(state.get('b')?.state).toBe('alive');
     expect(state.get('b')?.lastHeardMs).toBe(210);
     expect(state.localHealth).toBe(0);
+    // The direct answer timed the round trip, once.
+    const [roundTrip, ...more] = state.takeRoundTrips();
+    expect(more).toEqual([]);
+    expect(roundTrip).toBeGreaterThan(0);
+    expect(roundTrip).toBeLessThanOrEqual(210);
+    expect(state.takeRoundTrips()).toEqual([]);
   });
 
   it('a helper relays the ack or nacks, and a failed dial nacks at once', () => {

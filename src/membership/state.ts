@@ -80,6 +80,8 @@ export interface MembershipStats {
   stalls: number;
 }
 
+/** Probe round trips kept between two takes (the service takes them after every message). */
+export const roundTripsKeptMax = 64;
 /** Helper probes (ping-reqs being served) kept at once; more are refused with a nack. */
 export const helperProbesMax = 1024;
 /** The shortest gap between two out-of-turn probes of one member (see connectionLost). */
@@ -160,6 +162,8 @@ export class MembershipState {
   private probeOrder: string[] = [];
   private probeIndex = 0;
   private probe: Probe | null = null;
+  /** Round trips of direct probes answered since the last takeRoundTrips(), in ms (metrics). */
+  private roundTrips: number[] = [];
   /** Members to probe before the round-robin resumes (their connection just dropped). */
   private readonly probeFirst = new Set<string>();
   private readonly lastOutOfTurnMs = new Map<string, number>();
@@ -268,6 +272,13 @@ export class MembershipState {
     const out = this.syncs;
     this.syncs = [];
     return out;
+  }
+
+  /** The round trips of the direct probes answered since the last call, in ms; at most roundTripsKeptMax. */
+  takeRoundTrips(): number[] {
+    const taken = this.roundTrips;
+    this.roundTrips = [];
+    return taken;
   }
 
   takeTransitions(): MemberTransition[] {
@@ -500,6 +511,9 @@ export class MembershipState {
   private onAck(from: string, seq: number, nowMs: number): void {
     const probe = this.probe;
     if (probe?.seq === seq && (from === probe.target || probe.helpersPending.has(from))) {
+      // A direct answer times the round trip (an indirect one also times the helpers).
+      if (from === probe.target && probe.phase === 'direct' && this.roundTrips.length < roundTripsKeptMax)
+        this.roundTrips.push(nowMs - probe.startMs);
       const target = this.members.get(probe.target);
       if (target) target.lastHeardMs = nowMs;
       this.adjustHealth(-1);

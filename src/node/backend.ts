@@ -10,6 +10,7 @@ import {
   makeBackupFile,
   openBackupFile,
   openCaKey,
+  placementOrder,
   type BackupFile,
   type BackupState,
   type JobSpec,
@@ -152,6 +153,47 @@ export class NodeBackend implements ApiBackend {
     return [...this.init.state.tasks.values()]
       .sort((a, b) => a.submitIndex - b.submitIndex)
       .map((task) => this.taskView(task));
+  }
+
+  /** The pending tasks in the order the allocator's policy takes them (allocator/queue-order.ts). */
+  async queue(): Promise<TaskView[]> {
+    await this.init.control.readBarrier();
+    const { state } = this.init;
+    const capacity = emptyUse();
+    for (const node of state.nodes.values()) if (node.status === 'up') addUse(capacity, node.capacity);
+    const namespaces = new Map<string, { weight: number; usage: Use }>();
+    const namespaceOf = (task: Task): { weight: number; usage: Use } => {
+      const name = task.spec.namespace ?? defaultNamespace;
+      let found = namespaces.get(name);
+      if (!found) {
+        found = { weight: state.namespaces.get(name)?.weight ?? 1, usage: emptyUse() };
+        namespaces.set(name, found);
+      }
+      return found;
+    };
+    const pending: Task[] = [];
+    for (const task of state.tasks.values()) {
+      if (task.state === 'pending') pending.push(task);
+      else if (!isTerminal(task.state)) addUse(namespaceOf(task).usage, task.spec);
+    }
+    const order = placementOrder(
+      pending.map((task) => {
+        namespaceOf(task);
+        return {
+          id: task.id,
+          priority: task.spec.priority,
+          submitIndex: task.submitIndex,
+          namespace: task.spec.namespace ?? defaultNamespace,
+          request: addUse(emptyUse(), task.spec),
+        };
+      }),
+      namespaces,
+      capacity,
+    );
+    return order.flatMap((id) => {
+      const task = state.tasks.get(id);
+      return task ? [this.taskView(task)] : [];
+    });
   }
 
   async task(taskId: string): Promise<Answer<'task'>> {
@@ -495,4 +537,33 @@ function tokenView(token: TokenRecord, nowMs: number): Answer<'tokens'>[number] 
 
 function clampTail(tailBytes: number): number {
   return Math.min(Math.max(tailBytes, 0), logsTailBytesMax);
+}
+
+/** Resources summed for the queue's order: CPU, memory, disk and devices. */
+interface Use {
+  cpuMillis: number;
+  memoryBytes: number;
+  diskBytes: number;
+  devices: Record<string, number>;
+}
+
+function emptyUse(): Use {
+  return { cpuMillis: 0, memoryBytes: 0, diskBytes: 0, devices: {} };
+}
+
+function addUse(
+  use: Use,
+  what: {
+    readonly cpuMillis: number;
+    readonly memoryBytes: number;
+    readonly diskBytes?: number | undefined;
+    readonly devices?: Readonly<Record<string, number>> | undefined;
+  },
+): Use {
+  use.cpuMillis += what.cpuMillis;
+  use.memoryBytes += what.memoryBytes;
+  use.diskBytes += what.diskBytes ?? 0;
+  for (const [kind, count] of Object.entries(what.devices ?? {}))
+    use.devices[kind] = (use.devices[kind] ?? 0) + count;
+  return use;
 }

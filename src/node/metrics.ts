@@ -42,6 +42,7 @@ export class NodeMetrics {
   private readonly taskStarts: Histogram;
   private readonly restarts: Counter;
   private readonly oomKills: Counter;
+  private readonly probeRoundTrips: Histogram;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -132,6 +133,12 @@ export class NodeMetrics {
         },
       });
     };
+    this.probeRoundTrips = new Histogram({
+      name: 'shoal_membership_probe_round_trip_seconds',
+      help: 'Round trips of the SWIM probes this node sent that were answered directly',
+      buckets: fastBuckets,
+      registers,
+    });
     membershipCounter('shoal_membership_probes_total', 'SWIM probes this node sent', (s) => s.probes);
     membershipCounter(
       'shoal_membership_probes_failed_total',
@@ -326,6 +333,10 @@ export class NodeMetrics {
     this.planDuration.observe(seconds);
     this.placements.inc(placements);
     this.preemptions.inc(preemptions);
+  }
+
+  probeRoundTrip(seconds: number): void {
+    this.probeRoundTrips.observe(seconds);
   }
 
   leaderElected(): void {

@@ -288,6 +288,7 @@ export class ShoalNode {
       config: config.membership ?? defaultMembershipConfig,
       logger: logger.child('members'),
       onTransition: (transition) => this.made.leader?.memberTransition(transition),
+      onProbeRoundTrip: (ms) => this.metrics.probeRoundTrip(ms / 1000),
     });
     made.membership = membership;
 

@@ -103,6 +103,7 @@ describe('the runtime through a real agent', { timeout: 120_000 }, () => {
       ['shoal_raft_commit_duration_seconds', 'histogram'],
       ['shoal_members', 'gauge'],
       ['shoal_membership_suspicions_total', 'counter'],
+      ['shoal_membership_probe_round_trip_seconds', 'histogram'],
       ['shoal_tasks', 'gauge'],
       ['shoal_tasks_pending', 'gauge'],
       ['shoal_tasks_pending_oldest_seconds', 'gauge'],

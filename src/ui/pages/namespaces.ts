@@ -1,12 +1,16 @@
-/** #/namespaces — each namespace's share weight and quota, beside what its live tasks hold now. */
+/**
+ * #/namespaces — each namespace's share weight and quota, beside what its live tasks hold now and its
+ * dominant share (the larger of its share of the alive members' CPU and memory), the figure the allocator
+ * compares, weighted, to decide which namespace goes next.
+ */
 import type { ComponentChildren } from 'preact';
-import type { Answer, TaskView } from '../../api/index.ts';
+import type { Answer, MemberView, TaskView } from '../../api/index.ts';
 import { getJson } from '../api.ts';
 import { Bar, ErrorNote, Loading } from '../components.ts';
 import { bytes, cpu, holdsNode, isLive } from '../format.ts';
 import { html } from '../html.ts';
 import { useResource } from '../hooks.ts';
-import { isTaskEvent } from './overview.ts';
+import { isNodeEvent, isTaskEvent } from './overview.ts';
 
 type Namespace = Answer<'namespaces'>[number];
 
@@ -23,6 +27,23 @@ export function Namespaces(): ComponentChildren {
     () => false,
   );
   const tasks = useResource('tasks', (signal) => getJson<TaskView[]>('/v1/tasks', signal), isTaskEvent);
+  const members = useResource(
+    'members',
+    (signal) => getJson<MemberView[]>('/v1/members', signal),
+    isNodeEvent,
+  );
+  let cpuTotal = 0;
+  let memoryTotal = 0;
+  for (const member of members.data ?? [])
+    if (member.state === 'alive') {
+      cpuTotal += member.cpuMillis;
+      memoryTotal += member.memoryBytes;
+    }
+  const dominant = (use: { cpuMillis: number; memoryBytes: number }): number =>
+    Math.max(
+      cpuTotal > 0 ? use.cpuMillis / cpuTotal : 0,
+      memoryTotal > 0 ? use.memoryBytes / memoryTotal : 0,
+    );
   const usage = new Map<string, { cpuMillis: number; memoryBytes: number; live: number; pending: number }>();
   for (const task of tasks.data ?? []) {
     if (!isLive(task)) continue;
@@ -58,6 +79,7 @@ export function Namespaces(): ComponentChildren {
                 <th class="wide">Memory (quota)</th>
                 <th>Disk quota</th>
                 <th>Devices</th>
+                <th>Dominant share</th>
                 <th>Live tasks</th>
                 <th>Pending</th>
               </tr>
@@ -81,6 +103,12 @@ export function Namespaces(): ComponentChildren {
                         .map(([k, v]) => `${k}: ${v}`)
                         .join(', ') || '—'
                     }
+                  </td>
+                  <td class="num" data-testid="namespace-share" title="weighted: the share over the weight">
+                    ${(dominant(use) * 100).toFixed(1)} %
+                    <span class="muted"
+                      >(÷${ns.weight} = ${((dominant(use) / ns.weight) * 100).toFixed(1)} %)</span
+                    >
                   </td>
                   <td class="num">${use.live}</td>
                   <td class="num">${use.pending}</td>

@@ -1,7 +1,7 @@
 /**
- * #/queue — the pending tasks in the order the allocator takes them (src/allocator/order.ts: higher priority
- * first, then earlier submission; GET /v1/tasks answers in submission order and the sort is stable), each
- * with why it waits.
+ * #/queue — the pending tasks in the order the allocator takes them (GET /v1/queue: strict priority, then
+ * namespaces in turn by weighted dominant share, then FIFO; src/allocator/queue-order.ts), each with why
+ * it waits.
  */
 import type { ComponentChildren } from 'preact';
 import type { TaskView } from '../../api/index.ts';
@@ -12,16 +12,15 @@ import { html } from '../html.ts';
 import { useResource } from '../hooks.ts';
 import { isTaskEvent } from './overview.ts';
 
-export function queueOrder(tasks: readonly TaskView[]): TaskView[] {
-  return tasks.filter((task) => task.state === 'pending').sort((a, b) => b.priority - a.priority);
-}
-
 export function Queue(): ComponentChildren {
-  const tasks = useResource('tasks', (signal) => getJson<TaskView[]>('/v1/tasks', signal), isTaskEvent);
-  const queue = tasks.data === null ? null : queueOrder(tasks.data);
+  const tasks = useResource('queue', (signal) => getJson<TaskView[]>('/v1/queue', signal), isTaskEvent);
+  const queue = tasks.data;
   return html`<div class="page">
     <h1>Queue</h1>
-    <p class="muted">Pending tasks in placement order: highest priority first, then oldest submission.</p>
+    <p class="muted">
+      Pending tasks in the order the allocator takes them: highest priority first; within a priority,
+      namespaces take turns by weighted dominant share; within a namespace, oldest first.
+    </p>
     <${ErrorNote} error=${tasks.error} />
     ${
       queue === null
