@@ -476,6 +476,11 @@ export class RaftCore {
     };
   }
 
+  /** Ticks since this node last heard from a leader (0 on the leader itself). */
+  ticksSinceLeaderContact(): number {
+    return this.role === 'leader' ? 0 : this.electionElapsed;
+  }
+
   /** True once this leader has committed an entry of its own term, so its commit index is current. */
   hasCommittedInTerm(): boolean {
     return this.role === 'leader' && this.termAt(this.commitIndex) === this.term;

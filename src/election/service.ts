@@ -162,6 +162,11 @@ export class RaftService {
     return this.core.status();
   }
 
+  /** How long ago this node last heard from a leader, to a tick (0 on the leader). */
+  leaderLastContactMs(): number {
+    return this.core.ticksSinceLeaderContact() * this.init.timings.tickMs;
+  }
+
   isLeader(): boolean {
     return this.core.status().role === 'leader';
   }

@@ -87,6 +87,11 @@ export class NodeMetrics {
       (raft) => raft.status().appliedIndex,
     );
     raftGauge(
+      'shoal_raft_leader_last_contact_seconds',
+      'How long ago this node last heard from a leader, to a Raft tick (0 on the leader)',
+      (raft) => raft.leaderLastContactMs() / 1000,
+    );
+    raftGauge(
       'shoal_raft_voters',
       'Voters in the Raft configuration',
       (raft) => raft.status().config.voters.length,

@@ -99,6 +99,7 @@ describe('the runtime through a real agent', { timeout: 120_000 }, () => {
       ['shoal_raft_is_leader', 'gauge'],
       ['shoal_raft_term', 'gauge'],
       ['shoal_raft_commit_index', 'gauge'],
+      ['shoal_raft_leader_last_contact_seconds', 'gauge'],
       ['shoal_raft_leader_changes_total', 'counter'],
       ['shoal_raft_commit_duration_seconds', 'histogram'],
       ['shoal_members', 'gauge'],
