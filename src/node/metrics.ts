@@ -7,7 +7,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ClusterEvent, ClusterState } from '../cluster/index.ts';
-import { isTerminal, taskStates } from '../cluster/index.ts';
+import { dominantShare, isTerminal, taskStates } from '../cluster/index.ts';
 import type { RaftService } from '../election/index.ts';
 import type { MembershipService } from '../membership/index.ts';
 import { shoalVersion } from '../shared/index.ts';
@@ -227,10 +227,11 @@ export class NodeMetrics {
           used.set(namespace, entry);
         }
         this.reset();
+        const capacity = { cpuMillis: cpu, memoryBytes: memory };
         for (const [namespace, entry] of used)
           this.set(
             { namespace },
-            Math.max(cpu === 0 ? 0 : entry.cpu / cpu, memory === 0 ? 0 : entry.memory / memory),
+            dominantShare({ cpuMillis: entry.cpu, memoryBytes: entry.memory }, capacity),
           );
       },
     });

@@ -4,13 +4,13 @@
  * compares, weighted, to decide which namespace goes next.
  */
 import type { ComponentChildren } from 'preact';
-import type { Answer, MemberView, TaskView } from '../../api/index.ts';
+import type { Answer } from '../../api/index.ts';
 import { getJson } from '../api.ts';
 import { Bar, ErrorNote, Loading } from '../components.ts';
 import { bytes, cpu, holdsNode, isLive } from '../format.ts';
 import { html } from '../html.ts';
 import { useResource } from '../hooks.ts';
-import { isNodeEvent, isTaskEvent } from './overview.ts';
+import { useMembers, useTasks } from './overview.ts';
 
 type Namespace = Answer<'namespaces'>[number];
 
@@ -26,12 +26,8 @@ export function Namespaces(): ComponentChildren {
     (signal) => getJson<Answer<'namespaces'>>('/v1/namespaces', signal),
     () => false,
   );
-  const tasks = useResource('tasks', (signal) => getJson<TaskView[]>('/v1/tasks', signal), isTaskEvent);
-  const members = useResource(
-    'members',
-    (signal) => getJson<MemberView[]>('/v1/members', signal),
-    isNodeEvent,
-  );
+  const tasks = useTasks();
+  const members = useMembers();
   let cpuTotal = 0;
   let memoryTotal = 0;
   for (const member of members.data ?? [])

@@ -5,24 +5,19 @@
  */
 import type { ComponentChildren } from 'preact';
 import type { MemberView, TaskView } from '../../api/index.ts';
-import { getJson, postJson } from '../api.ts';
+import { postJson } from '../api.ts';
 import { ActionButton, ErrorNote, Loading, StateBadge } from '../components.ts';
 import { bytes, cpu } from '../format.ts';
 import { html } from '../html.ts';
-import { useResource } from '../hooks.ts';
-import { allocations, isNodeEvent, isTaskEvent } from './overview.ts';
+import { allocations, useMembers, useTasks } from './overview.ts';
 
 function drain(node: string, on: boolean): Promise<unknown> {
   return postJson(`/v1/nodes/${encodeURIComponent(node)}/drain`, { drain: on });
 }
 
 export function Nodes(): ComponentChildren {
-  const members = useResource(
-    'members',
-    (signal) => getJson<MemberView[]>('/v1/members', signal),
-    isNodeEvent,
-  );
-  const tasks = useResource('tasks', (signal) => getJson<TaskView[]>('/v1/tasks', signal), isTaskEvent);
+  const members = useMembers();
+  const tasks = useTasks();
   return html`<div class="page">
     <h1>Nodes</h1>
     <${ErrorNote} error=${members.error ?? tasks.error} />

@@ -7,11 +7,21 @@ import { Bar, ErrorNote, Loading, StateBadge } from '../components.ts';
 import type { ClusterEvent, StreamMessage } from '../events.ts';
 import { bytes, clock, cpu, holdsNode, taskStates } from '../format.ts';
 import { html } from '../html.ts';
-import { useResource, useStream, useStreamMessages } from '../hooks.ts';
+import { useResource, useStream, useStreamMessages, type Resource } from '../hooks.ts';
 
 export const isTaskEvent = (m: StreamMessage): boolean => m.type.startsWith('task:');
 export const isNodeEvent = (m: StreamMessage): boolean => m.type.startsWith('node:');
 const isStatusEvent = (m: StreamMessage): boolean => m.type === 'leader:elected' || isNodeEvent(m);
+
+/** Every task, refetched on task events (several pages show them). */
+export function useTasks(): Resource<TaskView[]> {
+  return useResource('tasks', (signal) => getJson<TaskView[]>('/v1/tasks', signal), isTaskEvent);
+}
+
+/** The members, refetched on node events (several pages show them). */
+export function useMembers(): Resource<MemberView[]> {
+  return useResource('members', (signal) => getJson<MemberView[]>('/v1/members', signal), isNodeEvent);
+}
 
 /** CPU and memory held by live tasks, by node id. */
 export function allocations(
@@ -31,12 +41,8 @@ export function allocations(
 
 export function Overview(): ComponentChildren {
   const status = useResource('status', (signal) => getJson<StatusView>('/v1/status', signal), isStatusEvent);
-  const members = useResource(
-    'members',
-    (signal) => getJson<MemberView[]>('/v1/members', signal),
-    isNodeEvent,
-  );
-  const tasks = useResource('tasks', (signal) => getJson<TaskView[]>('/v1/tasks', signal), isTaskEvent);
+  const members = useMembers();
+  const tasks = useTasks();
   return html`<div class="page">
     <h1>Overview</h1>
     <${StatusPanel} status=${status.data} error=${status.error} />

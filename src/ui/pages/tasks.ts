@@ -2,12 +2,11 @@
 import type { ComponentChildren } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import type { TaskView } from '../../api/index.ts';
-import { getJson } from '../api.ts';
 import { ErrorNote, Loading, StateBadge } from '../components.ts';
 import { age, bytes, cpu, taskStates } from '../format.ts';
 import { html } from '../html.ts';
-import { useResource, type Route } from '../hooks.ts';
-import { isTaskEvent } from './overview.ts';
+import type { Route } from '../hooks.ts';
+import { useTasks } from './overview.ts';
 
 /** Rows drawn at most; the filters narrow the rest. */
 const rowsMax = 500;
@@ -37,7 +36,7 @@ function distinct(values: readonly (string | null)[]): string[] {
 }
 
 export function Tasks(props: { route: Route }): ComponentChildren {
-  const tasks = useResource('tasks', (signal) => getJson<TaskView[]>('/v1/tasks', signal), isTaskEvent);
+  const tasks = useTasks();
   const [filters, setFilters] = useState<Filters>(() => filtersOf(props.route.query));
   // A link or the nav bar changed the address (filter changes replace it without a hashchange).
   useEffect(() => setFilters(filtersOf(props.route.query)), [props.route]);
