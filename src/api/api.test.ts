@@ -25,7 +25,7 @@ import { openApiDocument } from './openapi.ts';
 import { renderApiReference } from './reference.ts';
 import { routes, type Route, type RouteName } from './routes.ts';
 import { requestBytesMax, startApiServer, type ApiBackend, type ApiServers } from './server.ts';
-import type { JobView, TaskView } from './views.ts';
+import type { DeploymentView, JobView, TaskView } from './views.ts';
 
 const task: TaskView = {
   id: 'aaaaaaaaaaaa',
@@ -48,6 +48,32 @@ const task: TaskView = {
   desired: 'run',
   submittedAt: new Date(0).toISOString(),
   updatedAt: new Date(0).toISOString(),
+  ports: [],
+  health: null,
+};
+
+const deploymentSample: DeploymentView = {
+  id: 'd12',
+  namespace: 'default',
+  job: 'web',
+  jobVersion: 2,
+  stableVersion: 1,
+  status: 'running',
+  statusReason: 'rolling out version 2',
+  policy: {
+    maxParallel: 1,
+    order: 'stop-first',
+    minHealthyTimeMs: 10_000,
+    healthyDeadlineMs: 300_000,
+    progressDeadlineMs: 600_000,
+    autoRevert: true,
+    canary: 0,
+  },
+  groups: [],
+  createdAt: new Date(0).toISOString(),
+  updatedAt: new Date(0).toISOString(),
+  progressDeadlineAt: null,
+  revertedToVersion: null,
 };
 
 const submitted: { spec: TaskSpec; replicas: number; gang: boolean; id?: string }[] = [];
@@ -242,6 +268,13 @@ const backend: ApiBackend = {
     Promise.resolve({ namespace: 'default', name, version: 2, modifyIndex: 6, changed: true }),
   stopJob: (_namespace, name) =>
     Promise.resolve({ namespace: 'default', name, version: 1, modifyIndex: 7, changed: true }),
+  jobDeployments: () => Promise.resolve([deploymentSample]),
+  promoteJob: () => Promise.resolve(deploymentSample),
+  deployment: () => Promise.resolve(deploymentSample),
+  controlDeployment: () => Promise.resolve(deploymentSample),
+  deploymentNamespace: () => Promise.resolve('default'),
+  services: () => Promise.resolve([]),
+  service: (namespace, name) => Promise.resolve({ namespace, name, running: 0, instances: [] }),
   restoreSnapshot: (file) =>
     Promise.resolve({
       index: 9,
@@ -381,6 +414,12 @@ describe('the server and the client', () => {
     await check('jobVersions', () => client.jobVersions('web'));
     await check('revertJob', () => client.revertJob('web', 1));
     await check('stopJob', () => client.stopJob('web', true));
+    await check('jobDeployments', () => client.jobDeployments('web'));
+    await check('promoteJob', () => client.promoteJob('web'));
+    await check('deployment', () => client.deployment('d12'));
+    await check('controlDeployment', () => client.controlDeployment('d12', 'pause'));
+    await check('services', () => client.services());
+    await check('service', () => client.service('web'));
     await check('jobSchema', () => client.call('jobSchema'));
     await check('metrics', async () => expect(await client.metrics()).toMatch(/^# HELP/));
     await check('ui', async () => expect(await client.call('ui')).toMatch(/<script src="\/ui\/app.js">/));
@@ -516,6 +555,12 @@ const samples: Record<RouteName, { method: string; path: string; body?: string }
   jobVersions: { method: 'GET', path: '/v1/jobs/web/versions' },
   revertJob: { method: 'POST', path: '/v1/jobs/web/revert', body: '{"version":1}' },
   stopJob: { method: 'POST', path: '/v1/jobs/web/stop', body: '{}' },
+  jobDeployments: { method: 'GET', path: '/v1/jobs/web/deployments' },
+  promoteJob: { method: 'POST', path: '/v1/jobs/web/promote', body: '{}' },
+  deployment: { method: 'GET', path: '/v1/deployments/d12' },
+  controlDeployment: { method: 'POST', path: '/v1/deployments/d12/pause', body: '{}' },
+  services: { method: 'GET', path: '/v1/services' },
+  service: { method: 'GET', path: '/v1/services/web' },
   jobSchema: { method: 'GET', path: '/v1/schema/job.json' },
   metrics: { method: 'GET', path: '/metrics' },
   ui: { method: 'GET', path: '/ui' },

@@ -12,6 +12,7 @@ import type { LogFrameJson } from '../shared/log-frames.ts';
 import {
   describeIssues,
   type BackupFile,
+  type DeploymentAction,
   type JobSpec,
   type NamespacePolicySpec,
   type SubmitOptions,
@@ -239,6 +240,31 @@ export class ShoalClient {
 
   stopJob(name: string, purge: boolean, namespace?: string): Promise<Answer<'stopJob'>> {
     return this.call('stopJob', { params: { job: name }, query: { namespace }, body: { purge } });
+  }
+
+  jobDeployments(name: string, namespace?: string): Promise<Answer<'jobDeployments'>> {
+    return this.call('jobDeployments', { params: { job: name }, query: { namespace } });
+  }
+
+  /** Promotes the canaries of the job's running deployment. */
+  promoteJob(name: string, namespace?: string): Promise<Answer<'promoteJob'>> {
+    return this.call('promoteJob', { params: { job: name }, query: { namespace } });
+  }
+
+  deployment(id: string): Promise<Answer<'deployment'>> {
+    return this.call('deployment', { params: { deployment: id } });
+  }
+
+  controlDeployment(id: string, action: DeploymentAction): Promise<Answer<'controlDeployment'>> {
+    return this.call('controlDeployment', { params: { deployment: id, action } });
+  }
+
+  services(namespace?: string): Promise<Answer<'services'>> {
+    return this.call('services', { query: { namespace } });
+  }
+
+  service(name: string, namespace?: string): Promise<Answer<'service'>> {
+    return this.call('service', { params: { service: name }, query: { namespace } });
   }
 
   /** Restores a backup into a cluster with no tasks (admin). */

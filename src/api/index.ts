@@ -32,10 +32,12 @@ export {
 } from './server.ts';
 export { eventFrameSchema } from './views.ts';
 export type {
+  DeploymentView,
   ErrorBody,
   EventFrame,
   HealthView,
   MemberView,
+  ServiceView,
   StatusView,
   SubmitAnswer,
   TaskDetailView,

@@ -7,6 +7,7 @@
 import * as z from 'zod/mini';
 import {
   accessorIdPattern,
+  deploymentActions,
   jobSpecSchema,
   backupFileBytesMax,
   backupFileSchema,
@@ -22,6 +23,8 @@ import { whole } from '../shared/schema.ts';
 import {
   clusterCaViewSchema,
   clusterKeyViewSchema,
+  deploymentViewSchema,
+  serviceViewSchema,
   drainAnswerSchema,
   healthViewSchema,
   newTokenAnswerSchema,
@@ -65,7 +68,7 @@ export interface Route {
    * the path, the job in the body, or the `namespace` query parameter (default "default"). Absent: the
    * route acts on no namespace.
    */
-  readonly namespaceFrom?: 'spec' | 'task' | 'job' | 'query';
+  readonly namespaceFrom?: 'spec' | 'task' | 'job' | 'query' | 'deployment';
   /** Path parameters, by name: checked like query parameters. */
   readonly params?: Readonly<Record<string, QueryParameter>>;
   readonly query?: Readonly<Record<string, QueryParameter>>;
@@ -95,6 +98,11 @@ const nameParam = (description: string): QueryParameter => ({
   schema: z.string().check(z.minLength(1), z.maxLength(256)),
   description,
 });
+
+const deploymentParam: QueryParameter = {
+  schema: z.string().check(z.regex(/^d[0-9]{1,16}$/, 'a deployment id is d and digits')),
+  description: 'The deployment id (d and digits)',
+};
 
 const jobNamespaceQuery = {
   namespace: nameParam('The job\'s namespace (default "default")'),
@@ -404,6 +412,65 @@ export const routes = {
     query: jobNamespaceQuery,
     body: z.strictObject({ purge: z.exactOptional(z.boolean()) }),
     answer: jobApplyAnswerSchema,
+  },
+  jobDeployments: {
+    method: 'GET',
+    path: '/v1/jobs/:job/deployments',
+    access: 'read',
+    summary: "A job's deployments kept, oldest first (the last one is the newest)",
+    params: { job: nameParam('The job name') },
+    query: jobNamespaceQuery,
+    answer: z.array(deploymentViewSchema),
+  },
+  promoteJob: {
+    method: 'POST',
+    path: '/v1/jobs/:job/promote',
+    access: 'deploy',
+    namespaceFrom: 'query',
+    summary:
+      "Promote the canaries of a job's running deployment: the rest of its instances are then replaced",
+    params: { job: nameParam('The job name') },
+    query: jobNamespaceQuery,
+    answer: deploymentViewSchema,
+  },
+  deployment: {
+    method: 'GET',
+    path: '/v1/deployments/:deployment',
+    access: 'read',
+    summary: 'One deployment by id',
+    params: { deployment: deploymentParam },
+    answer: deploymentViewSchema,
+  },
+  controlDeployment: {
+    method: 'POST',
+    path: '/v1/deployments/:deployment/:action',
+    access: 'deploy',
+    namespaceFrom: 'deployment',
+    summary:
+      'Pause, resume, promote or fail a running deployment (fail reverts the job to its stable version when its policy says autoRevert)',
+    params: {
+      deployment: deploymentParam,
+      action: { schema: z.enum(deploymentActions), description: 'pause, resume, promote or fail' },
+    },
+    answer: deploymentViewSchema,
+  },
+  services: {
+    method: 'GET',
+    path: '/v1/services',
+    access: 'read',
+    summary: 'Every service (a job, or replicas run under one name) with its instances that answer now',
+    query: { namespace: nameParam('Only the services of this namespace') },
+    answer: z.array(serviceViewSchema),
+  },
+  service: {
+    method: 'GET',
+    path: '/v1/services/:service',
+    access: 'read',
+    summary:
+      "One service's instances that answer now: running, and healthy when they have checks (what DNS gives)",
+    params: { service: nameParam('The service: a job name') },
+    query: jobNamespaceQuery,
+    answer: serviceViewSchema,
   },
   jobSchema: {
     method: 'GET',

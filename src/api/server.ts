@@ -14,6 +14,7 @@ import {
   defaultNamespace,
   denial,
   type BackupFile,
+  type DeploymentAction,
   type JobSpec,
   describeIssues,
   namespacePolicySchema,
@@ -98,6 +99,15 @@ export interface ApiBackend {
     checkIndex: number | null,
   ): Promise<Answer<'revertJob'>>;
   stopJob(namespace: string, name: string, purge: boolean): Promise<Answer<'stopJob'>>;
+  jobDeployments(namespace: string, name: string): Promise<Answer<'jobDeployments'>>;
+  /** Promotes the canaries of the job's running deployment. */
+  promoteJob(namespace: string, name: string): Promise<Answer<'promoteJob'>>;
+  deployment(id: string): Promise<Answer<'deployment'>>;
+  controlDeployment(id: string, action: DeploymentAction): Promise<Answer<'controlDeployment'>>;
+  /** The namespace of a deployment's job (NOT_FOUND when there is none). */
+  deploymentNamespace(id: string): Promise<string>;
+  services(namespace: string | null): Promise<Answer<'services'>>;
+  service(namespace: string, name: string): Promise<Answer<'service'>>;
 }
 
 const httpStatus: Record<ShoalErrorCode, number> = {
@@ -411,6 +421,14 @@ const handlers: Record<RouteName, Handler> = {
   },
   stopJob: (backend, { params, query, body }) =>
     backend.stopJob(queryNamespace(query), params['job'] ?? '', (body as { purge?: boolean }).purge === true),
+  jobDeployments: (backend, { params, query }) =>
+    backend.jobDeployments(queryNamespace(query), params['job'] ?? ''),
+  promoteJob: (backend, { params, query }) => backend.promoteJob(queryNamespace(query), params['job'] ?? ''),
+  deployment: (backend, { params }) => backend.deployment(params['deployment'] ?? ''),
+  controlDeployment: (backend, { params }) =>
+    backend.controlDeployment(params['deployment'] ?? '', params['action'] as DeploymentAction),
+  services: (backend, { query }) => backend.services((query['namespace'] as string | undefined) ?? null),
+  service: (backend, { params, query }) => backend.service(queryNamespace(query), params['service'] ?? ''),
   jobSchema: () => Promise.resolve(jobJsonSchema()),
   metrics: (backend) => backend.metrics(),
   ui: () => Promise.resolve(uiPage()),
@@ -496,6 +514,8 @@ async function requestNamespace(
       return (body as { job: JobSpec }).job.namespace ?? defaultNamespace;
     case 'query':
       return queryNamespace(query);
+    case 'deployment':
+      return backend.deploymentNamespace(params['deployment'] ?? '');
     case undefined:
       return null;
   }

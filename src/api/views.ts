@@ -5,6 +5,7 @@
  */
 import * as z from 'zod/mini';
 import {
+  deploymentStatuses,
   clusterEventSchema,
   jobSpecSchema,
   jobTypes,
@@ -86,8 +87,76 @@ export const taskViewSchema = z.object({
   /** ISO 8601 times. */
   submittedAt: z.string(),
   updatedAt: z.string(),
+  /** The host ports it holds, by name, and the address others reach each at (node address:port). */
+  ports: z.array(z.object({ name: z.string(), hostPort: z.int(), address: z.string() })),
+  /** What its health checks say (null: it has none, or no verdict yet). */
+  health: z.nullable(
+    z.object({ status: z.enum(['healthy', 'unhealthy']), since: z.string(), message: z.string() }),
+  ),
 });
 export type TaskView = z.infer<typeof taskViewSchema>;
+
+/** One instance of a service that answers now: running, and healthy (or with no checks). */
+export const serviceInstanceViewSchema = z.object({
+  taskId: z.string(),
+  name: z.string(),
+  node: z.string(),
+  /** The node's address the ports are published on. */
+  host: z.string(),
+  /** Its ports, host:port, by name. */
+  ports: z.record(z.string(), z.string()),
+  /** healthy: its checks pass; unchecked: it has none (running counts). */
+  health: z.enum(['healthy', 'unchecked']),
+});
+
+/** A service: a job's name (or `shoal run --name`'s), with the instances that answer now. */
+export const serviceViewSchema = z.object({
+  namespace: z.string(),
+  name: z.string(),
+  /** Running instances, whether healthy or not. */
+  running: z.int(),
+  instances: z.array(serviceInstanceViewSchema),
+});
+export type ServiceView = z.infer<typeof serviceViewSchema>;
+
+/** A deployment of a service job's version (cluster/deployment.ts). */
+export const deploymentViewSchema = z.object({
+  id: z.string(),
+  namespace: z.string(),
+  job: z.string(),
+  jobVersion: z.int(),
+  stableVersion: z.nullable(z.int()),
+  status: z.enum(deploymentStatuses),
+  statusReason: z.string(),
+  policy: z.object({
+    maxParallel: z.int(),
+    order: z.enum(['stop-first', 'start-first']),
+    minHealthyTimeMs: z.int(),
+    healthyDeadlineMs: z.int(),
+    progressDeadlineMs: z.int(),
+    autoRevert: z.boolean(),
+    canary: z.int(),
+  }),
+  groups: z.array(
+    z.object({
+      name: z.string(),
+      desiredTotal: z.int(),
+      desiredCanaries: z.int(),
+      placedCanaries: z.int(),
+      promoted: z.boolean(),
+      healthy: z.int(),
+      unhealthy: z.int(),
+      /** Live instances at this version, and at older ones. */
+      current: z.int(),
+      old: z.int(),
+    }),
+  ),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+  progressDeadlineAt: z.nullable(z.string()),
+  revertedToVersion: z.nullable(z.int()),
+});
+export type DeploymentView = z.infer<typeof deploymentViewSchema>;
 
 /** One task with its recent events, oldest first (`shoal inspect`, `shoal run`). */
 export const taskDetailViewSchema = z.object({

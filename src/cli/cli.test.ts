@@ -308,6 +308,8 @@ describe('shoal run watches its task until it runs', () => {
       desired: 'run',
       submittedAt: at,
       updatedAt: at,
+      ports: [],
+      health: null,
       events: [
         { at, message: 'submitted' },
         ...(running

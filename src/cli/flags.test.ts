@@ -37,7 +37,9 @@ describe('label rules, counts, ports and sizes', () => {
     expect(() => parseCounts(['gpu=0'], '--device')).toThrow(/--device "gpu=0" is not KIND=COUNT/);
     expect(() => parseCounts(['gpu'], '--device')).toThrow(/KIND=COUNT/);
     expect(parseCounts(['gpu=0'], '--quota-device', true)).toEqual({ gpu: 0 });
-    expect(() => parsePorts(['http=70000'], '--port')).toThrow(/--port "http=70000" is not NAME=PORT/);
+    expect(() => parsePorts(['http=70000'], '--port')).toThrow(
+      /--port "http=70000" is not NAME \(a dynamic port\), NAME=PORT/,
+    );
     expect(() => parseMebibytes('1.5', '--disk')).toThrow(/--disk "1.5" must be a whole number of MiB/);
     expect(parseMebibytes('2', '--disk')).toBe(2 * 1024 * 1024);
     expect(parseMebibytes(undefined, '--disk')).toBeNull();

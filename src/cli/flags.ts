@@ -346,17 +346,38 @@ export function parseCounts(
 }
 
 /** `NAME=PORT` pairs into named host ports. */
-export function parsePorts(pairs: readonly string[], flag: string): Record<string, number> {
+export function parsePorts(
+  pairs: readonly string[],
+  flag: string,
+): {
+  ports?: Record<string, number>;
+  dynamicPorts?: string[];
+  portTargets?: Record<string, number>;
+} {
   const ports: Record<string, number> = {};
+  const dynamicPorts: string[] = [];
+  const portTargets: Record<string, number> = {};
+  const valid = (text: string | undefined): boolean => {
+    const port = Number(text);
+    return text === undefined || (Number.isInteger(port) && port >= 1 && port <= portMax);
+  };
   for (const pair of pairs) {
-    const match = /^([A-Za-z0-9][A-Za-z0-9._-]*)=(\d+)$/.exec(pair);
-    const port = Number(match?.[2]);
-    if (!match || port < 1 || port > portMax) {
-      throw invalidArgument(`${flag} ${JSON.stringify(pair)} is not NAME=PORT (a port from 1 to ${portMax})`);
-    }
-    ports[match[1] ?? ''] = port;
+    const match = /^([A-Za-z0-9][A-Za-z0-9._-]*)(?:=(\d+))?(?::(\d+))?$/.exec(pair);
+    const [, name = '', hostPort, target] = match ?? [];
+    if (!match || !valid(hostPort) || !valid(target))
+      throw invalidArgument(
+        `${flag} ${JSON.stringify(pair)} is not NAME (a dynamic port), NAME=PORT (a static one) or either with :TO (the container's port), ports from 1 to ${portMax}`,
+      );
+    if (name in ports || dynamicPorts.includes(name)) throw invalidArgument(`${flag} ${name} is given twice`);
+    if (hostPort === undefined) dynamicPorts.push(name);
+    else ports[name] = Number(hostPort);
+    if (target !== undefined) portTargets[name] = Number(target);
   }
-  return ports;
+  return {
+    ...(Object.keys(ports).length === 0 ? {} : { ports }),
+    ...(dynamicPorts.length === 0 ? {} : { dynamicPorts }),
+    ...(Object.keys(portTargets).length === 0 ? {} : { portTargets }),
+  };
 }
 
 /** What a label rule looks like, for usage texts and errors. */

@@ -3,8 +3,10 @@
  * `memoryBytes`, `lastHeardMsAgo`); here they become cores, MiB and seconds. Pure: views in, text out.
  */
 import type {
+  DeploymentView,
   EventFrame,
   MemberView,
+  ServiceView,
   StatusView,
   TaskDetailView,
   TaskView,
@@ -41,13 +43,14 @@ export function formatTable(rows: readonly (readonly string[])[]): string {
 }
 
 export function formatTasks(tasks: readonly TaskView[]): string {
-  const rows = [['ID', 'NAME', 'STATE', 'NODE', 'PRIO', 'EXIT', 'REASON']];
+  const rows = [['ID', 'NAME', 'STATE', 'NODE', 'PORTS', 'PRIO', 'EXIT', 'REASON']];
   for (const task of tasks) {
     rows.push([
       task.id,
       task.name,
-      task.state,
+      task.health === null || task.state !== 'running' ? task.state : `${task.state},${task.health.status}`,
       task.node ?? '-',
+      formatPorts(task) || '-',
       String(task.priority),
       task.exitCode === null ? '-' : String(task.exitCode),
       task.reason ?? '',
@@ -64,11 +67,81 @@ export function formatTaskDetail(task: TaskDetailView): string {
     `state:    ${task.state}${task.exitCode === null ? '' : `, exit code ${task.exitCode}`}\n` +
     `reason:   ${task.reason ?? '-'}\n` +
     `node:     ${task.node ?? '-'}\n` +
+    (task.ports.length === 0 ? '' : `ports:    ${formatPorts(task)}\n`) +
+    (task.health === null
+      ? ''
+      : `health:   ${task.health.status} since ${task.health.since}${task.health.message === '' ? '' : `: ${task.health.message}`}\n`) +
     `attempt:  ${task.attempt} (restart ${task.restart})\n` +
     `runs:     ${task.driver}: ${what.trim()}\n` +
     `limits:   ${formatCores(task.cpuMillis)} CPU, ${formatMebibytes(task.memoryBytes)}, priority ${task.priority}\n` +
     `events:\n` +
     task.events.map((event) => `  ${event.at}  ${event.message}\n`).join('')
+  );
+}
+
+/** A task's ports as NAME=ADDRESS:PORT, comma separated. */
+export function formatPorts(task: Pick<TaskView, 'ports'>): string {
+  return task.ports.map((port) => `${port.name}=${port.address}`).join(',');
+}
+
+/** `shoal services`: one line per service, its instances that answer now. */
+export function formatServices(services: readonly ServiceView[]): string {
+  const rows = [['NAMESPACE', 'SERVICE', 'HEALTHY', 'RUNNING', 'ADDRESSES']];
+  for (const service of services)
+    rows.push([
+      service.namespace,
+      service.name,
+      String(service.instances.length),
+      String(service.running),
+      service.instances.map((instance) => Object.values(instance.ports)[0] ?? instance.host).join(' ') || '-',
+    ]);
+  return formatTable(rows);
+}
+
+/** `shoal services NAME`: its instances that answer now, with every port. */
+export function formatService(service: ServiceView): string {
+  const rows = [['TASK', 'NAME', 'NODE', 'HEALTH', 'PORTS']];
+  for (const instance of service.instances)
+    rows.push([
+      instance.taskId,
+      instance.name,
+      instance.node,
+      instance.health,
+      Object.entries(instance.ports)
+        .map(([name, address]) => `${name}=${address}`)
+        .join(',') || '-',
+    ]);
+  return (
+    `service:  ${service.name} (namespace ${service.namespace}), ${service.instances.length} answering of ${service.running} running\n` +
+    formatTable(rows)
+  );
+}
+
+/** `shoal deployment status`: a deployment and its groups. */
+export function formatDeployment(deployment: DeploymentView): string {
+  const policy = deployment.policy;
+  const rows = [['GROUP', 'DESIRED', 'CANARIES', 'PROMOTED', 'HEALTHY', 'UNHEALTHY', 'NEW', 'OLD']];
+  for (const group of deployment.groups)
+    rows.push([
+      group.name,
+      String(group.desiredTotal),
+      `${group.placedCanaries}/${group.desiredCanaries}`,
+      group.promoted ? 'yes' : 'no',
+      String(group.healthy),
+      String(group.unhealthy),
+      String(group.current),
+      String(group.old),
+    ]);
+  return (
+    `deployment: ${deployment.id} of ${deployment.job} version ${deployment.jobVersion} (namespace ${deployment.namespace})\n` +
+    `status:     ${deployment.status}: ${deployment.statusReason}\n` +
+    `policy:     max parallel ${policy.maxParallel}, ${policy.order}, min healthy ${policy.minHealthyTimeMs / 1000} s, ` +
+    `healthy deadline ${policy.healthyDeadlineMs / 1000} s, progress deadline ${policy.progressDeadlineMs / 1000} s, ` +
+    `auto revert ${policy.autoRevert ? 'on' : 'off'}${policy.canary > 0 ? `, ${policy.canary} canaries` : ''}\n` +
+    `started:    ${deployment.createdAt}, updated ${deployment.updatedAt}` +
+    (deployment.progressDeadlineAt === null ? '' : `, progress due by ${deployment.progressDeadlineAt}`) +
+    '\n' +
+    formatTable(rows)
   );
 }
 
@@ -173,6 +246,8 @@ export function formatEvent(frame: EventFrame): string | null {
       return `${head(frame)}  ${task(frame)}  ${frame.desired}${frame.reason === null ? '' : `: ${frame.reason}`}\n`;
     case 'task:note':
       return `${head(frame)}  ${task(frame)}  ${frame.message}\n`;
+    case 'task:health':
+      return `${head(frame)}  ${task(frame)}  ${frame.health}${frame.message === '' ? '' : `: ${frame.message}`}\n`;
     case 'node:up':
       return `${head(frame)}  ${frame.node}\n`;
     case 'node:down':

@@ -6,6 +6,9 @@
 import { basename } from 'node:path';
 import {
   defaultJobName,
+  healthCheckDefaults,
+  networkModes,
+  type HealthCheckSpec,
   describeIssues,
   priorityDefault,
   priorityMax,
@@ -58,8 +61,44 @@ export const placementFlags = {
   port: {
     type: 'string',
     multiple: true,
-    value: 'NAME=PORT',
-    help: 'a host port the task needs; tasks needing one port never share a node',
+    value: 'NAME[=PORT][:TO]',
+    help: 'a port: NAME alone gets a free host port, NAME=PORT that one; docker: :TO is the container port',
+  },
+  network: {
+    type: 'string',
+    value: 'bridge|host|none',
+    help: "docker's network (default bridge with ports, else none); exec tasks use the host's",
+  },
+  check: {
+    type: 'string',
+    multiple: true,
+    value: 'CHECK',
+    help: 'a health check: http:PORT/PATH, tcp:PORT or "exec:CMD ARGS" (PORT is a port name)',
+  },
+  'check-interval': {
+    type: 'string',
+    value: 'SECONDS',
+    help: `how often checks run (default ${healthCheckDefaults.intervalMs / 1000})`,
+  },
+  'check-timeout': {
+    type: 'string',
+    value: 'SECONDS',
+    help: `a check that takes longer fails (default ${healthCheckDefaults.timeoutMs / 1000})`,
+  },
+  'check-grace': {
+    type: 'string',
+    value: 'SECONDS',
+    help: 'failures this soon after the start do not count (default 0)',
+  },
+  'check-failures': {
+    type: 'string',
+    value: 'N',
+    help: `unhealthy after N failures in a row (default ${healthCheckDefaults.failuresBeforeUnhealthy})`,
+  },
+  'check-restart': {
+    type: 'string',
+    value: 'N',
+    help: 'stop the task as failed after N failures in a row (its restart policy decides the rest)',
   },
   namespace: {
     type: 'string',
@@ -153,6 +192,10 @@ export function placementSpec(
   | 'diskBytes'
   | 'devices'
   | 'ports'
+  | 'dynamicPorts'
+  | 'portTargets'
+  | 'network'
+  | 'checks'
   | 'namespace'
   | 'labelConstraints'
   | 'affinities'
@@ -187,13 +230,16 @@ export function placementSpec(
   const jobRunningMax = parseWhole(values['max-running'], '--max-running', 1, Number.MAX_SAFE_INTEGER);
   const onDisconnect = parseChoice(values['on-disconnect'], '--on-disconnect', ['stop', 'keep']);
   const reschedule = parseChoice(values.reschedule, '--reschedule', ['always', 'never']);
+  const network = parseChoice(values.network, '--network', networkModes);
   return {
     constraints,
     ...(rules.length === 0 ? {} : { labelConstraints: rules }),
     ...(affinities.length === 0 ? {} : { affinities }),
     ...(diskBytes === null ? {} : { diskBytes }),
     ...(values.device.length === 0 ? {} : { devices: parseCounts(values.device, '--device') }),
-    ...(values.port.length === 0 ? {} : { ports: parsePorts(values.port, '--port') }),
+    ...parsePorts(values.port, '--port'),
+    ...(network === null ? {} : { network }),
+    ...(values.check.length === 0 ? {} : { checks: values.check.map((text) => parseCheck(text, values)) }),
     ...(values.namespace === undefined ? {} : { namespace: values.namespace }),
     ...(values.job === undefined ? {} : { job: values.job }),
     ...(jobRunningMax === null ? {} : { jobRunningMax }),
@@ -204,6 +250,41 @@ export function placementSpec(
     ...(onDisconnect === null ? {} : { onDisconnect }),
     ...(reschedule === null ? {} : { reschedule }),
   };
+}
+
+/** One --check, with the --check-* settings: http:PORT/PATH, tcp:PORT or "exec:CMD ARGS". */
+export function parseCheck(text: string, values: FlagValues<typeof placementFlags>): HealthCheckSpec {
+  const seconds = (flag: 'check-interval' | 'check-timeout' | 'check-grace', min: number): number | null => {
+    const value = parseNumber(
+      values[flag],
+      `--${flag}`,
+      (n) => n >= min && n <= 3600,
+      `seconds from ${min} to 3600`,
+    );
+    return value === null ? null : Math.round(value * 1000);
+  };
+  const intervalMs = seconds('check-interval', 0.1) ?? healthCheckDefaults.intervalMs;
+  const timeoutMs = seconds('check-timeout', 0.01) ?? Math.min(healthCheckDefaults.timeoutMs, intervalMs);
+  const graceMs = seconds('check-grace', 0) ?? healthCheckDefaults.graceMs;
+  const failures = parseWhole(values['check-failures'], '--check-failures', 1, 100);
+  const restartAfterFailures = parseWhole(values['check-restart'], '--check-restart', 1, 10_000);
+  const common = {
+    intervalMs,
+    timeoutMs,
+    graceMs,
+    failuresBeforeUnhealthy: failures ?? healthCheckDefaults.failuresBeforeUnhealthy,
+    successesBeforeHealthy: healthCheckDefaults.successesBeforeHealthy,
+    ...(restartAfterFailures === null ? {} : { restartAfterFailures }),
+  };
+  const http = /^http:([A-Za-z0-9][A-Za-z0-9._-]*)(\/\S*)?$/.exec(text);
+  if (http) return { type: 'http', port: http[1] ?? '', path: http[2] ?? '/', ...common };
+  const tcp = /^tcp:([A-Za-z0-9][A-Za-z0-9._-]*)$/.exec(text);
+  if (tcp) return { type: 'tcp', port: tcp[1] ?? '', ...common };
+  const exec = /^exec:\s*(\S.*)$/.exec(text);
+  if (exec) return { type: 'exec', command: (exec[1] ?? '').trim().split(/\s+/), ...common };
+  throw invalidArgument(
+    `--check ${JSON.stringify(text)} is not http:PORT/PATH, tcp:PORT or "exec:CMD ARGS" (PORT names one of the task's --port)`,
+  );
 }
 
 /** --restart never|on-failure|always, --max-restarts N, --restart-delay SECONDS. */

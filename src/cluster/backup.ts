@@ -50,6 +50,15 @@ const taskRecordSchema = z.strictObject({
   updatedAtMs: timeMs,
   // Snapshots from before task events have none.
   events: z.exactOptional(z.array(z.strictObject({ atMs: timeMs, message: text(64 * 1024) }))),
+  hostPorts: z.exactOptional(z.record(text(64, 1), whole(1, 65_535))),
+  runningSinceMs: z.exactOptional(timeMs),
+  health: z.exactOptional(
+    z.strictObject({
+      status: z.enum(['healthy', 'unhealthy']),
+      sinceMs: timeMs,
+      message: text(64 * 1024),
+    }),
+  ),
   instance: z.exactOptional(
     z.strictObject({
       job: text(64, 1),

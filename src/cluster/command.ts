@@ -18,12 +18,17 @@ import {
   type TaskDriver,
   type TaskEventRecord,
   type TaskSpec,
+  type TaskHealth,
   type TaskState,
 } from './task.ts';
 import { accessorIdPattern, tokenRecordSchema, type TokenRecord } from './tokens.ts';
 import { clusterCaSchema, type ClusterCaRecord } from './ca.ts';
 import { backupStateSchema, type BackupState } from './backup.ts';
 import { storedJobSpecSchema, type JobSpec } from './job.ts';
+
+/** What `shoal deployment pause|resume|promote|fail` asks of a deployment. */
+export const deploymentActions = ['pause', 'resume', 'promote', 'fail'] as const;
+export type DeploymentAction = (typeof deploymentActions)[number];
 
 export interface NodeResources {
   readonly cpuMillis: number;
@@ -43,6 +48,8 @@ export interface ClusterNode {
   readonly labels: Readonly<Record<string, string>>;
   /** Drivers that are healthy on the node; the allocator places a task only where its driver is. */
   readonly drivers: readonly TaskDriver[];
+  /** The range dynamic ports are picked from on this node (absent: dynamicPortRangeDefault). */
+  readonly dynamicPorts?: { readonly min: number; readonly max: number };
   status: 'up' | 'down';
   /** A draining node takes no new tasks, and its tasks are moved elsewhere. */
   draining: boolean;
@@ -145,6 +152,35 @@ export type Command =
       readonly launch: boolean;
       readonly atMs: number;
     }
+  /** What a running task's health checks say now, from the agent of its node (a change of verdict). */
+  | {
+      readonly type: 'taskHealth';
+      readonly nodeId: string;
+      readonly taskId: string;
+      readonly attempt: number;
+      readonly health: TaskHealth;
+      readonly atMs: number;
+    }
+  /** The leader's deployment watcher: instances it judged healthy or unhealthy, and the end it reached. */
+  | {
+      readonly type: 'deploymentProgress';
+      readonly deploymentId: string;
+      readonly healthy: readonly { readonly group: string; readonly taskId: string }[];
+      readonly unhealthy: readonly {
+        readonly group: string;
+        readonly taskId: string;
+        readonly reason: string;
+      }[];
+      readonly status: { readonly status: 'successful' | 'failed'; readonly reason: string } | null;
+      readonly atMs: number;
+    }
+  /** `shoal deployment pause|resume|promote|fail`. */
+  | {
+      readonly type: 'controlDeployment';
+      readonly deploymentId: string;
+      readonly action: DeploymentAction;
+      readonly atMs: number;
+    }
   /** `shoal job stop`: its instances stop; purge also forgets the job. */
   | {
       readonly type: 'stopJob';
@@ -182,6 +218,7 @@ const nodeDescriptionSchema = z.strictObject({
   }),
   labels: z.record(text(1024, 1), text(64 * 1024)),
   drivers: z.array(z.enum(taskDrivers)),
+  dynamicPorts: z.exactOptional(z.strictObject({ min: whole(1, 65_535), max: whole(1, 65_535) })),
 });
 
 const commandSchema = z.discriminatedUnion('type', [
@@ -249,6 +286,28 @@ const commandSchema = z.discriminatedUnion('type', [
     name: text(64, 1),
     slotMs: timeMs,
     launch: z.boolean(),
+    atMs: timeMs,
+  }),
+  z.strictObject({
+    type: z.literal('taskHealth'),
+    nodeId: id,
+    taskId: id,
+    attempt: whole(0),
+    health: z.strictObject({ status: z.enum(['healthy', 'unhealthy']), sinceMs: timeMs, message: reason }),
+    atMs: timeMs,
+  }),
+  z.strictObject({
+    type: z.literal('deploymentProgress'),
+    deploymentId: id,
+    healthy: z.array(z.strictObject({ group: text(1024, 1), taskId: id })),
+    unhealthy: z.array(z.strictObject({ group: text(1024, 1), taskId: id, reason })),
+    status: z.nullable(z.strictObject({ status: z.enum(['successful', 'failed']), reason })),
+    atMs: timeMs,
+  }),
+  z.strictObject({
+    type: z.literal('controlDeployment'),
+    deploymentId: id,
+    action: z.enum(deploymentActions),
     atMs: timeMs,
   }),
   z.strictObject({

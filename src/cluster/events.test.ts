@@ -78,6 +78,8 @@ function brief(events: readonly ClusterEvent[]): string[] {
         return `${event.index} ${event.type} ${event.taskId} ${event.desired} (${event.state})`;
       case 'task:note':
         return `${event.index} ${event.type} ${event.taskId} ${event.message}`;
+      case 'task:health':
+        return `${event.index} ${event.type} ${event.taskId} ${event.health} ${event.message}`;
       case 'node:up':
         return `${event.index} ${event.type} ${event.node}`;
       case 'node:down':

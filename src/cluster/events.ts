@@ -60,6 +60,14 @@ export const clusterEventSchema = z.discriminatedUnion('type', [
     desired: z.enum(['kill', 'move', 'preempt']),
     reason: z.nullable(z.string()),
   }),
+  /** Its health checks' verdict changed: healthy, or unhealthy and why. */
+  z.object({
+    index,
+    type: z.literal('task:health'),
+    ...taskFields,
+    health: z.enum(['healthy', 'unhealthy']),
+    message: z.string(),
+  }),
   /** What the task's agent saw while running it (an image pull, a limit it could not enforce). */
   z.object({ index, type: z.literal('task:note'), ...taskFields, message: z.string() }),
   /** A node joined, or came back after being down. */
@@ -113,6 +121,8 @@ interface TaskBefore {
   readonly desired: Task['desired'];
   readonly nodeId: string | null;
   readonly attempt: number;
+  /** Its health's status and message, as one text to compare ('' without one). */
+  readonly health: string;
   /** Its event records (the objects themselves): a record not among them after the command is new. */
   readonly records: ReadonlySet<TaskEventRecord>;
 }
@@ -142,6 +152,7 @@ export function eventBasis(state: EventSource, command: Command): EventBasis {
         desired: current.desired,
         nodeId: current.nodeId,
         attempt: current.attempt,
+        health: healthText(current),
         // Only an agent's batch adds notes; other commands need not copy the records.
         records: command.type === 'taskEvents' ? new Set(current.events) : new Set(),
       },
@@ -165,6 +176,7 @@ export function eventBasis(state: EventSource, command: Command): EventBasis {
       break;
     case 'reportTask':
     case 'taskEvents':
+    case 'taskHealth':
     case 'killTask':
       task(command.taskId);
       break;
@@ -187,6 +199,8 @@ export function eventBasis(state: EventSource, command: Command): EventBasis {
     case 'putJob':
     case 'stopJob':
     case 'launchPeriodic':
+    case 'deploymentProgress':
+    case 'controlDeployment':
       // The tasks a job's reconciliation starts and stops: see jobEffects below.
       break;
   }
@@ -231,6 +245,7 @@ export function deriveEvents(
       desired: 'run',
       nodeId: task.nodeId,
       attempt: task.attempt,
+      health: healthText(task),
       records: new Set(),
     };
     events.push(...taskEvents(index, at, command, before, task, state));
@@ -271,6 +286,14 @@ function taskEvents(
       events.push({ index, type: 'task:note', ...fields, at: iso(record.atMs), message: record.message });
     }
   }
+  if (command.type === 'taskHealth' && task.health !== undefined && healthText(task) !== before.health)
+    events.push({
+      index,
+      type: 'task:health',
+      ...fields,
+      health: task.health.status,
+      message: task.health.message,
+    });
   if (task.desired !== before.desired && task.desired !== 'run') {
     // The wish came first: the task stood where it was before the command.
     events.push({
@@ -319,6 +342,10 @@ function taskEvents(
     });
   }
   return events;
+}
+
+function healthText(task: Task): string {
+  return task.health === undefined ? '' : `${task.health.status}\u0000${task.health.message}`;
 }
 
 /** How a run ended, by the command that ended it: a report, or its node going down. */

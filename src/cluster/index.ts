@@ -18,12 +18,14 @@ export {
 } from './events.ts';
 export {
   decodeCommand,
+  deploymentActions,
   encodeCommand,
   preemptionPriorityGapOff,
   validateCommand,
   type Assignment,
   type ClusterNode,
   type Command,
+  type DeploymentAction,
   type NodeDescription,
   type NodeResources,
   type PreemptionCommand,
@@ -39,6 +41,18 @@ export {
 export {
   addTaskEvent,
   cpuMillisMax,
+  dockerBridgeLabel,
+  dynamicPortRangeDefault,
+  healthCheckDefaults,
+  healthCheckSchema,
+  healthChecksPerTaskMax,
+  networkModes,
+  networkOf,
+  portNames,
+  taskConstraints,
+  type HealthCheckSpec,
+  type NetworkMode,
+  type TaskHealth,
   describeIssues,
   isTerminal,
   labelConstraintSchema,
@@ -111,7 +125,12 @@ export {
   jobsMax,
   nextLaunchMs,
   nodeIdLabel,
+  resolvedUpdatePolicy,
+  updatePolicyDefaults,
+  updatePolicySchema,
   type JobSpec,
+  type UpdatePolicy,
+  type UpdatePolicySpec,
   type JobType,
   type NormalizedGroup,
 } from './job.ts';
@@ -130,3 +149,10 @@ export {
   periodicMissedAfterMs,
   planPeriodicLaunches,
 } from './periodic.ts';
+export {
+  deploymentProgress,
+  deploymentStatuses,
+  deploymentsPerJobMax,
+  type DeploymentRecord,
+  type DeploymentStatus,
+} from './deployment.ts';

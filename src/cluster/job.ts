@@ -117,6 +117,45 @@ export const periodicSchema = z.strictObject({
 });
 export type PeriodicSpec = z.infer<typeof periodicSchema>;
 
+/**
+ * How a service job moves to a new version (Nomad's update block): at most `maxParallel` new instances not
+ * yet healthy at a time; `stop-first` stops an old instance before its replacement starts, `start-first`
+ * starts the replacement first and stops the old one once the new is healthy. An instance counts healthy
+ * once it has run, its checks passing, for `minHealthyTimeMs`; one not healthy within `healthyDeadlineMs` of
+ * its placement is unhealthy, and so is one that fails or whose checks fail. An unhealthy instance, or no
+ * instance turning healthy within `progressDeadlineMs`, fails the deployment; `autoRevert` then applies the
+ * last version whose deployment succeeded. `canary` > 0: that many new instances start beside the old ones
+ * and the deployment waits for `shoal job promote` before replacing the rest.
+ */
+export const updatePolicySchema = z.strictObject({
+  maxParallel: z.exactOptional(whole(1, replicasMax)),
+  order: z.exactOptional(z.enum(['stop-first', 'start-first'])),
+  minHealthyTimeMs: z.exactOptional(whole(0, 3_600_000)),
+  healthyDeadlineMs: z.exactOptional(whole(1000, 86_400_000)),
+  /** 0: no progress deadline. */
+  progressDeadlineMs: z.exactOptional(whole(0, 86_400_000)),
+  autoRevert: z.exactOptional(z.boolean()),
+  canary: z.exactOptional(whole(0, replicasMax)),
+});
+export type UpdatePolicySpec = z.infer<typeof updatePolicySchema>;
+export type UpdatePolicy = Required<UpdatePolicySpec>;
+
+/** The update policy a service job gets for what it leaves out. */
+export const updatePolicyDefaults: UpdatePolicy = {
+  maxParallel: 1,
+  order: 'stop-first',
+  minHealthyTimeMs: 10_000,
+  healthyDeadlineMs: 5 * 60_000,
+  progressDeadlineMs: 10 * 60_000,
+  autoRevert: true,
+  canary: 0,
+};
+
+/** A job's update policy, its defaults filled in. */
+export function resolvedUpdatePolicy(spec: JobSpec): UpdatePolicy {
+  return { ...updatePolicyDefaults, ...spec.update };
+}
+
 const jobSpecShape = z.strictObject({
   name: jobName('a job name'),
   namespace: z.exactOptional(identifier('a namespace', 64)),
@@ -131,6 +170,8 @@ const jobSpecShape = z.strictObject({
       .check(z.maxLength(affinitiesMax)),
   ),
   reschedule: z.exactOptional(rescheduleSchema),
+  /** service jobs: how a new version rolls out (see updatePolicySchema). */
+  update: z.exactOptional(updatePolicySchema),
   periodic: z.exactOptional(periodicSchema),
   groups: z.exactOptional(z.array(jobGroupSchema).check(z.minLength(1), z.maxLength(jobGroupsMax))),
   /** A single-task job: the task and its count directly under the job. */
@@ -160,6 +201,10 @@ function jobIssues(checkSchedule: boolean) {
     // A launch is named NAME-SLOT (7 more characters), and is a job name too.
     if (job.type === 'periodic' && job.name.length > 56)
       issue('a periodic job name has at most 56 characters (its launches add 7)', ['name']);
+    if (job.type !== 'service' && job.update !== undefined)
+      issue(`update is for service jobs (this job is ${job.type}: its instances are replaced at once)`, [
+        'update',
+      ]);
     if (job.type !== 'periodic' && job.periodic !== undefined)
       issue(`periodic is only for type periodic (this job is ${job.type})`, ['periodic']);
     if (job.periodic !== undefined && checkSchedule) {

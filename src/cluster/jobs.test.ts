@@ -128,9 +128,11 @@ describe('jobs in the replicated state', () => {
 
   it('replaces every instance when the task changes, recording the version', () => {
     const { state, apply } = cluster(['n1']);
-    apply({ type: 'putJob', job: service(2), atMs: 1 });
+    // Two in parallel: the deployment may replace both at once.
+    const update = { maxParallel: 2 };
+    apply({ type: 'putJob', job: { ...service(2), update }, atMs: 1 });
     runAll(apply, state, 'n1');
-    apply({ type: 'putJob', job: service(2, ['sleep', '900']), atMs: 2 });
+    apply({ type: 'putJob', job: { ...service(2, ['sleep', '900']), update }, atMs: 2 });
     const tasks = live(state);
     expect(tasks).toHaveLength(2);
     expect(tasks.every((task) => task.instance?.version === 2 && task.spec.command[1] === '900')).toBe(true);

@@ -45,6 +45,14 @@ export interface JobRecord {
   lastLaunchMs: number | null;
   /** A periodic job's launch: the periodic job it was launched by. */
   readonly parent?: string;
+  /** service jobs: the newest version whose deployment succeeded (auto-revert goes back to it). */
+  stableVersion?: number;
+  /**
+   * Per group: the retained versions whose spec of the group is the current one (derived from history; an
+   * instance made at any of them is current). Absent in records from before deployments: then every
+   * version from groupVersions' on counts.
+   */
+  currentVersions?: Record<string, number[]>;
 }
 
 const jobVersionRecordSchema = z.strictObject({
@@ -69,6 +77,8 @@ export const jobRecordSchema = z.strictObject({
   history: z.array(jobVersionRecordSchema),
   lastLaunchMs: z.nullable(whole(0)),
   parent: z.exactOptional(z.string()),
+  stableVersion: z.exactOptional(whole(1)),
+  currentVersions: z.exactOptional(z.record(z.string(), z.array(whole(1)))),
 });
 
 /** Where a job lives in the state: its namespace and name. */
@@ -97,6 +107,24 @@ export function groupSpecVersions(
       kept !== undefined && before.get(group.name) === instanceSignature(spec, group.name) ? kept : version;
   }
   return versions;
+}
+
+/**
+ * Per group of the newest version in `history`, the retained versions whose spec of that group equals the
+ * newest's (the newest itself included), in order. After a revert, the reverted-to version is among them,
+ * so its instances are not replaced again.
+ */
+export function groupCurrentVersions(history: readonly JobVersionRecord[]): Record<string, number[]> {
+  const newest = history.at(-1);
+  if (newest === undefined) return {};
+  const result: Record<string, number[]> = {};
+  for (const group of jobGroups(newest.spec)) {
+    const signature = instanceSignature(newest.spec, group.name);
+    result[group.name] = history
+      .filter((record) => instanceSignature(record.spec, group.name) === signature)
+      .map((record) => record.version);
+  }
+  return result;
 }
 
 /** What an instance of a group runs, as text to compare (the spec of slot 0; slots differ only by name). */

@@ -4,6 +4,7 @@ import {
   crashLoopWindowMs,
   occupiesSlot,
   reconcileJob,
+  type GroupRollout,
   type InstanceTask,
   type ReconcileActions,
   type ReconcileGroup,
@@ -28,20 +29,35 @@ function task(id: string, fields: Partial<InstanceTask> = {}): InstanceTask {
   };
 }
 
-function group(name: string, count: number | null, fields: Partial<ReconcileGroup> = {}): ReconcileGroup {
+/** A group as tests give it: currentVersions left out means specVersion up to the job's version. */
+type TestGroup = Omit<ReconcileGroup, 'currentVersions'> & { readonly currentVersions?: readonly number[] };
+
+function group(name: string, count: number | null, fields: Partial<ReconcileGroup> = {}): TestGroup {
   return { name, count, specVersion: 1, eligibleNodeIds: [], ...fields };
 }
 
-function reconcile(fields: Partial<ReconcileInput>): ReconcileActions {
+/** The job versions from `from` to `to`, both included. */
+function versionRange(from: number, to: number): number[] {
+  return Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
+}
+
+function reconcile(
+  fields: Omit<Partial<ReconcileInput>, 'groups'> & { groups?: readonly TestGroup[] },
+): ReconcileActions {
+  const version = fields.version ?? 1;
+  const groups = (fields.groups ?? [group('web', 3)]).map((g) => ({
+    ...g,
+    currentVersions: g.currentVersions ?? versionRange(g.specVersion, version),
+  }));
   return reconcileJob({
     type: 'service',
-    version: 1,
     stopped: false,
-    groups: [group('web', 3)],
     reschedule: { policy: 'always', attempts: null, delayMs: 10_000 },
     tasks: [],
     nowMs,
     ...fields,
+    version,
+    groups,
   });
 }
 
@@ -214,8 +230,249 @@ describe('reconcileJob: service', () => {
   });
 });
 
+describe('reconcileJob: current versions', () => {
+  it('after a revert keeps instances of the version it went back to and replaces the others', () => {
+    // Version 5 reverts to version 3's spec: 3 and 5 are current, 4 is not.
+    const tasks = [
+      task('a', { slot: 0, version: 3 }),
+      task('b', { slot: 1, version: 4 }),
+      task('c', { slot: 2, version: 5 }),
+      // Slot 3's history: a failure at version 3 counts (backoff); slot 4 only had version 4's.
+      task('f', { slot: 3, version: 3, state: 'failed', updatedAtMs: nowMs - minuteMs }),
+      task('g', { slot: 4, version: 4, state: 'failed', updatedAtMs: nowMs - minuteMs }),
+    ];
+    const actions = reconcile({
+      version: 5,
+      groups: [group('web', 5, { specVersion: 5, currentVersions: [3, 5] })],
+      tasks,
+    });
+    expect(actions.stop).toEqual([{ taskId: 'b', reason: 'replaced by version 5' }]);
+    expect(starts(actions)).toEqual(['web[1]', 'web[3] +10000ms', 'web[4]']);
+    expect(actions.start.map((start) => start.reason)).toEqual([
+      'version 5 (replaces b at version 4)',
+      'replaces f (failed; 1× in 10 min: backoff 10 s)',
+      'version 5',
+    ]);
+  });
+
+  it('prefers a current occupant to a newer old one (batch and system too)', () => {
+    const tasks = [task('a', { version: 3 }), task('b', { version: 4 })];
+    const groups = [group('web', 1, { specVersion: 5, currentVersions: [3, 5] })];
+    for (const type of ['service', 'batch'] as const)
+      expect(reconcile({ type, version: 5, groups, tasks })).toMatchObject({
+        start: [],
+        stop: [{ taskId: 'b' }],
+      });
+    const system = reconcile({
+      type: 'system',
+      version: 5,
+      groups: [group('web', null, { specVersion: 5, currentVersions: [3, 5], eligibleNodeIds: ['n1'] })],
+      tasks,
+    });
+    expect(system).toEqual({
+      start: [],
+      stop: [{ taskId: 'b', reason: 'duplicate of a in node n1' }],
+      done: [],
+    });
+  });
+});
+
+describe('reconcileJob: service rollouts', () => {
+  const rollout = (fields: Partial<GroupRollout> = {}): GroupRollout => ({
+    maxParallel: 2,
+    order: 'stop-first',
+    canary: 0,
+    promoted: true,
+    active: true,
+    healthyTaskIds: new Set(),
+    canaryTaskIds: new Set(),
+    ...fields,
+  });
+  /** Group web at version 2 (version 1 old), count slots, a task per entry of `versions` (null: none). */
+  const roll = (
+    versions: readonly (number | null)[],
+    fields: Partial<GroupRollout> = {},
+    extra: InstanceTask[] = [],
+  ): ReconcileActions => {
+    const tasks = versions.flatMap((version, slot) =>
+      version === null ? [] : [task(`s${slot}v${version}`, { slot, version })],
+    );
+    return reconcile({
+      version: 2,
+      groups: [group('web', versions.length, { specVersion: 2, rollout: rollout(fields) })],
+      tasks: [...tasks, ...extra],
+    });
+  };
+
+  it('without a rollout, a slot holding a current and an old instance keeps the current one', () => {
+    const tasks = [task('old', { version: 1 }), task('new', { version: 2 })];
+    const actions = reconcile({ version: 2, groups: [group('web', 1, { specVersion: 2 })], tasks });
+    expect(actions).toEqual({
+      start: [],
+      stop: [{ taskId: 'old', reason: 'replaced by version 2' }],
+      done: [],
+    });
+  });
+
+  it('keeps the newest current and the newest old occupant of a slot, stopping other duplicates', () => {
+    const extra = [task('s0v1-dup', { slot: 0, version: 1 }), task('s0v2-dup', { slot: 0, version: 2 })];
+    const actions = roll([1, 1], { maxParallel: 1 }, [task('s0v2', { slot: 0, version: 2 }), ...extra]);
+    expect(actions.stop).toEqual([
+      { taskId: 's0v1', reason: 'duplicate of s0v1-dup in slot 0' },
+      { taskId: 's0v2', reason: 'duplicate of s0v2-dup in slot 0' },
+    ]);
+    // The unhealthy current instance in slot 0 holds the only replacement allowed: slot 1 waits.
+    expect(actions.start).toEqual([]);
+  });
+
+  it('stop-first: replaces at most maxParallel old instances, less those not healthy yet', () => {
+    const fresh = roll([1, 1, 1, 1, 1]);
+    expect(stops(fresh)).toEqual(['s0v1', 's1v1']);
+    expect(fresh.start).toEqual([
+      {
+        group: 'web',
+        slot: 0,
+        notBeforeMs: null,
+        reason: 'version 2 (replaces s0v1 at version 1)',
+        replaces: 's0v1',
+      },
+      {
+        group: 'web',
+        slot: 1,
+        notBeforeMs: null,
+        reason: 'version 2 (replaces s1v1 at version 1)',
+        replaces: 's1v1',
+      },
+    ]);
+    // Slot 0 is replaced and healthy, slot 1 replaced and not yet healthy: one more.
+    const next = roll([2, 2, 1, 1, 1], { healthyTaskIds: new Set(['s0v2']) });
+    expect(stops(next)).toEqual(['s2v1']);
+    expect(starts(next)).toEqual(['web[2]']);
+    expect(roll([2, 2, 1, 1, 1])).toEqual({ start: [], stop: [], done: [] });
+  });
+
+  it('start-first: starts replacements beside the old instances, which stop once those are healthy', () => {
+    const fresh = roll([1, 1, 1], { order: 'start-first' });
+    expect(fresh.stop).toEqual([]);
+    expect(fresh.start).toEqual([
+      {
+        group: 'web',
+        slot: 0,
+        notBeforeMs: null,
+        reason: 'version 2 (beside s0v1 at version 1, until healthy)',
+        replaces: 's0v1',
+      },
+      {
+        group: 'web',
+        slot: 1,
+        notBeforeMs: null,
+        reason: 'version 2 (beside s1v1 at version 1, until healthy)',
+        replaces: 's1v1',
+      },
+    ]);
+    const beside = [task('s0v2', { slot: 0, version: 2 }), task('s1v2', { slot: 1, version: 2 })];
+    const waiting = roll([1, 1, 1], { order: 'start-first' }, beside);
+    expect(waiting).toEqual({ start: [], stop: [], done: [] });
+    const oneHealthy = roll([1, 1, 1], { order: 'start-first', healthyTaskIds: new Set(['s0v2']) }, beside);
+    expect(oneHealthy.stop).toEqual([{ taskId: 's0v1', reason: 'replaced by version 2' }]);
+    expect(starts(oneHealthy)).toEqual(['web[2]']);
+  });
+
+  it('a paused or failed rollout replaces nothing, but still fills empty slots and retires replaced ones', () => {
+    const paused = roll(
+      [1, null, 1],
+      { active: false, order: 'start-first', healthyTaskIds: new Set(['s0v2']) },
+      [task('s0v2', { slot: 0, version: 2 })],
+    );
+    expect(paused.stop).toEqual([{ taskId: 's0v1', reason: 'replaced by version 2' }]);
+    expect(paused.start).toEqual([{ group: 'web', slot: 1, notBeforeMs: null, reason: 'new instance' }]);
+  });
+
+  it('starts canaries beside the old instances of the first slots, beyond maxParallel, and nothing else', () => {
+    const fresh = roll([null, 1, 1, 1, 1], { canary: 3, promoted: false, maxParallel: 1 });
+    expect(fresh.stop).toEqual([]);
+    expect(fresh.start).toEqual([
+      { group: 'web', slot: 0, notBeforeMs: null, reason: 'new instance' },
+      {
+        group: 'web',
+        slot: 1,
+        notBeforeMs: null,
+        reason: 'canary for version 2 (beside s1v1 at version 1)',
+        canary: true,
+      },
+      {
+        group: 'web',
+        slot: 2,
+        notBeforeMs: null,
+        reason: 'canary for version 2 (beside s2v1 at version 1)',
+        canary: true,
+      },
+      {
+        group: 'web',
+        slot: 3,
+        notBeforeMs: null,
+        reason: 'canary for version 2 (beside s3v1 at version 1)',
+        canary: true,
+      },
+    ]);
+    // Canaries already running count, healthy or not, and their old instances stay until promotion.
+    const canaries = [task('c2', { slot: 2, version: 2 }), task('c4', { slot: 4, version: 2 })];
+    const some = roll(
+      [1, 1, 1, 1, 1],
+      {
+        canary: 3,
+        promoted: false,
+        healthyTaskIds: new Set(['c2']),
+        canaryTaskIds: new Set(['c2', 'c4']),
+      },
+      canaries,
+    );
+    expect(some.stop).toEqual([]);
+    expect(some.start).toMatchObject([{ slot: 0, canary: true }]);
+    // Paused: no canary.
+    expect(roll([1, 1], { canary: 1, promoted: false, active: false })).toEqual({
+      start: [],
+      stop: [],
+      done: [],
+    });
+  });
+
+  it('once promoted, retires the old instances of healthy canaries and rolls the rest within the budget', () => {
+    const canaries = [task('c0', { slot: 0, version: 2 }), task('c1', { slot: 1, version: 2 })];
+    const actions = roll(
+      [1, 1, 1, 1],
+      {
+        canary: 2,
+        promoted: true,
+        maxParallel: 2,
+        healthyTaskIds: new Set(['c0']),
+        canaryTaskIds: new Set(['c0', 'c1']),
+      },
+      canaries,
+    );
+    expect(actions.stop).toEqual([
+      { taskId: 's0v1', reason: 'replaced by version 2' },
+      { taskId: 's2v1', reason: 'replaced by version 2' },
+    ]);
+    // c1, not yet healthy, holds one of the two replacements.
+    expect(starts(actions)).toEqual(['web[2]']);
+  });
+
+  it('is ignored by batch jobs: they replace at once', () => {
+    const tasks = [0, 1, 2].map((slot) => task(`t${slot}`, { slot, version: 1 }));
+    const actions = reconcile({
+      type: 'batch',
+      version: 2,
+      groups: [group('web', 3, { specVersion: 2, rollout: rollout({ maxParallel: 1 }) })],
+      tasks,
+    });
+    expect(stops(actions)).toEqual(['t0', 't1', 't2']);
+    expect(starts(actions)).toEqual(['web[0]', 'web[1]', 'web[2]']);
+  });
+});
+
 describe('reconcileJob: batch', () => {
-  const batch = (fields: Partial<ReconcileInput>): ReconcileActions =>
+  const batch = (fields: Parameters<typeof reconcile>[0]): ReconcileActions =>
     reconcile({ type: 'batch', ...fields });
 
   it('does not rerun a finished slot, but reruns one finished at an older spec', () => {
@@ -374,6 +631,7 @@ function simInput(sim: Sim, tasks: readonly InstanceTask[] = sim.tasks): Reconci
       name: g.name,
       count: sim.type === 'system' ? null : g.count,
       specVersion: g.specVersion,
+      currentVersions: versionRange(g.specVersion, sim.version),
       eligibleNodeIds: sim.type === 'system' ? eligible(sim, index) : [],
     })),
     reschedule: sim.reschedule,

@@ -10,19 +10,35 @@
  *   Live tasks desired `move` or `preempt` still occupy their slot: they requeue themselves.
  * - A stopped job (`job stop`): every live task not already stopping stops ("job stopped"); nothing starts.
  * - Live tasks of a group the job no longer has stop.
- * - service, per group and slot 0…count-1: of the tasks occupying the slot the newest version (then the
- *   highest id) stays and the others stop. An occupant older than the group's specVersion stops and a
- *   replacement starts at once (a destructive update). An empty slot starts an instance; the previous
- *   instance of the slot (its latest ended task by updatedAtMs) decides when: lost or killed, at once;
- *   failed or finished, after reschedule.delayMs * 2^(n-1), at most restartDelayMsMax, where n counts the
- *   slot's failed and finished tasks that ended within crashLoopWindowMs before nowMs (a crash loop slows
- *   down; one that ended long ago comes back at once). Policy `never`: a slot whose previous instance was
- *   lost, failed or finished stays empty (one that never had a task still starts). reschedule.attempts
- *   caps the reschedules after failures of a slot (a lost node is no failure). Live tasks in slots past
- *   count stop.
- * - Only tasks at the group's specVersion or later make a slot's history: a new spec starts afresh (at
- *   once, with its own attempts), and a slot finished or killed at an old spec runs again.
- * - batch: as service, except that a slot finished (at specVersion or later) is done for good; failed is
+ * - A task is current when its version is one of the group's currentVersions (the job versions whose spec
+ *   for the group equals today's: after a revert to version 3 as version 5, instances at 3 are current and
+ *   those at 4 are not). Versions are compared by this, never by order.
+ * - service, per group and slot 0…count-1: of the current tasks occupying the slot the newest version
+ *   (then the highest id) stays, and of the old ones likewise; the other duplicates stop. Without a rollout
+ *   a slot holding both keeps the current one, and an old occupant alone stops and a replacement starts at
+ *   once (a destructive update). An empty slot starts an instance; the previous instance of the slot (its
+ *   latest ended task by updatedAtMs) decides when: lost or killed, at once; failed or finished, after
+ *   reschedule.delayMs * 2^(n-1), at most restartDelayMsMax, where n counts the slot's failed and finished
+ *   tasks that ended within crashLoopWindowMs before nowMs (a crash loop slows down; one that ended long
+ *   ago comes back at once). Policy `never`: a slot whose previous instance was lost, failed or finished
+ *   stays empty (one that never had a task still starts). reschedule.attempts caps the reschedules after
+ *   failures of a slot (a lost node is no failure). Live tasks in slots past count stop.
+ * - service with a rollout (a deployment, see deployment.ts; batch and system ignore it): old instances
+ *   are replaced a few at a time. The budget is maxParallel less the group's current occupants (slots
+ *   0…count-1) the deployment has not judged healthy: each replacement holds a share of it until it is
+ *   healthy, so a bad version stops after maxParallel. While canaries are wanted and not promoted, the
+ *   first `canary` slots (in slot order) that hold an old occupant and no current one get a canary beside
+ *   it (canaries already running count), not limited by the budget, and nothing else is replaced (old
+ *   instances stay, even beside healthy canaries). Otherwise, slot by slot: a slot holding both stops the
+ *   old one once the current one is healthy; an old one alone, while the rollout is active and budget is
+ *   left, is replaced (stop-first: stopped, and its replacement started as without a rollout; start-first:
+ *   a replacement starts beside it, and it stops once that is healthy). A paused or failed rollout starts
+ *   no replacement and no canary (an old instance beside a healthy one still stops). Empty slots start as
+ *   without a rollout: the count is kept whatever the deployment's state.
+ * - Only current tasks make a slot's history: a new spec starts afresh (at once, with its own attempts),
+ *   and a slot finished or killed at an old spec runs again.
+ * - batch: as service without a rollout (it never has one: a slot keeps its current occupant, or else its
+ *   newest one), except that a slot finished (at a current version) is done for good; failed is
  *   rescheduled under policy `always` while attempts are left, else done as failed; lost is rescheduled at
  *   once unless the policy is `never` (then done as failed); killed (by a user) is done as failed.
  *   A task carries no record of who killed it, so a batch slot stopped by `job stop` or a lowered count
@@ -32,7 +48,7 @@
  *   or finished; a system job's instance always comes back while its node stays eligible (the reschedule
  *   policy and attempts are for placing elsewhere, which a pinned instance cannot). Instances pinned to a
  *   node no longer eligible stop, and none is ever started for such a node. Old versions are replaced as
- *   for service.
+ *   for service without a rollout (system jobs never have one).
  * - Slots that will not run again are reported done: batch ones, and service ones under policy `never` or
  *   out of attempts. A system instance always comes back, so system jobs report none.
  * - Order: groups in input order (then groups no longer in the job, by name); starts by slot (system: by
@@ -62,10 +78,31 @@ export interface ReconcileGroup {
   readonly name: string;
   /** Instances wanted; null for a system job (one per eligible node). */
   readonly count: number | null;
-  /** The job version at which this group's task spec last changed: live instances created before it are replaced. */
+  /** The job version at which this group's task spec last changed (named in reasons: "version 4"). */
   readonly specVersion: number;
+  /**
+   * The job versions at which this group's spec equals the current one: specVersion up to the job's version,
+   * and after a revert also the versions it went back to. Instances at any other version are replaced.
+   */
+  readonly currentVersions: readonly number[];
   /** System jobs only: the ids of nodes eligible for this group now (up, not draining, matching constraints and driver). */
   readonly eligibleNodeIds: readonly string[];
+  /** service only: the group's part of a deployment in progress (absent: replace old instances at once). */
+  readonly rollout?: GroupRollout;
+}
+
+/** How a deployment lets the reconciler replace a service group's old instances (see deployment.ts). */
+export interface GroupRollout {
+  readonly maxParallel: number;
+  readonly order: 'stop-first' | 'start-first';
+  /** Canaries wanted before promotion (0: none). */
+  readonly canary: number;
+  readonly promoted: boolean;
+  /** True while the deployment runs; false when paused or failed: nothing more is replaced (empty slots still start). */
+  readonly active: boolean;
+  /** Current-version tasks the deployment judged healthy. */
+  readonly healthyTaskIds: ReadonlySet<string>;
+  readonly canaryTaskIds: ReadonlySet<string>;
 }
 
 export interface ReconcileInput {
@@ -91,8 +128,10 @@ export interface StartAction {
   /** A reschedule's backoff; null: at once. */
   readonly notBeforeMs: number | null;
   readonly reason: string;
-  /** The task id it replaces, if any. */
+  /** The task id it replaces, if any (start-first: the old instance beside it, stopped once it is healthy). */
   readonly replaces?: string;
+  /** A deployment's canary: started beside its slot's old instance, which stays until promotion. */
+  readonly canary?: true;
 }
 
 export interface StopAction {
@@ -179,6 +218,7 @@ function planSlotGroup(
   plan: GroupPlan,
 ): void {
   const count = group.count ?? 0;
+  const isCurrent = currentTest(group);
   const occupants = new Map<number, InstanceTask[]>();
   const history = new Map<number, InstanceTask[]>();
   const hadOlder = new Set<number>();
@@ -187,40 +227,171 @@ function planSlotGroup(
       if (Number.isInteger(task.slot) && task.slot >= 0 && task.slot < count)
         appendTo(occupants, task.slot, task);
       else plan.stop.push({ taskId: task.id, reason: `count lowered to ${count}` });
-    } else if (task.version >= group.specVersion) appendTo(history, task.slot, task);
+    } else if (isCurrent(task)) appendTo(history, task.slot, task);
     else hadOlder.add(task.slot);
   }
+  const slots: SlotState[] = [];
+  for (let slot = 0; slot < count; slot++)
+    slots.push({
+      slot,
+      occupants: occupants.get(slot) ?? [],
+      past: history.get(slot) ?? [],
+      hadOlder: hadOlder.has(slot),
+    });
+  if (input.type === 'service') planServiceSlots(input, group, slots, plan);
+  else planBatchSlots(input, group, slots, plan);
+}
 
-  for (let slot = 0; slot < count; slot++) {
-    const kept = keepNewest(occupants.get(slot) ?? [], `slot ${slot}`, plan.stop);
-    const past = history.get(slot) ?? [];
-    // A batch slot that finished at the current spec is done, whatever came after (a duplicate's kill).
-    const finished = input.type === 'batch' && past.some((task) => task.state === 'finished');
+interface SlotState {
+  readonly slot: number;
+  /** Its live tasks not being stopped. */
+  readonly occupants: readonly InstanceTask[];
+  /** Its ended (or stopping) current tasks. */
+  readonly past: readonly InstanceTask[];
+  /** Whether it had ended tasks of an old spec. */
+  readonly hadOlder: boolean;
+}
+
+function planBatchSlots(
+  input: ReconcileInput,
+  group: ReconcileGroup,
+  slots: readonly SlotState[],
+  plan: GroupPlan,
+): void {
+  const isCurrent = currentTest(group);
+  for (const { slot, occupants, past, hadOlder } of slots) {
+    const kept = keepNewest(occupants, isCurrent, `slot ${slot}`, plan.stop);
+    // A slot that finished at the current spec is done, whatever came after (a duplicate's kill).
+    const finished = past.some((task) => task.state === 'finished');
     if (kept !== undefined) {
-      if (kept.version >= group.specVersion) continue;
+      if (isCurrent(kept)) continue;
       if (finished) {
         plan.stop.push({ taskId: kept.id, reason: `slot ${slot} already finished at this spec` });
         plan.done.push({ group: group.name, slot, outcome: 'finished' });
         continue;
       }
-      plan.stop.push({ taskId: kept.id, reason: `replaced by version ${group.specVersion}` });
-      plan.start.push({
-        group: group.name,
-        slot,
-        notBeforeMs: null,
-        reason: `version ${group.specVersion} (replaces ${kept.id} at version ${kept.version})`,
-        replaces: kept.id,
-      });
+      replaceAtOnce(group, slot, kept, plan);
       continue;
     }
     if (finished) {
       plan.done.push({ group: group.name, slot, outcome: 'finished' });
       continue;
     }
-    const next = nextInstance(input, group, past, hadOlder.has(slot));
-    if (next.kind === 'done') plan.done.push({ group: group.name, slot, outcome: next.outcome });
-    else plan.start.push({ group: group.name, slot, ...next.start });
+    startEmpty(input, group, slot, past, hadOlder, plan);
   }
+}
+
+/** service: a slot may hold a current and an old occupant at once, while a rollout replaces the old. */
+function planServiceSlots(
+  input: ReconcileInput,
+  group: ReconcileGroup,
+  slots: readonly SlotState[],
+  plan: GroupPlan,
+): void {
+  const isCurrent = currentTest(group);
+  const { rollout } = group;
+  const pairs = slots.map((state) => {
+    const where = `slot ${state.slot}`;
+    const { occupants } = state;
+    const current = keepNewest(occupants.filter(isCurrent), isCurrent, where, plan.stop);
+    const old = keepNewest(
+      occupants.filter((task) => !isCurrent(task)),
+      isCurrent,
+      where,
+      plan.stop,
+    );
+    return { ...state, current, old };
+  });
+
+  // Each current occupant not yet judged healthy holds one of maxParallel replacements in progress.
+  let budget = 0;
+  let canariesWanted = 0;
+  const canaryPhase = rollout !== undefined && rollout.canary > 0 && !rollout.promoted;
+  if (rollout !== undefined) {
+    const pending = pairs.filter(
+      ({ current }) => current !== undefined && !rollout.healthyTaskIds.has(current.id),
+    ).length;
+    budget = rollout.maxParallel - pending;
+    const canaries = pairs.filter(
+      ({ current }) => current !== undefined && rollout.canaryTaskIds.has(current.id),
+    ).length;
+    if (canaryPhase && rollout.active) canariesWanted = rollout.canary - canaries;
+  }
+
+  for (const { slot, past, hadOlder, current, old } of pairs) {
+    if (current !== undefined && old !== undefined) {
+      // Without a rollout the old one goes at once; with one, once its successor proved healthy (and
+      // canaries keep theirs until promotion).
+      if (rollout === undefined || (!canaryPhase && rollout.healthyTaskIds.has(current.id)))
+        plan.stop.push({ taskId: old.id, reason: `replaced by version ${group.specVersion}` });
+      continue;
+    }
+    if (current !== undefined) continue;
+    if (old === undefined) {
+      startEmpty(input, group, slot, past, hadOlder, plan);
+      continue;
+    }
+    if (rollout === undefined) {
+      replaceAtOnce(group, slot, old, plan);
+      continue;
+    }
+    if (canaryPhase) {
+      if (canariesWanted <= 0) continue;
+      canariesWanted--;
+      plan.start.push({
+        group: group.name,
+        slot,
+        notBeforeMs: null,
+        reason: `canary for version ${group.specVersion} (beside ${old.id} at version ${old.version})`,
+        canary: true,
+      });
+      continue;
+    }
+    if (!rollout.active || budget <= 0) continue;
+    budget--;
+    if (rollout.order === 'stop-first') {
+      replaceAtOnce(group, slot, old, plan);
+      continue;
+    }
+    plan.start.push({
+      group: group.name,
+      slot,
+      notBeforeMs: null,
+      reason: `version ${group.specVersion} (beside ${old.id} at version ${old.version}, until healthy)`,
+      replaces: old.id,
+    });
+  }
+}
+
+/** A destructive update of one slot: its old occupant stops and a current instance starts at once. */
+function replaceAtOnce(group: ReconcileGroup, slot: number, old: InstanceTask, plan: GroupPlan): void {
+  plan.stop.push({ taskId: old.id, reason: `replaced by version ${group.specVersion}` });
+  plan.start.push({
+    group: group.name,
+    slot,
+    notBeforeMs: null,
+    reason: `version ${group.specVersion} (replaces ${old.id} at version ${old.version})`,
+    replaces: old.id,
+  });
+}
+
+function startEmpty(
+  input: ReconcileInput,
+  group: ReconcileGroup,
+  slot: number,
+  past: readonly InstanceTask[],
+  hadOlder: boolean,
+  plan: GroupPlan,
+): void {
+  const next = nextInstance(input, group, past, hadOlder);
+  if (next.kind === 'done') plan.done.push({ group: group.name, slot, outcome: next.outcome });
+  else plan.start.push({ group: group.name, slot, ...next.start });
+}
+
+/** Whether a task runs the group's current spec (its version is one of currentVersions). */
+function currentTest(group: ReconcileGroup): (task: InstanceTask) => boolean {
+  const versions = new Set(group.currentVersions);
+  return (task) => versions.has(task.version);
 }
 
 /** system: one instance pinned to each eligible node. */
@@ -232,6 +403,7 @@ function planSystemGroup(
 ): void {
   const eligible = [...new Set(group.eligibleNodeIds)];
   const eligibleSet = new Set(eligible);
+  const isCurrent = currentTest(group);
   const occupants = new Map<string, InstanceTask[]>();
   const history = new Map<string, InstanceTask[]>();
   const hadOlder = new Set<string>();
@@ -240,14 +412,14 @@ function planSystemGroup(
       if (task.nodeId !== null && eligibleSet.has(task.nodeId)) appendTo(occupants, task.nodeId, task);
       else plan.stop.push({ taskId: task.id, reason: 'node no longer eligible' });
     } else if (task.nodeId === null) continue;
-    else if (task.version >= group.specVersion) appendTo(history, task.nodeId, task);
+    else if (isCurrent(task)) appendTo(history, task.nodeId, task);
     else hadOlder.add(task.nodeId);
   }
 
   for (const nodeId of eligible) {
-    const kept = keepNewest(occupants.get(nodeId) ?? [], `node ${nodeId}`, plan.stop);
+    const kept = keepNewest(occupants.get(nodeId) ?? [], isCurrent, `node ${nodeId}`, plan.stop);
     if (kept !== undefined) {
-      if (kept.version >= group.specVersion) continue;
+      if (isCurrent(kept)) continue;
       plan.stop.push({ taskId: kept.id, reason: `replaced by version ${group.specVersion}` });
       plan.start.push({
         group: group.name,
@@ -265,13 +437,19 @@ function planSystemGroup(
   }
 }
 
-/** The newest of a slot's occupants (newest version, then highest id); the others are stopped. */
+/**
+ * The one of a slot's occupants to keep (a current one first, then the newest version, then the highest
+ * id); the others are stopped.
+ */
 function keepNewest(
   occupants: readonly InstanceTask[],
+  isCurrent: (task: InstanceTask) => boolean,
   where: string,
   stops: StopAction[],
 ): InstanceTask | undefined {
-  const [kept, ...others] = [...occupants].sort((a, b) => b.version - a.version || compareText(b.id, a.id));
+  const [kept, ...others] = [...occupants].sort(
+    (a, b) => Number(isCurrent(b)) - Number(isCurrent(a)) || b.version - a.version || compareText(b.id, a.id),
+  );
   if (kept === undefined) return undefined;
   for (const task of others) stops.push({ taskId: task.id, reason: `duplicate of ${kept.id} in ${where}` });
   return kept;

@@ -18,7 +18,7 @@ import {
 } from '../allocator/index.ts';
 import type { ClusterNode } from './command.ts';
 import type { ClusterState, StateObserver } from './state.ts';
-import type { NamespacePolicySpec, Task } from './task.ts';
+import { dynamicPortRangeDefault, taskConstraints, type NamespacePolicySpec, type Task } from './task.ts';
 
 export interface SchedulerOptions {
   /** A task may preempt only tasks at least this much lower in priority. */
@@ -178,10 +178,19 @@ export class Scheduler implements StateObserver {
   }
 
   private toAllocatorNode(node: ClusterNode, alive: boolean): AllocatorNode {
+    const range = node.dynamicPorts ?? dynamicPortRangeDefault;
+    const rangeSize = range.max - range.min + 1;
+    const free = this.state.freeOn(node.id);
     return {
       id: node.id,
-      capacity: node.capacity,
-      free: this.state.freeOn(node.id),
+      capacity: {
+        ...node.capacity,
+        devices: { ...node.capacity.devices, [dynamicPortsKind]: rangeSize },
+      },
+      free: {
+        ...free,
+        devices: { ...free.devices, [dynamicPortsKind]: rangeSize - this.state.dynamicPortsHeldOn(node.id) },
+      },
       labels: node.labels,
       drivers: node.drivers,
       portsInUse: this.state.portsInUseOn(node.id),
@@ -227,13 +236,22 @@ export class Scheduler implements StateObserver {
   }
 }
 
+/**
+ * The allocator counts a node's dynamic ports like a device kind: the range's size on every node, one per
+ * dynamic port a task asks for. (Which port a task gets is the state's choice when it applies the placement.)
+ * The name is no valid device kind, so it cannot meet one an operator declares.
+ */
+export const dynamicPortsKind = 'dynamic ports';
+
 /** What a task holds on its node, in the allocator's terms. */
 function requestOf(spec: Task['spec']): Resources {
+  const dynamicPorts = spec.dynamicPorts?.length ?? 0;
+  const devices = dynamicPorts === 0 ? spec.devices : { ...spec.devices, [dynamicPortsKind]: dynamicPorts };
   return {
     cpuMillis: spec.cpuMillis,
     memoryBytes: spec.memoryBytes,
     ...(spec.diskBytes === undefined ? {} : { diskBytes: spec.diskBytes }),
-    ...(spec.devices === undefined ? {} : { devices: spec.devices }),
+    ...(devices === undefined ? {} : { devices }),
   };
 }
 
@@ -245,7 +263,7 @@ export function toAllocatorTask(task: Task): AllocatorTask {
     submitIndex: task.submitIndex,
     driver: spec.driver,
     request: requestOf(spec),
-    constraints: spec.constraints,
+    constraints: taskConstraints(spec),
     ...(spec.labelConstraints === undefined ? {} : { labelConstraints: spec.labelConstraints }),
     ...(spec.namespace === undefined ? {} : { namespace: spec.namespace }),
     ...(spec.job === undefined ? {} : { job: spec.job }),

@@ -19,8 +19,17 @@ import {
   type TaskSpec,
   type TaskState,
   type NamespacePolicySpec,
+  dynamicPortRangeDefault,
+  taskConstraints,
 } from './task.ts';
-import type { Assignment, ClusterNode, Command, NodeResources, PreemptionCommand } from './command.ts';
+import type {
+  Assignment,
+  ClusterNode,
+  Command,
+  DeploymentAction,
+  NodeResources,
+  PreemptionCommand,
+} from './command.ts';
 import { tokensMax, type TokenRecord } from './tokens.ts';
 import type { ClusterCaRecord } from './ca.ts';
 import type { BackupState } from './backup.ts';
@@ -29,11 +38,27 @@ import {
   jobGroups,
   jobsMax,
   rescheduleAttemptsMax,
+  resolvedUpdatePolicy,
   type JobSpec,
   type NormalizedGroup,
 } from './job.ts';
-import { groupSpecVersions, jobKey, resolvedReschedule, withVersion, type JobRecord } from './jobs.ts';
-import { reconcileJob, type ReconcileInput, type StartAction } from './reconcile.ts';
+import {
+  groupCurrentVersions,
+  groupSpecVersions,
+  jobKey,
+  resolvedReschedule,
+  withVersion,
+  type JobRecord,
+} from './jobs.ts';
+import {
+  applyDeploymentProgress,
+  deploymentsPerJobMax,
+  groupRollout,
+  promoteDeployment,
+  type DeploymentRecord,
+  type DeploymentTask,
+} from './deployment.ts';
+import { reconcileJob, type GroupRollout, type ReconcileInput, type StartAction } from './reconcile.ts';
 import { periodicLaunchName, periodicLaunchesRetainedMax } from './periodic.ts';
 import { createHash } from 'node:crypto';
 
@@ -45,6 +70,8 @@ interface Usage {
   readonly devices: Map<string, number>;
   /** Port → tasks holding it (more than one only if a stale plan slipped through; never by design). */
   readonly ports: Map<number, number>;
+  /** Ports held that were picked from the node's dynamic range (the allocator counts them as a resource). */
+  dynamicPorts: number;
 }
 
 /**
@@ -85,6 +112,8 @@ interface StateSnapshot {
   readonly clusterCa?: ClusterCaRecord | null;
   /** Absent in snapshots from before jobs. */
   readonly jobs?: JobRecord[];
+  /** Absent in snapshots from before deployments. */
+  readonly deployments?: DeploymentRecord[];
 }
 
 /**
@@ -131,6 +160,10 @@ export class ClusterState {
   readonly jobs = new Map<string, JobRecord>();
   /** Task ids of each job's instances, live and terminal (derived). */
   private readonly tasksByJob = new Map<string, Set<string>>();
+  /** Deployments by id (deployment.ts), at most deploymentsPerJobMax per job, oldest first per job. */
+  readonly deployments = new Map<string, DeploymentRecord>();
+  /** Running tasks by the service they answer for (namespace/job, see serviceOf): discovery's index. */
+  private readonly runningByService = new Map<string, Set<string>>();
   /** Jobs whose instances or nodes changed while applying a command: reconciled before apply returns. */
   private readonly touchedJobs = new Set<string>();
   /**
@@ -224,6 +257,186 @@ export class ClusterState {
         return this.stopJob(index, command.namespace, command.name, command.purge, command.atMs);
       case 'launchPeriodic':
         return this.launchPeriodic(index, command);
+      case 'taskHealth':
+        return this.recordHealth(command);
+      case 'deploymentProgress':
+        return this.deploymentProgress(index, command);
+      case 'controlDeployment':
+        return this.controlDeployment(index, command.deploymentId, command.action, command.atMs);
+    }
+  }
+
+  /** A running task's health, from the agent running this attempt; it may let a deployment go on. */
+  private recordHealth(command: Extract<Command, { type: 'taskHealth' }>): ApplyResult {
+    const task = this.tasks.get(command.taskId);
+    if (!task) return { ok: false, code: 'NOT_FOUND', message: `no task ${command.taskId}` };
+    if (task.nodeId !== command.nodeId || task.attempt !== command.attempt || isTerminal(task.state))
+      return { ok: true };
+    if (task.health?.status === command.health.status && task.health.message === command.health.message)
+      return { ok: true };
+    task.health = command.health;
+    const { status, message } = command.health;
+    addTaskEvent(task, {
+      atMs: command.atMs,
+      message: status === 'healthy' ? 'healthy' : `unhealthy: ${message}`,
+    });
+    return { ok: true };
+  }
+
+  private indexRunning(task: Task, running: boolean): void {
+    const key = serviceKey(task);
+    let ids = this.runningByService.get(key);
+    if (running) {
+      if (!ids) this.runningByService.set(key, (ids = new Set()));
+      ids.add(task.id);
+    } else if (ids) {
+      ids.delete(task.id);
+      if (ids.size === 0) this.runningByService.delete(key);
+    }
+  }
+
+  /**
+   * The running tasks of a service: a job's instances, or the replicas of `shoal run --name NAME
+   * --replicas N`, in a namespace. Null when the cluster knows no such service (neither a job nor a task
+   * running under that name); an empty list when it knows one with nothing running.
+   */
+  serviceTasks(namespace: string, name: string): Task[] | null {
+    const key = jobKey(namespace, name);
+    const ids = this.runningByService.get(key);
+    if (ids === undefined) return this.jobs.has(key) ? [] : null;
+    const tasks: Task[] = [];
+    for (const id of ids) {
+      const task = this.tasks.get(id);
+      if (task) tasks.push(task);
+    }
+    return tasks.sort((a, b) => compareIds(a.id, b.id));
+  }
+
+  /**
+   * The name a service goes by, found without regard to case (DNS names carry none): a job's or a running
+   * task's in the namespace; null when there is none.
+   */
+  serviceNameIgnoringCase(namespace: string, lowerName: string): string | null {
+    const wanted = jobKey(namespace, lowerName).toLowerCase();
+    for (const key of this.runningByService.keys())
+      if (key.toLowerCase() === wanted) return key.slice(key.indexOf('/') + 1);
+    for (const job of this.jobs.values())
+      if (jobKey(job.namespace, job.name).toLowerCase() === wanted) return job.name;
+    return null;
+  }
+
+  /** The deployments of a job, oldest first. */
+  deploymentsOf(namespace: string, name: string): DeploymentRecord[] {
+    const found: DeploymentRecord[] = [];
+    for (const deployment of this.deployments.values())
+      if (deployment.namespace === namespace && deployment.job === name) found.push(deployment);
+    return found.sort((a, b) => a.createdAtMs - b.createdAtMs || compareIds(a.id, b.id));
+  }
+
+  /** The job's deployment that is running or paused, if any. */
+  activeDeployment(namespace: string, name: string): DeploymentRecord | undefined {
+    return this.deploymentsOf(namespace, name).find(
+      (deployment) => deployment.status === 'running' || deployment.status === 'paused',
+    );
+  }
+
+  /** The job's tasks as the deployment watcher sees them. */
+  deploymentTasks(deployment: DeploymentRecord): DeploymentTask[] {
+    const key = jobKey(deployment.namespace, deployment.job);
+    const job = this.jobs.get(key);
+    if (!job) return [];
+    const parts = reconcileGroups(job);
+    const tasks: DeploymentTask[] = [];
+    for (const id of this.tasksByJob.get(key) ?? []) {
+      const task = this.tasks.get(id);
+      if (!task?.instance) continue;
+      const group = reconcileGroupName(task.instance.group, task.instance.task, parts);
+      tasks.push({
+        id,
+        group,
+        current: isCurrentVersion(job, task.instance.group, task.instance.version),
+        state: task.state,
+        desired: task.desired,
+        hasChecks: (task.spec.checks ?? []).length > 0,
+        health: task.health,
+        runningSinceMs: task.runningSinceMs,
+        createdAtMs: task.submittedAtMs,
+        reason: task.reason,
+      });
+    }
+    return tasks.sort((a, b) => compareIds(a.id, b.id));
+  }
+
+  private deploymentProgress(
+    index: number,
+    command: Extract<Command, { type: 'deploymentProgress' }>,
+  ): ApplyResult {
+    const deployment = this.deployments.get(command.deploymentId);
+    if (!deployment)
+      return { ok: false, code: 'NOT_FOUND', message: `no deployment ${command.deploymentId}` };
+    if (deployment.status !== 'running' && deployment.status !== 'paused') return { ok: true };
+    applyDeploymentProgress(deployment, { ...command, nextCheckAtMs: null }, command.atMs);
+    this.deploymentEnded(index, deployment, command.atMs);
+    this.touchedJobs.add(jobKey(deployment.namespace, deployment.job));
+    return { ok: true };
+  }
+
+  private controlDeployment(index: number, id: string, action: DeploymentAction, atMs: number): ApplyResult {
+    const deployment = this.deployments.get(id);
+    if (!deployment) return { ok: false, code: 'NOT_FOUND', message: `no deployment ${id}` };
+    const active = deployment.status === 'running' || deployment.status === 'paused';
+    if (!active)
+      return { ok: false, code: 'CONFLICT', message: `deployment ${id} is ${deployment.status} already` };
+    switch (action) {
+      case 'pause':
+        deployment.status = 'paused';
+        deployment.statusReason = 'paused by an operator';
+        deployment.progressDeadlineAtMs = null;
+        break;
+      case 'resume':
+        deployment.status = 'running';
+        deployment.statusReason = 'resumed by an operator';
+        deployment.progressDeadlineAtMs =
+          deployment.policy.progressDeadlineMs > 0 ? atMs + deployment.policy.progressDeadlineMs : null;
+        break;
+      case 'promote': {
+        const problem = promoteDeployment(deployment, atMs);
+        if (problem !== null) return { ok: false, code: 'CONFLICT', message: problem };
+        break;
+      }
+      case 'fail':
+        deployment.status = 'failed';
+        deployment.statusReason = 'failed by an operator';
+        break;
+    }
+    deployment.updatedAtMs = atMs;
+    this.deploymentEnded(index, deployment, atMs);
+    this.touchedJobs.add(jobKey(deployment.namespace, deployment.job));
+    return { ok: true };
+  }
+
+  /**
+   * What follows a deployment's end: success makes its version the job's stable one; failure under
+   * autoRevert applies the stable version again, as a new version (which rolls out like any other).
+   */
+  private deploymentEnded(index: number, deployment: DeploymentRecord, atMs: number): void {
+    const job = this.jobs.get(jobKey(deployment.namespace, deployment.job));
+    if (!job || job.version !== deployment.jobVersion) return;
+    if (deployment.status === 'successful') {
+      job.stableVersion = deployment.jobVersion;
+      return;
+    }
+    if (deployment.status !== 'failed' || !deployment.policy.autoRevert) return;
+    const stable = deployment.stableVersion;
+    const target = job.history.find((record) => record.version === stable);
+    if (stable === null || stable === deployment.jobVersion || target === undefined) {
+      deployment.statusReason += '; no stable version to revert to';
+      return;
+    }
+    const result = this.putJob(index, target.spec, null, atMs, stable);
+    if (result.ok && job.version !== deployment.jobVersion) {
+      deployment.revertedToVersion = stable;
+      deployment.statusReason += `; reverted to version ${stable} (as version ${job.version})`;
     }
   }
 
@@ -278,13 +491,21 @@ export class ClusterState {
 
   /** Forgets a job's record; its tasks stay, as tasks of their own. */
   private forgetJob(key: string): void {
+    const job = this.jobs.get(key);
+    if (job)
+      for (const deployment of this.deploymentsOf(job.namespace, job.name))
+        this.deployments.delete(deployment.id);
     this.jobs.delete(key);
     const ids = [...(this.tasksByJob.get(key) ?? [])];
     this.tasksByJob.delete(key);
     for (const id of ids) {
       const task = this.tasks.get(id);
       if (!task) continue;
+      // Its service is its own name from now on.
+      const running = task.state === 'running';
+      if (running) this.indexRunning(task, false);
       delete task.instance;
+      if (running) this.indexRunning(task, true);
       // A plain task now: an ended one joins the cluster-wide retention.
       if (isTerminal(task.state)) this.terminalOrder.push(id);
     }
@@ -296,7 +517,13 @@ export class ClusterState {
    * a file twice is harmless), then reconciled. With checkIndex, refused unless the job's modify index is
    * still that (0: the job must not exist).
    */
-  private putJob(index: number, spec: JobSpec, checkIndex: number | null, atMs: number): ApplyResult {
+  private putJob(
+    index: number,
+    spec: JobSpec,
+    checkIndex: number | null,
+    atMs: number,
+    revertOf: number | null = null,
+  ): ApplyResult {
     const key = jobKey(spec.namespace, spec.name);
     const existing = this.jobs.get(key);
     if (checkIndex !== null && (existing?.modifyIndex ?? 0) !== checkIndex)
@@ -334,10 +561,76 @@ export class ClusterState {
         : existing.history,
       lastLaunchMs: existing?.lastLaunchMs ?? null,
       ...(existing?.parent === undefined ? {} : { parent: existing.parent }),
+      ...(existing?.stableVersion === undefined ? {} : { stableVersion: existing.stableVersion }),
     };
+    record.currentVersions = groupCurrentVersions(record.history);
     this.jobs.set(key, record);
     this.touchedJobs.add(key);
+    if (changed) this.startDeployment(index, record, existing, atMs, revertOf);
     return { ok: true };
+  }
+
+  /**
+   * A service job's new version rolls out as a deployment of the groups whose spec changed; a deployment
+   * still running for an older version is cancelled (the new one takes over from where it got).
+   */
+  private startDeployment(
+    index: number,
+    job: JobRecord,
+    previous: JobRecord | undefined,
+    atMs: number,
+    revertOf: number | null,
+  ): void {
+    const earlier = this.activeDeployment(job.namespace, job.name);
+    if (earlier) {
+      earlier.status = 'cancelled';
+      earlier.statusReason = `superseded by version ${job.version}`;
+      earlier.updatedAtMs = atMs;
+    }
+    if (job.spec.type !== 'service') return;
+    const policy = resolvedUpdatePolicy(job.spec);
+    const parts = reconcileGroups(job);
+    const groups: DeploymentRecord['groups'] = {};
+    for (const [name, part] of parts) {
+      if (job.groupVersions[part.group.name] !== job.version) continue;
+      const count = part.group.count ?? 0;
+      // Canaries only make sense beside instances of an older version.
+      const hasOld =
+        previous !== undefined &&
+        this.jobTasks(job.namespace, job.name).some(
+          (task) => task.instance?.group === part.group.name && !isTerminal(task.state),
+        );
+      const canaries = hasOld ? Math.min(policy.canary, count) : 0;
+      groups[name] = {
+        desiredTotal: count,
+        desiredCanaries: canaries,
+        promoted: canaries === 0,
+        healthyTaskIds: [],
+        unhealthy: [],
+        canaryTaskIds: [],
+      };
+    }
+    if (Object.keys(groups).length === 0) return;
+    const deployment: DeploymentRecord = {
+      id: `d${index}`,
+      namespace: job.namespace,
+      job: job.name,
+      jobVersion: job.version,
+      stableVersion: job.stableVersion ?? null,
+      policy,
+      status: 'running',
+      statusReason:
+        revertOf === null ? `rolling out version ${job.version}` : `reverting to version ${revertOf}`,
+      groups,
+      createdAtMs: atMs,
+      updatedAtMs: atMs,
+      progressDeadlineAtMs: policy.progressDeadlineMs > 0 ? atMs + policy.progressDeadlineMs : null,
+    };
+    this.deployments.set(deployment.id, deployment);
+    // Bounded per job: the oldest ended ones go.
+    const all = this.deploymentsOf(job.namespace, job.name);
+    for (const old of all.slice(0, Math.max(0, all.length - deploymentsPerJobMax)))
+      if (old.status !== 'running' && old.status !== 'paused') this.deployments.delete(old.id);
   }
 
   private stopJob(index: number, namespace: string, name: string, purge: boolean, atMs: number): ApplyResult {
@@ -443,6 +736,8 @@ export class ClusterState {
       task.notBeforeMs = start.notBeforeMs;
       task.reason = start.reason;
       addTaskEvent(task, { atMs, message: `${job.name} v${job.version}: ${start.reason}` });
+      if (start.canary === true)
+        this.activeDeployment(job.namespace, job.name)?.groups[start.group]?.canaryTaskIds.push(id);
       this.trackJobTask(key, id);
       this.jobEffects.created.push(id);
     }
@@ -485,6 +780,14 @@ export class ClusterState {
       });
     }
     tasks.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const deployment = this.activeDeployment(job.namespace, job.name);
+    const rolloutOf = (group: string): { rollout?: GroupRollout } => {
+      const rollout = groupRollout(deployment, group);
+      if (rollout === undefined) return {};
+      // An instance of several tasks starts whole (see reconcileJobNow): beside its old one it cannot.
+      const several = parts.get(group)?.several === true;
+      return { rollout: several ? { ...rollout, order: 'stop-first' } : rollout };
+    };
     return {
       type: job.spec.type === 'periodic' ? 'batch' : job.spec.type,
       version: job.version,
@@ -493,6 +796,8 @@ export class ClusterState {
         name,
         count: part.group.count,
         specVersion: job.groupVersions[part.group.name] ?? job.version,
+        currentVersions: currentVersionsOf(job, part.group.name),
+        ...rolloutOf(name),
         eligibleNodeIds:
           job.spec.type === 'system'
             ? this.eligibleNodeIds(
@@ -508,7 +813,7 @@ export class ClusterState {
 
   /** Nodes a system job's instance of this spec may run on: up, not draining, with its driver and labels. */
   private eligibleNodeIds(spec: TaskSpec): string[] {
-    const constraints = compileConstraints(spec.constraints, spec.labelConstraints);
+    const constraints = compileConstraints(taskConstraints(spec), spec.labelConstraints);
     const ids: string[] = [];
     for (const node of this.nodes.values()) {
       if (node.status !== 'up' || node.draining || !node.drivers.includes(spec.driver)) continue;
@@ -540,7 +845,7 @@ export class ClusterState {
     for (const id of taskIds) {
       const task = this.tasks.get(id);
       if (task?.state !== 'pending') continue;
-      const constraints = compileConstraints(task.spec.constraints, task.spec.labelConstraints);
+      const constraints = compileConstraints(taskConstraints(task.spec), task.spec.labelConstraints);
       const matching = [...this.nodes.values()].filter(
         (node) =>
           node.status === 'up' &&
@@ -721,6 +1026,7 @@ export class ClusterState {
       tokens: [...this.tokens.values()],
       clusterCa: this.clusterCa,
       jobs: [...this.jobs.values()],
+      deployments: [...this.deployments.values()],
     } satisfies StateSnapshot);
   }
 
@@ -739,7 +1045,9 @@ export class ClusterState {
     this.jobs.clear();
     this.tasksByJob.clear();
     this.touchedJobs.clear();
+    this.deployments.clear();
     for (const job of snapshot.jobs ?? []) this.jobs.set(jobKey(job.namespace, job.name), job);
+    for (const deployment of snapshot.deployments ?? []) this.deployments.set(deployment.id, deployment);
     this.clusterCa = snapshot.clusterCa ?? null;
     this.liveCount = 0;
     this.appliedIndex = snapshot.appliedIndex;
@@ -752,16 +1060,18 @@ export class ClusterState {
       this.nodes.set(node.id, node);
       this.used.set(node.id, emptyUsage());
     }
+    this.runningByService.clear();
     for (const task of snapshot.tasks) {
       // Snapshots from before task events read as tasks with none.
       task.events = Array.isArray(task.events) ? task.events : [];
       this.tasks.set(task.id, task);
+      if (task.state === 'running') this.indexRunning(task, true);
       if (task.instance) this.trackJobTask(jobKey(task.spec.namespace, task.instance.job), task.id);
       if (isTerminal(task.state)) continue;
       this.liveCount++;
       if (task.state === 'pending') this.pending.add(task.id);
       else if (task.nodeId !== null) {
-        this.hold(task.nodeId, task.spec, 1);
+        this.hold(task.nodeId, task, 1);
         this.track(task.nodeId, task.id, true);
       }
     }
@@ -794,6 +1104,11 @@ export class ClusterState {
       diskBytes: (node.capacity.diskBytes ?? 0) - used.diskBytes,
       devices,
     };
+  }
+
+  /** How many ports of the node's dynamic range its live tasks hold. */
+  dynamicPortsHeldOn(nodeId: string): number {
+    return this.used.get(nodeId)?.dynamicPorts ?? 0;
   }
 
   /** Ports held on the node by its live tasks. */
@@ -861,8 +1176,11 @@ export class ClusterState {
     if (node.draining) return;
     if (!node.drivers.includes(task.spec.driver)) return;
     if (!this.fitsOn(node, task.spec)) return;
-    if (!matchesAll(node.labels, compileConstraints(task.spec.constraints, task.spec.labelConstraints)))
+    if (!matchesAll(node.labels, compileConstraints(taskConstraints(task.spec), task.spec.labelConstraints)))
       return;
+    const hostPorts = this.pickPorts(node, task);
+    if (hostPorts === null) return;
+    if (hostPorts !== undefined) task.hostPorts = hostPorts;
     task.state = 'assigned';
     task.nodeId = node.id;
     task.reason = null;
@@ -870,9 +1188,40 @@ export class ClusterState {
     delete task.nominatedNodeId;
     addTaskEvent(task, { atMs, message: `assigned to ${node.name}` });
     this.pending.delete(task.id);
-    this.hold(node.id, task.spec, 1);
+    this.hold(node.id, task, 1);
     this.track(node.id, task.id, true);
     this.observer?.taskPlaced(task);
+  }
+
+  /**
+   * The host ports a task placed on `node` holds: its static ones, and one free port of the node's dynamic
+   * range for each dynamic one. Deterministic (every node applies the same entry alike): the search for each
+   * port starts at a hash of the task, its attempt and the port's name, so a port just freed is rarely the
+   * next one given out. Undefined: the task has no ports; null: the range has no free port left.
+   */
+  private pickPorts(node: ClusterNode, task: Task): Record<string, number> | undefined | null {
+    const spec = task.spec;
+    if (spec.ports === undefined && spec.dynamicPorts === undefined) return undefined;
+    const hostPorts: Record<string, number> = { ...spec.ports };
+    const taken = this.used.get(node.id)?.ports;
+    const chosen = new Set(Object.values(hostPorts));
+    const range = node.dynamicPorts ?? dynamicPortRangeDefault;
+    const size = range.max - range.min + 1;
+    for (const name of spec.dynamicPorts ?? []) {
+      const start = fnv1a(`${task.id}/${task.attempt}/${name}`) % size;
+      let port: number | null = null;
+      for (let offset = 0; offset < size; offset++) {
+        const candidate = range.min + ((start + offset) % size);
+        if ((taken?.get(candidate) ?? 0) === 0 && !chosen.has(candidate)) {
+          port = candidate;
+          break;
+        }
+      }
+      if (port === null) return null;
+      chosen.add(port);
+      hostPorts[name] = port;
+    }
+    return hostPorts;
   }
 
   /** Whether the node has room for the spec on every resource, and its ports free. */
@@ -1000,16 +1349,21 @@ export class ClusterState {
     const wasHolding = task.nodeId !== null && !isTerminal(task.state) && task.state !== 'pending';
     if (task.instance && isTerminal(state))
       this.touchedJobs.add(jobKey(task.spec.namespace, task.instance.job));
+    if (task.state === 'running' && state !== 'running') this.indexRunning(task, false);
     task.state = state;
     task.updatedAtMs = atMs;
     task.reason = reason;
+    if (state === 'running') {
+      task.runningSinceMs = atMs;
+      this.indexRunning(task, true);
+    }
     if (exitCode !== null) task.exitCode = exitCode;
     const exit =
       exitCode === null || reason?.includes('exit code') === true ? '' : ` (exit code ${exitCode})`;
     addTaskEvent(task, { atMs, message: `${state}${reason === null ? '' : `: ${reason}`}${exit}` });
     if (!isTerminal(state)) return;
     if (wasHolding && task.nodeId !== null) {
-      this.hold(task.nodeId, task.spec, -1);
+      this.hold(task.nodeId, task, -1);
       this.track(task.nodeId, task.id, false);
     }
     this.observer?.taskReleased(task);
@@ -1110,6 +1464,9 @@ export class ClusterState {
     task.nodeId = null;
     task.attempt++;
     task.notBeforeMs = notBeforeMs;
+    delete task.hostPorts;
+    delete task.runningSinceMs;
+    delete task.health;
     this.pending.add(task.id);
     this.observer?.taskPending(task);
   }
@@ -1129,7 +1486,8 @@ export class ClusterState {
     else ids.delete(taskId);
   }
 
-  private hold(nodeId: string, spec: TaskSpec, sign: 1 | -1): void {
+  private hold(nodeId: string, task: Task, sign: 1 | -1): void {
+    const spec = task.spec;
     let used = this.used.get(nodeId);
     if (!used) {
       used = emptyUsage();
@@ -1140,7 +1498,8 @@ export class ClusterState {
     used.diskBytes += sign * (spec.diskBytes ?? 0);
     for (const [kind, count] of Object.entries(spec.devices ?? {}))
       addCount(used.devices, kind, sign * count);
-    for (const port of Object.values(spec.ports ?? {})) addCount(used.ports, port, sign);
+    for (const port of Object.values(task.hostPorts ?? spec.ports ?? {})) addCount(used.ports, port, sign);
+    if (task.hostPorts !== undefined) used.dynamicPorts += sign * (spec.dynamicPorts?.length ?? 0);
     assert(
       used.cpuMillis >= 0 && used.memoryBytes >= 0 && used.diskBytes >= 0,
       'node usage never goes negative',
@@ -1186,7 +1545,14 @@ function restoredTask(saved: BackupState['tasks'][number]): Task {
 }
 
 function emptyUsage(): Usage {
-  return { cpuMillis: 0, memoryBytes: 0, diskBytes: 0, devices: new Map(), ports: new Map() };
+  return {
+    cpuMillis: 0,
+    memoryBytes: 0,
+    diskBytes: 0,
+    devices: new Map(),
+    ports: new Map(),
+    dynamicPorts: 0,
+  };
 }
 
 function addCount<K>(counts: Map<K, number>, key: K, delta: number): void {
@@ -1194,4 +1560,39 @@ function addCount<K>(counts: Map<K, number>, key: K, delta: number): void {
   assert(next >= 0, 'a count never goes negative');
   if (next === 0) counts.delete(key);
   else counts.set(key, next);
+}
+
+/** FNV-1a, 32 bits: a cheap, stable hash (the same on every node and every version). */
+function fnv1a(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash;
+}
+
+/** Code-unit order: the same on every node, unlike localeCompare. */
+function compareIds(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** The versions whose spec of a group is the current one (see JobRecord.currentVersions). */
+function currentVersionsOf(job: JobRecord, group: string): number[] {
+  const known = job.currentVersions?.[group];
+  if (known !== undefined) return known;
+  const since = job.groupVersions[group] ?? job.version;
+  const versions: number[] = [];
+  for (let version = since; version <= job.version; version++) versions.push(version);
+  return versions;
+}
+
+/** Whether an instance made at `version` runs the group's current spec. */
+function isCurrentVersion(job: JobRecord, group: string, version: number): boolean {
+  return currentVersionsOf(job, group).includes(version);
+}
+
+/** The service a task answers for: its job's name (a job's instance, or a replica of `shoal run`), else its own. */
+function serviceKey(task: Task): string {
+  return jobKey(task.spec.namespace, task.instance?.job ?? task.spec.job ?? task.spec.name);
 }

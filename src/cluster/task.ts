@@ -111,6 +111,68 @@ function isValidPattern(pattern: string): boolean {
   }
 }
 
+/** Health checks one task may have; it is healthy when every one passes. */
+export const healthChecksPerTaskMax = 4;
+
+/**
+ * A health check, run by the agent of the task's node: `http` (a GET of `path` on the named port, healthy
+ * on `expectStatus` or any 2xx), `tcp` (a connection to the named port is accepted) or `exec` (a command in
+ * the task's environment — inside its container for docker — that exits 0). A check's verdict changes after
+ * `successesBeforeHealthy` passes in a row, or `failuresBeforeUnhealthy` failures in a row; failures in the
+ * first `graceMs` after the task started do not count. `restartAfterFailures`: after that many failures in a
+ * row the agent stops the task as failed ("unhealthy: …"), and its restart policy decides what follows.
+ */
+export const healthCheckSchema = z
+  .strictObject({
+    type: z.enum(['http', 'tcp', 'exec']),
+    /** http and tcp: the name of one of the task's ports. */
+    port: z.optional(identifier('a port name', 64)),
+    /** http: the path to GET (default `/`). */
+    path: z.optional(text(1024, 1).check(z.regex(/^\//, 'a path starts with "/"'))),
+    /** http: the status that passes (default any 2xx). */
+    expectStatus: z.optional(whole(100, 599)),
+    /** exec: the command and its arguments. */
+    command: z.optional(z.array(text(4096)).check(z.minLength(1), z.maxLength(64))),
+    intervalMs: whole(100, 3_600_000),
+    timeoutMs: whole(10, 600_000),
+    graceMs: whole(0, 3_600_000),
+    failuresBeforeUnhealthy: whole(1, 100),
+    successesBeforeHealthy: whole(1, 100),
+    restartAfterFailures: z.optional(whole(1, 10_000)),
+  })
+  .check(
+    z.superRefine((check, ctx) => {
+      if (check.type !== 'exec' && check.port === undefined)
+        ctx.addIssue({
+          code: 'custom',
+          message: `a ${check.type} check needs the name of a port (port: http)`,
+        });
+      if (check.type === 'exec' && check.command === undefined)
+        ctx.addIssue({ code: 'custom', message: 'an exec check needs a command' });
+      if (check.type !== 'http' && (check.path !== undefined || check.expectStatus !== undefined))
+        ctx.addIssue({ code: 'custom', message: 'path and expectStatus are for http checks' });
+      if (check.timeoutMs > check.intervalMs)
+        ctx.addIssue({ code: 'custom', message: "a check's timeout must not exceed its interval" });
+    }),
+  );
+export type HealthCheckSpec = z.infer<typeof healthCheckSchema>;
+
+/** Defaults a job file and `shoal run --check` fill in (Nomad's and Docker's usual values, a little quicker). */
+export const healthCheckDefaults = {
+  intervalMs: 10_000,
+  timeoutMs: 2_000,
+  graceMs: 0,
+  failuresBeforeUnhealthy: 3,
+  successesBeforeHealthy: 1,
+} as const;
+
+/** Docker network modes: the engine's bridge with published ports, the host's network, or none at all. */
+export const networkModes = ['bridge', 'host', 'none'] as const;
+export type NetworkMode = (typeof networkModes)[number];
+
+/** Ports allocated from a node's dynamic range when the task's agent does not set one (Nomad's default is alike). */
+export const dynamicPortRangeDefault = { min: 20_000, max: 32_000 } as const;
+
 export const taskSpecSchema = z
   .strictObject({
     name: z
@@ -149,13 +211,24 @@ export const taskSpecSchema = z
           z.refine((d) => Object.keys(d).length <= deviceKindsMax, `at most ${deviceKindsMax} device kinds`),
         ),
     ),
-    /** Host ports the task needs, by name; two tasks needing one port never share a node. */
+    /** Static host ports the task needs, by name; two tasks needing one port never share a node. */
     ports: z.optional(
       z.record(identifier('a port name', 64), whole(1, portMax)).check(
         z.refine((p) => Object.keys(p).length <= portsPerTaskMax, `at most ${portsPerTaskMax} ports`),
         z.refine((p) => new Set(Object.values(p)).size === Object.keys(p).length, 'ports must differ'),
       ),
     ),
+    /** Ports by name that the node picks from its dynamic range when the task is placed. */
+    dynamicPorts: z.optional(z.array(identifier('a port name', 64)).check(z.maxLength(portsPerTaskMax))),
+    /** docker bridge: the container port each named port is published to (default: the host port). */
+    portTargets: z.optional(z.record(identifier('a port name', 64), whole(1, portMax))),
+    /**
+     * docker: `bridge` (the engine's bridge, ports published; default when the task has ports), `host`, or
+     * `none` (default without ports). exec: `host` (the default) only.
+     */
+    network: z.optional(z.enum(networkModes)),
+    /** Health checks; the task is healthy when every one passes. */
+    checks: z.optional(z.array(healthCheckSchema).check(z.maxLength(healthChecksPerTaskMax))),
     /** The tenant, for fair sharing and quotas. Default `default`. */
     namespace: z.optional(identifier('a namespace', 64)),
     /** More hard rules on node labels (`!=`, `in`, `notIn`, `regex`). */
@@ -210,6 +283,30 @@ export const taskSpecSchema = z
           message: 'distinct nodes, spread and a running cap need a job (--job NAME)',
         });
       }
+      const portNames = [...Object.keys(spec.ports ?? {}), ...(spec.dynamicPorts ?? [])];
+      if (new Set(portNames).size !== portNames.length)
+        ctx.addIssue({ code: 'custom', message: 'each port name is given once (static or dynamic)' });
+      if (portNames.length > portsPerTaskMax)
+        ctx.addIssue({ code: 'custom', message: `at most ${portsPerTaskMax} ports` });
+      for (const name of Object.keys(spec.portTargets ?? {}))
+        if (!portNames.includes(name))
+          ctx.addIssue({
+            code: 'custom',
+            message: `portTargets names ${name}, which is not one of the task's ports`,
+          });
+      for (const check of spec.checks ?? [])
+        if (check.port !== undefined && !portNames.includes(check.port))
+          ctx.addIssue({
+            code: 'custom',
+            message: `a ${check.type} check uses port ${check.port}, which the task does not have`,
+          });
+      if (spec.driver === 'exec' && (spec.network === 'bridge' || spec.portTargets !== undefined))
+        ctx.addIssue({
+          code: 'custom',
+          message: 'exec tasks use the host network: bridge and port targets are for docker',
+        });
+      if (spec.network === 'none' && portNames.length > 0)
+        ctx.addIssue({ code: 'custom', message: 'a task with network none cannot have ports' });
       if (spec.driver === 'exec' && spec.image !== undefined) {
         ctx.addIssue({
           code: 'custom',
@@ -220,6 +317,32 @@ export const taskSpecSchema = z
   );
 
 export type TaskSpec = z.infer<typeof taskSpecSchema>;
+
+/** The node label an agent sets to "true" when its Docker engine has a usable bridge network. */
+export const dockerBridgeLabel = 'shoal.docker.bridge';
+
+/** A task's network: as given, else docker's bridge when it has ports and none without; exec: the host's. */
+export function networkOf(spec: TaskSpec): NetworkMode {
+  if (spec.network !== undefined) return spec.network;
+  if (spec.driver !== 'docker') return 'host';
+  const hasPorts = Object.keys(spec.ports ?? {}).length > 0 || (spec.dynamicPorts ?? []).length > 0;
+  return hasPorts ? 'bridge' : 'none';
+}
+
+/**
+ * The label equalities a task's node must have: the spec's own, and the ones its network implies (a docker
+ * task on the bridge goes only where the engine has one).
+ */
+export function taskConstraints(spec: TaskSpec): Readonly<Record<string, string>> {
+  if (spec.driver === 'docker' && networkOf(spec) === 'bridge')
+    return { ...spec.constraints, [dockerBridgeLabel]: 'true' };
+  return spec.constraints;
+}
+
+/** The names of a task's ports, static then dynamic, in the order the spec gives them. */
+export function portNames(spec: TaskSpec): string[] {
+  return [...Object.keys(spec.ports ?? {}), ...(spec.dynamicPorts ?? [])];
+}
 
 /** A task as the replicated state holds it. `desired` is what should be; `state` is what was observed. */
 export interface Task {
@@ -254,6 +377,15 @@ export interface Task {
    * `shoal run`. Snapshots written before events existed restore with an empty list.
    */
   events: TaskEventRecord[];
+  /**
+   * The host ports the task holds on its node by name, static and dynamic, set when it is placed (absent:
+   * it holds none, or it is not placed).
+   */
+  hostPorts?: Record<string, number>;
+  /** When the current attempt was last reported running (absent: it is not running). */
+  runningSinceMs?: number;
+  /** What its health checks say, as its agent reported (absent: no checks, or no verdict yet). */
+  health?: TaskHealth;
   /** A job's instance: which group and slot of which version (absent: a task of its own). */
   instance?: TaskInstance;
 }
@@ -270,6 +402,14 @@ export interface TaskInstance {
   readonly version: number;
   /** System jobs: the node it is pinned to. */
   readonly pinnedNodeId?: string;
+}
+
+/** A task's health as its checks judge it, and since when (the agent's clock). */
+export interface TaskHealth {
+  readonly status: 'healthy' | 'unhealthy';
+  readonly sinceMs: number;
+  /** Why, in one line: "GET /health returned 503", "connection refused"; empty when healthy. */
+  readonly message: string;
 }
 
 /** One line of a task's history. */

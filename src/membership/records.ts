@@ -49,6 +49,8 @@ export const nodeRecordSchema = z.strictObject({
     .record(text(128), text(256))
     .check(z.refine((labels) => Object.keys(labels).length <= labelsMax, `at most ${labelsMax} labels`)),
   drivers: z.array(z.enum(taskDrivers)).check(z.maxLength(taskDrivers.length)),
+  /** The range the node gives tasks' dynamic ports from; absent: the cluster's default. */
+  dynamicPorts: z.optional(z.strictObject({ min: whole(1, 65_535), max: whole(1, 65_535) })),
   version: text(64),
   /** The node's boot count (persisted): a restart always outranks the previous life. */
   incarnation: whole(0),

@@ -11,7 +11,9 @@ import {
   openBackupFile,
   openCaKey,
   placementOrder,
+  portNames,
   type BackupFile,
+  type DeploymentAction,
   type BackupState,
   type JobSpec,
   hashTokenSecret,
@@ -36,6 +38,7 @@ import type { LogFrame } from '../shared/log-frames.ts';
 import type { Control } from './control.ts';
 import type { EventHub } from './events.ts';
 import { JobOperations } from './jobs.ts';
+import { ServiceOperations, hostOf } from './services.ts';
 import { followLocalLogs, followRemoteLogs } from './follow.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ShoalLibp2p } from './p2p.ts';
@@ -75,10 +78,41 @@ export interface BackendInit {
 export class NodeBackend implements ApiBackend {
   private readonly init: BackendInit;
   private readonly jobOperations: JobOperations;
+  /** Services (discovery) and deployments; DNS reads it too. */
+  readonly serviceOperations: ServiceOperations;
 
   constructor(init: BackendInit) {
     this.init = init;
     this.jobOperations = new JobOperations(init);
+    this.serviceOperations = new ServiceOperations(init);
+  }
+
+  jobDeployments(namespace: string, name: string): Promise<Answer<'jobDeployments'>> {
+    return this.serviceOperations.jobDeployments(namespace, name);
+  }
+
+  promoteJob(namespace: string, name: string): Promise<Answer<'promoteJob'>> {
+    return this.serviceOperations.promoteJob(namespace, name);
+  }
+
+  deployment(id: string): Promise<Answer<'deployment'>> {
+    return this.serviceOperations.deployment(id);
+  }
+
+  controlDeployment(id: string, action: DeploymentAction): Promise<Answer<'controlDeployment'>> {
+    return this.serviceOperations.control(id, action);
+  }
+
+  deploymentNamespace(id: string): Promise<string> {
+    return this.serviceOperations.deploymentNamespace(id);
+  }
+
+  services(namespace: string | null): Promise<Answer<'services'>> {
+    return this.serviceOperations.services(namespace);
+  }
+
+  service(namespace: string, name: string): Promise<Answer<'service'>> {
+    return this.serviceOperations.service(namespace, name);
   }
 
   metrics(): Promise<string> {
@@ -519,7 +553,26 @@ export class NodeBackend implements ApiBackend {
       desired: isTerminal(task.state) ? 'none' : task.desired,
       submittedAt: new Date(task.submittedAtMs).toISOString(),
       updatedAt: new Date(task.updatedAtMs).toISOString(),
+      ports: this.portsView(task),
+      health:
+        task.health === undefined
+          ? null
+          : {
+              status: task.health.status,
+              since: new Date(task.health.sinceMs).toISOString(),
+              message: task.health.message,
+            },
     };
+  }
+
+  private portsView(task: Task): TaskView['ports'] {
+    if (task.hostPorts === undefined) return [];
+    const node = task.nodeId === null ? undefined : this.init.state.nodes.get(task.nodeId);
+    const host = node === undefined ? '' : hostOf(node.address);
+    return portNames(task.spec).flatMap((name) => {
+      const hostPort = task.hostPorts?.[name];
+      return hostPort === undefined ? [] : [{ name, hostPort, address: `${host}:${hostPort}` }];
+    });
   }
 }
 

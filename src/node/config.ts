@@ -34,6 +34,10 @@ export interface NodeConfig {
   /** A task may preempt only tasks at least this much lower in priority (preemptionPriorityGapOff: never). */
   readonly preemptionPriorityGap?: number;
   readonly labels: Readonly<Record<string, string>>;
+  /** The range dynamic ports are picked from on this node; absent: dynamicPortRangeDefault (20000–32000). */
+  readonly dynamicPorts?: { readonly min: number; readonly max: number };
+  /** Where the node answers DNS for services (NAME.service.shoal); null or absent: it does not (`shoal agent` defaults to dnsDefault). */
+  readonly dns?: { readonly host: string; readonly port: number } | null;
   /** The Docker engine's socket; null: the engine's default (/var/run/docker.sock). */
   readonly dockerSocket: string | null;
   readonly raftTimings?: RaftTimings;
@@ -53,6 +57,8 @@ export const reservedDiskBytesDefault = gibibyte;
 /** The cluster listener and the API when `shoal agent` is not told otherwise. */
 export const listenDefault = '0.0.0.0:4700';
 export const apiDefault = '127.0.0.1:4701';
+/** Where every node answers DNS for services unless told otherwise (Consul's port). */
+export const dnsDefault = '127.0.0.1:8600';
 export const nodeNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /** The resources a node offers, from its config or, where it is silent, from the machine. */

@@ -8,6 +8,7 @@ export {
 } from './address.ts';
 export {
   apiDefault,
+  dnsDefault,
   listenDefault,
   nodeNamePattern,
   reservedCpuMillisDefault,

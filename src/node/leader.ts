@@ -7,6 +7,7 @@
 import {
   type ClusterState,
   type Command,
+  deploymentProgress,
   encodeCommand,
   planPeriodicLaunches,
   Scheduler,
@@ -30,6 +31,8 @@ export const placementsPerPlanMax = 2000;
 export const schedulerRebuildIntervalMs = 5 * 60_000;
 /** The leader's duties also run this often with nothing to wake them (leases run out without an event). */
 export const leaderTickMs = 500;
+/** The deployment watcher looks at most this often (it reads every task of each deploying job). */
+export const deploymentWatchIntervalMs = 100;
 
 export interface LeaderInit {
   readonly selfId: string;
@@ -54,6 +57,10 @@ export class LeaderDuties {
   private planInFlight = false;
   private configInFlight = false;
   private readonly nodeUpdatesInFlight = new Set<string>();
+  /** Deployments whose progress is being proposed, and when the watcher last looked. */
+  private readonly deploymentsInFlight = new Set<string>();
+  private deploymentsWatchedMs = 0;
+  private deploymentTimer: NodeJS.Timeout | null = null;
   /** Periodic jobs (namespace/name) whose launch is being proposed. */
   private readonly launchesInFlight = new Set<string>();
   /** The leader's allocator, kept in step with the state while this node leads (null otherwise). */
@@ -72,6 +79,7 @@ export class LeaderDuties {
   stop(): void {
     this.stopped = true;
     if (this.tickTimer) clearInterval(this.tickTimer);
+    if (this.deploymentTimer) clearTimeout(this.deploymentTimer);
     this.dropScheduler();
   }
 
@@ -107,6 +115,7 @@ export class LeaderDuties {
       this.reconcileNodes();
       this.reconcileVoters();
       this.launchPeriodicJobs();
+      this.watchDeployments();
       this.runAllocator();
     });
   }
@@ -133,6 +142,71 @@ export class LeaderDuties {
           logger.debug('periodic launch failed', { job: key, error: errorMessage(error) }),
         )
         .finally(() => this.launchesInFlight.delete(key));
+    }
+  }
+
+  /**
+   * The deployment watcher: judges the instances of every running deployment (deployment.ts) and proposes
+   * what changed: instances healthy or unhealthy, success or failure. A deployment's record is in the
+   * replicated state, so a new leader's watcher takes over where this one was. At most one proposal per
+   * deployment in flight, and a look at most every deploymentWatchIntervalMs (the tick also brings one).
+   */
+  private watchDeployments(): void {
+    const { raft, state, logger } = this.init;
+    const nowMs = Date.now();
+    if (nowMs - this.deploymentsWatchedMs < deploymentWatchIntervalMs) return;
+    this.deploymentsWatchedMs = nowMs;
+    let nextCheckAtMs = Infinity;
+    for (const deployment of state.deployments.values()) {
+      if (deployment.status !== 'running' && deployment.status !== 'paused') continue;
+      if (this.deploymentsInFlight.has(deployment.id)) continue;
+      const progress = deploymentProgress(deployment, state.deploymentTasks(deployment), nowMs);
+      if (progress.nextCheckAtMs !== null) nextCheckAtMs = Math.min(nextCheckAtMs, progress.nextCheckAtMs);
+      if (progress.healthy.length === 0 && progress.unhealthy.length === 0 && progress.status === null)
+        continue;
+      const command: Command = {
+        type: 'deploymentProgress',
+        deploymentId: deployment.id,
+        healthy: progress.healthy,
+        unhealthy: progress.unhealthy,
+        status: progress.status,
+        atMs: nowMs,
+      };
+      this.deploymentsInFlight.add(deployment.id);
+      raft
+        .propose(encodeCommand(command), writeTimeoutMs)
+        .then(() => {
+          if (progress.status !== null)
+            logger.info(`deployment ${progress.status.status}`, {
+              deployment: deployment.id,
+              job: `${deployment.namespace}/${deployment.job}`,
+              reason: progress.status.reason,
+            });
+        })
+        .catch((error: unknown) =>
+          logger.debug('deployment progress failed', {
+            deployment: deployment.id,
+            error: errorMessage(error),
+          }),
+        )
+        .finally(() => {
+          this.deploymentsInFlight.delete(deployment.id);
+          this.schedule();
+        });
+    }
+    // An instance's min healthy time comes due between ticks: look again right then, not up to a tick late.
+    if (this.deploymentTimer !== null) clearTimeout(this.deploymentTimer);
+    this.deploymentTimer = null;
+    if (Number.isFinite(nextCheckAtMs) && nextCheckAtMs - nowMs < leaderTickMs) {
+      this.deploymentTimer = setTimeout(
+        () => {
+          this.deploymentTimer = null;
+          this.deploymentsWatchedMs = 0;
+          this.schedule();
+        },
+        Math.max(0, nextCheckAtMs - nowMs) + 1,
+      );
+      this.deploymentTimer.unref();
     }
   }
 

@@ -16,6 +16,7 @@ import {
   type ApplyResult,
   type TaskDriver,
   type TokenRecord,
+  dockerBridgeLabel,
   nodeIdLabel,
 } from '../cluster/index.ts';
 import {
@@ -35,6 +36,7 @@ import {
   createDockerDriver,
   createExecDriver,
   type Driver,
+  type DriverFacts,
 } from '../runtime/index.ts';
 import {
   ShoalError,
@@ -50,6 +52,7 @@ import { offeredResources, validateNodeConfig, type NodeConfig } from './config.
 import { Control, readIndexTimeoutMs } from './control.ts';
 import { EventHub } from './events.ts';
 import { NodeMetrics } from './metrics.ts';
+import { startDnsServer, type DnsServer } from './dns.ts';
 import { serveLogs } from './follow.ts';
 import { ensureDataDir, loadOrCreateNodeKey, nextIncarnation, resolveClusterKey } from './identity.ts';
 import { LeaderDuties } from './leader.ts';
@@ -65,6 +68,8 @@ export const apiSocketFileName = 'api.sock';
 export const joinTimeoutMs = 30_000;
 /** How long a leader that leaves waits for another to take over before it leaves anyway. */
 export const leadershipTransferTimeoutMs = 2000;
+/** DNS answers live this long in caches: instances come and go within seconds (the issue asks 0–5 s). */
+export const dnsTtlSeconds = 2;
 
 /** The parts of a started node; all exist from start() on. */
 interface Parts {
@@ -78,6 +83,8 @@ interface Parts {
   readonly agentLease: AgentLease;
   readonly leases: LeaderLeases;
   readonly backend: NodeBackend;
+  /** Null when the node serves no DNS (off, or its address was taken). */
+  readonly dns: DnsServer | null;
 }
 
 export class ShoalNode {
@@ -255,6 +262,9 @@ export class ShoalNode {
       report: (report) =>
         control.proposeOrThrow({ type: 'reportTask', nodeId: id, ...report, atMs: Date.now() }),
       recordEvents: (batch) => control.proposeOrThrow({ type: 'taskEvents', nodeId: id, ...batch }),
+      node: { name: config.name, host: advertisedHost(config.listen.host) },
+      reportHealth: (report) =>
+        control.proposeOrThrow({ type: 'taskHealth', nodeId: id, ...report, atMs: Date.now() }),
       leaseExpired: () => agentLease.expired(),
       leaseReason: `stopped after losing contact with the cluster's leader for ${taskLeaseMs / 1000} s`,
       lease: { file: join(config.dataDir, leaseFileName), durationMs: taskLeaseMs },
@@ -264,7 +274,8 @@ export class ShoalNode {
       drivers,
       agent,
       logger,
-      onDriversChecked: (available) => this.made.membership?.update({ drivers: available }),
+      onDriversChecked: (available, facts) =>
+        this.made.membership?.update({ drivers: available, labels: labelsWithFacts(config.labels, facts) }),
       stateCurrent: () => control.readIndexOnce(),
     });
     made.upkeep = upkeep;
@@ -280,8 +291,9 @@ export class ShoalNode {
         ...(config.devices === undefined || Object.keys(config.devices).length === 0
           ? {}
           : { devices: { ...config.devices } }),
-        labels: { ...config.labels },
+        labels: labelsWithFacts(config.labels, upkeep.facts()),
         drivers: availableDrivers,
+        ...(config.dynamicPorts === undefined ? {} : { dynamicPorts: { ...config.dynamicPorts } }),
         version: shoalVersion,
         incarnation,
       },
@@ -325,6 +337,7 @@ export class ShoalNode {
     made.backend = backend;
 
     await control.start();
+    made.dns = await this.startDns(backend);
     await serveLogs(libp2p, (request, signal) =>
       backend.followHere(request.taskId, request.tailBytes, signal),
     );
@@ -341,7 +354,19 @@ export class ShoalNode {
       await joining;
       logger.info('joined the cluster', { via: config.join.join(',') });
     }
-    this.parts = { libp2p, raft, membership, control, agent, upkeep, leader, agentLease, leases, backend };
+    this.parts = {
+      libp2p,
+      raft,
+      membership,
+      control,
+      agent,
+      upkeep,
+      leader,
+      agentLease,
+      leases,
+      backend,
+      dns: made.dns ?? null,
+    };
     leader.start();
     upkeep.start();
     this.leaseTimer = setInterval(() => void this.renewLease(), leaseRenewIntervalMs);
@@ -391,6 +416,7 @@ export class ShoalNode {
     made.upkeep?.stop();
     made.agentLease?.stop();
     made.agent?.stop();
+    await made.dns?.close().catch(() => undefined);
     made.membership?.stop();
     made.raft?.stop();
     this.events.close();
@@ -399,6 +425,37 @@ export class ShoalNode {
     } catch (error) {
       this.logger.debug('libp2p stop failed', { error: errorMessage(error) });
     }
+  }
+
+  /**
+   * Answers DNS for services where the config says. An address in use (another agent on this machine) costs
+   * discovery by DNS on this node, not the node: it warns and goes on.
+   */
+  private async startDns(backend: NodeBackend): Promise<DnsServer | null> {
+    const where = this.config.dns;
+    if (where === undefined || where === null) return null;
+    try {
+      const server = await startDnsServer({
+        host: where.host,
+        port: where.port,
+        ttlSeconds: dnsTtlSeconds,
+        lookup: (service, namespace) => backend.serviceOperations.addresses(service, namespace),
+        logger: this.logger.child('dns'),
+      });
+      this.logger.info('answering DNS for services', { address: `${server.host}:${server.port}` });
+      return server;
+    } catch (error) {
+      this.logger.warn(
+        `not answering DNS: ${errorMessage(error)} (give shoal agent --dns HOST:PORT, or --dns off)`,
+      );
+      return null;
+    }
+  }
+
+  /** The address this node answers DNS at, or null. */
+  get dnsAddress(): string | null {
+    const dns = this.made.dns;
+    return dns ? `${dns.host}:${dns.port}` : null;
   }
 
   /** Graceful shutdown: stops local tasks, then announces the leave so peers don't wait for a timeout. */
@@ -543,6 +600,17 @@ export class ShoalNode {
   }
 }
 
+/** The labels a node advertises: the operator's, and what its drivers found (a Docker bridge). */
+function labelsWithFacts(
+  labels: Readonly<Record<string, string>>,
+  facts: DriverFacts,
+): Record<string, string> {
+  return {
+    ...labels,
+    ...(facts.dockerBridge === null ? {} : { [dockerBridgeLabel]: String(facts.dockerBridge) }),
+  };
+}
+
 function describeNode(member: Member): MemberFacts['description'] {
   const record = member.record;
   return {
@@ -558,5 +626,6 @@ function describeNode(member: Member): MemberFacts['description'] {
     // The node's id as a label too, so a system job's instance can be pinned to it like any constraint.
     labels: { ...record.labels, [nodeIdLabel]: record.id },
     drivers: record.drivers,
+    ...(record.dynamicPorts === undefined ? {} : { dynamicPorts: record.dynamicPorts }),
   };
 }

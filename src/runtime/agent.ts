@@ -13,11 +13,15 @@ import {
   type Task,
   type TaskDriver,
   type TaskEventRecord,
+  type TaskHealth,
   type TaskState,
+  portNames,
 } from '../cluster/index.ts';
 import { ShoalError, errorMessage } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
-import type { Driver, ExitResult, TaskEvent, TaskHandle } from './drivers/index.ts';
+import type { Driver, ExitResult, StartRequest, TaskEvent, TaskHandle } from './drivers/index.ts';
+import { HealthMonitor } from './health.ts';
+import { innerPort, taskEnvironment, type TaskNode } from './task-env.ts';
 import { writeFileAtomic } from '../shared/files.ts';
 
 export const handlesFileName = 'handles.json';
@@ -65,8 +69,19 @@ export interface TaskReport {
   readonly reason: string | null;
 }
 
+/** A task's health as its checks judge it, for the task's record in the replicated state. */
+export interface TaskHealthReport {
+  readonly taskId: string;
+  readonly attempt: number;
+  readonly health: TaskHealth;
+}
+
 export interface AgentInit {
   readonly nodeId: string;
+  /** The node's name and the address tasks' ports are published on (SHOAL_ADDR_*, health checks). */
+  readonly node?: TaskNode;
+  /** Sends a task's health to its record; rejects if it could not be committed (it is sent again). */
+  readonly reportHealth?: (report: TaskHealthReport) => Promise<void>;
   readonly dataDir: string;
   readonly drivers: ReadonlyMap<TaskDriver, Driver>;
   readonly logger: Logger;
@@ -108,6 +123,13 @@ interface LocalTask {
   events: { event: TaskEventRecord; progress: boolean }[];
   eventsFlushedMs: number;
   eventsTimer: NodeJS.Timeout | null;
+  /** Its checks are being run. */
+  healthWatched: boolean;
+  /** What its checks say now, and whether that is on its way to the log. */
+  health: TaskHealth | null;
+  healthReporting: boolean;
+  /** Stopped because its checks failed restartAfterFailures times: it ends failed, with this reason. */
+  unhealthyReason: string | null;
 }
 
 export class Agent {
@@ -118,6 +140,7 @@ export class Agent {
   private running = false;
   /** A save of handles.json failed (full disk): retried on every reconcile. */
   private handlesUnsaved = false;
+  private readonly health: HealthMonitor;
   private readonly handlesPath: string;
 
   constructor(init: AgentInit) {
@@ -126,6 +149,27 @@ export class Agent {
     mkdirSync(runtimeDir, { recursive: true });
     mkdirSync(join(init.dataDir, 'tasks'), { recursive: true });
     this.handlesPath = join(runtimeDir, handlesFileName);
+    this.health = new HealthMonitor({
+      logger: init.logger.child('health'),
+      ...(init.nowMs === undefined ? {} : { nowMs: init.nowMs }),
+      onHealth: (taskId, attempt, health) => {
+        const local = this.local.get(taskId);
+        if (local?.attempt !== attempt) return;
+        local.health = health;
+        this.init.logger.info(health.status === 'healthy' ? 'task healthy' : 'task unhealthy', {
+          task: taskId,
+          ...(health.message === '' ? {} : { reason: health.message }),
+        });
+        this.schedule();
+      },
+      onRestart: (taskId, attempt, reason) => {
+        const local = this.local.get(taskId);
+        if (local?.attempt !== attempt || local.exit !== null) return;
+        local.unhealthyReason = reason;
+        this.init.logger.warn('stopping an unhealthy task', { task: taskId, reason });
+        this.stopTask(local);
+      },
+    });
   }
 
   taskDir(taskId: string): string {
@@ -148,6 +192,10 @@ export class Agent {
         events: [],
         eventsFlushedMs: 0,
         eventsTimer: null,
+        healthWatched: false,
+        health: null,
+        healthReporting: false,
+        unhealthyReason: null,
       };
       this.local.set(handle.taskId, local);
       let alive = false;
@@ -178,6 +226,7 @@ export class Agent {
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
+    this.health.close();
     for (const local of this.local.values()) {
       if (local.eventsTimer !== null) clearTimeout(local.eventsTimer);
       local.eventsTimer = null;
@@ -278,14 +327,98 @@ export class Agent {
           this.sendReport(local, 'lost', null, this.init.leaseReason);
           continue;
         }
-        const state: TaskState = killed ? 'killed' : local.exit.succeeded ? 'finished' : 'failed';
-        const reason = killed && local.handle !== null ? 'killed by request' : local.exit.reason;
+        this.unwatchHealth(local);
+        const unhealthy = local.unhealthyReason !== null && !killed;
+        const state: TaskState = killed
+          ? 'killed'
+          : unhealthy
+            ? 'failed'
+            : local.exit.succeeded
+              ? 'finished'
+              : 'failed';
+        const reason =
+          killed && local.handle !== null
+            ? 'killed by request'
+            : unhealthy
+              ? `unhealthy: ${local.unhealthyReason ?? ''}`
+              : local.exit.reason;
         this.sendReport(local, state, local.exit.exitCode, reason);
       } else if (local.handle !== null && task.state !== 'running') {
         // A limit the node could not enforce shows on the task, plainly.
         this.sendReport(local, 'running', null, local.handle.warnings?.join('; ') ?? null);
+      } else if (local.handle !== null && task.state === 'running' && task.desired === 'run') {
+        this.watchHealth(task, local);
+        this.sendHealth(task, local);
       }
     }
+  }
+
+  /** Starts running a task's health checks once it runs here (once per attempt). */
+  private watchHealth(task: Task, local: LocalTask): void {
+    const handle = local.handle;
+    const checks = task.spec.checks ?? [];
+    if (local.healthWatched || handle === null || checks.length === 0) return;
+    const driver = this.init.drivers.get(handle.driver);
+    local.healthWatched = true;
+    const taskDir = this.taskDir(task.id);
+    const env = { ...task.spec.env, ...this.environment(task, taskDir) };
+    this.health.watch({
+      taskId: task.id,
+      attempt: local.attempt,
+      checks,
+      host: this.init.node?.host ?? '127.0.0.1',
+      hostPorts: task.hostPorts ?? {},
+      startedAtMs: (this.init.nowMs ?? Date.now)(),
+      exec: async (command, timeoutMs) => {
+        if (driver?.execCheck === undefined)
+          return {
+            exitCode: null,
+            output: `the ${handle.driver} driver cannot run exec checks`,
+            timedOut: false,
+          };
+        return driver.execCheck(handle, { command, env, cwd: taskDir, timeoutMs });
+      },
+    });
+  }
+
+  private unwatchHealth(local: LocalTask): void {
+    if (!local.healthWatched) return;
+    local.healthWatched = false;
+    this.health.unwatch(local.taskId);
+  }
+
+  /** Sends what the checks say when the task's record says otherwise (and again, until it does). */
+  private sendHealth(task: Task, local: LocalTask): void {
+    const health = local.health;
+    const report = this.init.reportHealth;
+    if (health === null || report === undefined || local.healthReporting) return;
+    if (task.health?.status === health.status && task.health.message === health.message) return;
+    local.healthReporting = true;
+    report({ taskId: local.taskId, attempt: local.attempt, health })
+      .catch((error: unknown) =>
+        this.init.logger.debug('health report failed; will retry', {
+          task: local.taskId,
+          error: errorMessage(error),
+        }),
+      )
+      .finally(() => {
+        local.healthReporting = false;
+      });
+  }
+
+  /** The cluster's variables for a task here (task-env.ts). */
+  private environment(task: Task, taskDir: string): Record<string, string> {
+    return taskEnvironment(task, this.init.node ?? { name: this.init.nodeId, host: '127.0.0.1' }, taskDir);
+  }
+
+  /** The host ports a task holds here, for its driver. */
+  private portsOf(task: Task): NonNullable<StartRequest['ports']> {
+    const bindings = portNames(task.spec).flatMap((name) => {
+      const hostPort = task.hostPorts?.[name];
+      const inner = innerPort(task, name);
+      return hostPort === undefined || inner === undefined ? [] : [{ name, hostPort, innerPort: inner }];
+    });
+    return { host: this.init.node?.host ?? '127.0.0.1', bindings };
   }
 
   private track(taskId: string, attempt: number): LocalTask {
@@ -301,6 +434,10 @@ export class Agent {
       events: [],
       eventsFlushedMs: 0,
       eventsTimer: null,
+      healthWatched: false,
+      health: null,
+      healthReporting: false,
+      unhealthyReason: null,
     };
     this.local.set(taskId, local);
     return local;
@@ -322,6 +459,8 @@ export class Agent {
         taskId: task.id,
         spec: task.spec,
         taskDir,
+        env: this.environment(task, taskDir),
+        ...(task.hostPorts === undefined ? {} : { ports: this.portsOf(task) }),
         ...(task.spec.onDisconnect === 'keep' ? {} : { lease: this.init.lease }),
         onEvent: (event) => {
           this.init.logger.info(event.message, { task: task.id, event: event.type });
@@ -484,6 +623,7 @@ export class Agent {
   }
 
   private forget(local: LocalTask): void {
+    this.unwatchHealth(local);
     this.flushEvents(local);
     this.local.delete(local.taskId);
     this.saveHandles();

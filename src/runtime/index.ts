@@ -20,6 +20,23 @@ export {
   driverHealthIntervalMs,
   garbageFirstDelayMs,
   garbageIntervalMs,
+  type DriverFacts,
   type UpkeepInit,
 } from './upkeep.ts';
 export * from './drivers/index.ts';
+export {
+  checkOutputLineLengthMax,
+  createCheckState,
+  HealthMonitor,
+  recordCheckResult,
+  TaskHealthTracker,
+  taskVerdict,
+  type CheckResult,
+  type CheckState,
+  type CheckThresholds,
+  type CheckVerdict,
+  type HealthMonitorInit,
+  type HealthTarget,
+  type HealthUpdate,
+  type TaskVerdict,
+} from './health.ts';

@@ -7,7 +7,7 @@
 import type { TaskDriver } from '../cluster/index.ts';
 import { errorMessage, type Logger } from '../shared/index.ts';
 import type { Agent, GarbageReport } from './agent.ts';
-import type { Driver } from './drivers/index.ts';
+import type { Driver, DriverHealth } from './drivers/index.ts';
 
 /**
  * How often the node checks its drivers: an engine that dies stops being advertised within about this
@@ -20,12 +20,18 @@ export const garbageIntervalMs = 60_000;
 /** The first collection, soon after start: what a crashed agent left is freed without waiting a minute. */
 export const garbageFirstDelayMs = 5000;
 
+/** What the drivers' checks found out about the node, beyond which drivers are up. */
+export interface DriverFacts {
+  /** Whether the Docker engine has a bridge network; null: no docker driver, or its engine is down. */
+  readonly dockerBridge: boolean | null;
+}
+
 export interface UpkeepInit {
   readonly drivers: ReadonlyMap<TaskDriver, Driver>;
   readonly agent: Agent;
   readonly logger: Logger;
   /** After each periodic check: the node advertises the available drivers (a no-op when unchanged). */
-  readonly onDriversChecked: (available: TaskDriver[]) => void;
+  readonly onDriversChecked: (available: TaskDriver[], facts: DriverFacts) => void;
   /**
    * Resolves once this node's state is as new as the leader's commit; rejects when no leader confirms
    * it. A state still catching up (a restarted node replaying the log) would make live tasks look unknown.
@@ -40,6 +46,7 @@ export class Upkeep {
   private healthRefreshing = false;
   private stopped = false;
   private available: TaskDriver[] = [];
+  private driverFacts: DriverFacts = { dockerBridge: null };
   /** The last health line logged per driver: checks run every few seconds, the log says only what changed. */
   private readonly healthLogged = new Map<TaskDriver, string>();
 
@@ -50,11 +57,13 @@ export class Upkeep {
   /** One health check of every driver, logged where it changed; returns the available ones. */
   async checkDrivers(): Promise<TaskDriver[]> {
     const available: TaskDriver[] = [];
+    let dockerBridge: boolean | null = null;
     for (const [name, driver] of this.init.drivers) {
-      const health = await driver
+      const health: DriverHealth = await driver
         .health()
         .catch((error: unknown) => ({ healthy: false, detail: errorMessage(error) }));
       if (health.healthy) available.push(name);
+      if (name === 'docker' && health.healthy) dockerBridge = health.bridge ?? false;
       const line = health.healthy
         ? `the ${name} driver is available`
         : `the ${name} driver is unavailable: ${health.detail}`;
@@ -62,7 +71,13 @@ export class Upkeep {
       this.healthLogged.set(name, line);
     }
     this.available = available;
+    this.driverFacts = { dockerBridge };
     return available;
+  }
+
+  /** What the last check of the drivers found. */
+  facts(): DriverFacts {
+    return this.driverFacts;
   }
 
   isStopped(): boolean {
@@ -87,7 +102,7 @@ export class Upkeep {
     try {
       const available = await this.checkDrivers();
       // Checked again: stop() may have come while the check awaited the engine.
-      if (!this.isStopped()) this.init.onDriversChecked(available);
+      if (!this.isStopped()) this.init.onDriversChecked(available, this.driverFacts);
     } finally {
       this.healthRefreshing = false;
     }

@@ -5,10 +5,11 @@
 import { readFileSync } from 'node:fs';
 import { homedir, hostname } from 'node:os';
 import { join } from 'node:path';
-import { preemptionPriorityGapOff } from '../../cluster/index.ts';
+import { dynamicPortRangeDefault, preemptionPriorityGapOff } from '../../cluster/index.ts';
 import { defaultCompactionPolicy, defaultVoterPolicy } from '../../election/index.ts';
 import {
   apiDefault,
+  dnsDefault,
   listenDefault,
   nodeNamePattern,
   parseHostPort,
@@ -86,6 +87,16 @@ const options = {
     help: 'devices offered to tasks (e.g. gpu=2)',
   },
   label: { type: 'string', multiple: true, value: 'K=V', help: 'a label tasks can be placed by' },
+  'port-range': {
+    type: 'string',
+    value: 'MIN-MAX',
+    help: `host ports given to tasks' dynamic ports (default ${dynamicPortRangeDefault.min}-${dynamicPortRangeDefault.max})`,
+  },
+  dns: {
+    type: 'string',
+    value: 'HOST:PORT|off',
+    help: `answer DNS for services (NAME.service.shoal) here (default ${dnsDefault})`,
+  },
   'docker-socket': {
     type: 'string',
     value: 'PATH',
@@ -170,6 +181,8 @@ export function agentConfig(values: FlagValues<typeof options>): NodeConfig {
     diskBytes: parseMebibytes(values.disk, '--disk'),
     devices: parseCounts(values.device, '--device', true),
     labels: ownLabels(parsePairs(values.label, '--label')),
+    ...portRange(values['port-range']),
+    dns: values.dns === 'off' ? null : parseHostPort(values.dns ?? dnsDefault, '--dns'),
     dockerSocket: values['docker-socket'] ?? null,
     ...(preemptionGap === null ? {} : { preemptionPriorityGap: preemptionGap }),
     ...(compactEntries === null ? {} : { compaction: { entriesBeforeCompaction: compactEntries } }),
@@ -179,6 +192,19 @@ export function agentConfig(values: FlagValues<typeof options>): NodeConfig {
           voterPolicy: { ...defaultVoterPolicy, deadVoterRemovalMs: Math.round(removalDelaySeconds * 1000) },
         }),
   };
+}
+
+/** --port-range MIN-MAX: at least 16 ports, 1024–65535 (below are the host's services'). */
+function portRange(text: string | undefined): { dynamicPorts?: { min: number; max: number } } {
+  if (text === undefined) return {};
+  const match = /^(\d+)-(\d+)$/.exec(text.trim());
+  const min = Number(match?.[1]);
+  const max = Number(match?.[2]);
+  if (!match || min < 1024 || max > 65_535 || max - min + 1 < 16)
+    throw invalidArgument(
+      `--port-range ${text}: give MIN-MAX, at least 16 ports within 1024-65535 (e.g. ${dynamicPortRangeDefault.min}-${dynamicPortRangeDefault.max})`,
+    );
+  return { dynamicPorts: { min, max } };
 }
 
 /** --tls auto, or --tls-cert with --tls-key, or neither (plain HTTP, which the agent allows on loopback only). */

@@ -9,6 +9,7 @@ import { logsCommand } from './logs.ts';
 import { namespaceCommand } from './namespace.ts';
 import { drainCommand, leaveCommand, membersCommand } from './nodes.ts';
 import { runCommand } from './run.ts';
+import { deploymentCommand, servicesCommand } from './services.ts';
 import { snapshotCommand } from './snapshot.ts';
 import { statusCommand, versionCommand } from './status.ts';
 import { inspectCommand, killCommand, psCommand } from './tasks.ts';
@@ -17,6 +18,8 @@ export const commands: readonly Command[] = [
   agentCommand,
   runCommand,
   jobCommand,
+  deploymentCommand,
+  servicesCommand,
   psCommand,
   inspectCommand,
   logsCommand,

@@ -10,10 +10,20 @@ import type { JobSpec } from '../../cluster/index.ts';
 import { ShoalError, errorMessage, invalidArgument } from '../../shared/index.ts';
 import { defineCommand, withClient, type Command } from '../command.ts';
 import { apiFlags, parseWhole } from '../flags.ts';
-import { formatJson, formatTable } from '../format.ts';
+import { formatDeployment, formatJson, formatTable } from '../format.ts';
 import { formatJobFileProblems, jobFileBytesMax, jobToYaml, parseJobFile } from '../job-file.ts';
 
-const actions = ['validate', 'plan', 'apply', 'status', 'history', 'revert', 'stop', 'inspect'] as const;
+const actions = [
+  'validate',
+  'plan',
+  'apply',
+  'status',
+  'history',
+  'revert',
+  'promote',
+  'stop',
+  'inspect',
+] as const;
 type Action = (typeof actions)[number];
 
 export const jobCommand: Command = defineCommand({
@@ -26,6 +36,7 @@ export const jobCommand: Command = defineCommand({
     'shoal job status [NAME] [--json]',
     'shoal job history NAME [--json]',
     'shoal job revert NAME VERSION',
+    'shoal job promote NAME',
     'shoal job stop [--purge] NAME',
     'shoal job inspect NAME [-o yaml|json]',
   ],
@@ -37,7 +48,8 @@ export const jobCommand: Command = defineCommand({
     "go — and the job's modify index; it exits 0 when nothing would change, 1 when something would, 2 on\n" +
     'an error. apply makes a new version if the job changed (an unchanged file changes nothing); with\n' +
     '--check-index N it refuses if the job changed since the plan that printed N. stop stops the\n' +
-    'instances (--purge also forgets the job); revert applies an earlier version again. NAME is looked up\n' +
+    'instances (--purge also forgets the job); revert applies an earlier version again; promote lets a\n' +
+    'deployment waiting on its canaries replace the rest (shoal deployment status NAME shows it). NAME is looked up\n' +
     'in --namespace (default "default"). The JSON Schema of the file is served at /v1/schema/job.json.',
   options: {
     'check-index': {
@@ -136,6 +148,12 @@ export const jobCommand: Command = defineCommand({
           return 0;
         });
       }
+      case 'promote':
+        return withClient(values, async (client) => {
+          const deployment = await client.promoteJob(one('job name'), namespace);
+          process.stdout.write(formatDeployment(deployment));
+          return 0;
+        });
       case 'stop': {
         const name = one('NAME');
         return withClient(values, async (client) => {

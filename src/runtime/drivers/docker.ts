@@ -13,9 +13,11 @@
 import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type Docker from 'dockerode';
+import { networkOf } from '../../cluster/index.ts';
 import { errorMessage, isShoalError, ShoalError, type Logger } from '../../shared/index.ts';
 import {
   checkHandleDriver,
@@ -81,6 +83,9 @@ const logsDrainTimeoutMs = 5000;
 const engineLogSizeMax = '20m';
 /** Where in the task's directory the driver writes the container's /etc/hosts. */
 const containerHostsFileName = 'hosts';
+/** The task directory's part shared with the container, and where the container sees it (SHOAL_TASK_DIR). */
+const containerSharedDirName = 'shared';
+const containerTaskDir = '/shoal/task';
 /**
  * A container's /etc/hosts: the lines the engine writes for `--network none`. Containers run with networking
  * disabled (see createContainer), and the engine then writes none, so without this file `localhost` would
@@ -97,6 +102,10 @@ const containerHosts = [
 ].join('\n');
 /** Docker's container names allow [a-zA-Z0-9][a-zA-Z0-9_.-]*; the prefix supplies the first character. */
 const taskIdPattern = /^[A-Za-z0-9_.-]+$/;
+/** What an exec check keeps of its command's output: its first line makes the check's message. */
+const checkOutputBytesMax = 4096;
+/** The stream of an exec can end a moment before the engine records its exit code: how often to look again. */
+const checkExitPollIntervalMs = 20;
 
 /** The unix socket named by DOCKER_HOST (unix:///path), else the standard one. Other schemes are not supported. */
 export function dockerSocketPathFromEnv(env: NodeJS.ProcessEnv = process.env): string {
@@ -184,9 +193,24 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
   const health = async (): Promise<DriverHealth> => {
     try {
       await ping();
-      return { healthy: true, detail: `docker engine reachable at ${socketPath}` };
+      const bridge = await hasBridge();
+      return {
+        healthy: true,
+        detail: `docker engine reachable at ${socketPath}${bridge ? '' : ' (no bridge network)'}`,
+        bridge,
+      };
     } catch (error) {
       return { healthy: false, detail: errorMessage(error) };
+    }
+  };
+
+  /** Whether the engine has its default bridge network (an engine run with --bridge=none has not). */
+  const hasBridge = async (): Promise<boolean> => {
+    try {
+      const info = (await (await docker()).getNetwork('bridge').inspect()) as { Driver?: unknown };
+      return info.Driver === 'bridge';
+    } catch {
+      return false;
     }
   };
 
@@ -246,14 +270,23 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
   const createContainer = async (request: StartRequest, image: string): Promise<Docker.Container> => {
     const { taskId, spec, taskDir } = request;
     const name = containerNamePrefix + taskId;
+    const network = networkOf(spec);
     const hostsPath = join(taskDir, containerHostsFileName);
-    await writeFile(hostsPath, containerHosts, { mode: 0o644 });
+    if (network === 'none') await writeFile(hostsPath, containerHosts, { mode: 0o644 });
+    // The task's own directory, shared with the container at a fixed path (SHOAL_TASK_DIR in there).
+    const sharedDir = join(taskDir, containerSharedDirName);
+    await mkdir(sharedDir, { recursive: true });
+    const env = { ...spec.env, ...request.env, ...(request.env ? { SHOAL_TASK_DIR: containerTaskDir } : {}) };
+    const bindings = request.ports?.bindings ?? [];
     const options: Docker.ContainerCreateOptions = {
       name,
       Image: image,
       // An empty command runs the image's default.
       ...(spec.command.length > 0 ? { Cmd: spec.command } : {}),
-      Env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
+      Env: Object.entries(env).map(([key, value]) => `${key}=${value}`),
+      ...(network === 'bridge' && bindings.length > 0
+        ? { ExposedPorts: Object.fromEntries(bindings.map((binding) => [`${binding.innerPort}/tcp`, {}])) }
+        : {}),
       Labels: {
         [taskLabel]: taskId,
         [managedLabel]: 'true',
@@ -267,7 +300,8 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
       // more than doubled the time 50 concurrent starts took on this host (bench:replicas: 2.1 against
       // 4.8 s at the bare engine API). The engine then writes no /etc/hosts: the driver mounts its own, from
       // the task's directory (so the engine must run on this machine, as the socket path implies).
-      NetworkDisabled: true,
+      // Services (`bridge`, `host`) get the engine's networking; the fast path above is for the rest.
+      ...(network === 'none' ? { NetworkDisabled: true } : {}),
       HostConfig: {
         Memory: spec.memoryBytes,
         // No swap on top: the memory the allocator reserved is all the task gets.
@@ -275,8 +309,23 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
         NanoCpus: spec.cpuMillis * 1_000_000,
         // Engines run with --bridge=none (as in our tests) have no default bridge to attach to: 'none' is the
         // one mode that works everywhere, and with networking disabled it adds no network endpoint.
-        NetworkMode: 'none',
-        Mounts: [{ Type: 'bind', Source: hostsPath, Target: '/etc/hosts', ReadOnly: true }],
+        NetworkMode: network,
+        ...(network === 'bridge' && bindings.length > 0
+          ? {
+              PortBindings: Object.fromEntries(
+                bindings.map((binding) => [
+                  `${binding.innerPort}/tcp`,
+                  [{ HostIp: request.ports?.host ?? '', HostPort: String(binding.hostPort) }],
+                ]),
+              ),
+            }
+          : {}),
+        Mounts: [
+          ...(network === 'none'
+            ? [{ Type: 'bind' as const, Source: hostsPath, Target: '/etc/hosts', ReadOnly: true }]
+            : []),
+          { Type: 'bind' as const, Source: sharedDir, Target: containerTaskDir },
+        ],
         // shoal reads output through the engine's log API, which needs a readable log driver whatever the
         // daemon's default; the size cap keeps the engine's copy from filling its disk.
         LogConfig: { Type: 'json-file', Config: { 'max-size': engineLogSizeMax, 'max-file': '1' } },
@@ -665,7 +714,112 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
     return containers.length > 0;
   };
 
-  return { name: 'docker', health, start, wait, stop, destroy, recover, leftovers, collect };
+  /**
+   * Runs the check's command inside the task's container (`docker exec`), with the container's environment
+   * plus request.env, in its working directory (request.cwd is a host path, meaningless in there).
+   */
+  const execCheck = async (handle: TaskHandle, request: ExecCheckRequest): Promise<ExecCheckResult> => {
+    checkHandleDriver(handle, 'docker');
+    const { containerId } = parseState(handle);
+    if (request.command.length === 0 || request.command[0] === '') {
+      return { exitCode: null, output: 'an exec check needs a command', timedOut: false };
+    }
+    const output = new CappedOutput(checkOutputBytesMax);
+    // Aborted on timeout, and once the check is answered: no request of it outlives the answer.
+    const abort = new AbortController();
+    const run = async (): Promise<number | null> => {
+      const client = await docker();
+      const exec = await client.getContainer(containerId).exec({
+        Cmd: [...request.command],
+        Env: Object.entries(request.env).map(([key, value]) => `${key}=${value}`),
+        AttachStdin: false,
+        AttachStdout: true,
+        AttachStderr: true,
+        Tty: false,
+        abortSignal: abort.signal,
+      });
+      const stream = await exec.start({ hijack: true, stdin: false, abortSignal: abort.signal });
+      abort.signal.addEventListener('abort', () => stream.destroy(), { once: true });
+      client.modem.demuxStream(stream, output, output);
+      await finished(stream, { writable: false });
+      for (;;) {
+        const info = await exec.inspect({ abortSignal: abort.signal });
+        if (!info.Running) return info.ExitCode;
+        await sleep(checkExitPollIntervalMs, undefined, { signal: abort.signal });
+      }
+    };
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), request.timeoutMs);
+    });
+    const running = run();
+    // Settled after the answer when the timeout wins (its abort makes it reject): nobody waits for it then.
+    running.catch(() => undefined);
+    try {
+      const outcome = await Promise.race([running, timeout]);
+      // The engine has no API to kill an exec's process: a timed-out command keeps running in the container
+      // until it ends by itself or the container stops. Only the wait for it is cut short here.
+      if (outcome === 'timeout') return { exitCode: null, output: output.text(), timedOut: true };
+      return { ...commandNotFound(outcome, output.text()), timedOut: false };
+    } catch (error) {
+      throw engineError(error, `run a check in task ${handle.taskId}`);
+    } finally {
+      clearTimeout(timer);
+      abort.abort();
+    }
+  };
+
+  return { name: 'docker', health, start, wait, stop, destroy, recover, leftovers, collect, execCheck };
+}
+
+type ExecCheckRequest = Parameters<NonNullable<Driver['execCheck']>>[1];
+type ExecCheckResult = Awaited<ReturnType<NonNullable<Driver['execCheck']>>>;
+
+/** Keeps the first maxBytes written to it, from both of an exec's streams, and drops the rest. */
+class CappedOutput extends Writable {
+  readonly #chunks: Buffer[] = [];
+  #keptBytes = 0;
+  readonly #maxBytes: number;
+
+  constructor(maxBytes: number) {
+    super();
+    this.#maxBytes = maxBytes;
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    if (this.#keptBytes < this.#maxBytes) {
+      const part = chunk.subarray(0, this.#maxBytes - this.#keptBytes);
+      this.#chunks.push(part);
+      this.#keptBytes += part.length;
+    }
+    callback();
+  }
+
+  text(): string {
+    return Buffer.concat(this.#chunks).toString('utf8');
+  }
+}
+
+/**
+ * runc reports a command the container lacks in the exec's own output ('OCI runtime exec failed: … exec:
+ * "x": executable file not found in $PATH'), with exit code 126 or 127: said here as the exec driver says it.
+ */
+function commandNotFound(
+  exitCode: number | null,
+  output: string,
+): { exitCode: number | null; output: string } {
+  if (exitCode !== 126 && exitCode !== 127) return { exitCode, output };
+  const match =
+    /^OCI runtime exec failed:.*exec: "([^"]*)": (executable file not found|permission denied)/.exec(output);
+  if (match === null) return { exitCode, output };
+  const [, executable = '', problem] = match;
+  return {
+    exitCode: null,
+    output:
+      problem === 'permission denied'
+        ? `command not executable (permission denied): ${executable}`
+        : `command not found: ${executable}`,
+  };
 }
 
 function parseState(handle: TaskHandle): DockerState {

@@ -32,6 +32,15 @@ export interface ExitResult {
 export interface DriverHealth {
   healthy: boolean;
   detail: string;
+  /** docker: whether the engine has a usable bridge network (tasks on the bridge go only where it does). */
+  bridge?: boolean;
+}
+
+/** A named port of a task: the host port it holds, and the port to publish it to inside (docker bridge). */
+export interface PortBinding {
+  readonly name: string;
+  readonly hostPort: number;
+  readonly innerPort: number;
 }
 
 /**
@@ -53,6 +62,14 @@ export interface StartRequest {
   spec: TaskSpec;
   /** directory owned by this task: stdout.log and stderr.log live here */
   taskDir: string;
+  /** The cluster's variables for the task (SHOAL_TASK_ID, SHOAL_PORT_HTTP…); they override the spec's env. */
+  env?: Readonly<Record<string, string>>;
+  /**
+   * The host ports the task holds and the node address they are published on. docker on the bridge
+   * publishes each hostPort on host to innerPort in the container; exec and docker host networking bind
+   * the host ports themselves. Absent: no ports.
+   */
+  ports?: { readonly host: string; readonly bindings: readonly PortBinding[] };
   /**
    * Receives progress while start() runs, never after it settles. Called synchronously from the driver: keep it
    * quick; what it throws is logged and otherwise ignored. Pull progress comes at most about once a second per
@@ -97,6 +114,22 @@ export interface Driver {
    * longer assigns here. True when something was freed.
    */
   collect?(orphan: { taskId: string; taskDir: string }): Promise<boolean>;
+  /**
+   * Runs a health check's command in the task's environment (inside its container for docker); never throws
+   * for the command's own failure. exitCode is null when the command could not run (output says why) or was
+   * killed; output is stdout and stderr together, its first 4 KiB. Rejects with DRIVER_UNAVAILABLE when the
+   * driver's engine is down. Absent: the driver cannot run exec checks.
+   */
+  execCheck?(
+    handle: TaskHandle,
+    request: {
+      readonly command: readonly string[];
+      readonly env: Readonly<Record<string, string>>;
+      /** On the host: the task's directory. The docker driver runs the command in the container's own. */
+      readonly cwd: string;
+      readonly timeoutMs: number;
+    },
+  ): Promise<{ readonly exitCode: number | null; readonly output: string; readonly timedOut: boolean }>;
 }
 
 /** Node's system errors carry a string `code` (ENOENT, ESRCH…). */

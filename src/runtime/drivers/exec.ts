@@ -117,6 +117,15 @@ const shimExitWaitMsMax = 5000;
 /** After SIGKILL a task normally vanishes at once; a process stuck in the kernel (state D) may take longer. */
 const killWaitMsMax = 10_000;
 const findTargetPollIntervalMs = 20;
+/** What an exec check keeps of its command's output: its first line makes the check's message. */
+const checkOutputBytesMax = 4096;
+/**
+ * After a check's command exits, how long its output may still take. Processes it left running (`cmd &`)
+ * hold its pipes open; past this they are killed with its process group.
+ */
+const checkDrainMsMax = 100;
+/** After a timed-out check's group was SIGKILLed, how long to wait for its leader's exit before answering anyway. */
+const checkKillWaitMsMax = 1000;
 
 /**
  * How to run a shim here. Inside the single binary: the binary itself with the hidden argument. From the
@@ -236,7 +245,7 @@ export function createExecDriver(init: ExecDriverInit): Driver {
       throw new ShoalError('CONFLICT', `task ${taskId} is already running on this agent`);
     }
     // Only what the task asked for: the agent's own environment (tokens, keys) must not leak into tasks.
-    const env = { PATH: execPathDefault, HOME: taskDir, ...spec.env };
+    const env = { PATH: execPathDefault, HOME: taskDir, ...spec.env, ...request.env };
     // The file work up to the spawn is synchronous on purpose: some twenty small calls on local files and
     // cgroupfs, each cheaper than the thread-pool round trip an async call costs, all on the start's critical path.
     mkdirSync(taskDir, { recursive: true });
@@ -528,7 +537,110 @@ export function createExecDriver(init: ExecDriverInit): Driver {
     return true;
   };
 
-  return { name: 'exec', health, start, wait, stop, destroy, recover, collect };
+  const execCheck = async (handle: TaskHandle, request: ExecCheckRequest): Promise<ExecCheckResult> => {
+    checkHandleDriver(handle, 'exec');
+    return runCheckCommand(request);
+  };
+
+  return { name: 'exec', health, start, wait, stop, destroy, recover, collect, execCheck };
+}
+
+type ExecCheckRequest = Parameters<NonNullable<Driver['execCheck']>>[1];
+type ExecCheckResult = Awaited<ReturnType<NonNullable<Driver['execCheck']>>>;
+
+/**
+ * Runs an exec check's command on the host, as the task's own command runs: the same kind of environment
+ * (PATH and HOME unless the check's env sets them, nothing from the agent's) and directory, in a process group
+ * of its own so a timeout kills whatever it started. Not inside the task's cgroups: a check is the agent's
+ * probe, and must not count against the task's limits nor die with an OOM-kill of it. Never rejects.
+ */
+function runCheckCommand(request: ExecCheckRequest): Promise<ExecCheckResult> {
+  const [command, ...args] = request.command;
+  if (command === undefined || command === '') {
+    return Promise.resolve({ exitCode: null, output: 'an exec check needs a command', timedOut: false });
+  }
+  const env = { PATH: execPathDefault, HOME: request.cwd, ...request.env };
+  try {
+    checkCommand(command, env.PATH, request.cwd);
+  } catch (error) {
+    return Promise.resolve({ exitCode: null, output: errorMessage(error), timedOut: false });
+  }
+  return new Promise((resolvePromise) => {
+    const chunks: Buffer[] = [];
+    let keptBytes = 0;
+    const keep = (chunk: Buffer): void => {
+      if (keptBytes >= checkOutputBytesMax) return;
+      const part = chunk.subarray(0, checkOutputBytesMax - keptBytes);
+      chunks.push(part);
+      keptBytes += part.length;
+    };
+    let child: ChildProcess;
+    try {
+      child = spawn(command, args, {
+        cwd: request.cwd,
+        env,
+        detached: true,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+    } catch (error) {
+      // Arguments spawn refuses outright (a NUL byte).
+      resolvePromise({
+        exitCode: null,
+        output: `cannot run ${command}: ${errorMessage(error)}`,
+        timedOut: false,
+      });
+      return;
+    }
+    let exitCode: number | null = null;
+    let timedOut = false;
+    let spawnError: string | null = null;
+    let settled = false;
+    const timers: NodeJS.Timeout[] = [];
+    const killGroup = (): void => {
+      if (child.pid === undefined) return;
+      try {
+        signalGroup(child.pid, 'SIGKILL');
+      } catch {
+        // EPERM on a group that changed user: nothing more a check can do about it
+      }
+    };
+    const finish = (): void => {
+      if (settled) return;
+      settled = true;
+      for (const timer of timers) clearTimeout(timer);
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+      const output = spawnError ?? Buffer.concat(chunks).toString('utf8');
+      resolvePromise({ exitCode: spawnError === null ? exitCode : null, output, timedOut });
+    };
+    timers.push(
+      setTimeout(() => {
+        timedOut = true;
+        killGroup();
+        // A leader stuck in the kernel may take its time to go: the answer does not wait for it.
+        timers.push(setTimeout(finish, checkKillWaitMsMax));
+      }, request.timeoutMs),
+    );
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    child.once('error', (error) => {
+      // It did not start (its directory is gone); once started, errors here are failed kills, already handled.
+      if (child.pid === undefined) {
+        spawnError = `cannot run ${command}: ${errorMessage(error)}`;
+        finish();
+      }
+    });
+    child.once('exit', (code) => {
+      exitCode = code;
+      timers.push(
+        setTimeout(() => {
+          killGroup();
+          finish();
+        }, checkDrainMsMax),
+      );
+    });
+    child.once('close', finish);
+  });
 }
 
 function shimRunning(entry: ShimTask): boolean {

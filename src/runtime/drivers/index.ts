@@ -4,6 +4,7 @@
 export {
   type Driver,
   type DriverHealth,
+  type PortBinding,
   type ExitResult,
   type StartRequest,
   type TaskEvent,

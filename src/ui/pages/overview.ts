@@ -210,9 +210,12 @@ export function describe(event: ClusterEvent): ComponentChildren {
     case 'task:assigned':
     case 'task:state':
     case 'task:desired':
+    case 'task:health':
     case 'task:note': {
       const link = html`<a href=${`#/tasks/${event.taskId}`}>${event.name}</a>`;
       if (event.type === 'task:assigned') return html`${link} → ${event.node}`;
+      if (event.type === 'task:health')
+        return html`${link}: ${event.health}${event.message === '' ? '' : ` (${event.message})`}`;
       if (event.type === 'task:note') return html`${link}: ${event.message}`;
       if (event.type === 'task:desired')
         return html`${link}: ${event.desired}${event.reason === null ? '' : ` (${event.reason})`}`;
