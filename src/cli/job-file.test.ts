@@ -8,6 +8,7 @@ import {
   parseJobFile,
   type JobFileProblem,
 } from './job-file.ts';
+import { instanceTaskSpec, jobGroups, taskSpecSchema, type JobSpec } from '../cluster/index.ts';
 
 const examplesDir = join(import.meta.dirname, '..', '..', 'examples', 'jobs');
 
@@ -44,13 +45,15 @@ const task = 'task: {driver: exec, command: [sh], cpuMillis: 100, memoryMiB: 32}
 describe('the examples', () => {
   const files = readdirSync(examplesDir).filter((file) => file.endsWith('.yaml'));
 
-  it('has the five examples', () => {
+  it('has the seven examples', () => {
     expect(files.sort()).toEqual([
       'batch.yaml',
       'periodic.yaml',
       'service.yaml',
       'system.yaml',
+      'web-docker.yaml',
       'web-groups.yaml',
+      'web-service.yaml',
     ]);
   });
 
@@ -90,6 +93,60 @@ describe('the examples', () => {
         { task: { driver: 'exec' } },
       ],
     });
+  });
+});
+
+describe('ports, checks and rolling updates', () => {
+  it('reads dynamic, static and published ports, checks with their defaults, and an update policy', () => {
+    const parsed = job(
+      'name: web\ntype: service\ncount: 2\nupdate: {maxParallel: 2, canary: 1}\ntask:\n  driver: docker\n' +
+        '  image: x\n  cpuMillis: 100\n  memoryMiB: 32\n  ports: {http: {to: 80}, admin: 9000, dns: {static: 53, to: 5353}}\n' +
+        '  checks:\n    - {type: http, port: http, path: /health}\n    - {type: exec, command: ["true"], intervalMs: 500}\n',
+    ) as JobSpec;
+    const group = jobGroups(parsed)[0];
+    if (!group) throw new Error('no group');
+    const spec = instanceTaskSpec(parsed, group, { group: group.name, slot: 0 });
+    expect(spec).toMatchObject({
+      ports: { admin: 9000, dns: 53 },
+      dynamicPorts: ['http'],
+      portTargets: { http: 80, dns: 5353 },
+    });
+    expect(spec.checks).toEqual([
+      {
+        type: 'http',
+        port: 'http',
+        path: '/health',
+        intervalMs: 10_000,
+        timeoutMs: 2000,
+        graceMs: 0,
+        failuresBeforeUnhealthy: 3,
+        successesBeforeHealthy: 1,
+      },
+      {
+        type: 'exec',
+        command: ['true'],
+        intervalMs: 500,
+        timeoutMs: 500,
+        graceMs: 0,
+        failuresBeforeUnhealthy: 3,
+        successesBeforeHealthy: 1,
+      },
+    ]);
+    expect(taskSpecSchema.safeParse(spec).success).toBe(true);
+    expect(job(jobToYaml(parsed))).toEqual(parsed);
+  });
+
+  it('refuses checks on ports the task lacks, ports on network none, and update on a batch job, each on its line', () => {
+    const found = problems(
+      'name: web\ntype: batch\nupdate: {maxParallel: 2}\ntask:\n  driver: exec\n  command: [x]\n  cpuMillis: 100\n' +
+        '  memoryMiB: 32\n  network: none\n  ports: {http: {}}\n  checks:\n    - {type: tcp, port: grpc}\n    - {type: exec}\n',
+    );
+    expect(found.map((problem) => `${problem.line}: ${problem.message}`)).toEqual([
+      '3: update is for service jobs (this job is batch: its instances are replaced at once)',
+      '9: a task with network none cannot have ports',
+      "12: port grpc is not one of the task's ports",
+      '13: an exec check needs a command',
+    ]);
   });
 });
 

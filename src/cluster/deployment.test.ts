@@ -116,7 +116,7 @@ describe('deploymentProgress: health', () => {
     expect(progress.nextCheckAtMs).toBe(startMs + 60_000);
   });
 
-  it('judges unhealthy a task that failed, was lost, exited, fails its checks or misses its healthy deadline', () => {
+  it('judges unhealthy a task that failed, exited, fails its checks or misses its healthy deadline, not one lost with its node', () => {
     const tasks = [
       task('a', { state: 'failed', reason: 'exit code 1' }),
       task('b', { state: 'lost', reason: null }),
@@ -127,7 +127,6 @@ describe('deploymentProgress: health', () => {
     const progress = deploymentProgress(deployment(), tasks, startMs + 60_000);
     expect(progress.unhealthy).toEqual([
       { group: 'web', taskId: 'a', reason: 'task a failed: exit code 1' },
-      { group: 'web', taskId: 'b', reason: 'task b failed: lost' },
       { group: 'web', taskId: 'c', reason: 'task c unhealthy: GET / returned 503' },
       { group: 'web', taskId: 'd', reason: 'task d not healthy within 60 s' },
       { group: 'web', taskId: 'e', reason: 'task e exited: exit code 0' },
@@ -366,6 +365,7 @@ describe('groupRollout', () => {
       active: true,
       healthyTaskIds: new Set(['a']),
       canaryTaskIds: new Set(['a']),
+      startedAtMs: deployment({}, web).createdAtMs,
     });
     expect(groupRollout(deployment({ status: 'paused' }), 'web')?.active).toBe(false);
     expect(groupRollout(deployment({ status: 'failed' }), 'web')?.active).toBe(false);

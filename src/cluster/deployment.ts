@@ -8,10 +8,10 @@
  * Rules of deploymentProgress, for a running deployment (a paused one gets its health marks only, and no
  * status or progress deadline; an ended one, nothing):
  * - Each group's current tasks not yet judged are judged once. Healthy: running, desired run, and running
- *   (and, with checks, passing them) for minHealthyTimeMs. Unhealthy: failed, lost or finished (a service
+ *   (and, with checks, passing them) for minHealthyTimeMs. Unhealthy: failed or finished (a service
  *   exiting) unless the cluster was stopping it, checks failing, or not healthy healthyDeadlineMs after it
- *   was created. A task the cluster stopped (killed, or desired kill) is neither: a lowered count or a
- *   user's stop is no verdict. A verdict, once recorded, stays (an instance that fails later is replaced
+ *   was created. A task the cluster stopped (killed, or desired kill) or lost with its node is neither: a
+ *   lowered count, a user's stop or a dead node is no verdict on the version. A verdict, once recorded, stays (an instance that fails later is replaced
  *   in its slot, and the replacement is judged).
  * - It fails on the first unhealthy task (a bad version stops at maxParallel replacements), or when no task
  *   turned healthy by progressDeadlineAtMs (each healthy task pushes it back). The deadline does not run
@@ -196,8 +196,9 @@ type Verdict =
   | { readonly kind: 'none' };
 
 function judge(task: DeploymentTask, policy: UpdatePolicy, nowMs: number): Verdict {
-  const stoppedByCluster = task.state === 'killed' || task.desired === 'kill';
-  if (task.state === 'failed' || task.state === 'lost' || task.state === 'finished') {
+  // Lost with its node: the node's doing, not the version's (its slot is filled again).
+  const stoppedByCluster = task.state === 'killed' || task.state === 'lost' || task.desired === 'kill';
+  if (task.state === 'failed' || task.state === 'finished') {
     // Ended while the cluster stopped it: the stop's doing, not the version's.
     if (task.desired === 'kill') return { kind: 'none' };
     // A service instance is meant to keep running: exiting, even with 0, is no health.
@@ -282,6 +283,7 @@ export function groupRollout(record: DeploymentRecord | undefined, group: string
     active: record.status === 'running',
     healthyTaskIds: new Set(entry.healthyTaskIds),
     canaryTaskIds: new Set(entry.canaryTaskIds),
+    startedAtMs: record.createdAtMs,
   };
 }
 

@@ -14,7 +14,11 @@ import { mebibyte } from '../shared/units.ts';
 import { replicasMax } from './submission.ts';
 import {
   cpuMillisMax,
+  healthCheckDefaults,
+  healthChecksPerTaskMax,
   identifier,
+  networkModes,
+  type HealthCheckSpec,
   labelConstraintSchema,
   labelConstraintsMax,
   priorityDefault,
@@ -54,6 +58,32 @@ export const jobVersionsRetainedMax = 10;
 /** Jobs the cluster keeps, stopped ones included. */
 export const jobsMax = 10_000;
 
+/**
+ * A task's port in a job file: a number is a static host port; `{}` asks for a dynamic one from the node's
+ * range; `{static: 8080}` is the long form, and `to` is the container port docker's bridge publishes to.
+ */
+export const jobPortSchema = z.union([
+  whole(1, 65_535),
+  z.strictObject({ static: z.exactOptional(whole(1, 65_535)), to: z.exactOptional(whole(1, 65_535)) }),
+]);
+export type JobPortSpec = z.infer<typeof jobPortSchema>;
+
+/** A health check in a job file: as the task spec's, with the timing fields optional (healthCheckDefaults). */
+export const jobCheckSchema = z.strictObject({
+  type: z.enum(['http', 'tcp', 'exec']),
+  port: z.exactOptional(identifier('a port name', 64)),
+  path: z.exactOptional(text(1024, 1)),
+  expectStatus: z.exactOptional(whole(100, 599)),
+  command: z.exactOptional(z.array(text(4096)).check(z.minLength(1), z.maxLength(64))),
+  intervalMs: z.exactOptional(whole(100, 3_600_000)),
+  timeoutMs: z.exactOptional(whole(10, 600_000)),
+  graceMs: z.exactOptional(whole(0, 3_600_000)),
+  failuresBeforeUnhealthy: z.exactOptional(whole(1, 100)),
+  successesBeforeHealthy: z.exactOptional(whole(1, 100)),
+  restartAfterFailures: z.exactOptional(whole(1, 10_000)),
+});
+export type JobCheckSpec = z.infer<typeof jobCheckSchema>;
+
 /** One task of a group: what runs, with resources in the units people write (millicores, MiB). */
 export const jobTaskSchema = z.strictObject({
   name: z.exactOptional(jobName('a task name', 48)),
@@ -65,7 +95,10 @@ export const jobTaskSchema = z.strictObject({
   memoryMiB: whole(1, 2 ** 30, 'memoryMiB must be at least 1'),
   diskMiB: z.exactOptional(whole(0, 2 ** 30)),
   devices: z.exactOptional(z.record(identifier('a device kind', 64), whole(1, 1024))),
-  ports: z.exactOptional(z.record(identifier('a port name', 64), whole(1, 65_535))),
+  ports: z.exactOptional(z.record(identifier('a port name', 64), jobPortSchema)),
+  /** docker: bridge (default with ports), host or none (default without). */
+  network: z.exactOptional(z.enum(networkModes)),
+  checks: z.exactOptional(z.array(jobCheckSchema).check(z.maxLength(healthChecksPerTaskMax))),
   restart: z.exactOptional(restartSchema),
   onDisconnect: z.exactOptional(z.enum(['stop', 'keep'])),
 });
@@ -272,6 +305,94 @@ function taskIssues(
     issue('the docker driver needs an image', [...path, 'image']);
   if (task.driver === 'exec' && task.image !== undefined)
     issue('image is only for the docker driver', [...path, 'image']);
+  const ports = task.ports ?? {};
+  const statics = Object.values(ports).flatMap((port) =>
+    typeof port === 'number' ? [port] : port.static === undefined ? [] : [port.static],
+  );
+  if (new Set(statics).size !== statics.length) issue('static ports must differ', [...path, 'ports']);
+  for (const [name, port] of Object.entries(ports))
+    if (typeof port !== 'number' && port.to !== undefined && task.driver !== 'docker')
+      issue('to (a container port) is for docker tasks', [...path, 'ports', name, 'to']);
+  if (task.network === 'none' && Object.keys(ports).length > 0)
+    issue('a task with network none cannot have ports', [...path, 'network']);
+  if (task.driver === 'exec' && task.network === 'bridge')
+    issue('exec tasks use the host network (bridge is for docker)', [...path, 'network']);
+  for (const [index, check] of (task.checks ?? []).entries()) {
+    const at = [...path, 'checks', index];
+    if (check.type !== 'exec' && check.port === undefined)
+      issue(`a ${check.type} check needs the name of one of the task's ports (port: http)`, at);
+    if (check.port !== undefined && !(check.port in ports))
+      issue(`port ${check.port} is not one of the task's ports`, [...at, 'port']);
+    if (check.type === 'exec' && check.command === undefined) issue('an exec check needs a command', at);
+    if (check.type !== 'http' && (check.path !== undefined || check.expectStatus !== undefined))
+      issue('path and expectStatus are for http checks', at);
+    if (check.path !== undefined && !check.path.startsWith('/'))
+      issue('a path starts with "/"', [...at, 'path']);
+    const intervalMs = check.intervalMs ?? healthCheckDefaults.intervalMs;
+    if ((check.timeoutMs ?? Math.min(healthCheckDefaults.timeoutMs, intervalMs)) > intervalMs)
+      issue("a check's timeout must not exceed its interval", [...at, 'timeoutMs']);
+  }
+}
+
+/** A job file's ports as the task spec holds them: static ones, dynamic names, and container targets. */
+export function taskPorts(
+  ports: Readonly<Record<string, JobPortSpec>> | undefined,
+): Pick<TaskSpec, 'ports' | 'dynamicPorts' | 'portTargets'> {
+  const statics: Record<string, number> = {};
+  const dynamic: string[] = [];
+  const targets: Record<string, number> = {};
+  for (const [name, port] of Object.entries(ports ?? {})) {
+    const hostPort = typeof port === 'number' ? port : port.static;
+    if (hostPort === undefined) dynamic.push(name);
+    else statics[name] = hostPort;
+    if (typeof port !== 'number' && port.to !== undefined) targets[name] = port.to;
+  }
+  return {
+    ...(Object.keys(statics).length === 0 ? {} : { ports: statics }),
+    ...(dynamic.length === 0 ? {} : { dynamicPorts: dynamic }),
+    ...(Object.keys(targets).length === 0 ? {} : { portTargets: targets }),
+  };
+}
+
+/** A job file's check with its defaults filled in. */
+export function taskCheck(check: JobCheckSpec): HealthCheckSpec {
+  const intervalMs = check.intervalMs ?? healthCheckDefaults.intervalMs;
+  return {
+    ...check,
+    ...(check.type === 'http' && check.path === undefined ? { path: '/' } : {}),
+    intervalMs,
+    timeoutMs: check.timeoutMs ?? Math.min(healthCheckDefaults.timeoutMs, intervalMs),
+    graceMs: check.graceMs ?? healthCheckDefaults.graceMs,
+    failuresBeforeUnhealthy: check.failuresBeforeUnhealthy ?? healthCheckDefaults.failuresBeforeUnhealthy,
+    successesBeforeHealthy: check.successesBeforeHealthy ?? healthCheckDefaults.successesBeforeHealthy,
+  };
+}
+
+/** A task spec's check in the job file's form: the same fields, absent ones left out. */
+function jobCheck(check: HealthCheckSpec): JobCheckSpec {
+  const { port, path, expectStatus, command, restartAfterFailures, ...rest } = check;
+  return {
+    ...rest,
+    ...(port === undefined ? {} : { port }),
+    ...(path === undefined ? {} : { path }),
+    ...(expectStatus === undefined ? {} : { expectStatus }),
+    ...(command === undefined ? {} : { command }),
+    ...(restartAfterFailures === undefined ? {} : { restartAfterFailures }),
+  };
+}
+
+/** Ports of a task spec in the job file's form (the inverse of taskPorts). */
+function jobPorts(spec: TaskSpec): Record<string, JobPortSpec> | undefined {
+  const ports: Record<string, JobPortSpec> = {};
+  for (const [name, port] of Object.entries(spec.ports ?? {})) {
+    const to = spec.portTargets?.[name];
+    ports[name] = to === undefined ? port : { static: port, to };
+  }
+  for (const name of spec.dynamicPorts ?? []) {
+    const to = spec.portTargets?.[name];
+    ports[name] = to === undefined ? {} : { to };
+  }
+  return Object.keys(ports).length === 0 ? undefined : ports;
 }
 
 /** Why a periodic spec's schedule cannot be used, or null. */
@@ -366,7 +487,9 @@ export function instanceTaskSpec(job: JobSpec, group: NormalizedGroup, key: Inst
     ...(task.restart === undefined ? {} : { restart: task.restart }),
     ...(task.diskMiB === undefined ? {} : { diskBytes: task.diskMiB * mebibyte }),
     ...(task.devices === undefined ? {} : { devices: task.devices }),
-    ...(task.ports === undefined ? {} : { ports: task.ports }),
+    ...taskPorts(task.ports),
+    ...(task.network === undefined ? {} : { network: task.network }),
+    ...(task.checks === undefined ? {} : { checks: task.checks.map(taskCheck) }),
     ...(task.onDisconnect === undefined ? {} : { onDisconnect: task.onDisconnect }),
     ...(job.labelConstraints === undefined ? {} : { labelConstraints: job.labelConstraints }),
     ...(job.affinities === undefined ? {} : { affinities: job.affinities }),
@@ -405,6 +528,7 @@ export function jobFromTaskSpec(
     ...(spec.packing === undefined ? [] : ['--spread']),
     ...(spec.preemptible === undefined ? [] : ['--not-preemptible']),
   ];
+  const ports = jobPorts(spec);
   const task: JobTaskSpec = {
     driver: spec.driver,
     ...(spec.image === undefined ? {} : { image: spec.image }),
@@ -414,7 +538,9 @@ export function jobFromTaskSpec(
     memoryMiB: Math.ceil(spec.memoryBytes / mebibyte),
     ...(spec.diskBytes === undefined ? {} : { diskMiB: Math.ceil(spec.diskBytes / mebibyte) }),
     ...(spec.devices === undefined ? {} : { devices: spec.devices }),
-    ...(spec.ports === undefined ? {} : { ports: spec.ports }),
+    ...(ports === undefined ? {} : { ports }),
+    ...(spec.network === undefined ? {} : { network: spec.network }),
+    ...(spec.checks === undefined ? {} : { checks: spec.checks.map(jobCheck) }),
     ...(spec.restart === undefined ? {} : { restart: spec.restart }),
     ...(spec.onDisconnect === undefined ? {} : { onDisconnect: spec.onDisconnect }),
   };

@@ -286,6 +286,7 @@ describe('reconcileJob: service rollouts', () => {
     active: true,
     healthyTaskIds: new Set(),
     canaryTaskIds: new Set(),
+    startedAtMs: 0,
     ...fields,
   });
   /** Group web at version 2 (version 1 old), count slots, a task per entry of `versions` (null: none). */
@@ -323,6 +324,17 @@ describe('reconcileJob: service rollouts', () => {
     ]);
     // The unhealthy current instance in slot 0 holds the only replacement allowed: slot 1 waits.
     expect(actions.start).toEqual([]);
+  });
+
+  it('a new instance that failed since the rollout began holds its share: a crashing version stops at maxParallel', () => {
+    // Slot 0 was replaced and its new instance failed (it waits for its backoff); slot 1's is pending.
+    const failed = task('s0v2', { slot: 0, version: 2, state: 'failed', updatedAtMs: 50 });
+    const actions = roll([null, 2, 1, 1], { maxParallel: 2, startedAtMs: 10 }, [failed]);
+    expect(stops(actions)).toEqual([]);
+    expect(actions.start.map((start) => start.slot)).toEqual([0]);
+    // A failure from before this rollout (an earlier deployment's) holds nothing.
+    const earlier = roll([null, 2, 1, 1], { maxParallel: 2, startedAtMs: 100 }, [failed]);
+    expect(stops(earlier)).toEqual(['s2v1']);
   });
 
   it('stop-first: replaces at most maxParallel old instances, less those not healthy yet', () => {

@@ -25,8 +25,9 @@
  *   failures of a slot (a lost node is no failure). Live tasks in slots past count stop.
  * - service with a rollout (a deployment, see deployment.ts; batch and system ignore it): old instances
  *   are replaced a few at a time. The budget is maxParallel less the group's current occupants (slots
- *   0…count-1) the deployment has not judged healthy: each replacement holds a share of it until it is
- *   healthy, so a bad version stops after maxParallel. While canaries are wanted and not promoted, the
+ *   0…count-1) the deployment has not judged healthy, and less its slots whose current instance failed
+ *   since the deployment began (one lost with its node is no fault of the version): each replacement holds a share of it until it is healthy, so a
+ *   bad version stops after maxParallel. While canaries are wanted and not promoted, the
  *   first `canary` slots (in slot order) that hold an old occupant and no current one get a canary beside
  *   it (canaries already running count), not limited by the budget, and nothing else is replaced (old
  *   instances stay, even beside healthy canaries). Otherwise, slot by slot: a slot holding both stops the
@@ -103,6 +104,8 @@ export interface GroupRollout {
   /** Current-version tasks the deployment judged healthy. */
   readonly healthyTaskIds: ReadonlySet<string>;
   readonly canaryTaskIds: ReadonlySet<string>;
+  /** When the deployment began: new instances that failed since hold their share of maxParallel. */
+  readonly startedAtMs: number;
 }
 
 export interface ReconcileInput {
@@ -308,8 +311,18 @@ function planServiceSlots(
   let canariesWanted = 0;
   const canaryPhase = rollout !== undefined && rollout.canary > 0 && !rollout.promoted;
   if (rollout !== undefined) {
+    // A slot whose new instance failed since the rollout began holds its share too (until the deployment
+    // judges it): otherwise a crashing version would free its share as it fails, and go on replacing.
+    const failedSince = (past: readonly InstanceTask[]): boolean =>
+      past.some(
+        (task) =>
+          task.state === 'failed' &&
+          task.updatedAtMs >= rollout.startedAtMs &&
+          !rollout.healthyTaskIds.has(task.id),
+      );
     const pending = pairs.filter(
-      ({ current }) => current !== undefined && !rollout.healthyTaskIds.has(current.id),
+      ({ current, past }) =>
+        (current !== undefined && !rollout.healthyTaskIds.has(current.id)) || failedSince(past),
     ).length;
     budget = rollout.maxParallel - pending;
     const canaries = pairs.filter(

@@ -434,9 +434,11 @@ export class ClusterState {
       return;
     }
     const result = this.putJob(index, target.spec, null, atMs, stable);
-    if (result.ok && job.version !== deployment.jobVersion) {
+    // putJob made a new record for the new version.
+    const reverted = this.jobs.get(jobKey(deployment.namespace, deployment.job));
+    if (result.ok && reverted !== undefined && reverted.version !== deployment.jobVersion) {
       deployment.revertedToVersion = stable;
-      deployment.statusReason += `; reverted to version ${stable} (as version ${job.version})`;
+      deployment.statusReason += `; reverted to version ${stable} (as version ${reverted.version})`;
     }
   }
 
@@ -780,7 +782,12 @@ export class ClusterState {
       });
     }
     tasks.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    const deployment = this.activeDeployment(job.namespace, job.name);
+    // The deployment of this version: running, paused, or failed without a revert (it then replaces nothing more).
+    const deployment = this.deploymentsOf(job.namespace, job.name).find(
+      (candidate) =>
+        candidate.jobVersion === job.version &&
+        (candidate.status === 'running' || candidate.status === 'paused' || candidate.status === 'failed'),
+    );
     const rolloutOf = (group: string): { rollout?: GroupRollout } => {
       const rollout = groupRollout(deployment, group);
       if (rollout === undefined) return {};

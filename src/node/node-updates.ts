@@ -67,6 +67,7 @@ export function sameNode(known: ClusterNode, description: NodeDescription): bool
     known.address === description.address &&
     JSON.stringify(known.capacity) === JSON.stringify(description.capacity) &&
     JSON.stringify(known.labels) === JSON.stringify(description.labels) &&
-    JSON.stringify(known.drivers) === JSON.stringify(description.drivers)
+    JSON.stringify(known.drivers) === JSON.stringify(description.drivers) &&
+    JSON.stringify(known.dynamicPorts) === JSON.stringify(description.dynamicPorts)
   );
 }

@@ -340,7 +340,7 @@ export class Agent {
           killed && local.handle !== null
             ? 'killed by request'
             : unhealthy
-              ? `unhealthy: ${local.unhealthyReason ?? ''}`
+              ? (local.unhealthyReason ?? 'unhealthy')
               : local.exit.reason;
         this.sendReport(local, state, local.exit.exitCode, reason);
       } else if (local.handle !== null && task.state !== 'running') {

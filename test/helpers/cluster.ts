@@ -71,6 +71,8 @@ export interface AgentOptions {
   dockerSocket?: string;
   /** The host the API listens on (default 127.0.0.1). */
   apiHost?: string;
+  /** The host the cluster listener binds, which is the node's address (default 127.0.0.1; any 127.x.y.z works). */
+  host?: string;
   extraArgs?: string[];
 }
 
@@ -97,7 +99,7 @@ export class TestAgent {
   }
 
   get address(): string {
-    return `127.0.0.1:${this.listenPort}`;
+    return `${this.options.host ?? '127.0.0.1'}:${this.listenPort}`;
   }
 
   start(): void {
