@@ -56,6 +56,18 @@ export function TaskPage(props: { id: string }): ComponentChildren {
                 <dd>${t.priority}</dd>
                 <dt>Restart</dt>
                 <dd>${t.restart} · attempt ${t.attempt}</dd>
+                <dt>Ports</dt>
+                <dd class="mono">
+                  ${t.ports.length === 0 ? '—' : t.ports.map((port) => `${port.name}=${port.address}`).join(', ')}
+                </dd>
+                <dt>Health</dt>
+                <dd data-testid="task-health">
+                  ${
+                    t.health === null
+                      ? '—'
+                      : `${t.health.status}${t.health.message === '' ? '' : `: ${t.health.message}`}`
+                  }
+                </dd>
                 <dt>Submitted</dt>
                 <dd>${t.submittedAt}</dd>
                 <dt>Updated</dt>
