@@ -435,15 +435,13 @@ export class ShoalNode {
     const where = this.config.dns;
     if (where === undefined || where === null) return null;
     try {
-      const server = await startDnsServer({
+      return await startDnsServer({
         host: where.host,
         port: where.port,
         ttlSeconds: dnsTtlSeconds,
         lookup: (service, namespace) => backend.serviceOperations.addresses(service, namespace),
         logger: this.logger.child('dns'),
       });
-      this.logger.info('answering DNS for services', { address: `${server.host}:${server.port}` });
-      return server;
     } catch (error) {
       this.logger.warn(
         `not answering DNS: ${errorMessage(error)} (give shoal agent --dns HOST:PORT, or --dns off)`,
