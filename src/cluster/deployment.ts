@@ -58,7 +58,8 @@ export interface DeploymentRecord {
   readonly jobVersion: number;
   /** The newest version whose deployment succeeded before this one (auto-revert's target); null if none. */
   readonly stableVersion: number | null;
-  readonly policy: UpdatePolicy;
+  /** The job's update policy; a new version that changes only the policy changes it here too. */
+  policy: UpdatePolicy;
   status: DeploymentStatus;
   /** One line: "waiting for promotion", "task t-1 unhealthy: GET / returned 503", "superseded by version 4". */
   statusReason: string;

@@ -305,6 +305,25 @@ describe('deployments', () => {
     expect(running.every((task) => task.spec.command[0] === 'sleep')).toBe(true);
   });
 
+  it('goes on with a deployment when a version mid-way changes only the count or the policy', () => {
+    const c = cluster(['n1']);
+    c.apply({ type: 'putJob', job: job(['sleep', '1']), atMs: c.now() });
+    for (let i = 0; i < 5; i++) step(c, () => 'running');
+    c.apply({ type: 'putJob', job: job(['sleep', '2']), atMs: c.now() });
+    step(c, () => 'running');
+    const rolling = c.state.activeDeployment('default', 'web');
+    // Version 3: the count down to 3 and one at a time, nothing else.
+    c.apply({ type: 'putJob', job: { ...job(['sleep', '2'], { maxParallel: 1 }), count: 3 }, atMs: c.now() });
+    expect(c.state.activeDeployment('default', 'web')).toBe(rolling);
+    expect(rolling?.policy.maxParallel).toBe(1);
+    expect(rolling?.groups['web']?.desiredTotal).toBe(3);
+    for (let i = 0; i < 10; i++) step(c, () => 'running');
+    expect(rolling?.status).toBe('successful');
+    expect(c.state.deploymentsOf('default', 'web')).toHaveLength(2);
+    expect(versions(c.state)).toHaveLength(3);
+    expect(c.state.jobs.get('default/web')?.stableVersion).toBe(3);
+  });
+
   it('pauses, resumes and fails on request; a count change alone starts no deployment', () => {
     const c = cluster(['n1']);
     c.apply({ type: 'putJob', job: job(['sleep', '1']), atMs: c.now() });

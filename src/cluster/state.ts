@@ -421,9 +421,15 @@ export class ClusterState {
    */
   private deploymentEnded(index: number, deployment: DeploymentRecord, atMs: number): void {
     const job = this.jobs.get(jobKey(deployment.namespace, deployment.job));
-    if (!job || job.version !== deployment.jobVersion) return;
+    if (!job) return;
+    // Still the job's newest spec (later versions changed no group's spec, only a count or the policy)?
+    const newest = Object.keys(deployment.groups).every((group) => {
+      const part = reconcileGroups(job).get(group);
+      return part !== undefined && isCurrentVersion(job, part.group.name, deployment.jobVersion);
+    });
+    if (!newest) return;
     if (deployment.status === 'successful') {
-      job.stableVersion = deployment.jobVersion;
+      job.stableVersion = job.version;
       return;
     }
     if (deployment.status !== 'failed' || !deployment.policy.autoRevert) return;
@@ -584,13 +590,25 @@ export class ClusterState {
     revertOf: number | null,
   ): void {
     const earlier = this.activeDeployment(job.namespace, job.name);
+    const policy = resolvedUpdatePolicy(job.spec);
+    const respecced = Object.values(job.groupVersions).some((version) => version === job.version);
+    if (earlier && !respecced && job.spec.type === 'service') {
+      // No group's spec changed (a count, the update policy): the deployment goes on, under the new policy
+      // and counts.
+      earlier.policy = policy;
+      for (const [name, part] of reconcileGroups(job)) {
+        const group = earlier.groups[name];
+        if (group) earlier.groups[name] = { ...group, desiredTotal: part.group.count ?? 0 };
+      }
+      earlier.updatedAtMs = atMs;
+      return;
+    }
     if (earlier) {
       earlier.status = 'cancelled';
       earlier.statusReason = `superseded by version ${job.version}`;
       earlier.updatedAtMs = atMs;
     }
     if (job.spec.type !== 'service') return;
-    const policy = resolvedUpdatePolicy(job.spec);
     const parts = reconcileGroups(job);
     const groups: DeploymentRecord['groups'] = {};
     for (const [name, part] of parts) {
@@ -783,12 +801,19 @@ export class ClusterState {
     }
     tasks.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     // The deployment of this version: running, paused, or failed without a revert (it then replaces nothing more).
-    const deployment = this.deploymentsOf(job.namespace, job.name).find(
-      (candidate) =>
-        candidate.jobVersion === job.version &&
-        (candidate.status === 'running' || candidate.status === 'paused' || candidate.status === 'failed'),
-    );
+    // The job's newest deployment, while it runs, is paused, or failed without a revert (it then replaces
+    // nothing more); per group only while it rolls out the group's current spec (a later version may have
+    // changed just the count).
+    const deployment = this.deploymentsOf(job.namespace, job.name)
+      .filter(
+        (candidate) =>
+          candidate.status === 'running' || candidate.status === 'paused' || candidate.status === 'failed',
+      )
+      .at(-1);
     const rolloutOf = (group: string): { rollout?: GroupRollout } => {
+      const part = parts.get(group);
+      if (deployment === undefined || part === undefined) return {};
+      if (!isCurrentVersion(job, part.group.name, deployment.jobVersion)) return {};
       const rollout = groupRollout(deployment, group);
       if (rollout === undefined) return {};
       // An instance of several tasks starts whole (see reconcileJobNow): beside its old one it cannot.
