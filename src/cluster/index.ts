@@ -152,6 +152,7 @@ export {
 export {
   deploymentProgress,
   deploymentStatuses,
+  needsPromotion,
   deploymentsPerJobMax,
   type DeploymentRecord,
   type DeploymentStatus,

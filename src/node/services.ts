@@ -9,6 +9,7 @@ import {
   defaultNamespace,
   isTerminal,
   jobKey,
+  needsPromotion,
   portNames,
   type ClusterState,
   type DeploymentAction,
@@ -31,6 +32,17 @@ export function answers(task: Task): 'healthy' | 'unchecked' | null {
   if (task.state !== 'running' || task.desired !== 'run' || task.nodeId === null) return null;
   if ((task.spec.checks ?? []).length === 0) return 'unchecked';
   return task.health?.status === 'healthy' ? 'healthy' : null;
+}
+
+/** Canaries all placed and healthy, and the rest waits for a promote. */
+function waitsForPromotion(deployment: DeploymentRecord): boolean {
+  if (deployment.status !== 'running' || !needsPromotion(deployment)) return false;
+  return Object.values(deployment.groups).every(
+    (group) =>
+      group.promoted ||
+      (group.canaryTaskIds.length >= group.desiredCanaries &&
+        group.canaryTaskIds.every((id) => group.healthyTaskIds.includes(id))),
+  );
 }
 
 /** The host part of a node's "host:port" address (IPv6 in brackets loses them). */
@@ -178,7 +190,9 @@ export class ServiceOperations {
       jobVersion: deployment.jobVersion,
       stableVersion: deployment.stableVersion,
       status: deployment.status,
-      statusReason: deployment.statusReason,
+      statusReason: waitsForPromotion(deployment)
+        ? `canaries healthy: waiting for shoal job promote ${deployment.job}`
+        : deployment.statusReason,
       policy: { ...deployment.policy },
       groups: Object.entries(deployment.groups).map(([name, group]) => {
         const live = tasks.filter(
