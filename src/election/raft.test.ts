@@ -335,6 +335,56 @@ describe('Raft simulation: scenarios', () => {
     expect(sim.core(leader)!.status().term).toBe(term);
   });
 
+  it('a crashed leader whose connections were reset is replaced in a few ticks, not an election timeout', () => {
+    const afterCrash = (reset: boolean, seed: number): number => {
+      const sim = new RaftSimulation({ seed, nodeCount: 5, dropRate: 0, duplicateRate: 0, delayTicksMax: 1 });
+      sim.run(60);
+      const leader = sim.leader()!;
+      sim.propose();
+      sim.run(5);
+      if (reset) sim.crashWithReset(leader);
+      else sim.crash(leader);
+      for (let ticks = 1; ticks <= 100; ticks++) {
+        sim.step();
+        const next = sim.leader();
+        if (next !== null && next !== leader) {
+          sim.propose();
+          sim.run(10);
+          sim.checkConverged();
+          return ticks;
+        }
+      }
+      throw new Error(`seed ${seed}: no new leader within 100 ticks`);
+    };
+    const timeouts: number[] = [];
+    const resets: number[] = [];
+    for (let seed = 1; seed <= 40; seed++) {
+      timeouts.push(afterCrash(false, seed));
+      resets.push(afterCrash(true, seed));
+    }
+    const median = (values: number[]): number => [...values].sort((a, b) => a - b)[values.length >> 1] ?? 0;
+    // The timeout path waits out at least one election timeout (10 ticks here); the reset path, a tick, a
+    // pre-vote and a vote round (a message takes a tick here), with no split vote.
+    expect(Math.min(...timeouts)).toBeGreaterThanOrEqual(10);
+    expect(Math.max(...resets)).toBeLessThanOrEqual(8);
+    expect(median(resets) * 2).toBeLessThan(median(timeouts));
+  });
+
+  it('a follower told wrongly that the leader is gone does not depose it', () => {
+    for (let seed = 1; seed <= 20; seed++) {
+      const sim = new RaftSimulation({ seed, nodeCount: 3, dropRate: 0, duplicateRate: 0, delayTicksMax: 1 });
+      sim.run(60);
+      const leader = sim.leader()!;
+      const term = sim.core(leader)!.status().term;
+      const follower = [...sim.nodes.keys()].find((id) => id !== leader)!;
+      sim.tellUnreachable(follower, leader);
+      sim.run(40);
+      expect(sim.leader(), `seed ${seed}`).toBe(leader);
+      expect(sim.core(leader)!.status().term, `seed ${seed}`).toBe(term);
+      expect(sim.core(follower)!.status().leaderId, `seed ${seed}`).toBe(leader);
+    }
+  });
+
   it('leadership transfer hands over to a caught-up voter without a lost write', () => {
     const sim = new RaftSimulation({
       seed: 3,
@@ -418,7 +468,7 @@ describe('Raft simulation: random faults', () => {
   const seedCount = Number(process.env['SHOAL_RAFT_SEEDS'] ?? 1000);
   const seeds = Array.from({ length: seedCount }, (_, i) => i + 1);
   it.each(seeds)(
-    'seed %i: safe under drops, duplicates, reordering, partitions, crashes, torn writes, compaction and reconfiguration; live after',
+    'seed %i: safe under drops, duplicates, reordering, partitions, crashes (with and without a connection reset), torn writes, compaction and reconfiguration; live after',
     (seed) => {
       const sim = new RaftSimulation({
         seed,
@@ -442,10 +492,16 @@ describe('Raft simulation: random faults', () => {
           sim.cutOneWay(ids[sim.random.int(0, ids.length)]!, ids[sim.random.int(0, ids.length)]!);
         } else if (roll < 0.3) {
           sim.heal();
+          // Now and then a node wrongly hears that another is gone (a connection reset by a flaky network).
+          if (sim.random.next() < 0.3)
+            sim.tellUnreachable(ids[sim.random.int(0, ids.length)]!, ids[sim.random.int(0, ids.length)]!);
         } else if (roll < 0.4) {
           const victim = ids[sim.random.int(0, ids.length)]!;
-          if (sim.random.next() < 0.5) sim.crash(victim);
-          else sim.crashMidWrite(victim);
+          const how = sim.random.next();
+          if (how < 0.33) sim.crash(victim);
+          else if (how < 0.67) sim.crashMidWrite(victim);
+          // As SIGKILL on a host: its peers see its connections reset at once.
+          else sim.crashWithReset(victim);
           sim.run(sim.random.int(1, 20));
           sim.start(victim);
         } else if (roll < 0.5) {

@@ -192,6 +192,29 @@ export class RaftCore {
   }
 
   /**
+   * The shell saw every connection to `leaderId` close: its process died (the kernel resets a dead
+   * process's connections at once), or the network between us did. A follower that hears it stops
+   * trusting the leader's lease and campaigns (pre-vote first) a tick or two later instead of after a
+   * whole election timeout; a leader that is only silent (frozen, cut off without a reset) is still found
+   * by the timeout. Harmless when wrong: peers that still hear the leader are in its lease and ignore the
+   * pre-vote, and the leader's next heartbeat makes this node its follower again.
+   */
+  leaderUnreachable(leaderId: NodeId): void {
+    if (this.role === 'leader' || this.leaderId !== leaderId || !this.isVoter(this.id)) return;
+    this.leaderId = null;
+    this.electionElapsed = Math.max(this.electionElapsed, this.electionTicks);
+    // Every follower hears of the death at about the same moment; were they all to campaign at once they
+    // would split the vote and wait a whole timeout. So they take turns by rank (their ids in order): the
+    // first a tick from now, the next three ticks later (a pre-vote and a vote round apart), and so on. A
+    // first in turn that cannot win (its log is behind) costs the next one three ticks.
+    const rank = this.config.voters
+      .filter((voter) => voter !== leaderId)
+      .sort()
+      .indexOf(this.id);
+    this.randomizedElectionTimeout = this.electionElapsed + 1 + 3 * Math.max(0, rank);
+  }
+
+  /**
    * How many more tick() calls until one acts (sends, campaigns, checks the quorum, gives up a transfer);
    * the ticks before it only count. The caller may sleep that long, provided it makes up the ticks real
    * time owes before it steps a message, so the counters read as if it had ticked all along (proposals do

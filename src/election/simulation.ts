@@ -118,6 +118,34 @@ export class RaftSimulation {
   }
 
   /**
+   * Crashes a node as SIGKILL does on a real host: its connections are reset, so every live node's shell
+   * learns at once that it is gone (RaftService.peerDisconnected).
+   */
+  crashWithReset(id: NodeId): void {
+    this.crash(id);
+    // A connection's data arrives before its reset: what the node still had in flight is delivered now
+    // (its peers read it before they see the connection close), then the peers hear it is gone.
+    const fromIt = this.inFlight.filter((flight) => flight.message.from === id);
+    this.inFlight = this.inFlight.filter((flight) => flight.message.from !== id);
+    for (const { message } of fromIt) {
+      const node = this.nodes.get(message.to);
+      if (!node?.core) continue;
+      this.catchUp(node);
+      node.core.step(message);
+    }
+    for (const node of this.nodes.values()) this.tellUnreachable(node.id, id);
+  }
+
+  /** One node's shell sees its connections to `gone` close (spuriously, if `gone` is in fact alive). */
+  tellUnreachable(at: NodeId, gone: NodeId): void {
+    const node = this.mustNode(at);
+    if (!node.core) return;
+    this.catchUp(node);
+    node.core.leaderUnreachable(gone);
+    this.drain(node);
+  }
+
+  /**
    * Crashes a node in the middle of persisting its next Ready: a prefix of its entries reaches the disk,
    * the hard state may not, and nothing is sent or applied — what a torn write leaves behind.
    */

@@ -218,6 +218,8 @@ export class ShoalNode {
       onChange: () => this.onLeaderChange(),
     });
     made.raft = raft;
+    // A crashed leader's connections are reset by its kernel at once: campaign now, not a timeout later.
+    libp2p.addEventListener('peer:disconnect', (event) => raft.peerDisconnected(event.detail.toString()));
     const newCluster = raft.isEmpty() && config.join.length === 0;
     if (newCluster) {
       logger.info('starting a new cluster', { node: config.name, id });
