@@ -53,6 +53,7 @@ import { Control, readIndexTimeoutMs } from './control.ts';
 import { EventHub } from './events.ts';
 import { NodeMetrics } from './metrics.ts';
 import { startDnsServer, type DnsServer } from './dns.ts';
+import { readPeers, writePeers } from './peers.ts';
 import { serveLogs } from './follow.ts';
 import { ensureDataDir, loadOrCreateNodeKey, nextIncarnation, resolveClusterKey } from './identity.ts';
 import { LeaderDuties } from './leader.ts';
@@ -70,6 +71,8 @@ export const joinTimeoutMs = 30_000;
 export const leadershipTransferTimeoutMs = 2000;
 /** DNS answers live this long in caches: instances come and go within seconds (the issue asks 0–5 s). */
 export const dnsTtlSeconds = 2;
+/** Membership changes come in bursts: the members' addresses are kept a second after the last. */
+export const peersSaveDelayMs = 1000;
 
 /** The parts of a started node; all exist from start() on. */
 interface Parts {
@@ -108,6 +111,9 @@ export class ShoalNode {
   /** Set as parts are made, so stop() can undo a start that failed half-way. */
   private readonly made: { -readonly [K in keyof Parts]?: Parts[K] } = {};
   private leaseTimer: NodeJS.Timeout | null = null;
+  /** The members' addresses as kept in the data dir (peers.ts), and the coalescing timer of a save. */
+  private peersKept: string[] = [];
+  private peersTimer: NodeJS.Timeout | null = null;
   /** The term and leader onLeaderChange last acted on. */
   private leaderKey = '';
   private stopped = false;
@@ -301,7 +307,10 @@ export class ShoalNode {
       },
       config: config.membership ?? defaultMembershipConfig,
       logger: logger.child('members'),
-      onTransition: (transition) => this.made.leader?.memberTransition(transition),
+      onTransition: (transition) => {
+        this.made.leader?.memberTransition(transition);
+        this.savePeersSoon();
+      },
       onProbeRoundTrip: (ms) => this.metrics.probeRoundTrip(ms / 1000),
     });
     made.membership = membership;
@@ -351,6 +360,7 @@ export class ShoalNode {
     const joining = config.join.length > 0 ? membership.join(config.join, joinTimeoutMs) : null;
     // Awaited below; until then a rejection (a wrong key) must not count as unhandled.
     joining?.catch(() => undefined);
+    if (joining === null && !newCluster) this.rejoin(membership);
     await agent.start();
     if (joining) {
       await joining;
@@ -414,6 +424,7 @@ export class ShoalNode {
     this.stopped = true;
     const { made } = this;
     if (this.leaseTimer) clearInterval(this.leaseTimer);
+    if (this.peersTimer) clearTimeout(this.peersTimer);
     made.leader?.stop();
     made.upkeep?.stop();
     made.agentLease?.stop();
@@ -450,6 +461,45 @@ export class ShoalNode {
       );
       return null;
     }
+  }
+
+  /**
+   * A member restarting without --join rejoins through the members it last knew (peers.ts), in the
+   * background: its own log is enough to start, and the members that are up may dial it meanwhile.
+   */
+  private rejoin(membership: MembershipService): void {
+    const own = new Set(this.made.libp2p?.getMultiaddrs().map((address) => address.toString()));
+    const seeds = readPeers(this.config.dataDir).filter((address) => !own.has(address));
+    this.peersKept = seeds;
+    if (seeds.length === 0) return;
+    membership
+      .join(seeds, joinTimeoutMs)
+      .then(() => this.logger.info('rejoined the cluster', { via: seeds.join(',') }))
+      .catch((error: unknown) =>
+        this.logger.warn(
+          `could not rejoin through the members known before the restart (${errorMessage(error)}); members that are up may still reach this node`,
+        ),
+      );
+  }
+
+  /** Keeps the live members' addresses in the data dir, a second after membership changed. */
+  private savePeersSoon(): void {
+    if (this.peersTimer !== null || this.stopped) return;
+    this.peersTimer = setTimeout(() => {
+      this.peersTimer = null;
+      const membership = this.made.membership;
+      if (!membership || this.stopped) return;
+      const addresses = membership
+        .members()
+        .filter((member) => member.state === 'alive' && member.record.id !== this.id)
+        .flatMap((member) => member.record.addresses);
+      try {
+        this.peersKept = writePeers(this.config.dataDir, addresses, this.peersKept);
+      } catch (error) {
+        this.logger.debug("cannot keep the members' addresses", { error: errorMessage(error) });
+      }
+    }, peersSaveDelayMs);
+    this.peersTimer.unref();
   }
 
   /** The address this node answers DNS at, or null. */
