@@ -1,7 +1,8 @@
 /**
  * bench:failover — five real agents (dist/shoal); `--rounds` times (default 20): SIGKILL the leader and time
  * until a survivor accepts the next task submission through its API; restart the killed agent and let it
- * catch up. Prints p50/p99 beside etcd's figure from ../shared/anchors/etcd-failover.sh in the same run
+ * catch up. Then the same with SIGSTOP (a leader that hangs: its connections stay open, so only the
+ * election timeout finds it), continued with SIGCONT after each round (`--stop-rounds`, default 10). Prints p50/p99 beside etcd's figure from ../shared/anchors/etcd-failover.sh in the same run
  * (Debian's etcd-server; skipped with a note if etcd is not installed). Then measures commit throughput
  * with three voters (concurrent submissions, batched by Raft) and reports the worst event-loop stall the
  * agents saw between Raft ticks.
@@ -24,8 +25,10 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '20' },
     'throughput-seconds': { type: 'string', default: '10' },
     concurrency: { type: 'string', default: '64' },
+    'stop-rounds': { type: 'string', default: '10' },
   },
 });
+const stopRounds = Number(values['stop-rounds']);
 const rounds = Number(values.rounds);
 const throughputSeconds = Number(values['throughput-seconds']);
 const concurrency = Number(values.concurrency);
@@ -62,11 +65,39 @@ try {
       .catch(() => null);
     stallMsMax = Math.max(stallMsMax, status?.eventLoopStallMsMax ?? 0);
   }
+  // A leader that hangs: nothing resets its connections, the followers find it by the election timeout.
+  const stopped: number[] = [];
+  for (let round = 0; round < stopRounds; round++) {
+    const leader = await leaderOf(five);
+    const survivors = five.filter((a) => a !== leader);
+    const via = survivors[round % survivors.length];
+    if (!via) throw new Error('no survivor');
+    leader.process?.kill('SIGSTOP');
+    const stoppedAt = performance.now();
+    try {
+      await client(via.api).submit(benchTaskSpec(`stopped${round}`));
+      stopped.push(performance.now() - stoppedAt);
+    } finally {
+      leader.process?.kill('SIGCONT');
+    }
+    await until('the continued agent to catch up', async () => {
+      const [mine, theirs] = await Promise.all([
+        client(leader.api, 2000).status(),
+        client(via.api, 2000).status(),
+      ]);
+      return mine.leader !== null && mine.role !== 'leader' && mine.appliedIndex >= theirs.commitIndex
+        ? mine
+        : null;
+    });
+    await sleep(500);
+  }
   await stopAll(five);
-  const sorted = [...samples].sort((a, b) => a - b);
-  console.log(
-    `shoal failover (5 agents, SIGKILL leader -> next accepted run, ${sorted.length} rounds): p50=${percentile(sorted, 50).toFixed(0)} ms p99=${percentile(sorted, 99).toFixed(0)} ms min=${(sorted[0] ?? NaN).toFixed(0)} ms max=${(sorted.at(-1) ?? NaN).toFixed(0)} ms`,
-  );
+  const line = (what: string, values: readonly number[]): string => {
+    const sorted = [...values].sort((a, b) => a - b);
+    return `shoal failover (5 agents, ${what} leader -> next accepted run, ${sorted.length} rounds): p50=${percentile(sorted, 50).toFixed(0)} ms p99=${percentile(sorted, 99).toFixed(0)} ms min=${(sorted[0] ?? NaN).toFixed(0)} ms max=${(sorted.at(-1) ?? NaN).toFixed(0)} ms`;
+  };
+  console.log(line('SIGKILL', samples));
+  if (stopped.length > 0) console.log(line('SIGSTOP', stopped));
 
   // ---- the anchor, in the same run ----
   const anchor = resolve(root, '..', 'shared', 'anchors', 'etcd-failover.sh');
