@@ -18,6 +18,8 @@ function serviceFile(count: number): string {
     'name: web',
     'type: service',
     `count: ${count}`,
+    // All at once, as before rolling updates: these tests are about plans and failures, not deployments.
+    `update: {maxParallel: ${count}, minHealthyTimeMs: 0}`,
     'task:',
     '  driver: exec',
     "  command: [sleep, '600']",

@@ -128,22 +128,34 @@ describe('services on three agents', { timeout: 600_000 }, () => {
 
   /** Applies a version of the web job and samples the healthy instances every 100 ms until its deployment ends. */
   async function rollOut(text: string, until: (deployments: Deployment[]) => boolean): Promise<number> {
-    const before = (await apiGet<Deployment[]>(alive(), '/v1/jobs/web/deployments')).length;
+    // Deployments are kept five per job: the new ones are those with ids not seen before.
+    const before = new Set(
+      (await apiGet<Deployment[]>(alive(), '/v1/jobs/web/deployments')).map((deployment) => deployment.id),
+    );
     const applied = await alive().cli(['job', 'apply', file('web.yaml', text)]);
     expect(applied.code, applied.stderr).toBe(0);
     let fewest = Infinity;
+    let seen: Deployment[] = [];
     await waitFor(
       'the deployment to end',
       async () => {
         const healthy = (await service()).instances.length;
         fewest = Math.min(fewest, healthy);
-        const deployments = (await apiGet<Deployment[]>(alive(), '/v1/jobs/web/deployments')).slice(before);
-        if (until(deployments)) return true;
+        seen = (await apiGet<Deployment[]>(alive(), '/v1/jobs/web/deployments')).filter(
+          (deployment) => !before.has(deployment.id),
+        );
+        if (until(seen)) return true;
         await new Promise((resolve) => setTimeout(resolve, 100));
         return false;
       },
       180_000,
-    );
+    ).catch((error: unknown) => {
+      const state = seen.map(
+        (deployment) =>
+          `${deployment.id} v${deployment.jobVersion} ${deployment.status}: ${deployment.statusReason}`,
+      );
+      throw new Error(`${String(error)}; deployments: ${state.join(' | ') || 'none'}`);
+    });
     return fewest;
   }
 
@@ -194,6 +206,11 @@ describe('services on three agents', { timeout: 600_000 }, () => {
         return found.instances.length === count ? found : null;
       },
       120_000,
+    );
+    // Its first deployment judges them healthy a second later, and makes version 1 the one to revert to.
+    await waitFor(
+      'the first deployment to succeed',
+      async () => (await newestDeployment())?.status === 'successful',
     );
     const addresses = web.instances.map((instance) => instance.ports['http'] ?? '');
     expect(new Set(addresses).size).toBe(count);
