@@ -330,7 +330,8 @@ export class ClusterState {
     const found: DeploymentRecord[] = [];
     for (const deployment of this.deployments.values())
       if (deployment.namespace === namespace && deployment.job === name) found.push(deployment);
-    return found.sort((a, b) => a.createdAtMs - b.createdAtMs || compareIds(a.id, b.id));
+    // Ids are d + the creating entry's log index: in log order, whatever the proposers' clocks said.
+    return found.sort((a, b) => Number(a.id.slice(1)) - Number(b.id.slice(1)));
   }
 
   /** The job's deployment that is running or paused, if any. */
