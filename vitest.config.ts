@@ -25,6 +25,7 @@ export const suites = {
       'test/drivers/checks.test.ts',
       'test/drivers/exec.test.ts',
       'test/drivers/lease.test.ts',
+      'test/drivers/shim-disk-full.test.ts',
       'test/drivers/logs.test.ts',
       'test/election/**/*.test.ts',
       'test/runtime/**/*.test.ts',

@@ -237,7 +237,9 @@ describe.skipIf(skipReason !== null)(
         command: [
           'sh',
           '-c',
-          'echo "$FROM_TASK/$FROM_CHECK"; tr "\\0" " " < /proc/1/cmdline; echo; echo err >&2; exit 3',
+          // One write per line: the runtime reads stdout and stderr apart, so "err" may land between
+          // two writes to stdout.
+          'echo "$FROM_TASK/$FROM_CHECK"; echo "$(tr "\\0" " " < /proc/1/cmdline)"; echo err >&2; exit 3',
         ],
         env: { FROM_CHECK: 'check value' },
         cwd: taskDir,

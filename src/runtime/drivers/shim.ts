@@ -106,13 +106,28 @@ export async function runShim(args: readonly string[]): Promise<void> {
     );
     process.exit(2);
   }
+  // The shim's log is on the task's disk: a full disk must not turn a log line into an uncaught error.
+  process.stderr.on('error', () => undefined);
+  process.on('uncaughtException', (error) => fail(error));
   try {
     await supervise(launchPath);
     process.exit(0);
   } catch (error) {
-    process.stderr.write(`${new Date().toISOString()} shoal shim: ${errorMessage(error)}\n`);
-    process.exit(1);
+    fail(error);
   }
+}
+
+/** Set once the task runs: what a shim that fails must do before it exits (kill the task). */
+let fatalCleanup: (() => void) | null = null;
+
+function fail(error: unknown): never {
+  fatalCleanup?.();
+  try {
+    process.stderr.write(`${new Date().toISOString()} shoal shim: ${errorMessage(error)}\n`);
+  } catch {
+    // Nowhere left to say it.
+  }
+  process.exit(1);
 }
 
 async function supervise(launchPath: string): Promise<void> {
@@ -162,6 +177,10 @@ async function supervise(launchPath: string): Promise<void> {
   }
   const pid = child.pid;
   if (pid === undefined) throw new Error('a spawned task has no pid');
+  // From here on the task runs. A shim that cannot go on (task.json or exit.json cannot be written: a full
+  // disk) must not leave it behind: nobody could find it (its pid may be unrecorded), stop it, or learn how
+  // it ended, and the cluster, told its status is unknown, runs it again elsewhere — twice at once.
+  fatalCleanup = () => killGroup(pid);
   const identity = identify(pid);
   writeFileAtomic(
     join(runtimeDir, taskFileName),
@@ -190,6 +209,15 @@ async function supervise(launchPath: string): Promise<void> {
     finishedAtMs: Date.now(),
   });
   await copied;
+}
+
+/** Kills the task's process group, if any of it is left. */
+function killGroup(groupId: number): void {
+  try {
+    process.kill(-groupId, 'SIGKILL');
+  } catch {
+    // Already gone.
+  }
 }
 
 /**
@@ -238,11 +266,7 @@ export function watchLease(
     process.stderr.write(
       `${new Date().toISOString()} shoal shim: the node's lease ran out (last confirmed ${new Date(confirmedMs).toISOString()}); killing the task\n`,
     );
-    try {
-      process.kill(-groupId, 'SIGKILL');
-    } catch {
-      // Already gone.
-    }
+    killGroup(groupId);
   };
   check();
   return {
