@@ -26,6 +26,7 @@ export const suites = {
       'test/drivers/exec.test.ts',
       'test/drivers/lease.test.ts',
       'test/drivers/shim-disk-full.test.ts',
+      'test/drivers/isolation.test.ts',
       'test/drivers/logs.test.ts',
       'test/election/**/*.test.ts',
       'test/runtime/**/*.test.ts',

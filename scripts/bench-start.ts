@@ -1,5 +1,6 @@
 /**
- * bench:start — from `shoal run` (the API call) to the task running, p50 and p99, for the exec driver and,
+ * bench:start — from `shoal run` (the API call) to the task running, p50 and p99, for the exec driver
+ * (isolated, and on a second agent with --isolation off, when run as root) and,
  * when a Docker engine is given (SHOAL_BENCH_DOCKER_SOCKET, SHOAL_BENCH_DOCKER_IMAGE), the docker driver
  * beside a bare `docker run -d` in the same run. Also prints the agent's idle RSS and the binary's size.
  *
@@ -66,10 +67,29 @@ try {
   );
   // Half a core each: a container's own start-up runs inside its CPU limit, so tiny limits slow the start.
   const base = { cpuMillis: 500, memoryBytes: 32 * 1024 * 1024, priority: 50, env: {}, constraints: {} };
+  const execSpec = { ...base, driver: 'exec' as const, command: ['sleep', '60'] };
+  const isolated = process.getuid?.() === 0;
   summary(
-    'exec: shoal run -> running',
-    await measure(apiAddress, { ...base, driver: 'exec', command: ['sleep', '60'] }),
+    `exec${isolated ? ' (isolated: nobody, own namespaces)' : ' (not isolated: not root)'}: shoal run -> running`,
+    await measure(apiAddress, execSpec),
   );
+  if (isolated) {
+    // The same tasks on an agent that does not isolate them: what isolation costs a start.
+    const plain = await startBenchAgent({
+      binary,
+      name: 'start-plain',
+      cpu: 1000,
+      memoryMiB: 65536,
+      dockerSocket: null,
+      extraArgs: ['--isolation', 'off'],
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 3000));
+      summary('exec (--isolation off): shoal run -> running', await measure(plain.apiAddress, execSpec));
+    } finally {
+      await plain.stop();
+    }
+  }
   if (dockerSocket && dockerImage) {
     summary(
       'docker: shoal run -> running',

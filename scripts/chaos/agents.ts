@@ -124,6 +124,10 @@ export class ChaosAgent {
       '/nonexistent/docker.sock',
       '--raft-compact-entries',
       String(this.config.compactEntries),
+      // The workload writes its heartbeats to the harness's runs.log, outside its task directory, which an
+      // isolated task cannot reach; the chaos run is about faults, not isolation (isolation.test.ts is).
+      '--isolation',
+      'off',
       ...seeds.flatMap((seed) => ['--join', seed]),
       ...(key === null ? [] : ['--key', key]),
     ];

@@ -94,6 +94,8 @@ export async function startBenchAgent(options: {
   readonly memoryMiB: number;
   /** The Docker engine's socket, or null for exec only. */
   readonly dockerSocket: string | null;
+  /** More `shoal agent` flags. */
+  readonly extraArgs?: readonly string[];
 }): Promise<BenchAgent> {
   const dataDir = mkdtempSync(join(tmpdir(), `shoal-bench-${options.name}-`));
   const apiAddress = `127.0.0.1:${await freePort()}`;
@@ -115,6 +117,7 @@ export async function startBenchAgent(options: {
       String(options.memoryMiB),
       '--docker-socket',
       options.dockerSocket ?? '/nonexistent',
+      ...(options.extraArgs ?? []),
     ],
     { stdio: ['ignore', 'ignore', 'ignore'] },
   );

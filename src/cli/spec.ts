@@ -8,6 +8,8 @@ import {
   defaultJobName,
   healthCheckDefaults,
   networkModes,
+  pidsMaxDefault,
+  pidsMaxLimit,
   type HealthCheckSpec,
   describeIssues,
   priorityDefault,
@@ -51,7 +53,11 @@ export const restartDelaySecondsMax = restartDelayMsMax / 1000;
 
 /** Where a task may run and how it shares the cluster. */
 export const placementFlags = {
-  disk: { type: 'string', value: 'MIB', help: 'disk the task needs on its node (accounted, not enforced)' },
+  disk: {
+    type: 'string',
+    value: 'MIB',
+    help: 'disk the task needs on its node; a task using more is stopped as failed',
+  },
   device: {
     type: 'string',
     multiple: true,
@@ -67,7 +73,17 @@ export const placementFlags = {
   network: {
     type: 'string',
     value: 'bridge|host|none',
-    help: "docker's network (default bridge with ports, else none); exec tasks use the host's",
+    help: "docker's network (default bridge with ports, else none); exec: host (default) or none",
+  },
+  user: {
+    type: 'string',
+    value: 'NAME|UID[:GID]',
+    help: 'exec: the user the task runs as (default nobody; root needs agents with --allow-root-tasks)',
+  },
+  pids: {
+    type: 'string',
+    value: 'N',
+    help: `most processes and threads the task may have at once (default ${pidsMaxDefault})`,
   },
   check: {
     type: 'string',
@@ -195,6 +211,8 @@ export function placementSpec(
   | 'dynamicPorts'
   | 'portTargets'
   | 'network'
+  | 'user'
+  | 'pidsMax'
   | 'checks'
   | 'namespace'
   | 'labelConstraints'
@@ -231,6 +249,7 @@ export function placementSpec(
   const onDisconnect = parseChoice(values['on-disconnect'], '--on-disconnect', ['stop', 'keep']);
   const reschedule = parseChoice(values.reschedule, '--reschedule', ['always', 'never']);
   const network = parseChoice(values.network, '--network', networkModes);
+  const pidsMax = parseWhole(values.pids, '--pids', 8, pidsMaxLimit);
   return {
     constraints,
     ...(rules.length === 0 ? {} : { labelConstraints: rules }),
@@ -239,6 +258,8 @@ export function placementSpec(
     ...(values.device.length === 0 ? {} : { devices: parseCounts(values.device, '--device') }),
     ...parsePorts(values.port, '--port'),
     ...(network === null ? {} : { network }),
+    ...(values.user === undefined ? {} : { user: values.user }),
+    ...(pidsMax === null ? {} : { pidsMax }),
     ...(values.check.length === 0 ? {} : { checks: values.check.map((text) => parseCheck(text, values)) }),
     ...(values.namespace === undefined ? {} : { namespace: values.namespace }),
     ...(values.job === undefined ? {} : { job: values.job }),

@@ -18,6 +18,8 @@ import {
   healthChecksPerTaskMax,
   identifier,
   networkModes,
+  pidsMaxLimit,
+  taskUserSchema,
   type HealthCheckSpec,
   labelConstraintSchema,
   labelConstraintsMax,
@@ -96,8 +98,12 @@ export const jobTaskSchema = z.strictObject({
   diskMiB: z.exactOptional(whole(0, 2 ** 30)),
   devices: z.exactOptional(z.record(identifier('a device kind', 64), whole(1, 1024))),
   ports: z.exactOptional(z.record(identifier('a port name', 64), jobPortSchema)),
-  /** docker: bridge (default with ports), host or none (default without). */
+  /** docker: bridge (default with ports), host or none (default without). exec: host or none. */
   network: z.exactOptional(z.enum(networkModes)),
+  /** exec: the user it runs as (default nobody). */
+  user: z.exactOptional(taskUserSchema),
+  /** Most processes and threads at once (default pidsMaxDefault). */
+  pids: z.exactOptional(whole(8, pidsMaxLimit)),
   checks: z.exactOptional(z.array(jobCheckSchema).check(z.maxLength(healthChecksPerTaskMax))),
   restart: z.exactOptional(restartSchema),
   onDisconnect: z.exactOptional(z.enum(['stop', 'keep'])),
@@ -316,7 +322,7 @@ function taskIssues(
   if (task.network === 'none' && Object.keys(ports).length > 0)
     issue('a task with network none cannot have ports', [...path, 'network']);
   if (task.driver === 'exec' && task.network === 'bridge')
-    issue('exec tasks use the host network (bridge is for docker)', [...path, 'network']);
+    issue('exec tasks use the host network or none (bridge is for docker)', [...path, 'network']);
   for (const [index, check] of (task.checks ?? []).entries()) {
     const at = [...path, 'checks', index];
     if (check.type !== 'exec' && check.port === undefined)
@@ -489,6 +495,8 @@ export function instanceTaskSpec(job: JobSpec, group: NormalizedGroup, key: Inst
     ...(task.devices === undefined ? {} : { devices: task.devices }),
     ...taskPorts(task.ports),
     ...(task.network === undefined ? {} : { network: task.network }),
+    ...(task.user === undefined ? {} : { user: task.user }),
+    ...(task.pids === undefined ? {} : { pidsMax: task.pids }),
     ...(task.checks === undefined ? {} : { checks: task.checks.map(taskCheck) }),
     ...(task.onDisconnect === undefined ? {} : { onDisconnect: task.onDisconnect }),
     ...(job.labelConstraints === undefined ? {} : { labelConstraints: job.labelConstraints }),
@@ -540,6 +548,8 @@ export function jobFromTaskSpec(
     ...(spec.devices === undefined ? {} : { devices: spec.devices }),
     ...(ports === undefined ? {} : { ports }),
     ...(spec.network === undefined ? {} : { network: spec.network }),
+    ...(spec.user === undefined ? {} : { user: spec.user }),
+    ...(spec.pidsMax === undefined ? {} : { pids: spec.pidsMax }),
     ...(spec.checks === undefined ? {} : { checks: spec.checks.map(jobCheck) }),
     ...(spec.restart === undefined ? {} : { restart: spec.restart }),
     ...(spec.onDisconnect === undefined ? {} : { onDisconnect: spec.onDisconnect }),

@@ -170,8 +170,28 @@ export const healthCheckDefaults = {
 export const networkModes = ['bridge', 'host', 'none'] as const;
 export type NetworkMode = (typeof networkModes)[number];
 
+/**
+ * The pids limit a task gets unless it asks for another: enough for a busy JVM's threads, few enough that a
+ * fork bomb stops long before the node runs out of pids (its default maximum is 4,194,304 on 64-bit Linux).
+ */
+export const pidsMaxDefault = 4096;
+
+/** The user an exec task runs as unless it names one. */
+export const taskUserDefault = 'nobody';
+
 /** Ports allocated from a node's dynamic range when the task's agent does not set one (Nomad's default is alike). */
 export const dynamicPortRangeDefault = { min: 20_000, max: 32_000 } as const;
+
+/** A task's user: NAME, UID, NAME:GROUP or UID:GID, as in /etc/passwd and /etc/group. */
+export const taskUserSchema = text(64, 1).check(
+  z.regex(
+    /^(?:[a-z_][a-z0-9_.-]*[$]?|\d{1,10})(?::(?:[a-z_][a-z0-9_.-]*|\d{1,10}))?$/,
+    'a user is NAME, UID or UID:GID (e.g. nobody, 1000 or 1000:1000)',
+  ),
+);
+
+/** The most pids a task may ask for: Linux's pid_max on 64-bit. */
+export const pidsMaxLimit = 4_194_304;
 
 export const taskSpecSchema = z
   .strictObject({
@@ -201,7 +221,7 @@ export const taskSpecSchema = z
     /** What to do when the task ends; absent means never restart. */
     restart: z.optional(restartSchema),
     // ---- placement; every field below is optional and absent in specs from before it existed ----
-    /** Disk the task needs on its node; accounted, not enforced by the drivers. Default 0. */
+    /** Disk the task needs on its node; its agent stops it as failed when its directory holds more. Default 0. */
     diskBytes: z.optional(whole(0, 2 ** 50)),
     /** Device counts by kind (e.g. gpu: 2), from what nodes advertise with --device. Default none. */
     devices: z.optional(
@@ -227,6 +247,13 @@ export const taskSpecSchema = z
      * `none` (default without ports). exec: `host` (the default) only.
      */
     network: z.optional(z.enum(networkModes)),
+    /**
+     * exec: the user the task runs as, `NAME`, `UID` or `UID:GID` (default `nobody`). `root` (uid 0) runs
+     * only on agents started with --allow-root-tasks.
+     */
+    user: z.optional(taskUserSchema),
+    /** Most processes and threads the task may have at once (its pids cgroup). Default pidsMaxDefault. */
+    pidsMax: z.optional(whole(8, pidsMaxLimit)),
     /** Health checks; the task is healthy when every one passes. */
     checks: z.optional(z.array(healthCheckSchema).check(z.maxLength(healthChecksPerTaskMax))),
     /** The tenant, for fair sharing and quotas. Default `default`. */
@@ -303,10 +330,15 @@ export const taskSpecSchema = z
       if (spec.driver === 'exec' && (spec.network === 'bridge' || spec.portTargets !== undefined))
         ctx.addIssue({
           code: 'custom',
-          message: 'exec tasks use the host network: bridge and port targets are for docker',
+          message: 'exec tasks use the host network (or none): bridge and port targets are for docker',
         });
       if (spec.network === 'none' && portNames.length > 0)
         ctx.addIssue({ code: 'custom', message: 'a task with network none cannot have ports' });
+      if (spec.driver === 'docker' && spec.user !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          message: 'user is for exec tasks (a docker image names its own user)',
+        });
       if (spec.driver === 'exec' && spec.image !== undefined) {
         ctx.addIssue({
           code: 'custom',
@@ -320,6 +352,15 @@ export type TaskSpec = z.infer<typeof taskSpecSchema>;
 
 /** The node label an agent sets to "true" when its Docker engine has a usable bridge network. */
 export const dockerBridgeLabel = 'shoal.docker.bridge';
+
+/** The node label an agent sets to "true" when exec tasks may run as root there (--allow-root-tasks). */
+export const execRootLabel = 'shoal.exec.root';
+
+/** An exec task that asks for root by name or uid 0 (a name that maps to uid 0 is refused at start). */
+export function asksForRoot(spec: TaskSpec): boolean {
+  const user = spec.user;
+  return spec.driver === 'exec' && user !== undefined && /^(root|0)(:|$)/.test(user);
+}
 
 /** A task's network: as given, else docker's bridge when it has ports and none without; exec: the host's. */
 export function networkOf(spec: TaskSpec): NetworkMode {
@@ -336,6 +377,7 @@ export function networkOf(spec: TaskSpec): NetworkMode {
 export function taskConstraints(spec: TaskSpec): Readonly<Record<string, string>> {
   if (spec.driver === 'docker' && networkOf(spec) === 'bridge')
     return { ...spec.constraints, [dockerBridgeLabel]: 'true' };
+  if (asksForRoot(spec)) return { ...spec.constraints, [execRootLabel]: 'true' };
   return spec.constraints;
 }
 

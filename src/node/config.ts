@@ -40,6 +40,10 @@ export interface NodeConfig {
   readonly dns?: { readonly host: string; readonly port: number } | null;
   /** The Docker engine's socket; null: the engine's default (/var/run/docker.sock). */
   readonly dockerSocket: string | null;
+  /** Exec tasks run isolated (their user, namespaces of their own); absent: true. */
+  readonly execIsolation?: boolean;
+  /** Exec tasks may run as root; absent: false. */
+  readonly allowRootTasks?: boolean;
   readonly raftTimings?: RaftTimings;
   readonly membership?: MembershipConfig;
   readonly voterPolicy?: VoterPolicy;

@@ -17,6 +17,7 @@ import {
   type TaskDriver,
   type TokenRecord,
   dockerBridgeLabel,
+  execRootLabel,
   nodeIdLabel,
 } from '../cluster/index.ts';
 import {
@@ -195,7 +196,15 @@ export class ShoalNode {
     // a task's cgroup when the task moves between them, nor remove each other's.
     drivers.set(
       'exec',
-      createExecDriver({ logger: logger.child('exec'), cgroupParent: `${cgroupParentDefault}/${id}` }),
+      createExecDriver({
+        logger: logger.child('exec'),
+        cgroupParent: `${cgroupParentDefault}/${id}`,
+        isolation: {
+          enabled: config.execIsolation ?? true,
+          hiddenDir: config.dataDir,
+          allowRootTasks: config.allowRootTasks ?? false,
+        },
+      }),
     );
     const dockerInit =
       config.dockerSocket === null
@@ -283,7 +292,7 @@ export class ShoalNode {
       agent,
       logger,
       onDriversChecked: (available, facts) =>
-        this.made.membership?.update({ drivers: available, labels: labelsWithFacts(config.labels, facts) }),
+        this.made.membership?.update({ drivers: available, labels: labelsWithFacts(config, facts) }),
       stateCurrent: () => control.readIndexOnce(),
     });
     made.upkeep = upkeep;
@@ -299,7 +308,7 @@ export class ShoalNode {
         ...(config.devices === undefined || Object.keys(config.devices).length === 0
           ? {}
           : { devices: { ...config.devices } }),
-        labels: labelsWithFacts(config.labels, upkeep.facts()),
+        labels: labelsWithFacts(config, upkeep.facts()),
         drivers: availableDrivers,
         ...(config.dynamicPorts === undefined ? {} : { dynamicPorts: { ...config.dynamicPorts } }),
         version: shoalVersion,
@@ -650,13 +659,15 @@ export class ShoalNode {
   }
 }
 
-/** The labels a node advertises: the operator's, and what its drivers found (a Docker bridge). */
-function labelsWithFacts(
-  labels: Readonly<Record<string, string>>,
-  facts: DriverFacts,
-): Record<string, string> {
+/**
+ * The labels a node advertises: the operator's, what its drivers found (a Docker bridge), and whether exec
+ * tasks may run as root here (allowed, or not isolated: then they run as the agent, root or not).
+ */
+function labelsWithFacts(config: NodeConfig, facts: DriverFacts): Record<string, string> {
+  const rootTasks = config.allowRootTasks === true || config.execIsolation === false;
   return {
-    ...labels,
+    ...config.labels,
+    ...(rootTasks ? { [execRootLabel]: 'true' } : {}),
     ...(facts.dockerBridge === null ? {} : { [dockerBridgeLabel]: String(facts.dockerBridge) }),
   };
 }

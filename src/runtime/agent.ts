@@ -19,6 +19,7 @@ import {
 } from '../cluster/index.ts';
 import { ShoalError, errorMessage } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
+import { DiskMonitor } from './disk.ts';
 import type { Driver, ExitResult, StartRequest, TaskEvent, TaskHandle } from './drivers/index.ts';
 import { HealthMonitor } from './health.ts';
 import { innerPort, taskEnvironment, type TaskNode } from './task-env.ts';
@@ -101,6 +102,8 @@ export interface AgentInit {
   readonly lease: { readonly file: string; readonly durationMs: number };
   /** Sends events to the task's record; rejects if they could not be committed (they are then dropped). */
   readonly recordEvents?: (batch: TaskEventsBatch) => Promise<void>;
+  /** How often task directories are measured against their disk requests; see diskCheckIntervalMsDefault. */
+  readonly diskCheckIntervalMs?: number;
   /** The clock events are stamped with; Date.now by default (tests inject one). */
   readonly nowMs?: () => number;
   /** See taskDirRetentionMsDefault. */
@@ -128,8 +131,13 @@ interface LocalTask {
   /** What its checks say now, and whether that is on its way to the log. */
   health: TaskHealth | null;
   healthReporting: boolean;
-  /** Stopped because its checks failed restartAfterFailures times: it ends failed, with this reason. */
-  unhealthyReason: string | null;
+  /**
+   * Stopped by this agent as failed, with this reason: its checks failed restartAfterFailures times, or it
+   * used more disk than it asked for.
+   */
+  failureReason: string | null;
+  /** Its directory's usage is being measured against its disk request. */
+  diskWatched: boolean;
 }
 
 export class Agent {
@@ -141,6 +149,7 @@ export class Agent {
   /** A save of handles.json failed (full disk): retried on every reconcile. */
   private handlesUnsaved = false;
   private readonly health: HealthMonitor;
+  private readonly disk: DiskMonitor;
   private readonly handlesPath: string;
 
   constructor(init: AgentInit) {
@@ -165,8 +174,23 @@ export class Agent {
       onRestart: (taskId, attempt, reason) => {
         const local = this.local.get(taskId);
         if (local?.attempt !== attempt || local.exit !== null) return;
-        local.unhealthyReason = reason;
+        local.failureReason = reason;
         this.init.logger.warn('stopping an unhealthy task', { task: taskId, reason });
+        this.stopTask(local);
+      },
+    });
+    this.disk = this.createDiskMonitor();
+  }
+
+  private createDiskMonitor(): DiskMonitor {
+    return new DiskMonitor({
+      logger: this.init.logger.child('disk'),
+      ...(this.init.diskCheckIntervalMs === undefined ? {} : { intervalMs: this.init.diskCheckIntervalMs }),
+      onExceeded: (taskId, attempt, reason) => {
+        const local = this.local.get(taskId);
+        if (local?.attempt !== attempt || local.exit !== null) return;
+        local.failureReason = reason;
+        this.init.logger.warn('stopping a task over its disk request', { task: taskId, reason });
         this.stopTask(local);
       },
     });
@@ -195,7 +219,8 @@ export class Agent {
         healthWatched: false,
         health: null,
         healthReporting: false,
-        unhealthyReason: null,
+        failureReason: null,
+        diskWatched: false,
       };
       this.local.set(handle.taskId, local);
       let alive = false;
@@ -227,6 +252,7 @@ export class Agent {
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.health.close();
+    this.disk.close();
     for (const local of this.local.values()) {
       if (local.eventsTimer !== null) clearTimeout(local.eventsTimer);
       local.eventsTimer = null;
@@ -328,10 +354,10 @@ export class Agent {
           continue;
         }
         this.unwatchHealth(local);
-        const unhealthy = local.unhealthyReason !== null && !killed;
+        const failedHere = local.failureReason !== null && !killed;
         const state: TaskState = killed
           ? 'killed'
-          : unhealthy
+          : failedHere
             ? 'failed'
             : local.exit.succeeded
               ? 'finished'
@@ -339,8 +365,8 @@ export class Agent {
         const reason =
           killed && local.handle !== null
             ? 'killed by request'
-            : unhealthy
-              ? (local.unhealthyReason ?? 'unhealthy')
+            : failedHere
+              ? (local.failureReason ?? 'failed')
               : local.exit.reason;
         this.sendReport(local, state, local.exit.exitCode, reason);
       } else if (local.handle !== null && task.state !== 'running') {
@@ -348,6 +374,7 @@ export class Agent {
         this.sendReport(local, 'running', null, local.handle.warnings?.join('; ') ?? null);
       } else if (local.handle !== null && task.state === 'running' && task.desired === 'run') {
         this.watchHealth(task, local);
+        this.watchDisk(task, local);
         this.sendHealth(task, local);
       }
     }
@@ -382,9 +409,21 @@ export class Agent {
   }
 
   private unwatchHealth(local: LocalTask): void {
+    if (local.diskWatched) {
+      local.diskWatched = false;
+      this.disk.unwatch(local.taskId);
+    }
     if (!local.healthWatched) return;
     local.healthWatched = false;
     this.health.unwatch(local.taskId);
+  }
+
+  /** Measures its directory against its disk request once it runs here (once per attempt). */
+  private watchDisk(task: Task, local: LocalTask): void {
+    const limitBytes = task.spec.diskBytes ?? 0;
+    if (local.diskWatched || local.handle === null || limitBytes <= 0) return;
+    local.diskWatched = true;
+    this.disk.watch({ taskId: task.id, attempt: local.attempt, dir: this.taskDir(task.id), limitBytes });
   }
 
   /** Sends what the checks say when the task's record says otherwise (and again, until it does). */
@@ -437,7 +476,8 @@ export class Agent {
       healthWatched: false,
       health: null,
       healthReporting: false,
-      unhealthyReason: null,
+      failureReason: null,
+      diskWatched: false,
     };
     this.local.set(taskId, local);
     return local;

@@ -212,6 +212,8 @@ export function createTaskTracker(makeSpec: MakeSpec, prefix: string): TaskTrack
 export interface ComplianceOptions {
   /** For the docker driver: the engine socket a separate agent process must use too. */
   socketPath?: string;
+  /** Names the suite when a driver runs it twice (exec, isolated and not). Default: the driver's name. */
+  title?: string;
 }
 
 export function driverCompliance(
@@ -220,7 +222,7 @@ export function driverCompliance(
   makeSpec: MakeSpec,
   options: ComplianceOptions = {},
 ): void {
-  describe(`${name} driver compliance`, { timeout: taskTestTimeoutMs }, () => {
+  describe(`${options.title ?? name} driver compliance`, { timeout: taskTestTimeoutMs }, () => {
     const tasks = createTaskTracker(makeSpec, 'compliance');
     afterEach(() => tasks.cleanup());
 

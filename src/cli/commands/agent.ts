@@ -102,6 +102,12 @@ const options = {
     value: 'PATH',
     help: "the Docker engine's socket (default /var/run/docker.sock)",
   },
+  isolation: {
+    type: 'string',
+    value: 'on|off',
+    help: 'run exec tasks as their user in namespaces of their own, the host read-only (default on; needs root)',
+  },
+  'allow-root-tasks': { type: 'boolean', help: 'let exec tasks run as root (--user root)' },
   'log-level': { type: 'string', value: logLevels.join('|'), help: 'how much the agent logs (default info)' },
   'raft-compact-entries': {
     type: 'string',
@@ -184,6 +190,8 @@ export function agentConfig(values: FlagValues<typeof options>): NodeConfig {
     ...portRange(values['port-range']),
     dns: values.dns === 'off' ? null : parseHostPort(values.dns ?? dnsDefault, '--dns'),
     dockerSocket: values['docker-socket'] ?? null,
+    execIsolation: (parseChoice(values.isolation, '--isolation', ['on', 'off'] as const) ?? 'on') === 'on',
+    allowRootTasks: values['allow-root-tasks'] ?? false,
     ...(preemptionGap === null ? {} : { preemptionPriorityGap: preemptionGap }),
     ...(compactEntries === null ? {} : { compaction: { entriesBeforeCompaction: compactEntries } }),
     ...(removalDelaySeconds === null

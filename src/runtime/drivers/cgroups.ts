@@ -38,11 +38,15 @@ export interface TaskCgroup {
   oomFile: string | null;
   cpuEnforced: boolean;
   memoryEnforced: boolean;
+  /** Absent in launch files from before the pids limit. */
+  pidsEnforced?: boolean;
 }
 
 export interface TaskLimits {
   cpuMillis: number;
   memoryBytes: number;
+  /** Most processes and threads at once; absent: no pids limit. */
+  pidsMax?: number;
 }
 
 /** The CFS period shoal uses: the scheduler's default. The quota is cpuMillis/1000 of it. */
@@ -150,12 +154,15 @@ export function createTaskCgroup(
   const v2Offers = (controller: string): boolean => v2 !== null && v2.controllers.includes(controller);
   const cpuV1 = mounts.v1['cpu'];
   const memoryV1 = mounts.v1['memory'];
+  const pidsV1 = mounts.v1['pids'];
+  const pidsWanted = limits.pidsMax !== undefined;
 
   // The v2 cgroup first: it also tracks the task's processes when it can be made.
   let v2Path: string | null = null;
   const v2Wanted = [
     ...(cpuV1 === undefined && v2Offers('cpu') ? ['cpu'] : []),
     ...(memoryV1 === undefined && v2Offers('memory') ? ['memory'] : []),
+    ...(pidsWanted && pidsV1 === undefined && v2Offers('pids') ? ['pids'] : []),
   ];
   if (v2 !== null) {
     const path = join(v2.mountPoint, parent, taskId);
@@ -241,9 +248,28 @@ export function createTaskCgroup(
     warnings.push(`memory limit not enforced: ${missingControllerDetail('memory', mounts, v2Path)}`);
   }
 
+  // Pids: processes and threads at once, so a fork bomb stops at the task's own limit.
+  const pidsMax = limits.pidsMax;
+  if (pidsMax !== undefined) {
+    if (pidsV1 !== undefined) {
+      attempt(warnings, 'pids', () => {
+        writeFileSync(join(v1Cgroup(pidsV1), 'pids.max'), String(pidsMax));
+        cgroup.pidsEnforced = true;
+      });
+    } else if (v2Offers('pids') && v2Path !== null) {
+      const path = v2Path;
+      attempt(warnings, 'pids', () => {
+        writeFileSync(join(path, 'pids.max'), String(pidsMax));
+        cgroup.pidsEnforced = true;
+      });
+    } else {
+      warnings.push(`pids limit not enforced: ${missingControllerDetail('pids', mounts, v2Path)}`);
+    }
+  }
+
   // Without a v2 cgroup, a v1 hierarchy lists the task's processes: pids is the natural one.
   if (cgroup.trackingProcsFile === null) {
-    const trackingMount = mounts.v1['pids'];
+    const trackingMount = pidsV1;
     if (trackingMount !== undefined) {
       try {
         cgroup.trackingProcsFile = join(v1Cgroup(trackingMount), 'cgroup.procs');

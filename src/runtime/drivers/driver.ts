@@ -47,9 +47,10 @@ export interface PortBinding {
  * Something worth showing a user while a task starts:
  * - image:pull — a line of the engine's pull progress ("pulling image x", "a3ed95caeb02: Downloading 1.2 MB / 2.0 MB");
  * - image:pulled — the image is now on the node;
- * - limit:unenforced — a limit the node cannot enforce (the same lines as TaskHandle.warnings).
+ * - limit:unenforced — a limit the node cannot enforce (the same lines as TaskHandle.warnings);
+ * - isolation — who the task runs as and in what ("runs as nobody (uid 65534) in namespaces of its own…").
  */
-export type TaskEventType = 'image:pull' | 'image:pulled' | 'limit:unenforced';
+export type TaskEventType = 'image:pull' | 'image:pulled' | 'limit:unenforced' | 'isolation';
 
 export interface TaskEvent {
   type: TaskEventType;

@@ -16,11 +16,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import {
   accessSync,
+  chmodSync,
+  chownSync,
   closeSync,
   constants,
   existsSync,
   mkdirSync,
   openSync,
+  readFileSync,
   rmSync,
   statSync,
   watch,
@@ -32,6 +35,7 @@ import { join, resolve } from 'node:path';
 import { isSea } from 'node:sea';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { pidsMaxDefault, taskUserDefault } from '../../cluster/index.ts';
 import { errorMessage, ShoalError, type Logger } from '../../shared/index.ts';
 import {
   cgroupPids,
@@ -51,6 +55,15 @@ import {
   type TaskEvent,
   type TaskHandle,
 } from './driver.ts';
+import {
+  isolationPrograms,
+  parseUserSpec,
+  readOnlyMountPoints,
+  resolveUser,
+  rootTaskCapabilities,
+  taskHostname,
+  type IsolationPlan,
+} from './isolation.ts';
 import { checkLogRotation, logRotationDefault, type LogRotation } from './logs.ts';
 import {
   groupAlive,
@@ -97,6 +110,25 @@ export interface ExecDriverInit {
   cgroupMounts?: CgroupMounts | null;
   /** Size cap and number of log files per stream. Default logRotationDefault (10 MiB × 3). */
   logRotation?: LogRotation;
+  /**
+   * Run tasks isolated (isolation.ts): as their user (default nobody), in namespaces of their own, with the
+   * host's filesystems read-only and `hiddenDir` (the agent's data directory) out of sight. Needs root and
+   * util-linux; where either is missing tasks run as before, with a warning. Absent: not isolated (library
+   * and test use; the agent always passes it).
+   */
+  isolation?: ExecIsolationInit;
+}
+
+export interface ExecIsolationInit {
+  /** Off: tasks run as the agent's user with the host's view, as before isolation existed. */
+  enabled: boolean;
+  /** The agent's data directory, hidden from tasks. */
+  hiddenDir: string;
+  /** Tasks may run as root (uid 0); refused otherwise. */
+  allowRootTasks: boolean;
+  /** Where users and groups are looked up. Default /etc/passwd and /etc/group. */
+  passwdFile?: string;
+  groupFile?: string;
 }
 
 /** The PATH a task gets unless its spec sets one: the usual system directories, nothing from the agent's env. */
@@ -207,25 +239,90 @@ export function createExecDriver(init: ExecDriverInit): Driver {
   ): Promise<{ cgroup: TaskCgroup | null; warnings: string[] }> => {
     const { cpuMillis, memoryBytes } = request.spec;
     const found = await cgroupMounts();
+    const unenforced = (why: string): string[] =>
+      ['cpu', 'memory', 'pids'].map((resource) => `${resource} limit not enforced: ${why}`);
     if (found === null) {
-      const why = 'cgroups are turned off for the exec driver';
-      return {
-        cgroup: null,
-        warnings: [`cpu limit not enforced: ${why}`, `memory limit not enforced: ${why}`],
-      };
+      return { cgroup: null, warnings: unenforced('cgroups are turned off for the exec driver') };
     }
     if (!existsSync('/bin/sh')) {
-      const why = 'no /bin/sh to place the task in its cgroups with';
-      return {
-        cgroup: null,
-        warnings: [`cpu limit not enforced: ${why}`, `memory limit not enforced: ${why}`],
-      };
+      return { cgroup: null, warnings: unenforced('no /bin/sh to place the task in its cgroups with') };
     }
     const { cgroup, warnings } = createTaskCgroup(found, cgroupParent, taskId, {
       cpuMillis,
       memoryBytes,
+      pidsMax: request.spec.pidsMax ?? pidsMaxDefault,
     });
     return { cgroup: cgroup.procsFiles.length === 0 ? null : cgroup, warnings };
+  };
+
+  const isolationInit = init.isolation;
+  let isolationProgramsMissing: string[] | null = null;
+  /**
+   * How the task will be isolated, or why not (warnings). Throws for a user that cannot be: unknown here, or
+   * root where root tasks are refused. Prepares the task directory for the task's user.
+   */
+  const isolationFor = (request: StartRequest): { plan: IsolationPlan | null; warnings: string[] } => {
+    const { spec, taskDir } = request;
+    const userText = spec.user ?? taskUserDefault;
+    if (isolationInit === undefined || !isolationInit.enabled) {
+      const why =
+        isolationInit === undefined ? 'isolation is off' : 'isolation is off on this node (--isolation off)';
+      return {
+        plan: null,
+        warnings: spec.user === undefined ? [] : [`user ${userText} not applied: ${why}`],
+      };
+    }
+    if (process.getuid?.() !== 0) {
+      return {
+        plan: null,
+        warnings: [
+          "not isolated: the agent does not run as root, so the task runs as the agent's user and sees the host",
+        ],
+      };
+    }
+    isolationProgramsMissing ??= isolationPrograms.filter((program) => findProgram(program) === null);
+    if (isolationProgramsMissing.length > 0) {
+      return {
+        plan: null,
+        warnings: [
+          `not isolated: ${isolationProgramsMissing.join(', ')} not found on this node (install util-linux and coreutils)`,
+        ],
+      };
+    }
+    const user = resolveUser(
+      parseUserSpec(userText),
+      readFileSync(isolationInit.passwdFile ?? '/etc/passwd', 'utf8'),
+      readFileSync(isolationInit.groupFile ?? '/etc/group', 'utf8'),
+    );
+    if (user.uid === 0 && !isolationInit.allowRootTasks) {
+      throw new ShoalError(
+        'PERMISSION_DENIED',
+        `task ${request.taskId} asks to run as ${userText} (uid 0): this node refuses root tasks; run it as another user, or start the agent with --allow-root-tasks`,
+      );
+    }
+    // The task directory is root's, sticky and open to all, so the task may write there but cannot move
+    // what the shim keeps in it (.shoal/, the logs); tmp/ (its /tmp) is the task's own.
+    chmodSync(taskDir, 0o1777);
+    const tmpDir = join(taskDir, 'tmp');
+    mkdirSync(tmpDir, { recursive: true });
+    chownSync(tmpDir, user.uid, user.gid);
+    chmodSync(tmpDir, 0o1777);
+    const hiddenDir = resolve(isolationInit.hiddenDir);
+    return {
+      plan: {
+        uid: user.uid,
+        gid: user.gid,
+        userName: user.name,
+        initGroups: user.known && user.uid !== 0,
+        capabilities: user.uid === 0 ? [...rootTaskCapabilities] : [],
+        hiddenDir,
+        taskDir: resolve(taskDir),
+        readOnlyMounts: readOnlyMountPoints(readFileSync('/proc/self/mountinfo', 'utf8'), hiddenDir),
+        network: spec.network === 'none' ? 'none' : 'host',
+        hostname: taskHostname(spec.name),
+      },
+      warnings: [],
+    };
   };
 
   const start = async (request: StartRequest): Promise<TaskHandle> => {
@@ -256,11 +353,15 @@ export function createExecDriver(init: ExecDriverInit): Driver {
     // A previous run of this task in the same directory must not answer for this one.
     for (const name of [taskFileName, exitFileName]) rmSync(join(runtimeDir, name), { force: true });
 
-    const { cgroup, warnings } = await placeInCgroups(taskId, request);
+    const isolation = isolationFor(request);
+    const { cgroup, warnings: limitWarnings } = await placeInCgroups(taskId, request);
+    const warnings = [...limitWarnings, ...isolation.warnings];
     for (const warning of warnings) {
       logger.warn('task limit not enforced', { taskId, warning });
       emit(request, { type: 'limit:unenforced', message: warning });
     }
+    if (isolation.plan !== null)
+      emit(request, { type: 'isolation', message: describeIsolation(isolation.plan) });
     const launch: ShimLaunch = {
       taskId,
       command,
@@ -271,6 +372,7 @@ export function createExecDriver(init: ExecDriverInit): Driver {
       logRotation,
       cgroup,
       lease: request.lease ?? null,
+      isolation: isolation.plan,
     };
     const launchPath = join(runtimeDir, launchFileName);
     let child: ChildProcess;
@@ -641,6 +743,31 @@ function runCheckCommand(request: ExecCheckRequest): Promise<ExecCheckResult> {
     });
     child.once('close', finish);
   });
+}
+
+/** One line for the task's events: who it runs as and in what. */
+function describeIsolation(plan: IsolationPlan): string {
+  const who =
+    plan.uid === 0
+      ? "runs as root (uid 0; the agent allows root tasks), with Docker's default capabilities less NET_RAW"
+      : `runs as ${plan.userName} (uid ${plan.uid}, gid ${plan.gid}) with no capabilities`;
+  const network = plan.network === 'none' ? '; no network but loopback' : '';
+  return `${who}, in pid, mount, ipc and uts namespaces of its own; host filesystems read-only, its directory and /tmp writable${network}`;
+}
+
+/** The absolute path of a program in the agent's PATH, or null. */
+function findProgram(program: string): string | null {
+  for (const dir of (process.env['PATH'] ?? execPathDefault).split(':')) {
+    if (dir === '') continue;
+    const path = join(dir, program);
+    try {
+      accessSync(path, constants.X_OK);
+      return path;
+    } catch {
+      // not here
+    }
+  }
+  return null;
 }
 
 function shimRunning(entry: ShimTask): boolean {

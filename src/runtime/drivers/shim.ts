@@ -30,6 +30,7 @@ import {
   stdoutLogFileName,
   type LogRotation,
 } from './logs.ts';
+import { isolatedCommand, isolatedExit, isolationFailurePrefix, type IsolationPlan } from './isolation.ts';
 import { identify } from './process.ts';
 
 /** The hidden first argument that makes the shoal binary run as a shim: `shoal __shim LAUNCH_FILE`. */
@@ -62,6 +63,8 @@ export interface ShimLaunch {
   cgroup: TaskCgroup | null;
   /** See StartRequest.lease; absent or null: the shim never stops the task on its own. */
   lease?: { file: string; durationMs: number } | null;
+  /** Run the task in namespaces of its own, as another user (isolation.ts); absent or null: as the shim. */
+  isolation?: IsolationPlan | null;
 }
 
 /** task.json: the task's leader, once the shim has started it. */
@@ -142,12 +145,17 @@ async function supervise(launchPath: string): Promise<void> {
   const stderrFile = openLog(join(launch.logDir, stderrLogFileName), launch.logRotation, 'stderr');
 
   const procsFiles = launch.cgroup?.procsFiles ?? [];
+  const isolation = launch.isolation ?? null;
+  const [command, commandArgs] =
+    isolation === null
+      ? [launch.command, launch.args]
+      : isolatedCommand(isolation, launch.command, launch.args);
   const [file, argv] =
     procsFiles.length === 0
-      ? [launch.command, launch.args]
+      ? [command, commandArgs]
       : [
           '/bin/sh',
-          ['-c', cgroupJoinScript, 'shoal-cgroup-join', ...procsFiles, '--', launch.command, ...launch.args],
+          ['-c', cgroupJoinScript, 'shoal-cgroup-join', ...procsFiles, '--', command, ...commandArgs],
         ];
   const child = spawn(file, argv, {
     cwd: launch.cwd,
@@ -193,7 +201,8 @@ async function supervise(launchPath: string): Promise<void> {
   // Each file ends when its pipe closes: when the last process holding the pipe is gone.
   const copied = Promise.all([copyOutput(child.stdout, stdoutFile), copyOutput(child.stderr, stderrFile)]);
   const leaseWatch = launch.lease ? watchLease(launch.lease, pid) : null;
-  const { code, signal } = await exited;
+  const ended = await exited;
+  const { code, signal } = isolation === null ? ended : isolatedExit(ended.code, ended.signal);
   const leaseExpired = leaseWatch?.stop() ?? false;
   // What the leader wrote just before it exited is still in the pipes: let it reach the files first, so whoever
   // reads exit.json finds the output complete. Background children that keep the pipes open cut this short.
@@ -204,7 +213,10 @@ async function supervise(launchPath: string): Promise<void> {
     exitCode: code,
     signal,
     oomKilled: oomKills !== null && oomKills > 0 && code !== 0,
-    startError: code === cgroupJoinFailedExitCode && procsFiles.length > 0 ? await joinFailure(launch) : null,
+    startError:
+      code === cgroupJoinFailedExitCode && (procsFiles.length > 0 || isolation !== null)
+        ? await joinFailure(launch)
+        : null,
     ...(leaseExpired ? { leaseExpired: true } : {}),
     finishedAtMs: Date.now(),
   });
@@ -311,7 +323,7 @@ function copyOutput(source: Readable, file: RotatingLogFile): Promise<void> {
   return Promise.all([sourceClosed, fileClosed]).then(() => undefined);
 }
 
-/** The join wrapper printed why on the task's stderr; 125 from the task itself is just an exit code. */
+/** The join wrapper or isolation's setup printed why on the task's stderr; 125 from the task itself is just an exit code. */
 async function joinFailure(launch: ShimLaunch): Promise<string | null> {
   const { stderr } = await readTaskLogs(launch.logDir, { tailBytes: 4096 }).catch(() => ({
     stderr: Buffer.alloc(0),
@@ -319,7 +331,9 @@ async function joinFailure(launch: ShimLaunch): Promise<string | null> {
   const line = stderr
     .toString('utf8')
     .split('\n')
-    .findLast((text) => text.startsWith('shoal: cannot join cgroup'));
+    .findLast(
+      (text) => text.startsWith('shoal: cannot join cgroup') || text.startsWith(isolationFailurePrefix),
+    );
   return line === undefined ? null : line.replace(/^shoal: /, '');
 }
 

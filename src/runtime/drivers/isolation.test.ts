@@ -1,0 +1,174 @@
+import { describe, expect, it } from 'vitest';
+import { isShoalError } from '../../shared/errors.ts';
+import {
+  isolatedCommand,
+  isolatedExit,
+  parseUserSpec,
+  readOnlyMountPoints,
+  resolveUser,
+  taskHostname,
+  type IsolationPlan,
+} from './isolation.ts';
+
+const passwd = [
+  'root:x:0:0:root:/root:/bin/bash',
+  'daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin',
+  '# a comment',
+  'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin',
+  'app:x:1000:1001::/home/app:/bin/sh',
+  '',
+].join('\n');
+const group = ['root:x:0:', 'nogroup:x:65534:', 'staff:x:50:app', ''].join('\n');
+
+describe('users', () => {
+  it('parses NAME, UID and the :GROUP part, and refuses the rest', () => {
+    expect(parseUserSpec('nobody')).toEqual({ user: 'nobody', group: null });
+    expect(parseUserSpec('1000:50')).toEqual({ user: '1000', group: '50' });
+    for (const bad of ['', ':1', '1:', '1:2:3'])
+      expect(() => parseUserSpec(bad)).toThrow(/is not NAME, UID or UID:GID/);
+  });
+
+  it('resolves names and ids against the node databases', () => {
+    expect(resolveUser(parseUserSpec('nobody'), passwd, group)).toEqual({
+      uid: 65534,
+      gid: 65534,
+      name: 'nobody',
+      known: true,
+    });
+    // A known uid takes its name and primary group; a group by name or number overrides it.
+    expect(resolveUser(parseUserSpec('1000'), passwd, group)).toMatchObject({
+      uid: 1000,
+      gid: 1001,
+      name: 'app',
+    });
+    expect(resolveUser(parseUserSpec('app:staff'), passwd, group)).toMatchObject({ uid: 1000, gid: 50 });
+    // An unknown uid runs as itself, its gid the same unless given (as Docker does).
+    expect(resolveUser(parseUserSpec('4242'), passwd, group)).toEqual({
+      uid: 4242,
+      gid: 4242,
+      name: '4242',
+      known: false,
+    });
+    expect(resolveUser(parseUserSpec('root'), passwd, group)).toMatchObject({ uid: 0, gid: 0 });
+  });
+
+  it('refuses unknown names with what to do', () => {
+    expect(() => resolveUser(parseUserSpec('ghost'), passwd, group)).toThrow(
+      'no user ghost on this node: name one that exists here, or give a numeric UID[:GID]',
+    );
+    try {
+      resolveUser(parseUserSpec('app:ghosts'), passwd, group);
+      expect.unreachable();
+    } catch (error) {
+      expect(isShoalError(error, 'INVALID_ARGUMENT')).toBe(true);
+      expect(String(error)).toMatch(/no group ghosts on this node/);
+    }
+  });
+});
+
+describe('read-only mounts', () => {
+  const mountInfo = [
+    '22 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda rw',
+    '23 22 0:5 / /proc rw - proc proc rw',
+    '24 22 0:6 / /sys rw - sysfs sysfs rw',
+    '25 22 253:1 / /home rw - xfs /dev/vdb rw',
+    '26 22 0:20 / /dev/shm rw - tmpfs tmpfs rw',
+    '27 22 253:2 / /var/lib/shoal rw - ext4 /dev/vdc rw',
+    '28 27 253:2 /x /var/lib/shoal/tasks/a rw - ext4 /dev/vdc rw',
+    '29 22 0:30 / /tmp rw - tmpfs tmpfs rw',
+    '30 29 253:3 / /tmp/engine rw - ext4 /dev/vdd rw',
+    '31 22 253:4 / /mnt/with\\040space rw - ext4 /dev/vde rw',
+    '32 22 0:31 / /run rw - tmpfs tmpfs rw',
+    '',
+  ].join('\n');
+
+  it('lists the mounts of filesystems with files, "/" first, less what the task view covers', () => {
+    expect(readOnlyMountPoints(mountInfo, '/var/lib/shoal')).toEqual([
+      '/',
+      '/run',
+      '/home',
+      '/mnt/with space',
+    ]);
+  });
+});
+
+describe('the command line', () => {
+  const plan: IsolationPlan = {
+    uid: 65534,
+    gid: 65534,
+    userName: 'nobody',
+    initGroups: true,
+    capabilities: [],
+    hiddenDir: '/var/lib/shoal',
+    taskDir: '/var/lib/shoal/tasks/t1',
+    readOnlyMounts: ['/', '/home'],
+    network: 'none',
+    hostname: 'web',
+  };
+
+  it('runs the task under unshare, the setup shell and setpriv, in that order', () => {
+    const [program, args] = isolatedCommand(plan, 'sleep', ['10']);
+    expect(program).toBe('unshare');
+    expect(args.slice(0, 9)).toEqual([
+      '--pid',
+      '--fork',
+      '--kill-child',
+      '--mount',
+      '--ipc',
+      '--uts',
+      '--net',
+      '--mount-proc',
+      '/bin/sh',
+    ]);
+    expect(args.slice(11, 16)).toEqual([
+      'shoal-init',
+      '/var/lib/shoal',
+      '/var/lib/shoal/tasks/t1',
+      'web',
+      '/\n/home',
+    ]);
+    expect(args.slice(16)).toEqual([
+      'env',
+      '--default-signal',
+      'setpriv',
+      '--reuid=65534',
+      '--regid=65534',
+      '--init-groups',
+      '--bounding-set=-all',
+      '--inh-caps=-all',
+      '--nnp',
+      '--',
+      'sleep',
+      '10',
+    ]);
+  });
+
+  it('keeps root as root with only the capabilities given', () => {
+    const [, args] = isolatedCommand({ ...plan, uid: 0, gid: 0, capabilities: ['chown', 'kill'] }, 'id', []);
+    expect(args.slice(args.indexOf('setpriv'))).toEqual([
+      'setpriv',
+      '--bounding-set=-all,+chown,+kill',
+      '--inh-caps=-all',
+      '--nnp',
+      '--',
+      'id',
+    ]);
+  });
+});
+
+describe('exits and names', () => {
+  it("reads a shell's 128+N as signal N, and leaves other statuses alone", () => {
+    expect(isolatedExit(143, null)).toEqual({ code: null, signal: 'SIGTERM' });
+    expect(isolatedExit(137, null)).toEqual({ code: null, signal: 'SIGKILL' });
+    expect(isolatedExit(3, null)).toEqual({ code: 3, signal: null });
+    expect(isolatedExit(128, null)).toEqual({ code: 128, signal: null });
+    expect(isolatedExit(255, null)).toEqual({ code: 255, signal: null });
+    expect(isolatedExit(null, 'SIGKILL')).toEqual({ code: null, signal: 'SIGKILL' });
+  });
+
+  it('makes a hostname of a task name', () => {
+    expect(taskHostname('web.api.server.3')).toBe('web.api.server.3');
+    expect(taskHostname('a_b')).toBe('a-b');
+    expect(taskHostname('x'.repeat(100))).toHaveLength(63);
+  });
+});
