@@ -317,6 +317,7 @@ describe('exec driver limits where cgroups cannot be made', { timeout: taskTestT
     expect(handle.warnings).toEqual([
       expect.stringMatching(/^cpu limit not enforced: .*\/proc\/shoal-no-cgroup/) as unknown,
       expect.stringMatching(/^memory limit not enforced: .*\/proc\/shoal-no-cgroup/) as unknown,
+      expect.stringMatching(/^pids limit not enforced: no pids cgroup controller on this node/) as unknown,
     ]);
     expect(events).toEqual(handle.warnings?.map((message) => ({ type: 'limit:unenforced', message })));
     expect((await driver.wait(handle)).succeeded).toBe(true);
@@ -330,6 +331,7 @@ describe('exec driver limits where cgroups cannot be made', { timeout: taskTestT
     expect(off.handle.warnings).toEqual([
       'cpu limit not enforced: cgroups are turned off for the exec driver',
       'memory limit not enforced: cgroups are turned off for the exec driver',
+      'pids limit not enforced: cgroups are turned off for the exec driver',
     ]);
     const none = await startReporting(makeDriver({ cgroupMounts: { v1: {}, v2: null } }));
     expect(none.handle.warnings).toEqual([
@@ -337,6 +339,7 @@ describe('exec driver limits where cgroups cannot be made', { timeout: taskTestT
       expect.stringMatching(
         /^memory limit not enforced: no memory cgroup controller on this node/,
       ) as unknown,
+      expect.stringMatching(/^pids limit not enforced: no pids cgroup controller on this node/) as unknown,
     ]);
     expect((await makeDriver({ cgroupMounts: null }).health()).detail).toContain('limits not enforced');
   });
@@ -483,6 +486,7 @@ describe.skipIf(!v2Writable)(
       expect(handle.warnings).toEqual([
         expect.stringMatching(/^cpu limit not enforced: no cpu cgroup controller/) as unknown,
         expect.stringMatching(/^memory limit not enforced: no memory cgroup controller/) as unknown,
+        expect.stringMatching(/^pids limit not enforced: no pids cgroup controller/) as unknown,
       ]);
       await waitForStdout(taskDir, 'escaped ');
       const escapedPid = Number(

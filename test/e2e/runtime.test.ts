@@ -69,8 +69,11 @@ describe('the runtime through a real agent', { timeout: 120_000 }, () => {
     await agent.exited(10_000);
     agent.start();
     await waitFor('the agent to answer again', async () => (await agent.cli(['status'])).code === 0, 60_000);
-    // Still one instance of the task, never a second start.
-    const running = execFileSync('pgrep', ['-fc', `echo ${marker}`], { encoding: 'utf8' }).trim();
+    // Still one instance of the task, never a second start (the task's own shell: its isolation's
+    // unshare and process-1 shell name the command too).
+    const running = execFileSync('pgrep', ['-fc', `^sh -c sleep 3; echo ${marker}`], {
+      encoding: 'utf8',
+    }).trim();
     expect(Number(running)).toBeLessThanOrEqual(1);
     const done = await waitFor(
       'the task to end',

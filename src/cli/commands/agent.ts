@@ -191,7 +191,7 @@ export function agentConfig(values: FlagValues<typeof options>): NodeConfig {
     dns: values.dns === 'off' ? null : parseHostPort(values.dns ?? dnsDefault, '--dns'),
     dockerSocket: values['docker-socket'] ?? null,
     execIsolation: (parseChoice(values.isolation, '--isolation', ['on', 'off'] as const) ?? 'on') === 'on',
-    allowRootTasks: values['allow-root-tasks'] ?? false,
+    allowRootTasks: values['allow-root-tasks'],
     ...(preemptionGap === null ? {} : { preemptionPriorityGap: preemptionGap }),
     ...(compactEntries === null ? {} : { compaction: { entriesBeforeCompaction: compactEntries } }),
     ...(removalDelaySeconds === null
