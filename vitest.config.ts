@@ -48,8 +48,9 @@ export const suites = {
     include: [
       // Five chaos runs of 40-62 s each (need root and iptables; skipped without).
       'test/chaos/run.test.ts',
-      // The docker driver against a real engine (CI starts one).
+      // The docker driver against a real engine (CI starts one), and its lease keeper.
       'test/drivers/docker.test.ts',
+      'test/drivers/docker-lease.test.ts',
       // Real agents in network namespaces (root).
       'test/membership/netns.test.ts',
       // Multi-agent clusters: cluster 29 s, voters 23 s, election 12 s, logs 11 s, drain 7 s, allocator

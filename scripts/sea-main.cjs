@@ -1,10 +1,11 @@
 'use strict';
 // The single binary's entry point (sea-config's `main`). scripts/build.mjs embeds two bundles as assets:
-// shoal.js (the CLI and agent, 3–4 MB) and shim.js (one exec task's supervisor, ~20 kB), each wrapped as a
-// CommonJS function. Node compiles the whole main script before running any of it, so were the big bundle
-// the main script, every shim (one per running task) would pay to load code it never runs: ~37 ms of CPU
-// against ~25 ms for the shim alone (perf stat), and on a 2-core host that CPU is taken from the next
-// task's start. So this file only picks a bundle and runs it.
+// shoal.js (the CLI and agent, 3–4 MB) and shim.js (one exec task's supervisor, ~20 kB, which is also the
+// docker driver's lease keeper: `shoal __lease-keeper DIR`), each wrapped as a CommonJS function. Node
+// compiles the whole main script before running any of it, so were the big bundle the main script, every
+// shim (one per running task) would pay to load code it never runs: ~37 ms of CPU against ~25 ms for the
+// shim alone (perf stat), and on a 2-core host that CPU is taken from the next task's start. So this file
+// only picks a bundle and runs it.
 //
 // shoal.js comes with a V8 code cache (shoal.cache) that build.mjs makes by running the bundle once
 // (`shoal --version`), so it holds the code start-up runs, not only the top level. V8 checks it against
@@ -13,7 +14,7 @@
 const { getAsset } = require('node:sea');
 const { Script } = require('node:vm');
 
-const asShim = process.argv[2] === '__shim';
+const asShim = process.argv[2] === '__shim' || process.argv[2] === '__lease-keeper';
 const name = asShim ? 'shim' : 'shoal';
 let cachedData;
 if (!asShim) {

@@ -206,10 +206,12 @@ export class ShoalNode {
         },
       }),
     );
+    // The lease keeper's files: it holds this node's containers to the lease even while no agent runs.
+    const leaseKeeperDir = join(config.dataDir, 'docker-lease');
     const dockerInit =
       config.dockerSocket === null
-        ? { logger: logger.child('docker'), nodeId: id }
-        : { logger: logger.child('docker'), socketPath: config.dockerSocket, nodeId: id };
+        ? { logger: logger.child('docker'), nodeId: id, leaseKeeperDir }
+        : { logger: logger.child('docker'), socketPath: config.dockerSocket, nodeId: id, leaseKeeperDir };
     drivers.set('docker', createDockerDriver(dockerInit));
 
     const raft = new RaftService({

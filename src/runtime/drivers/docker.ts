@@ -9,10 +9,15 @@
  * While a task runs, wait() watches the engine: if it stops answering (gone, or hung) for longer than
  * engineLossGraceMs, the task ends with the reason "docker engine unreachable while the task ran: …" rather
  * than a wait that never returns; an engine that comes back within that time (a restart) is simply re-attached.
+ *
+ * A container whose task has a lease (StartRequest.lease) is labelled io.shoal.lease and held to it by the
+ * node's lease keeper (lease-keeper.ts), a small process of its own that start() and recover() make sure runs:
+ * it kills the container once the lease is over even when no agent is alive, and wait() then reports the
+ * task as exec does, leaseKillReason.
  */
 import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -29,6 +34,21 @@ import {
   type TaskEvent,
   type TaskHandle,
 } from './driver.ts';
+import {
+  idleExitMsDefault as leaseKeeperIdleMsDefault,
+  killedForLease,
+  leaseKeeperCommandDefault,
+  leaseKillReason,
+  leaseLabel,
+  liveKeeper,
+  managedLabel,
+  nodeLabel,
+  readLeaseKill,
+  removeLeaseKill,
+  startLeaseKeeper,
+  taskLabel,
+  writeKeeperConfig,
+} from './lease-keeper.ts';
 import {
   checkLogRotation,
   logRotationDefault,
@@ -61,13 +81,24 @@ export interface DockerDriverInit {
    * containers when several nodes share an engine. Without it, leftovers() finds nothing.
    */
   nodeId?: string;
+  /**
+   * The lease keeper's directory (lease-keeper.ts: its config, pid file, log and kill records), one per
+   * agent, e.g. DATA_DIR/docker-lease. With it and nodeId, containers whose task has a lease are killed once
+   * the lease is over even while no agent is alive; without either, only a live agent stops them.
+   */
+  leaseKeeperDir?: string;
+  /** How long the keeper lives on once no leased container of this node runs. Default 60 s. */
+  leaseKeeperIdleMs?: number;
+  /**
+   * The program and leading arguments that run a lease keeper; the driver appends its directory.
+   * Default: leaseKeeperCommandDefault().
+   */
+  leaseKeeperCommand?: readonly string[];
 }
 
 export const dockerSocketPathDefault = '/var/run/docker.sock';
 export const containerNamePrefix = 'shoal-';
-export const taskLabel = 'io.shoal.task';
-export const managedLabel = 'io.shoal.managed';
-export const nodeLabel = 'io.shoal.node';
+export { leaseLabel, managedLabel, nodeLabel, taskLabel };
 
 const pingTimeoutMsDefault = 2000;
 const pullTimeoutMsDefault = 10 * 60_000;
@@ -122,6 +153,9 @@ interface DockerState {
   image: string;
   /** Kept so a recovering agent knows where to append the logs. */
   taskDir: string;
+  /** StartRequest.lease, kept so a recovering agent makes sure the lease keeper guards the container. */
+  leaseFile: string | null;
+  leaseDurationMs: number | null;
 }
 
 interface LogPump {
@@ -152,6 +186,15 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
     );
     return clientLoaded;
   };
+  const leaseKeeperDir = init.leaseKeeperDir === undefined ? null : resolve(init.leaseKeeperDir);
+  const leaseKeeperIdleMs = init.leaseKeeperIdleMs ?? leaseKeeperIdleMsDefault;
+  const leaseKeeperCommand = [...(init.leaseKeeperCommand ?? leaseKeeperCommandDefault())];
+  if (leaseKeeperCommand.length === 0) {
+    throw new ShoalError('INVALID_ARGUMENT', 'leaseKeeperCommand must not be empty');
+  }
+  if (!Number.isFinite(leaseKeeperIdleMs) || leaseKeeperIdleMs <= 0) {
+    throw new ShoalError('INVALID_ARGUMENT', `leaseKeeperIdleMs must be positive, got ${leaseKeeperIdleMs}`);
+  }
   const logPumps = new Map<string, LogPump>();
   /** Tasks this instance stopped: a 128+n exit code from them means "killed by signal n", not a choice of the task. */
   const stopsRequested = new Set<string>();
@@ -171,6 +214,39 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
     if (isConnectionError(error)) return unreachable(error);
     const code = statusCodeOf(error) === 400 ? 'INVALID_ARGUMENT' : 'INTERNAL';
     return new ShoalError(code, `docker could not ${action}: ${engineMessage(error)}`, { cause: error });
+  };
+
+  // One keeper check at a time: concurrent starts must not each start a keeper.
+  let keeperCheck: Promise<void> = Promise.resolve();
+  let keeperWarned = false;
+  /**
+   * Makes sure a lease keeper guards this node's leased containers. Called once the container runs: a keeper
+   * that is about to exit for want of containers looks once more after it gave up its pid file, so either
+   * it sees this container or this call finds no keeper and starts one.
+   */
+  const ensureLeaseKeeper = (lease: { file: string; durationMs: number }): Promise<void> => {
+    const check = keeperCheck.then(async () => {
+      if (leaseKeeperDir === null) return;
+      if (init.nodeId === undefined) {
+        // Without the node's label the keeper could not tell this node's containers from another's.
+        if (!keeperWarned)
+          logger.warn('no node id: containers are held to the lease only while the agent runs');
+        keeperWarned = true;
+        return;
+      }
+      await mkdir(leaseKeeperDir, { recursive: true, mode: 0o700 });
+      writeKeeperConfig(leaseKeeperDir, {
+        nodeId: init.nodeId,
+        socketPath: resolve(socketPath),
+        lease: { file: resolve(lease.file), durationMs: lease.durationMs },
+        idleExitMs: leaseKeeperIdleMs,
+      });
+      if (liveKeeper(leaseKeeperDir) !== null) return;
+      const keeper = await startLeaseKeeper(leaseKeeperDir, leaseKeeperCommand);
+      logger.info('started the docker lease keeper', { pid: keeper.pid, dir: leaseKeeperDir });
+    });
+    keeperCheck = check.catch(() => undefined);
+    return check;
   };
 
   const ping = async (): Promise<void> => {
@@ -291,6 +367,8 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
         [taskLabel]: taskId,
         [managedLabel]: 'true',
         ...(init.nodeId === undefined ? {} : { [nodeLabel]: init.nodeId }),
+        // What the lease keeper kills once the lease is over: not a `--on-disconnect keep` task's container.
+        ...(request.lease === undefined ? {} : { [leaseLabel]: 'true' }),
       },
       Tty: false,
       OpenStdin: false,
@@ -426,6 +504,22 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
       });
       throw startError(error, spec.command[0] ?? `the default command of ${image}`, engineError);
     }
+    if (request.lease !== undefined) {
+      try {
+        await ensureLeaseKeeper(request.lease);
+      } catch (error) {
+        // Unguarded, the container could outlive the lease and run twice: it does not run at all.
+        await container.remove({ force: true, v: true }).catch((removeError: unknown) => {
+          logger.warn('cannot remove a container whose lease keeper did not start', {
+            taskId,
+            error: errorMessage(removeError),
+          });
+        });
+        throw new ShoalError('INTERNAL', `could not start the docker lease keeper: ${errorMessage(error)}`, {
+          cause: error,
+        });
+      }
+    }
     // Since 0: the whole output, even if the container already exited.
     logPumps.set(taskId, pumpLogs(taskId, container.id, taskDir, 0));
     const state: DockerState = {
@@ -433,6 +527,8 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
       containerName: containerNamePrefix + taskId,
       image,
       taskDir,
+      leaseFile: request.lease?.file ?? null,
+      leaseDurationMs: request.lease?.durationMs ?? null,
     };
     logger.info('task started', { taskId, containerId: container.id, image });
     return { taskId, driver: 'docker', state: { ...state } };
@@ -574,8 +670,15 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
       // Removed right after it exited: the status from wait is all there is.
       if (statusCodeOf(error) !== 404) throw engineError(error, `inspect task ${handle.taskId}`);
     }
+    const exitCode = info?.State.ExitCode ?? statusCode;
+    if (leaseKeeperDir !== null) {
+      const record = await readLeaseKill(leaseKeeperDir, handle.taskId);
+      if (killedForLease(record, containerId, exitCode)) {
+        return { exitCode, signal: 'SIGKILL', oomKilled: false, reason: leaseKillReason, succeeded: false };
+      }
+    }
     return exitResultOf({
-      exitCode: info?.State.ExitCode ?? statusCode,
+      exitCode,
       oomKilled: info?.State.OOMKilled ?? false,
       engineError: info?.State.Error ?? '',
       stoppedByShoal: stopsRequested.has(handle.taskId),
@@ -634,6 +737,10 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
       if (status !== 404 && status !== 409)
         throw engineError(error, `remove the container of task ${handle.taskId}`);
     }
+    if (leaseKeeperDir !== null) {
+      const record = await readLeaseKill(leaseKeeperDir, handle.taskId);
+      if (record?.containerId === containerId) await removeLeaseKill(leaseKeeperDir, handle.taskId);
+    }
     const pump = logPumps.get(handle.taskId);
     if (pump !== undefined) {
       // The stream ends by itself once the container is gone; the abort only guards against an engine that hangs.
@@ -646,7 +753,7 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
 
   const recover = async (handle: TaskHandle): Promise<boolean> => {
     checkHandleDriver(handle, 'docker');
-    const { containerId, taskDir } = parseState(handle);
+    const { containerId, taskDir, leaseFile, leaseDurationMs } = parseState(handle);
     let info: Docker.ContainerInspectInfo;
     try {
       info = await (await docker()).getContainer(containerId).inspect();
@@ -664,6 +771,16 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
         handle.taskId,
         pumpLogs(handle.taskId, containerId, taskDir, await logsSinceSeconds(taskDir)),
       );
+    }
+    if (info.State.Running && leaseFile !== null && leaseDurationMs !== null) {
+      // An agent that restarts after its keeper gave up (it found nothing to guard while the engine was down,
+      // say) starts one again. A keeper that cannot start does not make the task less alive: say so only.
+      await ensureLeaseKeeper({ file: leaseFile, durationMs: leaseDurationMs }).catch((error: unknown) => {
+        logger.warn('could not start the docker lease keeper for a recovered task', {
+          taskId: handle.taskId,
+          error: errorMessage(error),
+        });
+      });
     }
     logger.info(info.State.Running ? 'task recovered' : 'task ended while no agent watched; recovered it', {
       taskId: handle.taskId,
@@ -711,6 +828,7 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
       pump?.abort.abort();
       logPumps.delete(orphan.taskId);
     }
+    if (leaseKeeperDir !== null) await removeLeaseKill(leaseKeeperDir, orphan.taskId);
     return containers.length > 0;
   };
 
@@ -823,14 +941,19 @@ function commandNotFound(
 }
 
 function parseState(handle: TaskHandle): DockerState {
-  const { containerId, containerName, image, taskDir } = handle.state;
+  const { containerId, containerName, image, taskDir, leaseFile, leaseDurationMs } = handle.state;
   if (typeof containerId !== 'string' || containerId === '') {
     throw new ShoalError('INVALID_ARGUMENT', `docker handle for task ${handle.taskId} has no containerId`);
   }
   if (typeof containerName !== 'string' || typeof image !== 'string' || typeof taskDir !== 'string') {
     throw new ShoalError('INVALID_ARGUMENT', `docker handle for task ${handle.taskId} is incomplete`);
   }
-  return { containerId, containerName, image, taskDir };
+  // Absent from handles of drivers older than the lease keeper: their containers are not guarded.
+  const lease =
+    typeof leaseFile === 'string' && typeof leaseDurationMs === 'number' && leaseDurationMs > 0
+      ? { leaseFile, leaseDurationMs }
+      : { leaseFile: null, leaseDurationMs: null };
+  return { containerId, containerName, image, taskDir, ...lease };
 }
 
 interface ContainerExit {
