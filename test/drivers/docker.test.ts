@@ -236,6 +236,7 @@ describe.skipIf(skipReason !== null)(
           ...makeSpec({ command: ['sleep', '1000'], env: {} }),
           cpuMillis: 250,
           memoryBytes: 32 * mebibyte,
+          pidsMax: 64,
         };
         const taskId = uniqueTaskId('limits');
         const handle = await driver.start({ taskId, spec, taskDir: await tasks.dir() });
@@ -248,6 +249,7 @@ describe.skipIf(skipReason !== null)(
         expect(info.HostConfig).toMatchObject({
           Memory: 32 * mebibyte,
           NanoCpus: 250_000_000,
+          PidsLimit: 64,
           NetworkMode: 'none',
         });
         expect(info.Config).toMatchObject({ NetworkDisabled: true });

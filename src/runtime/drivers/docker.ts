@@ -22,7 +22,7 @@ import { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type Docker from 'dockerode';
-import { networkOf } from '../../cluster/index.ts';
+import { networkOf, pidsMaxDefault } from '../../cluster/index.ts';
 import { errorMessage, isShoalError, ShoalError, type Logger } from '../../shared/index.ts';
 import {
   checkHandleDriver,
@@ -385,6 +385,8 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
         // No swap on top: the memory the allocator reserved is all the task gets.
         MemorySwap: spec.memoryBytes,
         NanoCpus: spec.cpuMillis * 1_000_000,
+        // As for exec tasks: a fork bomb stops at the task's own limit.
+        PidsLimit: spec.pidsMax ?? pidsMaxDefault,
         // Engines run with --bridge=none (as in our tests) have no default bridge to attach to: 'none' is the
         // one mode that works everywhere, and with networking disabled it adds no network endpoint.
         NetworkMode: network,

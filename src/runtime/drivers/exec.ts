@@ -64,6 +64,7 @@ import {
   taskHostname,
   type IsolationPlan,
 } from './isolation.ts';
+import { leaseKillReason } from './lease-keeper.ts';
 import { checkLogRotation, logRotationDefault, type LogRotation } from './logs.ts';
 import {
   groupAlive,
@@ -815,7 +816,7 @@ function exitResultOf(record: ExitRecord): ExitResult {
   const { exitCode, signal } = record;
   if (record.startError !== null) return failure(record.startError);
   if (record.leaseExpired === true) {
-    return failure('killed by its supervisor: the node lost contact with the leader for the whole lease');
+    return failure(leaseKillReason);
   }
   if (record.oomKilled) return { exitCode, signal, oomKilled: true, reason: 'OOM-killed', succeeded: false };
   if (exitCode !== null) {
