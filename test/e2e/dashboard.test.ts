@@ -101,14 +101,16 @@ describe.skipIf(!haveChromium)('the dashboard in a browser', { timeout: 300_000 
     );
     for (const name of ['ui2', 'ui3'])
       agents.push(await cluster.agent({ name, cpu: 1, join: first.address, key }));
-    await waitFor(
-      'three alive members and three voters',
-      async () => {
-        const members = await first.json<MemberView[]>(['members']);
-        const status = await first.json<StatusView>(['status']);
-        return members.filter((m) => m.state === 'alive').length === 3 && status.voters.length === 3;
-      },
-      60_000,
+    await cluster.explain(
+      waitFor(
+        'three alive members and three voters',
+        async () => {
+          const members = await first.json<MemberView[]>(['members']);
+          const status = await first.json<StatusView>(['status']);
+          return members.filter((m) => m.state === 'alive').length === 3 && status.voters.length === 3;
+        },
+        60_000,
+      ),
     );
     const tokenFile = join(first.dataDir, 'management.token');
     token = await waitFor('the management token', () =>

@@ -192,6 +192,21 @@ export class TestCluster {
     return agent;
   }
 
+  /** Awaits `wait`; if it fails, the error carries the tail of every agent's log, which is what explains it. */
+  async explain<T>(wait: Promise<T>, lines = 25): Promise<T> {
+    try {
+      return await wait;
+    } catch (error) {
+      const tails = this.agents.map(
+        (agent) =>
+          `--- ${agent.name} (last ${lines} lines):\n${agent.log().trimEnd().split('\n').slice(-lines).join('\n')}`,
+      );
+      throw new Error(`${error instanceof Error ? error.message : String(error)}\n${tails.join('\n')}`, {
+        cause: error,
+      });
+    }
+  }
+
   /** Stops every agent (SIGTERM, so they stop their tasks), then kills stragglers. */
   async stop(): Promise<void> {
     for (const agent of this.agents)
