@@ -217,6 +217,30 @@ describe.skipIf(!isRoot)('isolated exec tasks (needs root)', () => {
       expect(events.map((event) => event.message)).toContainEqual(expect.stringMatching(/^runs as root/));
     });
 
+    it('runs its exec health checks in its namespaces, as its user', async () => {
+      const driver = makeDriver();
+      const { handle, taskDir } = await tasks.start(driver, [
+        'sh',
+        '-c',
+        'echo ready > /tmp/ready; sleep 1000',
+      ]);
+      let result = { exitCode: null as number | null, output: '', timedOut: false };
+      // The check sees the task's /tmp (its tmp/), not the host's, once the task has written there.
+      for (let i = 0; i < 50 && !result.output.startsWith('ready'); i++) {
+        result = await (driver.execCheck ?? (() => Promise.reject(new Error('no execCheck'))))(handle, {
+          command: ['sh', '-c', 'cat /tmp/ready && id -u && ls /proc | grep -c "^[0-9]"'],
+          env: {},
+          cwd: taskDir,
+          timeoutMs: 10_000,
+        });
+        if (!result.output.startsWith('ready')) await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      const [ready, uid, processes] = result.output.trim().split('\n');
+      expect(result.exitCode).toBe(0);
+      expect([ready, uid]).toEqual(['ready', '65534']);
+      expect(Number(processes)).toBeLessThanOrEqual(8);
+    });
+
     it('refuses a user this node does not know, by name', async () => {
       await expect(run('true', { user: 'no-such-user-here' })).rejects.toSatisfy(
         (error) =>

@@ -30,7 +30,7 @@ import {
   writeFileSync,
   type FSWatcher,
 } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { isSea } from 'node:sea';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -56,6 +56,7 @@ import {
   type TaskHandle,
 } from './driver.ts';
 import {
+  isolatedCheckCommand,
   isolationPrograms,
   parseUserSpec,
   readOnlyMountPoints,
@@ -642,7 +643,16 @@ export function createExecDriver(init: ExecDriverInit): Driver {
 
   const execCheck = async (handle: TaskHandle, request: ExecCheckRequest): Promise<ExecCheckResult> => {
     checkHandleDriver(handle, 'exec');
-    return runCheckCommand(request);
+    const entry = attached.get(handle.taskId) ?? detachedEntry(handle);
+    const isolation = (await readLaunch(entry.runtimeDir))?.isolation ?? null;
+    if (isolation === null) return runCheckCommand(request);
+    // An isolated task's check runs in its namespaces, as its user: found through its process 1.
+    const task = await readRuntimeRecord<TaskRecord>(entry.runtimeDir, taskFileName);
+    const initPid = task === null ? null : await firstChildOf(task.pid);
+    if (initPid === null) return { exitCode: null, output: 'the task is not running', timedOut: false };
+    return runCheckCommand(request, (command, args) =>
+      isolatedCheckCommand(isolation, initPid, command, args),
+    );
   };
 
   return { name: 'exec', health, start, wait, stop, destroy, recover, collect, execCheck };
@@ -657,7 +667,10 @@ type ExecCheckResult = Awaited<ReturnType<NonNullable<Driver['execCheck']>>>;
  * of its own so a timeout kills whatever it started. Not inside the task's cgroups: a check is the agent's
  * probe, and must not count against the task's limits nor die with an OOM-kill of it. Never rejects.
  */
-function runCheckCommand(request: ExecCheckRequest): Promise<ExecCheckResult> {
+function runCheckCommand(
+  request: ExecCheckRequest,
+  wrap?: (command: string, args: readonly string[]) => [string, string[]],
+): Promise<ExecCheckResult> {
   const [command, ...args] = request.command;
   if (command === undefined || command === '') {
     return Promise.resolve({ exitCode: null, output: 'an exec check needs a command', timedOut: false });
@@ -678,8 +691,9 @@ function runCheckCommand(request: ExecCheckRequest): Promise<ExecCheckResult> {
       keptBytes += part.length;
     };
     let child: ChildProcess;
+    const [program, programArgs] = wrap === undefined ? [command, args] : wrap(command, args);
     try {
-      child = spawn(command, args, {
+      child = spawn(program, programArgs, {
         cwd: request.cwd,
         env,
         detached: true,
@@ -744,6 +758,23 @@ function runCheckCommand(request: ExecCheckRequest): Promise<ExecCheckResult> {
     });
     child.once('close', finish);
   });
+}
+
+/**
+ * The first child of a process (the isolated task's process 1 is unshare's only child), from
+ * /proc/PID/task/PID/children, else from every process's parent in /proc; null if it has none.
+ */
+async function firstChildOf(pid: number): Promise<number | null> {
+  const listed = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => null);
+  if (listed !== null) {
+    const first = Number(listed.trim().split(/\s+/)[0]);
+    return Number.isInteger(first) && first > 0 ? first : null;
+  }
+  for (const name of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(name)) continue;
+    if (readProcStat(Number(name))?.parentId === pid) return Number(name);
+  }
+  return null;
 }
 
 /** One line for the task's events: who it runs as and in what. */

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { isShoalError } from '../../shared/errors.ts';
 import {
+  isolatedCheckCommand,
   isolatedCommand,
   isolatedExit,
   parseUserSpec,
@@ -152,6 +153,47 @@ describe('the command line', () => {
       '--nnp',
       '--',
       'id',
+    ]);
+  });
+});
+
+describe('checks', () => {
+  it('enter the namespaces of the task, in its directory, as its user', () => {
+    const plan: IsolationPlan = {
+      uid: 1000,
+      gid: 1000,
+      userName: 'app',
+      initGroups: false,
+      capabilities: [],
+      hiddenDir: '/d',
+      taskDir: '/d/tasks/t',
+      readOnlyMounts: ['/'],
+      network: 'host',
+      hostname: 't',
+    };
+    expect(isolatedCheckCommand(plan, 4242, 'cat', ['/tmp/ready'])).toEqual([
+      'nsenter',
+      [
+        '--target=4242',
+        '--mount',
+        '--pid',
+        '--ipc',
+        '--uts',
+        '--wd=/d/tasks/t',
+        '--',
+        'env',
+        '--default-signal',
+        'setpriv',
+        '--reuid=1000',
+        '--regid=1000',
+        '--clear-groups',
+        '--bounding-set=-all',
+        '--inh-caps=-all',
+        '--nnp',
+        '--',
+        'cat',
+        '/tmp/ready',
+      ],
     ]);
   });
 });

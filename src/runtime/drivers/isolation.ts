@@ -238,7 +238,7 @@ export const isolationSetupScript = [
 ].join('\n');
 
 /** The programs isolation runs (util-linux and coreutils); the driver checks they exist. */
-export const isolationPrograms = ['unshare', 'setpriv', 'env', 'mount'] as const;
+export const isolationPrograms = ['unshare', 'setpriv', 'env', 'mount', 'nsenter'] as const;
 
 /** The command line that runs `command args` isolated by `plan`. */
 export function isolatedCommand(
@@ -256,19 +256,7 @@ export function isolatedCommand(
     ...(plan.network === 'none' ? ['--net'] : []),
     '--mount-proc',
   ];
-  const capabilities =
-    plan.capabilities.length === 0 ? '-all' : `-all,${plan.capabilities.map((c) => `+${c}`).join(',')}`;
-  const setprivArgs =
-    plan.uid === 0
-      ? [`--bounding-set=${capabilities}`, '--inh-caps=-all', '--nnp']
-      : [
-          `--reuid=${plan.uid}`,
-          `--regid=${plan.gid}`,
-          plan.initGroups ? '--init-groups' : '--clear-groups',
-          `--bounding-set=${capabilities}`,
-          '--inh-caps=-all',
-          '--nnp',
-        ];
+  const setprivArgs = privilegeArgs(plan);
   return [
     'unshare',
     [
@@ -285,6 +273,55 @@ export function isolatedCommand(
       '--default-signal',
       'setpriv',
       ...setprivArgs,
+      '--',
+      command,
+      ...args,
+    ],
+  ];
+}
+
+/** setpriv's arguments: the task's user, groups and capabilities, and no_new_privs. */
+function privilegeArgs(plan: IsolationPlan): string[] {
+  const capabilities =
+    plan.capabilities.length === 0 ? '-all' : `-all,${plan.capabilities.map((c) => `+${c}`).join(',')}`;
+  return plan.uid === 0
+    ? [`--bounding-set=${capabilities}`, '--inh-caps=-all', '--nnp']
+    : [
+        `--reuid=${plan.uid}`,
+        `--regid=${plan.gid}`,
+        plan.initGroups ? '--init-groups' : '--clear-groups',
+        `--bounding-set=${capabilities}`,
+        '--inh-caps=-all',
+        '--nnp',
+      ];
+}
+
+/**
+ * The command line that runs a health check's command where the task runs: in the namespaces of its
+ * process 1 (host pid `initPid`), in its directory, as its user with its capabilities — so `cat /tmp/ready`
+ * reads the task's /tmp, and a check can do no more than the task could.
+ */
+export function isolatedCheckCommand(
+  plan: IsolationPlan,
+  initPid: number,
+  command: string,
+  args: readonly string[],
+): [string, string[]] {
+  return [
+    'nsenter',
+    [
+      `--target=${initPid}`,
+      '--mount',
+      '--pid',
+      '--ipc',
+      '--uts',
+      ...(plan.network === 'none' ? ['--net'] : []),
+      `--wd=${plan.taskDir}`,
+      '--',
+      'env',
+      '--default-signal',
+      'setpriv',
+      ...privilegeArgs(plan),
       '--',
       command,
       ...args,

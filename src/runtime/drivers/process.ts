@@ -24,6 +24,8 @@ export interface ProcessIdentity {
 export interface ProcStat {
   /** R, S, D, Z (zombie), X (dead)… */
   processState: string;
+  /** Parent process id. */
+  parentId: number;
   /** Process group id. */
   groupId: number;
   startTicks: number;
@@ -50,11 +52,12 @@ export function readProcStat(pid: number): ProcStat | null {
 export function parseProcStat(text: string): ProcStat | null {
   const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
   const processState = fields[0];
+  const parentId = Number(fields[1]);
   const groupId = Number(fields[2]);
   const startTicks = Number(fields[19]);
   if (processState === undefined || !Number.isSafeInteger(groupId) || !Number.isSafeInteger(startTicks))
     return null;
-  return { processState, groupId, startTicks };
+  return { processState, parentId, groupId, startTicks };
 }
 
 export function isDead(processState: string): boolean {
