@@ -51,6 +51,7 @@ const taskRecordSchema = z.strictObject({
   // Snapshots from before task events have none.
   events: z.exactOptional(z.array(z.strictObject({ atMs: timeMs, message: text(64 * 1024) }))),
   hostPorts: z.exactOptional(z.record(text(64, 1), whole(1, 65_535))),
+  deviceSlots: z.exactOptional(z.record(text(64, 1), z.array(whole(0, 1024)).check(z.maxLength(1024)))),
   runningSinceMs: z.exactOptional(timeMs),
   health: z.exactOptional(
     z.strictObject({

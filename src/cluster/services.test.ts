@@ -349,3 +349,40 @@ describe('deployments', () => {
     });
   });
 });
+
+describe('device slots', () => {
+  it("gives each task distinct slots of its node's devices, and gives them back when it ends", () => {
+    const state = new ClusterState();
+    let index = 0;
+    const apply = (command: Command): ApplyResult =>
+      state.apply(++index, decodeCommand(index, encodeCommand(command)));
+    apply({
+      type: 'upsertNode',
+      node: {
+        id: 'g1',
+        name: 'g1',
+        address: '10.0.0.9:4700',
+        capacity: { cpuMillis: 64_000, memoryBytes: 64_000 * MiB, devices: { gpu: 4 } },
+        labels: { [nodeIdLabel]: 'g1' },
+        drivers: ['exec'],
+      },
+      atMs: 0,
+    });
+    const ids = ['d00000000000', 'd00000000001', 'd00000000002'];
+    apply({
+      type: 'submitTasks',
+      tasks: ids.map((id, i) => ({ id, spec: spec(id, { devices: { gpu: i === 0 ? 1 : 2 } }) })),
+      atMs: 1,
+    });
+    place(apply, ids, 'g1');
+    const slots = (id: string): number[] | undefined => state.tasks.get(id)?.deviceSlots?.['gpu'];
+    expect(ids.map(slots)).toEqual([[0], [1, 2], undefined]);
+    expect(state.tasks.get(ids[2] ?? '')?.state).toBe('pending');
+    const first = state.tasks.get(ids[0] ?? '');
+    if (!first) throw new Error('no task');
+    report(apply, first, 'finished', 2);
+    place(apply, [ids[2] ?? ''], 'g1');
+    // Slot 0 came back; 3 was free all along.
+    expect(slots(ids[2] ?? '')).toEqual([0, 3]);
+  });
+});

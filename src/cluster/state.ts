@@ -68,6 +68,8 @@ interface Usage {
   memoryBytes: number;
   diskBytes: number;
   readonly devices: Map<string, number>;
+  /** Device kind → slot → tasks holding it (slots number a node's devices of a kind, 0…count-1). */
+  readonly deviceSlots: Map<string, Map<number, number>>;
   /** Port → tasks holding it (more than one only if a stale plan slipped through; never by design). */
   readonly ports: Map<number, number>;
   /** Ports held that were picked from the node's dynamic range (the allocator counts them as a resource). */
@@ -1213,7 +1215,10 @@ export class ClusterState {
       return;
     const hostPorts = this.pickPorts(node, task);
     if (hostPorts === null) return;
+    const deviceSlots = this.pickDeviceSlots(node, task);
+    if (deviceSlots === null) return;
     if (hostPorts !== undefined) task.hostPorts = hostPorts;
+    if (deviceSlots !== undefined) task.deviceSlots = deviceSlots;
     task.state = 'assigned';
     task.nodeId = node.id;
     task.reason = null;
@@ -1255,6 +1260,28 @@ export class ClusterState {
       hostPorts[name] = port;
     }
     return hostPorts;
+  }
+
+  /**
+   * Which of the node's devices a task placed there holds: for each kind it asks for, the lowest slots no
+   * live task of the node holds (the agent maps a slot to the device file it declared in that place, e.g.
+   * --device gpu=/dev/nvidia0,/dev/nvidia1). Undefined: it asks for no devices; null: not enough are free.
+   */
+  private pickDeviceSlots(node: ClusterNode, task: Task): Record<string, number[]> | undefined | null {
+    const wanted = Object.entries(task.spec.devices ?? {});
+    if (wanted.length === 0) return undefined;
+    const taken = this.used.get(node.id)?.deviceSlots;
+    const slots: Record<string, number[]> = {};
+    for (const [kind, count] of wanted) {
+      const total = node.capacity.devices?.[kind] ?? 0;
+      const held = taken?.get(kind);
+      const picked: number[] = [];
+      for (let slot = 0; slot < total && picked.length < count; slot++)
+        if ((held?.get(slot) ?? 0) === 0) picked.push(slot);
+      if (picked.length < count) return null;
+      slots[kind] = picked;
+    }
+    return slots;
   }
 
   /** Whether the node has room for the spec on every resource, and its ports free. */
@@ -1498,6 +1525,7 @@ export class ClusterState {
     task.attempt++;
     task.notBeforeMs = notBeforeMs;
     delete task.hostPorts;
+    delete task.deviceSlots;
     delete task.runningSinceMs;
     delete task.health;
     this.pending.add(task.id);
@@ -1531,6 +1559,14 @@ export class ClusterState {
     used.diskBytes += sign * (spec.diskBytes ?? 0);
     for (const [kind, count] of Object.entries(spec.devices ?? {}))
       addCount(used.devices, kind, sign * count);
+    for (const [kind, slots] of Object.entries(task.deviceSlots ?? {})) {
+      let held = used.deviceSlots.get(kind);
+      if (held === undefined) {
+        held = new Map();
+        used.deviceSlots.set(kind, held);
+      }
+      for (const slot of slots) addCount(held, slot, sign);
+    }
     for (const port of Object.values(task.hostPorts ?? spec.ports ?? {})) addCount(used.ports, port, sign);
     if (task.hostPorts !== undefined) used.dynamicPorts += sign * (spec.dynamicPorts?.length ?? 0);
     assert(
@@ -1583,6 +1619,7 @@ function emptyUsage(): Usage {
     memoryBytes: 0,
     diskBytes: 0,
     devices: new Map(),
+    deviceSlots: new Map(),
     ports: new Map(),
     dynamicPorts: 0,
   };

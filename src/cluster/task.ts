@@ -424,6 +424,11 @@ export interface Task {
    * it holds none, or it is not placed).
    */
   hostPorts?: Record<string, number>;
+  /**
+   * Which of its node's devices the task holds, by kind: slots 0…count-1 of what the node offers, set when
+   * it is placed (absent: it asks for none, or it is not placed, or it was placed before slots existed).
+   */
+  deviceSlots?: Record<string, number[]>;
   /** When the current attempt was last reported running (absent: it is not running). */
   runningSinceMs?: number;
   /** What its health checks say, as its agent reported (absent: no checks, or no verdict yet). */

@@ -31,6 +31,12 @@ export interface NodeConfig {
   readonly diskBytes?: number | null;
   /** Device counts by kind offered to tasks (e.g. gpu: 2). */
   readonly devices?: Readonly<Record<string, number>>;
+  /**
+   * The device files behind a kind's count, in slot order (`--device gpu=/dev/nvidia0,/dev/nvidia1`): a
+   * task holding slot 1 of gpu gets /dev/nvidia1, and only it. A kind with a count and no files gives tasks
+   * slot numbers only (SHOAL_DEVICES_GPU=0,1).
+   */
+  readonly deviceFiles?: Readonly<Record<string, readonly string[]>>;
   /** A task may preempt only tasks at least this much lower in priority (preemptionPriorityGapOff: never). */
   readonly preemptionPriorityGap?: number;
   readonly labels: Readonly<Record<string, string>>;

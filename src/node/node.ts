@@ -281,7 +281,11 @@ export class ShoalNode {
       report: (report) =>
         control.proposeOrThrow({ type: 'reportTask', nodeId: id, ...report, atMs: Date.now() }),
       recordEvents: (batch) => control.proposeOrThrow({ type: 'taskEvents', nodeId: id, ...batch }),
-      node: { name: config.name, host: advertisedHost(config.listen.host) },
+      node: {
+        name: config.name,
+        host: advertisedHost(config.listen.host),
+        ...(config.deviceFiles === undefined ? {} : { deviceFiles: config.deviceFiles }),
+      },
       reportHealth: (report) =>
         control.proposeOrThrow({ type: 'taskHealth', nodeId: id, ...report, atMs: Date.now() }),
       leaseExpired: () => agentLease.expired(),

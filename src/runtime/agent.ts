@@ -22,7 +22,7 @@ import type { Logger } from '../shared/log.ts';
 import { DiskMonitor } from './disk.ts';
 import type { Driver, ExitResult, StartRequest, TaskEvent, TaskHandle } from './drivers/index.ts';
 import { HealthMonitor } from './health.ts';
-import { innerPort, taskEnvironment, type TaskNode } from './task-env.ts';
+import { innerPort, taskDeviceFiles, taskEnvironment, type TaskNode } from './task-env.ts';
 import { writeFileAtomic } from '../shared/files.ts';
 
 export const handlesFileName = 'handles.json';
@@ -501,6 +501,11 @@ export class Agent {
         taskDir,
         env: this.environment(task, taskDir),
         ...(task.hostPorts === undefined ? {} : { ports: this.portsOf(task) }),
+        ...(task.deviceSlots === undefined
+          ? {}
+          : {
+              devices: taskDeviceFiles(task, this.init.node ?? { name: this.init.nodeId, host: '127.0.0.1' }),
+            }),
         ...(task.spec.onDisconnect === 'keep' ? {} : { lease: this.init.lease }),
         onEvent: (event) => {
           this.init.logger.info(event.message, { task: task.id, event: event.type });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Task, TaskSpec } from '../cluster/index.ts';
-import { innerPort, portVariableName, taskEnvironment } from './task-env.ts';
+import { innerPort, portVariableName, taskDeviceFiles, taskEnvironment } from './task-env.ts';
 
 const spec = (extra: Partial<TaskSpec> = {}): TaskSpec => ({
   name: 'web-0',
@@ -81,5 +81,27 @@ describe('the variables a task gets', () => {
   it('makes variable names of port names', () => {
     expect(portVariableName('http')).toBe('HTTP');
     expect(portVariableName('grpc.admin/v1')).toBe('GRPC_ADMIN_V1');
+  });
+});
+
+describe('devices', () => {
+  const holding: Task = {
+    ...task({ devices: { gpu: 2, fpga: 1 } }),
+    deviceSlots: { gpu: [1, 3], fpga: [0] },
+  };
+  const node = {
+    name: 'n1',
+    host: '10.0.0.7',
+    deviceFiles: { gpu: ['/dev/g0', '/dev/g1', '/dev/g2', '/dev/g3'] },
+  };
+
+  it('names the device files a task holds, or its slots where the node named no files', () => {
+    const env = taskEnvironment(holding, node, '/data/tasks/x');
+    expect(env['SHOAL_DEVICES_GPU']).toBe('/dev/g1,/dev/g3');
+    expect(env['SHOAL_DEVICES_FPGA']).toBe('0');
+    expect(taskDeviceFiles(holding, node)).toEqual([
+      { kind: 'gpu', path: '/dev/g1' },
+      { kind: 'gpu', path: '/dev/g3' },
+    ]);
   });
 });

@@ -9,6 +9,23 @@ import { networkOf, portNames, type Task } from '../cluster/index.ts';
 export interface TaskNode {
   readonly name: string;
   readonly host: string;
+  /** The device files behind each kind's slots, in slot order (NodeConfig.deviceFiles). */
+  readonly deviceFiles?: Readonly<Record<string, readonly string[]>>;
+}
+
+/**
+ * The device files a task holds on its node, by kind, from its slots: the node's files in those places, or
+ * nothing for a kind the node declared by count only.
+ */
+export function taskDeviceFiles(task: Task, node: TaskNode): { kind: string; path: string }[] {
+  return Object.entries(task.deviceSlots ?? {}).flatMap(([kind, slots]) => {
+    const files = node.deviceFiles?.[kind];
+    if (files === undefined) return [];
+    return slots.flatMap((slot) => {
+      const path = files[slot];
+      return path === undefined ? [] : [{ kind, path }];
+    });
+  });
 }
 
 /** A port's name as it appears in variable names: upper case, anything but letters and digits as "_". */
@@ -31,7 +48,8 @@ export function innerPort(task: Task, name: string): number | undefined {
 /**
  * The SHOAL_* variables of a task: SHOAL_TASK_ID, SHOAL_TASK_NAME, SHOAL_JOB (empty for a task of no job),
  * SHOAL_NAMESPACE, SHOAL_NODE, SHOAL_TASK_DIR, and per port SHOAL_PORT_<NAME> (bind this),
- * SHOAL_HOST_PORT_<NAME> and SHOAL_ADDR_<NAME> (host:port, for others). They override the spec's own env.
+ * SHOAL_HOST_PORT_<NAME> and SHOAL_ADDR_<NAME> (host:port, for others), and per device kind it holds
+ * SHOAL_DEVICES_<KIND> (its device files, comma separated). They override the spec's own env.
  */
 export function taskEnvironment(task: Task, node: TaskNode, taskDir: string): Record<string, string> {
   const env: Record<string, string> = {
@@ -42,6 +60,14 @@ export function taskEnvironment(task: Task, node: TaskNode, taskDir: string): Re
     SHOAL_NODE: node.name,
     SHOAL_TASK_DIR: taskDir,
   };
+  // Which devices are the task's: their files, or their slot numbers where the node named no files
+  // (as CUDA_VISIBLE_DEVICES takes indices).
+  for (const [kind, slots] of Object.entries(task.deviceSlots ?? {})) {
+    const files = node.deviceFiles?.[kind];
+    env[`SHOAL_DEVICES_${portVariableName(kind)}`] = slots
+      .map((slot) => (files === undefined ? String(slot) : (files[slot] ?? String(slot))))
+      .join(',');
+  }
   for (const name of portNames(task.spec)) {
     const hostPort = task.hostPorts?.[name];
     const inner = innerPort(task, name);

@@ -3,7 +3,8 @@
  * again), and each isolation promise is checked from inside a task — its user, what it sees, what it can
  * write, whom it can signal, its pids limit, root refused unless allowed. Needs root (namespaces, setuid).
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -239,6 +240,34 @@ describe.skipIf(!isRoot)('isolated exec tasks (needs root)', () => {
       expect(result.exitCode).toBe(0);
       expect([ready, uid]).toEqual(['ready', '65534']);
       expect(Number(processes)).toBeLessThanOrEqual(8);
+    });
+
+    it('opens only the device files it holds, besides /dev/null and the like', async () => {
+      const taskDir = await tasks.dir();
+      // Two devices any user may open without their cgroup rule (tun and fuse, world-readable here).
+      mkdirSync(join(taskDir, 'devices'));
+      execFileSync('mknod', ['-m', '666', join(taskDir, 'devices', 'held'), 'c', '10', '200']);
+      execFileSync('mknod', ['-m', '666', join(taskDir, 'devices', 'other'), 'c', '10', '229']);
+      const driver = makeDriver();
+      const handle = await driver.start({
+        taskId: uniqueTaskId('isolated'),
+        spec: makeSpec()({
+          command: [
+            'sh',
+            '-c',
+            'echo x > /dev/null && echo null-ok; (: < devices/held) && echo held-ok; (: < devices/other) 2>&1 || echo other-refused',
+          ],
+          env: {},
+        }),
+        taskDir,
+        devices: [{ kind: 'tun', path: join(taskDir, 'devices', 'held') }],
+      });
+      tasks.track(driver, handle);
+      expect((await driver.wait(handle)).exitCode).toBe(0);
+      const { stdout } = await readTaskLogs(taskDir);
+      expect(stdout.toString('utf8')).toMatch(
+        /^null-ok\nheld-ok\n.*Operation not permitted\nother-refused\n$/s,
+      );
     });
 
     it('refuses a user this node does not know, by name', async () => {

@@ -328,6 +328,13 @@ describe('services on three agents', { timeout: 600_000 }, () => {
       });
     }
     for (const instance of webd.instances) await alive().cli(['kill', instance.taskId]);
+    // Ended, their published ports given back, before the next test hands those ports out again.
+    await waitFor('the docker instances to end', async () => {
+      const tasks = await apiGet<Answer<'tasks'>>(alive(), '/v1/tasks');
+      return webd.instances.every(
+        (instance) => tasks.find((task) => task.id === instance.taskId)?.state === 'killed',
+      );
+    });
   });
 
   it('runs 1,000 port-holding tasks through the agents without two of them on one port', async () => {
@@ -377,7 +384,14 @@ describe('services on three agents', { timeout: 600_000 }, () => {
     }
     expect(ended).toHaveLength(1000);
     const failed = ended.filter((task) => task.state !== 'finished');
-    expect(failed.map((task) => `${task.name}: ${task.state} ${task.reason ?? ''}`)).toEqual([]);
+    // What a failed holder said (httpd's "Address already in use" names a collision) and which port it had.
+    const described = await Promise.all(
+      failed.map(async (task) => {
+        const logs = await alive().cli(['logs', task.id]);
+        return `${task.name} on ${task.node ?? '-'} (${task.ports.map((port) => port.address).join(',')}): ${task.state} ${task.reason ?? ''}; ${(logs.stdout + logs.stderr).trim().split('\n').slice(-3).join(' | ')}`;
+      }),
+    );
+    expect(described).toEqual([]);
   });
 
   it('stops a rolling update whose check never passes after maxParallel instances, and reverts it', async () => {

@@ -2,7 +2,7 @@
  * `shoal agent`: runs a node. Its flags become a NodeConfig here; starting the node and its API, the join
  * hint, signals and `shoal leave` are the node's process (node/process.ts).
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync, type Stats } from 'node:fs';
 import { homedir, hostname } from 'node:os';
 import { join } from 'node:path';
 import { dynamicPortRangeDefault, preemptionPriorityGapOff } from '../../cluster/index.ts';
@@ -83,8 +83,8 @@ const options = {
   device: {
     type: 'string',
     multiple: true,
-    value: 'KIND=COUNT',
-    help: 'devices offered to tasks (e.g. gpu=2)',
+    value: 'KIND=COUNT|FILES',
+    help: 'devices offered to tasks: KIND=COUNT, or KIND=FILE,FILE… to bind each to its files (gpu=/dev/nvidia0,/dev/nvidia1)',
   },
   label: { type: 'string', multiple: true, value: 'K=V', help: 'a label tasks can be placed by' },
   'port-range': {
@@ -185,7 +185,7 @@ export function agentConfig(values: FlagValues<typeof options>): NodeConfig {
     cpuMillis,
     memoryBytes: memoryMiB === null ? null : memoryMiB * mebibyte,
     diskBytes: parseMebibytes(values.disk, '--disk'),
-    devices: parseCounts(values.device, '--device', true),
+    ...parseDevices(values.device),
     labels: ownLabels(parsePairs(values.label, '--label')),
     ...portRange(values['port-range']),
     dns: values.dns === 'off' ? null : parseHostPort(values.dns ?? dnsDefault, '--dns'),
@@ -200,6 +200,48 @@ export function agentConfig(values: FlagValues<typeof options>): NodeConfig {
           voterPolicy: { ...defaultVoterPolicy, deadVoterRemovalMs: Math.round(removalDelaySeconds * 1000) },
         }),
   };
+}
+
+/**
+ * --device KIND=COUNT, or KIND=FILE,FILE… (absolute paths of character or block devices on this machine,
+ * in slot order; the count is how many).
+ */
+export function parseDevices(pairs: readonly string[]): Pick<NodeConfig, 'devices' | 'deviceFiles'> {
+  const counts: string[] = [];
+  const deviceFiles: Record<string, string[]> = {};
+  for (const pair of pairs) {
+    const match = /^([A-Za-z0-9][A-Za-z0-9._-]*)=(\/.*)$/.exec(pair);
+    if (match === null) {
+      counts.push(pair);
+      continue;
+    }
+    const kind = match[1] ?? '';
+    const files = (match[2] ?? '').split(',');
+    for (const file of files) {
+      const stats = file.startsWith('/') ? statOrNull(file) : null;
+      if (stats === null || !(stats.isCharacterDevice() || stats.isBlockDevice()))
+        throw invalidArgument(
+          `--device ${kind}=…: ${JSON.stringify(file)} is not a device file on this machine (give absolute paths of character or block devices)`,
+        );
+    }
+    if (new Set(files).size !== files.length)
+      throw invalidArgument(`--device ${kind}=…: a device file is listed twice`);
+    deviceFiles[kind] = files;
+  }
+  const devices = parseCounts(counts, '--device', true);
+  for (const [kind, files] of Object.entries(deviceFiles)) {
+    if (kind in devices) throw invalidArgument(`--device ${kind} is given twice`);
+    devices[kind] = files.length;
+  }
+  return { devices, ...(Object.keys(deviceFiles).length === 0 ? {} : { deviceFiles }) };
+}
+
+function statOrNull(path: string): Stats | null {
+  try {
+    return statSync(path);
+  } catch {
+    return null;
+  }
 }
 
 /** --port-range MIN-MAX: at least 16 ports, 1024–65535 (below are the host's services'). */

@@ -40,6 +40,8 @@ export interface TaskCgroup {
   memoryEnforced: boolean;
   /** Absent in launch files from before the pids limit. */
   pidsEnforced?: boolean;
+  /** Device access restricted to TaskLimits.devices; absent when not asked for. */
+  devicesEnforced?: boolean;
 }
 
 export interface TaskLimits {
@@ -47,6 +49,8 @@ export interface TaskLimits {
   memoryBytes: number;
   /** Most processes and threads at once; absent: no pids limit. */
   pidsMax?: number;
+  /** devices cgroup allow rules ("c 1:3 rwm"); everything else is denied. Absent: devices unrestricted. */
+  devices?: readonly string[];
 }
 
 /** The CFS period shoal uses: the scheduler's default. The quota is cpuMillis/1000 of it. */
@@ -264,6 +268,24 @@ export function createTaskCgroup(
       });
     } else {
       warnings.push(`pids limit not enforced: ${missingControllerDetail('pids', mounts, v2Path)}`);
+    }
+  }
+
+  // Devices: deny all, then allow the rules (cgroup v1; v2 needs an eBPF program, which shoal does not load).
+  const deviceRules = limits.devices;
+  const devicesV1 = mounts.v1['devices'];
+  if (deviceRules !== undefined) {
+    if (devicesV1 !== undefined) {
+      attempt(warnings, 'device', () => {
+        const path = v1Cgroup(devicesV1);
+        writeFileSync(join(path, 'devices.deny'), 'a');
+        for (const rule of deviceRules) writeFileSync(join(path, 'devices.allow'), rule);
+        cgroup.devicesEnforced = true;
+      });
+    } else {
+      warnings.push(
+        'device limit not enforced: no cgroup v1 devices controller on this node (under cgroup v2 it takes an eBPF program, which shoal does not load)',
+      );
     }
   }
 

@@ -387,6 +387,16 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
         NanoCpus: spec.cpuMillis * 1_000_000,
         // As for exec tasks: a fork bomb stops at the task's own limit.
         PidsLimit: spec.pidsMax ?? pidsMaxDefault,
+        // The node's device files the task holds, at the same paths (the engine adds the cgroup rules).
+        ...(request.devices === undefined || request.devices.length === 0
+          ? {}
+          : {
+              Devices: request.devices.map((device) => ({
+                PathOnHost: device.path,
+                PathInContainer: device.path,
+                CgroupPermissions: 'rwm',
+              })),
+            }),
         // Engines run with --bridge=none (as in our tests) have no default bridge to attach to: 'none' is the
         // one mode that works everywhere, and with networking disabled it adds no network endpoint.
         NetworkMode: network,

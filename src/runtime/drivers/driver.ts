@@ -78,6 +78,11 @@ export interface StartRequest {
    */
   onEvent?: (event: TaskEvent) => void;
   /**
+   * The device files the task holds (its slots of the node's --device files): an isolated exec task may
+   * open only these besides the usual /dev/null and the like; a docker task gets them in its container.
+   */
+  devices?: readonly { readonly kind: string; readonly path: string }[];
+  /**
    * The node's task lease: the file whose modification time is when the node last confirmed contact with
    * a leader. A driver whose tasks outlive the agent (exec, through its shim) kills the task once that time
    * is older than durationMs, since the cluster may then run it elsewhere. Absent: the task is kept.

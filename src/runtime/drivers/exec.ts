@@ -56,6 +56,8 @@ import {
   type TaskHandle,
 } from './driver.ts';
 import {
+  deviceNumbers,
+  deviceRules,
   isolatedCheckCommand,
   isolationPrograms,
   parseUserSpec,
@@ -238,6 +240,7 @@ export function createExecDriver(init: ExecDriverInit): Driver {
   const placeInCgroups = async (
     taskId: string,
     request: StartRequest,
+    devices: readonly string[] | undefined,
   ): Promise<{ cgroup: TaskCgroup | null; warnings: string[] }> => {
     const { cpuMillis, memoryBytes } = request.spec;
     const found = await cgroupMounts();
@@ -253,6 +256,7 @@ export function createExecDriver(init: ExecDriverInit): Driver {
       cpuMillis,
       memoryBytes,
       pidsMax: request.spec.pidsMax ?? pidsMaxDefault,
+      ...(devices === undefined ? {} : { devices }),
     });
     return { cgroup: cgroup.procsFiles.length === 0 ? null : cgroup, warnings };
   };
@@ -356,7 +360,9 @@ export function createExecDriver(init: ExecDriverInit): Driver {
     for (const name of [taskFileName, exitFileName]) rmSync(join(runtimeDir, name), { force: true });
 
     const isolation = isolationFor(request);
-    const { cgroup, warnings: limitWarnings } = await placeInCgroups(taskId, request);
+    // An isolated task opens only the usual devices and those it holds; others keep the host's view.
+    const devices = isolation.plan === null ? undefined : deviceRules((request.devices ?? []).map(deviceOf));
+    const { cgroup, warnings: limitWarnings } = await placeInCgroups(taskId, request, devices);
     const warnings = [...limitWarnings, ...isolation.warnings];
     for (const warning of warnings) {
       logger.warn('task limit not enforced', { taskId, warning });
@@ -775,6 +781,22 @@ async function firstChildOf(pid: number): Promise<number | null> {
     if (readProcStat(Number(name))?.parentId === pid) return Number(name);
   }
   return null;
+}
+
+/** A device file's type and numbers; rejects what is not a device (the node's --device names files). */
+function deviceOf(device: { kind: string; path: string }): { type: 'c' | 'b'; major: number; minor: number } {
+  let stats;
+  try {
+    stats = statSync(device.path);
+  } catch (error) {
+    throw new ShoalError(
+      'UNAVAILABLE',
+      `device ${device.kind} ${device.path} is gone from this node: ${errorMessage(error)}`,
+    );
+  }
+  if (!stats.isCharacterDevice() && !stats.isBlockDevice())
+    throw new ShoalError('UNAVAILABLE', `device ${device.kind} ${device.path} is not a device file`);
+  return { type: stats.isCharacterDevice() ? 'c' : 'b', ...deviceNumbers(stats.rdev) };
 }
 
 /** One line for the task's events: who it runs as and in what. */

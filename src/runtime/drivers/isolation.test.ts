@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { isShoalError } from '../../shared/errors.ts';
 import {
+  defaultDeviceRules,
+  deviceNumbers,
+  deviceRules,
   isolatedCheckCommand,
   isolatedCommand,
   isolatedExit,
@@ -212,5 +215,24 @@ describe('exits and names', () => {
     expect(taskHostname('web.api.server.3')).toBe('web.api.server.3');
     expect(taskHostname('a_b')).toBe('a-b');
     expect(taskHostname('x'.repeat(100))).toHaveLength(63);
+  });
+});
+
+describe('devices', () => {
+  it('splits a dev_t as glibc does, small and large numbers alike', () => {
+    expect(deviceNumbers(10 * 256 + 200)).toEqual({ major: 10, minor: 200 });
+    expect(deviceNumbers(0x103)).toEqual({ major: 1, minor: 3 });
+    // makedev(259, 65536): major above 255 and minor above 255 take the high bits.
+    const rdev =
+      ((259 & 0xfff) << 8) + (65536 & 0xff) + (65536 & 0xffffff00) * 2 ** 12 + (259 & 0xfffff000) * 2 ** 32;
+    expect(deviceNumbers(rdev)).toEqual({ major: 259, minor: 65536 });
+  });
+
+  it('allows the usual devices and those held', () => {
+    expect(deviceRules([{ type: 'c', major: 195, minor: 0 }])).toEqual([
+      ...defaultDeviceRules,
+      'c 195:0 rwm',
+    ]);
+    expect(defaultDeviceRules).not.toContain('c 10:200 rwm');
   });
 });

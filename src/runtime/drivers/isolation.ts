@@ -350,6 +350,41 @@ const signalNames = new Map<number, string>(
   Object.entries(osConstants.signals).map(([name, number]) => [number, name]),
 );
 
+/**
+ * The devices every isolated task may use (Docker's default list less tun): null, zero, full, random,
+ * urandom, tty, console, ptmx and the pseudo-terminals, and mknod of any (opening one needs a rule).
+ */
+export const defaultDeviceRules: readonly string[] = [
+  'c *:* m',
+  'b *:* m',
+  'c 1:3 rwm',
+  'c 1:5 rwm',
+  'c 1:7 rwm',
+  'c 1:8 rwm',
+  'c 1:9 rwm',
+  'c 5:0 rwm',
+  'c 5:1 rwm',
+  'c 5:2 rwm',
+  'c 136:* rwm',
+];
+
+/** Linux's dev_t split into major and minor (glibc's gnu_dev_major and gnu_dev_minor). */
+export function deviceNumbers(rdev: number): { major: number; minor: number } {
+  const high = Math.floor(rdev / 2 ** 32);
+  const low = rdev % 2 ** 32;
+  const major = ((low >>> 8) & 0xfff) | ((high & 0xfffff000) >>> 0);
+  const minor = (low & 0xff) | ((low >>> 12) & 0xffffff00);
+  return { major: major >>> 0, minor: minor >>> 0 };
+}
+
+/** The devices cgroup rules of a task that holds `devices` (character or block, by number). */
+export function deviceRules(devices: readonly { type: 'c' | 'b'; major: number; minor: number }[]): string[] {
+  return [
+    ...defaultDeviceRules,
+    ...devices.map((device) => `${device.type} ${device.major}:${device.minor} rwm`),
+  ];
+}
+
 /** The hostname a task's UTS namespace gets: its name, cut to what the kernel takes (64 bytes). */
 export function taskHostname(name: string): string {
   const cleaned = name.replace(/[^A-Za-z0-9.-]/g, '-').slice(0, 63);

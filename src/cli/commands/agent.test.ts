@@ -1,0 +1,43 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { parseDevices } from './agent.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'shoal-device-flag-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const isRoot = process.getuid?.() === 0;
+
+describe('--device', () => {
+  it('takes counts', () => {
+    expect(parseDevices(['gpu=2', 'fpga=0'])).toEqual({ devices: { gpu: 2, fpga: 0 } });
+  });
+
+  it.skipIf(!isRoot)('takes device files in slot order, their count the kind’s (mknod needs root)', () => {
+    const first = join(dir, 'g0');
+    const second = join(dir, 'g1');
+    execFileSync('mknod', [first, 'c', '1', '3']);
+    execFileSync('mknod', [second, 'c', '1', '5']);
+    expect(parseDevices([`gpu=${first},${second}`, 'fpga=1'])).toEqual({
+      devices: { fpga: 1, gpu: 2 },
+      deviceFiles: { gpu: [first, second] },
+    });
+    expect(() => parseDevices([`gpu=${first},${first}`])).toThrow(
+      '--device gpu=…: a device file is listed twice',
+    );
+    expect(() => parseDevices([`gpu=${first}`, 'gpu=2'])).toThrow('--device gpu is given twice');
+  });
+
+  it('refuses files that are not devices, and bad counts, saying what to give', () => {
+    const plain = join(dir, 'plain');
+    writeFileSync(plain, '');
+    expect(() => parseDevices([`gpu=${plain}`])).toThrow(
+      `--device gpu=…: "${plain}" is not a device file on this machine (give absolute paths of character or block devices)`,
+    );
+    expect(() => parseDevices(['gpu=/no/such/device'])).toThrow(/is not a device file on this machine/);
+    expect(() => parseDevices(['gpu=two'])).toThrow(
+      '--device "gpu=two" is not KIND=COUNT (a positive whole number)',
+    );
+  });
+});
