@@ -270,6 +270,19 @@ describe.skipIf(!isRoot)('isolated exec tasks (needs root)', () => {
       );
     });
 
+    it("runs with the task's own PATH, which need not hold the host's tools", async () => {
+      const taskDir = await tasks.dir();
+      const driver = makeDriver();
+      const handle = await driver.start({
+        taskId: uniqueTaskId('isolated'),
+        spec: makeSpec()({ command: ['/bin/sh', '-c', 'echo "$PATH"'], env: { PATH: '/nonexistent' } }),
+        taskDir,
+      });
+      tasks.track(driver, handle);
+      expect((await driver.wait(handle)).exitCode).toBe(0);
+      expect((await readTaskLogs(taskDir)).stdout.toString('utf8')).toBe('/nonexistent\n');
+    });
+
     it('refuses a user this node does not know, by name', async () => {
       await expect(run('true', { user: 'no-such-user-here' })).rejects.toSatisfy(
         (error) =>

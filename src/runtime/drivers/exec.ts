@@ -66,6 +66,7 @@ import {
   rootTaskCapabilities,
   taskHostname,
   type IsolationPlan,
+  type IsolationProgram,
 } from './isolation.ts';
 import { leaseKillReason } from './lease-keeper.ts';
 import { checkLogRotation, logRotationDefault, type LogRotation } from './logs.ts';
@@ -262,7 +263,8 @@ export function createExecDriver(init: ExecDriverInit): Driver {
   };
 
   const isolationInit = init.isolation;
-  let isolationProgramsMissing: string[] | null = null;
+  /** Where isolation's programs are on this node (null: not found), looked up at the first start. */
+  let isolationProgramPaths: Record<IsolationProgram, string | null> | null = null;
   /**
    * How the task will be isolated, or why not (warnings). Throws for a user that cannot be: unknown here, or
    * root where root tasks are refused. Prepares the task directory for the task's user.
@@ -286,7 +288,11 @@ export function createExecDriver(init: ExecDriverInit): Driver {
         ],
       };
     }
-    isolationProgramsMissing ??= isolationPrograms.filter((program) => findProgram(program) === null);
+    isolationProgramPaths ??= Object.fromEntries(
+      isolationPrograms.map((program) => [program, findProgram(program)]),
+    ) as Record<IsolationProgram, string | null>;
+    const found = isolationProgramPaths;
+    const isolationProgramsMissing = isolationPrograms.filter((program) => found[program] === null);
     if (isolationProgramsMissing.length > 0) {
       return {
         plan: null,
@@ -326,6 +332,7 @@ export function createExecDriver(init: ExecDriverInit): Driver {
         readOnlyMounts: readOnlyMountPoints(readFileSync('/proc/self/mountinfo', 'utf8'), hiddenDir),
         network: spec.network === 'none' ? 'none' : 'host',
         hostname: taskHostname(spec.name),
+        programs: found as Record<IsolationProgram, string>,
       },
       warnings: [],
     };

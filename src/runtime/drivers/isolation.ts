@@ -40,6 +40,19 @@ export interface IsolationPlan {
   /** `none`: a network namespace of its own with only loopback. */
   network: 'host' | 'none';
   hostname: string;
+  /**
+   * Where this node's unshare, setpriv, env and nsenter are: run by absolute path, as the task's own PATH
+   * (its spec may set one) is not the host's. Absent in plans from before it existed: looked up by name.
+   */
+  programs?: Readonly<Record<IsolationProgram, string>>;
+}
+
+/** The programs isolation runs (util-linux and coreutils); the driver checks they exist. */
+export const isolationPrograms = ['unshare', 'setpriv', 'env', 'mount', 'nsenter'] as const;
+export type IsolationProgram = (typeof isolationPrograms)[number];
+
+function program(plan: IsolationPlan, name: IsolationProgram): string {
+  return plan.programs?.[name] ?? name;
 }
 
 /**
@@ -202,6 +215,9 @@ function unescapeMountPath(path: string): string {
 export const isolationSetupScript = [
   'hidden=$1 task=$2 name=$3 readonly=$4',
   'shift 4',
+  // The host's tools for the setup; the task gets its own PATH back.
+  'taskpath=$PATH',
+  'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
   // A stop that arrives during setup kills the mount or mkdir at hand (they share the task's process
   // group): the task then ends as killed by that signal, not as a setup failure, and is never started.
   'stopped=0',
@@ -231,14 +247,11 @@ export const isolationSetupScript = [
   'command -v hostname >/dev/null && hostname "$name"',
   '[ "$stopped" = 0 ] || exit "$stopped"',
   'trap : TERM INT HUP QUIT USR1 USR2',
-  '"$@" &',
+  'PATH=$taskpath "$@" &',
   'child=$!',
   // wait returns early when a trapped signal arrives; the task has it too and goes on or ends.
   'while :; do wait "$child"; status=$?; kill -0 "$child" 2>/dev/null || exit "$status"; done',
 ].join('\n');
-
-/** The programs isolation runs (util-linux and coreutils); the driver checks they exist. */
-export const isolationPrograms = ['unshare', 'setpriv', 'env', 'mount', 'nsenter'] as const;
 
 /** The command line that runs `command args` isolated by `plan`. */
 export function isolatedCommand(
@@ -258,7 +271,7 @@ export function isolatedCommand(
   ];
   const setprivArgs = privilegeArgs(plan);
   return [
-    'unshare',
+    program(plan, 'unshare'),
     [
       ...unshareArgs,
       '/bin/sh',
@@ -269,9 +282,9 @@ export function isolatedCommand(
       plan.taskDir,
       plan.hostname,
       plan.readOnlyMounts.join('\n'),
-      'env',
+      program(plan, 'env'),
       '--default-signal',
-      'setpriv',
+      program(plan, 'setpriv'),
       ...setprivArgs,
       '--',
       command,
@@ -308,7 +321,7 @@ export function isolatedCheckCommand(
   args: readonly string[],
 ): [string, string[]] {
   return [
-    'nsenter',
+    program(plan, 'nsenter'),
     [
       `--target=${initPid}`,
       '--mount',
@@ -318,9 +331,9 @@ export function isolatedCheckCommand(
       ...(plan.network === 'none' ? ['--net'] : []),
       `--wd=${plan.taskDir}`,
       '--',
-      'env',
+      program(plan, 'env'),
       '--default-signal',
-      'setpriv',
+      program(plan, 'setpriv'),
       ...privilegeArgs(plan),
       '--',
       command,
