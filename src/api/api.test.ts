@@ -192,7 +192,15 @@ const backend: ApiBackend = {
     id === task.id ? Promise.resolve() : Promise.reject(new ShoalError('NOT_FOUND', `no task ${id}`)),
   tasks: () => Promise.resolve([task]),
   queue: () => Promise.resolve([task]),
-  task: () => Promise.resolve({ ...task, events: [{ at: new Date(0).toISOString(), message: 'submitted' }] }),
+  task: () =>
+    Promise.resolve({
+      ...task,
+      user: null,
+      pidsMax: null,
+      diskBytes: 0,
+      devices: {},
+      events: [{ at: new Date(0).toISOString(), message: 'submitted' }],
+    }),
   logs: () => Promise.resolve({ stdout: 'out', stderr: '' }),
   // A short stream that ends at once, so every request of it finishes.
   events: (index, filter) => {

@@ -161,6 +161,14 @@ export type DeploymentView = z.infer<typeof deploymentViewSchema>;
 /** One task with its recent events, oldest first (`shoal inspect`, `shoal run`). */
 export const taskDetailViewSchema = z.object({
   ...taskViewSchema.shape,
+  /** exec: the user it asked to run as (null: the default, nobody where tasks are isolated). */
+  user: z.nullable(z.string()),
+  /** Its pids limit (null: the default, 4096). */
+  pidsMax: z.nullable(z.int()),
+  /** The disk it asked for; its agent stops it when its directory holds more (0: none asked). */
+  diskBytes: z.int(),
+  /** The devices it holds on its node, by kind: the slots it was given (empty when it holds none). */
+  devices: z.record(z.string(), z.array(z.int())),
   events: z.array(z.object({ at: z.string(), message: z.string() })),
 });
 export type TaskDetailView = z.infer<typeof taskDetailViewSchema>;

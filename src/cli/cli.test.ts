@@ -310,6 +310,10 @@ describe('shoal run watches its task until it runs', () => {
       updatedAt: at,
       ports: [],
       health: null,
+      user: null,
+      pidsMax: null,
+      diskBytes: 0,
+      devices: {},
       events: [
         { at, message: 'submitted' },
         ...(running

@@ -73,7 +73,15 @@ export function formatTaskDetail(task: TaskDetailView): string {
       : `health:   ${task.health.status} since ${task.health.since}${task.health.message === '' ? '' : `: ${task.health.message}`}\n`) +
     `attempt:  ${task.attempt} (restart ${task.restart})\n` +
     `runs:     ${task.driver}: ${what.trim()}\n` +
-    `limits:   ${formatCores(task.cpuMillis)} CPU, ${formatMebibytes(task.memoryBytes)}, priority ${task.priority}\n` +
+    `limits:   ${formatCores(task.cpuMillis)} CPU, ${formatMebibytes(task.memoryBytes)}` +
+    `${task.diskBytes > 0 ? `, ${formatMebibytes(task.diskBytes)} disk` : ''}` +
+    `${task.pidsMax === null ? '' : `, ${task.pidsMax} pids`}, priority ${task.priority}\n` +
+    (task.user === null ? '' : `user:     ${task.user}\n`) +
+    (Object.keys(task.devices).length === 0
+      ? ''
+      : `devices:  ${Object.entries(task.devices)
+          .map(([kind, slots]) => `${kind} ${slots.join(',')}`)
+          .join('; ')}\n`) +
     `events:\n` +
     task.events.map((event) => `  ${event.at}  ${event.message}\n`).join('')
   );

@@ -235,6 +235,10 @@ export class NodeBackend implements ApiBackend {
     const task = this.requireTask(taskId);
     return {
       ...this.taskView(task),
+      user: task.spec.user ?? null,
+      pidsMax: task.spec.pidsMax ?? null,
+      diskBytes: task.spec.diskBytes ?? 0,
+      devices: task.deviceSlots ?? {},
       events: [{ atMs: task.submittedAtMs, message: 'submitted' }, ...task.events].map((event) => ({
         at: new Date(event.atMs).toISOString(),
         message: event.message,
