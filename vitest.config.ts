@@ -29,6 +29,7 @@ export const suites = {
       'test/drivers/isolation.test.ts',
       'test/drivers/logs.test.ts',
       'test/election/**/*.test.ts',
+      // The agent's events, garbage and upkeep; the image store against a real docker-registry (0.5 s).
       'test/runtime/**/*.test.ts',
       // Membership over real libp2p in one process (11 s), the wrong-key join included.
       'test/membership/libp2p.test.ts',
