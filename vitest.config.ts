@@ -27,6 +27,7 @@ export const suites = {
       'test/drivers/lease.test.ts',
       'test/drivers/shim-disk-full.test.ts',
       'test/drivers/isolation.test.ts',
+      'test/drivers/image.test.ts',
       'test/drivers/logs.test.ts',
       'test/election/**/*.test.ts',
       // The agent's events, garbage and upkeep; the image store against a real docker-registry (0.5 s).

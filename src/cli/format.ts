@@ -74,7 +74,7 @@ export function formatTaskDetail(task: TaskDetailView): string {
     `attempt:  ${task.attempt} (restart ${task.restart})\n` +
     `runs:     ${task.driver}: ${what.trim()}\n` +
     `limits:   ${formatCores(task.cpuMillis)} CPU, ${formatMebibytes(task.memoryBytes)}` +
-    `${task.diskBytes > 0 ? `, ${formatMebibytes(task.diskBytes)} disk` : ''}` +
+    (task.diskBytes > 0 ? `, ${formatMebibytes(task.diskBytes)} disk` : '') +
     `${task.pidsMax === null ? '' : `, ${task.pidsMax} pids`}, priority ${task.priority}\n` +
     (task.user === null ? '' : `user:     ${task.user}\n`) +
     (Object.keys(task.devices).length === 0

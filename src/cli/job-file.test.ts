@@ -160,7 +160,7 @@ describe('schema problems', () => {
     "  cron: '61 * * * *'",
     'task:',
     '  driver: exec',
-    '  image: busybox',
+    "  user: 'a user'",
     '  cpuMillis: 100',
     '  memoryMiB: 64',
     '  onDisconect: keep',
@@ -176,8 +176,12 @@ describe('schema problems', () => {
     expect(output[1]).toMatch(
       /^nightly\.yaml: periodic\.cron: not a cron schedule croner reads: .*\(line 6\)$/,
     );
-    expect(output[2]).toBe('nightly.yaml: task.command: the exec driver needs a command (line 7)');
-    expect(output[3]).toBe('nightly.yaml: task.image: image is only for the docker driver (line 9)');
+    expect(output[2]).toBe(
+      'nightly.yaml: task.command: the exec driver needs a command (or an image to take it from) (line 7)',
+    );
+    expect(output[3]).toBe(
+      'nightly.yaml: task.user: a user is NAME, UID or UID:GID (e.g. nobody, 1000 or 1000:1000), got "a user" (line 9)',
+    );
     expect(output[4]).toBe(
       'nightly.yaml: task: unknown field "onDisconect" (did you mean "onDisconnect"?) (line 12)',
     );

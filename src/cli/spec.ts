@@ -158,7 +158,11 @@ export const taskSpecFlags = {
     help: "the task's name (default: the image's repository, else the command's file name)",
   },
   driver: { type: 'string', value: 'exec|docker', help: 'what runs the task (default exec)' },
-  image: { type: 'string', value: 'IMAGE', help: 'the image the docker driver runs' },
+  image: {
+    type: 'string',
+    value: 'IMAGE',
+    help: 'the image to run: docker pulls it into its engine; exec pulls it itself and runs the task in its root',
+  },
   env: { type: 'string', multiple: true, value: 'K=V', help: "a variable in the task's environment" },
   cpu: { type: 'string', value: 'CORES', help: `CPU to reserve (default ${taskCpuMillisDefault / 1000})` },
   memory: {

@@ -305,12 +305,10 @@ function taskIssues(
   path: (string | number)[],
   issue: (message: string, path: (string | number)[]) => void,
 ): void {
-  if (task.driver === 'exec' && (task.command ?? []).length === 0)
-    issue('the exec driver needs a command', [...path, 'command']);
+  if (task.driver === 'exec' && (task.command ?? []).length === 0 && task.image === undefined)
+    issue('the exec driver needs a command (or an image to take it from)', [...path, 'command']);
   if (task.driver === 'docker' && task.image === undefined)
     issue('the docker driver needs an image', [...path, 'image']);
-  if (task.driver === 'exec' && task.image !== undefined)
-    issue('image is only for the docker driver', [...path, 'image']);
   const ports = task.ports ?? {};
   const statics = Object.values(ports).flatMap((port) =>
     typeof port === 'number' ? [port] : port.static === undefined ? [] : [port.static],

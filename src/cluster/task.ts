@@ -295,7 +295,7 @@ export const taskSpecSchema = z
   })
   .check(
     z.superRefine((spec, ctx) => {
-      if (spec.driver === 'exec' && spec.command.length === 0) {
+      if (spec.driver === 'exec' && spec.command.length === 0 && spec.image === undefined) {
         ctx.addIssue({ code: 'custom', message: 'the exec driver needs a command (shoal run -- CMD ARGS…)' });
       }
       if (spec.driver === 'docker' && spec.image === undefined) {
@@ -339,12 +339,6 @@ export const taskSpecSchema = z
           code: 'custom',
           message: 'user is for exec tasks (a docker image names its own user)',
         });
-      if (spec.driver === 'exec' && spec.image !== undefined) {
-        ctx.addIssue({
-          code: 'custom',
-          message: '--image is only for the docker driver (add --driver docker)',
-        });
-      }
     }),
   );
 

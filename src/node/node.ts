@@ -36,6 +36,7 @@ import {
   cgroupParentDefault,
   createDockerDriver,
   createExecDriver,
+  ImageStore,
   type Driver,
   type DriverFacts,
 } from '../runtime/index.ts';
@@ -204,6 +205,7 @@ export class ShoalNode {
           hiddenDir: config.dataDir,
           allowRootTasks: config.allowRootTasks ?? false,
         },
+        images: new ImageStore({ dir: join(config.dataDir, 'images'), logger: logger.child('images') }),
       }),
     );
     // The lease keeper's files: it holds this node's containers to the lease even while no agent runs.

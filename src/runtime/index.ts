@@ -24,6 +24,7 @@ export {
   type UpkeepInit,
 } from './upkeep.ts';
 export * from './drivers/index.ts';
+export { ImageStore, type ImageStoreInit, type StoredImage } from './images/index.ts';
 export {
   checkOutputLineLengthMax,
   createCheckState,

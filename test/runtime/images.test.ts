@@ -4,143 +4,64 @@
  * pushed over the registry API, then pulled, unpacked with its whiteouts, served again from the store,
  * refused when a layer is corrupted in the registry's storage, and collected once unused for a day.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import {
   existsSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
   rmSync,
-  writeFileSync,
   openSync,
   writeSync,
   closeSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
-import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ImageStore } from '../../src/runtime/images/index.ts';
 import { isShoalError, silentLogger } from '../../src/shared/index.ts';
-import { freePort } from '../helpers/cluster.ts';
+import {
+  buildImage as buildLayers,
+  registrySkipReason as skipReason,
+  startRegistry,
+  type BuiltImage,
+  type TestRegistry,
+} from '../helpers/registry.ts';
 
-function which(program: string): string | null {
-  try {
-    return execFileSync('sh', ['-c', `command -v ${program}`], { encoding: 'utf8' }).trim() || null;
-  } catch {
-    return null;
-  }
-}
-
-const registryBinary = which('docker-registry');
-const skipReason = registryBinary === null ? 'needs docker-registry (apt-get install docker-registry)' : null;
 if (skipReason !== null) console.warn(`image store integration test skipped: ${skipReason}`);
 
-const sha256 = (bytes: Uint8Array): string => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 const dayMs = 24 * 60 * 60_000;
 
-type Entry = tar.Headers & { content?: string };
-
-async function tarOf(entries: readonly Entry[]): Promise<Buffer> {
-  const pack = tar.pack();
-  const chunks: Buffer[] = [];
-  pack.on('data', (chunk: Buffer) => chunks.push(chunk));
-  const ended = new Promise((resolve) => pack.on('end', resolve));
-  for (const { content, ...header } of entries) {
-    await new Promise<void>((resolve, reject) => {
-      pack.entry({ mtime: new Date(1_700_000_000_000), ...header }, content ?? '', (error) =>
-        error ? reject(error) : resolve(),
-      );
-    });
-  }
-  pack.finalize();
-  await ended;
-  return Buffer.concat(chunks);
-}
-
-interface Blob {
-  bytes: Buffer;
-  digest: string;
-}
-
-function blob(bytes: Buffer): Blob {
-  return { bytes, digest: sha256(bytes) };
-}
-
 /** The test image: two gzip layers (the second whites out part of the first), its config and manifest. */
-async function buildImage(): Promise<{ layers: Blob[]; config: Blob; manifest: Blob; diffIds: string[] }> {
-  const tars = [
-    await tarOf([
-      { name: 'etc/', type: 'directory', mode: 0o755 },
-      { name: 'etc/os-release', content: 'ID=shoaltest\n', mode: 0o644 },
-      { name: 'bin/', type: 'directory', mode: 0o755 },
-      { name: 'bin/hello', content: '#!/bin/sh\necho "hello $1"\n', mode: 0o755 },
-      { name: 'old/', type: 'directory', mode: 0o755 },
-      { name: 'old/file', content: 'from layer 1\n' },
-      { name: 'opq/', type: 'directory', mode: 0o755 },
-      { name: 'opq/a', content: 'a\n' },
-    ]),
-    await tarOf([
-      { name: 'old/', type: 'directory', mode: 0o755 },
-      { name: 'old/.wh.file' },
-      { name: 'opq/', type: 'directory', mode: 0o755 },
-      { name: 'opq/.wh..wh..opq' },
-      { name: 'opq/b', content: 'b\n' },
-      { name: 'work/', type: 'directory', mode: 0o755 },
-    ]),
-  ];
-  const layers = tars.map((plain) => blob(gzipSync(plain)));
-  const diffIds = tars.map((plain) => sha256(plain));
-  const config = blob(
-    Buffer.from(
-      JSON.stringify({
-        architecture: 'amd64',
-        os: 'linux',
-        config: {
-          Entrypoint: ['/bin/hello'],
-          Cmd: ['world'],
-          Env: ['A=1', 'PATH=/bin'],
-          User: '1000',
-          WorkingDir: '/work',
-        },
-        rootfs: { type: 'layers', diff_ids: diffIds },
-      }),
-    ),
+function buildImage(): Promise<BuiltImage> {
+  return buildLayers(
+    [
+      [
+        { name: 'etc/', type: 'directory', mode: 0o755 },
+        { name: 'etc/os-release', content: 'ID=shoaltest\n', mode: 0o644 },
+        { name: 'bin/', type: 'directory', mode: 0o755 },
+        { name: 'bin/hello', content: '#!/bin/sh\necho "hello $1"\n', mode: 0o755 },
+        { name: 'old/', type: 'directory', mode: 0o755 },
+        { name: 'old/file', content: 'from layer 1\n' },
+        { name: 'opq/', type: 'directory', mode: 0o755 },
+        { name: 'opq/a', content: 'a\n' },
+      ],
+      [
+        { name: 'old/', type: 'directory', mode: 0o755 },
+        { name: 'old/.wh.file' },
+        { name: 'opq/', type: 'directory', mode: 0o755 },
+        { name: 'opq/.wh..wh..opq' },
+        { name: 'opq/b', content: 'b\n' },
+        { name: 'work/', type: 'directory', mode: 0o755 },
+      ],
+    ],
+    {
+      Entrypoint: ['/bin/hello'],
+      Cmd: ['world'],
+      Env: ['A=1', 'PATH=/bin'],
+      User: '1000',
+      WorkingDir: '/work',
+    },
   );
-  const manifest = blob(
-    Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: 'application/vnd.docker.distribution.manifest.v2+json',
-        config: {
-          mediaType: 'application/vnd.docker.container.image.v1+json',
-          size: config.bytes.length,
-          digest: config.digest,
-        },
-        layers: layers.map((layer) => ({
-          mediaType: 'application/vnd.docker.image.rootfs.diff.tar.gzip',
-          size: layer.bytes.length,
-          digest: layer.digest,
-        })),
-      }),
-    ),
-  );
-  return { layers, config, manifest, diffIds };
-}
-
-async function pushBlob(base: string, repository: string, content: Blob): Promise<void> {
-  const started = await fetch(`${base}/v2/${repository}/blobs/uploads/`, { method: 'POST' });
-  expect(started.status).toBe(202);
-  const location = new URL(started.headers.get('location') ?? '', base);
-  location.searchParams.set('digest', content.digest);
-  const put = await fetch(location, {
-    method: 'PUT',
-    headers: { 'content-type': 'application/octet-stream' },
-    body: new Uint8Array(content.bytes),
-  });
-  expect(put.status, await put.text()).toBe(201);
 }
 
 /** Every file under `dir`, relative. */
@@ -153,10 +74,9 @@ describe.skipIf(skipReason !== null)(
   `the image store against docker-registry${skipReason === null ? '' : ` (skipped: ${skipReason})`}`,
   () => {
     const work = mkdtempSync(join(tmpdir(), 'shoal-images-test-'));
-    let registry: ChildProcess | null = null;
-    let base = '';
+    let registry: TestRegistry | null = null;
     let host = '';
-    let image: Awaited<ReturnType<typeof buildImage>>;
+    let image: BuiltImage;
     const repository = 'shoal/test';
     /** Requests made through the store's fetch, as "METHOD PATH". */
     const requests: string[] = [];
@@ -170,37 +90,14 @@ describe.skipIf(skipReason !== null)(
       new ImageStore({ dir: join(work, name), logger: silentLogger, fetch: countingFetch });
 
     beforeAll(async () => {
-      const port = await freePort();
-      host = `127.0.0.1:${port}`;
-      base = `http://${host}`;
-      writeFileSync(
-        join(work, 'registry.yml'),
-        `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${work}/registry\nhttp:\n  addr: ${host}\n`,
-      );
-      registry = spawn(registryBinary ?? '', ['serve', join(work, 'registry.yml')], { stdio: 'ignore' });
-      const deadlineMs = Date.now() + 20_000;
-      for (;;) {
-        const up = await fetch(`${base}/v2/`).then(
-          (response) => response.ok,
-          () => false,
-        );
-        if (up) break;
-        if (Date.now() > deadlineMs) throw new Error(`docker-registry did not answer at ${base} within 20 s`);
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
+      registry = await startRegistry(work);
+      host = registry.host;
       image = await buildImage();
-      for (const content of [...image.layers, image.config]) await pushBlob(base, repository, content);
-      const put = await fetch(`${base}/v2/${repository}/manifests/v1`, {
-        method: 'PUT',
-        headers: { 'content-type': 'application/vnd.docker.distribution.manifest.v2+json' },
-        body: new Uint8Array(image.manifest.bytes),
-      });
-      expect(put.status, await put.text()).toBe(201);
-      expect(put.headers.get('docker-content-digest')).toBe(image.manifest.digest);
+      await registry.push(repository, 'v1', image);
     });
 
     afterAll(() => {
-      registry?.kill('SIGTERM');
+      registry?.stop();
       rmSync(work, { recursive: true, force: true });
     });
 

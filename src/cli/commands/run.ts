@@ -52,6 +52,7 @@ export const runCommand: Command = defineCommand({
   synopsis: [
     'shoal run [flags] -- CMD ARGS...',
     'shoal run --driver docker --image IMAGE [flags] [-- CMD ARGS...]',
+    'shoal run --image IMAGE [flags] [-- CMD ARGS...]   (exec: no engine; the image runs in its own root)',
   ],
   description:
     'Submits a task; it is placed once a quorum of the cluster has committed it. The new task id goes to\n' +

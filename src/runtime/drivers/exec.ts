@@ -17,6 +17,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import {
   accessSync,
   chmodSync,
+  lstatSync,
   chownSync,
   closeSync,
   constants,
@@ -68,6 +69,7 @@ import {
   type IsolationPlan,
   type IsolationProgram,
 } from './isolation.ts';
+import type { ImageStore, StoredImage } from '../images/index.ts';
 import { leaseKillReason } from './lease-keeper.ts';
 import { checkLogRotation, logRotationDefault, type LogRotation } from './logs.ts';
 import {
@@ -122,6 +124,8 @@ export interface ExecDriverInit {
    * and test use; the agent always passes it).
    */
   isolation?: ExecIsolationInit;
+  /** Where tasks with an image (`--driver exec --image REF`) get it; absent: such tasks are refused. */
+  images?: ImageStore;
 }
 
 export interface ExecIsolationInit {
@@ -269,9 +273,14 @@ export function createExecDriver(init: ExecDriverInit): Driver {
    * How the task will be isolated, or why not (warnings). Throws for a user that cannot be: unknown here, or
    * root where root tasks are refused. Prepares the task directory for the task's user.
    */
-  const isolationFor = (request: StartRequest): { plan: IsolationPlan | null; warnings: string[] } => {
+  const isolationFor = (
+    request: StartRequest,
+    image: StoredImage | null,
+  ): { plan: IsolationPlan | null; warnings: string[] } => {
     const { spec, taskDir } = request;
-    const userText = spec.user ?? taskUserDefault;
+    // An image may name its user (looked up in the image's own files); unnamed, the default is nobody.
+    const userText =
+      spec.user ?? (image !== null && image.config.user !== '' ? image.config.user : taskUserDefault);
     if (isolationInit === undefined || !isolationInit.enabled) {
       const why =
         isolationInit === undefined ? 'isolation is off' : 'isolation is off on this node (--isolation off)';
@@ -301,11 +310,18 @@ export function createExecDriver(init: ExecDriverInit): Driver {
         ],
       };
     }
-    const user = resolveUser(
-      parseUserSpec(userText),
-      readFileSync(isolationInit.passwdFile ?? '/etc/passwd', 'utf8'),
-      readFileSync(isolationInit.groupFile ?? '/etc/group', 'utf8'),
-    );
+    const user =
+      image === null
+        ? resolveUser(
+            parseUserSpec(userText),
+            readFileSync(isolationInit.passwdFile ?? '/etc/passwd', 'utf8'),
+            readFileSync(isolationInit.groupFile ?? '/etc/group', 'utf8'),
+          )
+        : resolveUser(
+            parseUserSpec(userText),
+            readTextOr(join(image.rootfs, 'etc', 'passwd'), ''),
+            readTextOr(join(image.rootfs, 'etc', 'group'), ''),
+          );
     if (user.uid === 0 && !isolationInit.allowRootTasks) {
       throw new ShoalError(
         'PERMISSION_DENIED',
@@ -333,19 +349,55 @@ export function createExecDriver(init: ExecDriverInit): Driver {
         network: spec.network === 'none' ? 'none' : 'host',
         hostname: taskHostname(spec.name),
         programs: found as Record<IsolationProgram, string>,
+        ...(image === null
+          ? {}
+          : {
+              image: {
+                digest: image.digest,
+                lowerDir: image.rootfs,
+                workingDir: image.config.workingDir === '' ? '/' : image.config.workingDir,
+              },
+            }),
       },
       warnings: [],
     };
   };
 
+  /** Pulls the task's image into the store (progress as the task's events) and marks it in use by the task. */
+  const pullImage = async (request: StartRequest, ref: string): Promise<StoredImage> => {
+    const images = init.images;
+    if (images === undefined) {
+      throw new ShoalError(
+        'UNAVAILABLE',
+        "this node's exec driver has no image store: run the image with --driver docker",
+      );
+    }
+    const image = await images.pull(ref, {
+      onProgress: (line) =>
+        emit(request, {
+          type: line.startsWith('pulled image') ? 'image:pulled' : 'image:pull',
+          message: line,
+        }),
+    });
+    await images.acquire(image.digest, request.taskId);
+    // Images no task has used for a day go; looked for at most hourly, on a start that pulls.
+    const nowMs = Date.now();
+    if (nowMs - imagesCollectedMs >= imageCollectIntervalMs) {
+      imagesCollectedMs = nowMs;
+      images
+        .collect(nowMs)
+        .catch((error: unknown) =>
+          logger.warn('cannot collect unused images', { error: errorMessage(error) }),
+        );
+    }
+    return image;
+  };
+  let imagesCollectedMs = 0;
+
   const start = async (request: StartRequest): Promise<TaskHandle> => {
     const { taskId, spec, taskDir } = request;
     if (spec.driver !== 'exec') {
       throw new ShoalError('INVALID_ARGUMENT', `task ${taskId} asks for the ${spec.driver} driver, not exec`);
-    }
-    const [command, ...args] = spec.command;
-    if (command === undefined || command === '') {
-      throw new ShoalError('INVALID_ARGUMENT', 'the exec driver needs a command (shoal run -- CMD ARGS…)');
     }
     if (!/^[A-Za-z0-9_.-]+$/.test(taskId) || taskId === '.' || taskId === '..') {
       throw new ShoalError('INVALID_ARGUMENT', `task id ${JSON.stringify(taskId)} cannot name a cgroup`);
@@ -354,19 +406,48 @@ export function createExecDriver(init: ExecDriverInit): Driver {
     if (previous !== undefined && shimRunning(previous)) {
       throw new ShoalError('CONFLICT', `task ${taskId} is already running on this agent`);
     }
+    const image = spec.image === undefined ? null : await pullImage(request, spec.image);
+    const [command, ...args] = image === null ? spec.command : imageCommand(image, spec.command);
+    if (command === undefined || command === '') {
+      throw new ShoalError(
+        'INVALID_ARGUMENT',
+        image === null
+          ? 'the exec driver needs a command (shoal run -- CMD ARGS…)'
+          : `image ${image.ref} names no command: give one (shoal run --image … -- CMD ARGS…)`,
+      );
+    }
     // Only what the task asked for: the agent's own environment (tokens, keys) must not leak into tasks.
-    const env = { PATH: execPathDefault, HOME: taskDir, ...spec.env, ...request.env };
+    // An image's environment comes first, the task's overrides it; inside the image the directory is at
+    // /shoal/task, as in a docker task.
+    const env =
+      image === null
+        ? { PATH: execPathDefault, HOME: taskDir, ...spec.env, ...request.env }
+        : {
+            PATH: execPathDefault,
+            HOME: '/',
+            ...imageEnvironment(image),
+            ...spec.env,
+            ...request.env,
+            ...(request.env === undefined ? {} : { SHOAL_TASK_DIR: imageTaskDir }),
+          };
     // The file work up to the spawn is synchronous on purpose: some twenty small calls on local files and
     // cgroupfs, each cheaper than the thread-pool round trip an async call costs, all on the start's critical path.
     mkdirSync(taskDir, { recursive: true });
     // Found here rather than by the shim: start() can then reject at once, with the reason a user needs.
-    checkCommand(command, env.PATH, taskDir);
+    if (image === null) checkCommand(command, env.PATH, taskDir);
+    else checkImageCommand(image, command, env.PATH);
     const runtimeDir = join(taskDir, runtimeDirName);
     mkdirSync(runtimeDir, { recursive: true, mode: 0o700 });
     // A previous run of this task in the same directory must not answer for this one.
     for (const name of [taskFileName, exitFileName]) rmSync(join(runtimeDir, name), { force: true });
 
-    const isolation = isolationFor(request);
+    const isolation = isolationFor(request, image);
+    if (image !== null && isolation.plan === null) {
+      throw new ShoalError(
+        'UNAVAILABLE',
+        `an exec task with an image runs only isolated, and this node does not isolate: ${isolation.warnings.join('; ') || 'isolation is off'}`,
+      );
+    }
     // An isolated task opens only the usual devices and those it holds; others keep the host's view.
     const devices = isolation.plan === null ? undefined : deviceRules((request.devices ?? []).map(deviceOf));
     const { cgroup, warnings: limitWarnings } = await placeInCgroups(taskId, request, devices);
@@ -579,6 +660,13 @@ export function createExecDriver(init: ExecDriverInit): Driver {
       for (const failure of failures)
         logger.warn('cannot remove a task cgroup', { taskId: handle.taskId, failure });
     }
+    const imageDigest = launch?.isolation?.image?.digest;
+    if (imageDigest !== undefined)
+      await init.images
+        ?.release(imageDigest, handle.taskId)
+        .catch((error: unknown) =>
+          logger.warn('cannot release a task image', { taskId: handle.taskId, error: errorMessage(error) }),
+        );
     await removeRuntimeDir(entry.runtimeDir);
     wakeAll(entry);
     attached.delete(handle.taskId);
@@ -806,6 +894,54 @@ function deviceOf(device: { kind: string; path: string }): { type: 'c' | 'b'; ma
   return { type: stats.isCharacterDevice() ? 'c' : 'b', ...deviceNumbers(stats.rdev) };
 }
 
+/** How often the image store is swept for images no task has used for a day. */
+const imageCollectIntervalMs = 60 * 60_000;
+
+/** Where an image task finds its directory (as a docker task does). */
+const imageTaskDir = '/shoal/task';
+
+/** What runs: the image's entrypoint, then the task's command, or the image's own when it gives none. */
+function imageCommand(image: StoredImage, command: readonly string[]): string[] {
+  return [...(image.config.entrypoint ?? []), ...(command.length > 0 ? command : (image.config.cmd ?? []))];
+}
+
+/** The image's environment (KEY=VALUE lines) as a record. */
+function imageEnvironment(image: StoredImage): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const line of image.config.env) {
+    const at = line.indexOf('=');
+    if (at > 0) env[line.slice(0, at)] = line.slice(at + 1);
+  }
+  return env;
+}
+
+/** Finds the command inside the image's root, as execvp there would (links not followed: they point inside). */
+function checkImageCommand(image: StoredImage, command: string, searchPath: string): void {
+  const exists = (path: string): boolean => {
+    try {
+      lstatSync(join(image.rootfs, path));
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (
+    command.includes('/')
+      ? exists(command)
+      : searchPath.split(':').some((dir) => dir !== '' && exists(join(dir, command)))
+  )
+    return;
+  throw new ShoalError('INVALID_ARGUMENT', `command not found in image ${image.ref}: ${command}`);
+}
+
+function readTextOr(path: string, fallback: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return fallback;
+  }
+}
+
 /** One line for the task's events: who it runs as and in what. */
 function describeIsolation(plan: IsolationPlan): string {
   const who =
@@ -813,6 +949,8 @@ function describeIsolation(plan: IsolationPlan): string {
       ? "runs as root (uid 0; the agent allows root tasks), with Docker's default capabilities less NET_RAW"
       : `runs as ${plan.userName} (uid ${plan.uid}, gid ${plan.gid}) with no capabilities`;
   const network = plan.network === 'none' ? '; no network but loopback' : '';
+  if (plan.image !== undefined)
+    return `${who}, in pid, mount, ipc and uts namespaces of its own, in its image's root (${plan.image.digest.slice(0, 19)}; writes go to its directory)${network}`;
   return `${who}, in pid, mount, ipc and uts namespaces of its own; host filesystems read-only, its directory and /tmp writable${network}`;
 }
 

@@ -124,14 +124,15 @@ describe('the command line', () => {
       '--mount-proc',
       '/bin/sh',
     ]);
-    expect(args.slice(11, 16)).toEqual([
+    expect(args.slice(11, 17)).toEqual([
       'shoal-init',
       '/var/lib/shoal',
       '/var/lib/shoal/tasks/t1',
       'web',
       '/\n/home',
+      '',
     ]);
-    expect(args.slice(16)).toEqual([
+    expect(args.slice(17)).toEqual([
       'env',
       '--default-signal',
       'setpriv',
@@ -144,6 +145,35 @@ describe('the command line', () => {
       '--',
       'sleep',
       '10',
+    ]);
+  });
+
+  it("enters an image's root with unshare, which drops to the user; setpriv keeps it only what that takes", () => {
+    const [, args] = isolatedCommand(
+      {
+        ...plan,
+        image: { digest: 'sha256:ab', lowerDir: '/var/lib/shoal/images/rootfs/ab', workingDir: '/work' },
+      },
+      'hello',
+      ['world'],
+    );
+    expect(args[16]).toBe('/var/lib/shoal/images/rootfs/ab');
+    expect(args.slice(17)).toEqual([
+      'env',
+      '--default-signal',
+      'setpriv',
+      '--bounding-set=-all,+sys_chroot,+setuid,+setgid',
+      '--inh-caps=-all',
+      '--nnp',
+      '--',
+      'unshare',
+      '--root=/var/lib/shoal/tasks/t1/rootfs',
+      '--wd=/work',
+      '--setgid=65534',
+      '--setuid=65534',
+      '--',
+      'hello',
+      'world',
     ]);
   });
 

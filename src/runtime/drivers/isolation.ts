@@ -45,6 +45,12 @@ export interface IsolationPlan {
    * (its spec may set one) is not the host's. Absent in plans from before it existed: looked up by name.
    */
   programs?: Readonly<Record<IsolationProgram, string>>;
+  /**
+   * Run in an image's root instead of the host's: `lowerDir` (the image store's unpacked root, shared
+   * and never written) under an overlay whose writable layer is in the task directory, entered with
+   * chroot at `workingDir`. Absent: the host's root, read-only.
+   */
+  image?: { readonly digest: string; readonly lowerDir: string; readonly workingDir: string };
 }
 
 /** The programs isolation runs (util-linux and coreutils); the driver checks they exist. */
@@ -210,11 +216,11 @@ function unescapeMountPath(path: string): string {
 
 /**
  * The setup script, run by /bin/sh as process 1 of the task's namespaces. Arguments: HIDDEN TASK_DIR
- * HOSTNAME READ_ONLY_MOUNTS (one per line), then the command that runs the task.
+ * HOSTNAME READ_ONLY_MOUNTS (one per line) IMAGE_LOWER_DIR (empty: none), then the command that runs the task.
  */
 export const isolationSetupScript = [
-  'hidden=$1 task=$2 name=$3 readonly=$4',
-  'shift 4',
+  'hidden=$1 task=$2 name=$3 readonly=$4 lower=$5',
+  'shift 5',
   // The host's tools for the setup; the task gets its own PATH back.
   'taskpath=$PATH',
   'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
@@ -225,12 +231,28 @@ export const isolationSetupScript = [
   "trap 'stopped=138' USR1; trap 'stopped=140' USR2; trap 'stopped=143' TERM",
   `fail() { [ "$stopped" = 0 ] || exit "$stopped"; echo "${isolationFailurePrefix} $*" >&2; exit ${isolationFailedExitCode}; }`,
   'cd "$task" || fail "no task directory $task"',
+  'mount -t tmpfs -o mode=1777,size=64m,nosuid,nodev shoal-shm /dev/shm || fail "cannot give it a private /dev/shm"',
+  // An image's root: built before the data directory (where the image store is) is hidden.
+  'if [ -n "$lower" ]; then',
+  '  mkdir -p .image/upper .image/work rootfs || fail "cannot make the image root in $task"',
+  '  mount -t overlay shoal-image -o "lowerdir=$lower,upperdir=$task/.image/upper,workdir=$task/.image/work" rootfs || fail "cannot mount the image root (overlayfs)"',
+  '  mkdir -p rootfs/proc rootfs/dev rootfs/tmp rootfs/shoal/task rootfs/etc || fail "cannot make mount points in the image root"',
+  '  mount -t proc proc rootfs/proc || fail "cannot mount /proc in the image root"',
+  '  mount --rbind /dev rootfs/dev || fail "cannot bind /dev in the image root"',
+  '  mount --no-canonicalize --bind tmp rootfs/tmp || fail "cannot bind its tmp/ in the image root"',
+  '  mount --no-canonicalize --bind . rootfs/shoal/task || fail "cannot bind its directory in the image root"',
+  '  for file in /etc/resolv.conf /etc/hosts; do',
+  '    [ -f "$file" ] || continue',
+  '    [ -e "rootfs$file" ] || : > "rootfs$file"',
+  '    mount --bind "$file" "rootfs$file" || fail "cannot bind $file in the image root"',
+  '  done',
+  'fi',
   'mount -t tmpfs -o mode=0755,size=64k,nosuid,nodev shoal-hidden "$hidden" || fail "cannot hide $hidden"',
   // Relative sources, not canonicalized: the working directory is the task directory the tmpfs now hides.
   'mount --no-canonicalize --bind tmp /tmp || fail "cannot bind its tmp/ over /tmp"',
-  'mkdir -p "$task" && mount --no-canonicalize --bind . "$task" || fail "cannot bind $task back"',
+  // Recursive: an image root mounted inside the directory comes along.
+  'mkdir -p "$task" && mount --no-canonicalize --rbind . "$task" || fail "cannot bind $task back"',
   'cd "$task" || fail "cannot enter $task"',
-  'mount -t tmpfs -o mode=1777,size=64m,nosuid,nodev shoal-shm /dev/shm || fail "cannot give it a private /dev/shm"',
   // Read-only last: a bind made from a read-only mount would be read-only too. Mounts made above are
   // mounts of their own, so they stay writable.
   'set -f',
@@ -282,11 +304,21 @@ export function isolatedCommand(
       plan.taskDir,
       plan.hostname,
       plan.readOnlyMounts.join('\n'),
+      plan.image?.lowerDir ?? '',
       program(plan, 'env'),
       '--default-signal',
       program(plan, 'setpriv'),
-      ...setprivArgs,
+      ...(plan.image === undefined ? setprivArgs : imagePrivilegeArgs(plan)),
       '--',
+      ...(plan.image === undefined
+        ? []
+        : [
+            program(plan, 'unshare'),
+            `--root=${plan.taskDir}/rootfs`,
+            `--wd=${plan.image.workingDir}`,
+            ...(plan.uid === 0 ? [] : [`--setgid=${plan.gid}`, `--setuid=${plan.uid}`]),
+            '--',
+          ]),
       command,
       ...args,
     ],
@@ -307,6 +339,17 @@ function privilegeArgs(plan: IsolationPlan): string[] {
         '--inh-caps=-all',
         '--nnp',
       ];
+}
+
+/**
+ * setpriv's arguments for a task in an image's root: unshare then chroots and drops to the task's user
+ * itself (setpriv could not: the host's setpriv is not in the image), so the bounding set keeps chroot,
+ * setuid and setgid for it — and a non-root user loses them all with its setuid, as no_new_privs keeps
+ * them from coming back.
+ */
+function imagePrivilegeArgs(plan: IsolationPlan): string[] {
+  const kept = plan.uid === 0 ? plan.capabilities : ['sys_chroot', 'setuid', 'setgid'];
+  return [`--bounding-set=-all${kept.map((c) => `,+${c}`).join('')}`, '--inh-caps=-all', '--nnp'];
 }
 
 /**

@@ -1,0 +1,177 @@
+/**
+ * Exec tasks in an image's root, without a Docker engine: an image built here (busybox-static, an
+ * os-release, a user of its own) is pushed to Debian's docker-registry, and the exec driver pulls it and
+ * runs the task in it — the image's entrypoint, command, env, user and working directory; writes land in
+ * the task's directory, never in the store's copy. Needs root (namespaces, overlayfs), docker-registry and
+ * a static busybox.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { TaskSpec } from '../../src/cluster/task.ts';
+import {
+  createExecDriver,
+  readTaskLogs,
+  type Driver,
+  type TaskEvent,
+} from '../../src/runtime/drivers/index.ts';
+import { ImageStore } from '../../src/runtime/images/index.ts';
+import { isShoalError, silentLogger } from '../../src/shared/index.ts';
+import { createTaskTracker, taskTestTimeoutMs, uniqueTaskId } from './compliance.ts';
+import {
+  buildImage,
+  registrySkipReason,
+  startRegistry,
+  which,
+  type TestRegistry,
+} from '../helpers/registry.ts';
+
+const isRoot = process.getuid?.() === 0;
+const busybox = which('busybox');
+/** ldd fails on a static executable ("not a dynamic executable"): one that runs in any root. */
+function isStatic(path: string): boolean {
+  try {
+    execFileSync('ldd', [path], { stdio: 'ignore' });
+    return false;
+  } catch {
+    return true;
+  }
+}
+const staticBusybox = busybox !== null && isStatic(busybox);
+const skipReason = !isRoot
+  ? 'needs root'
+  : (registrySkipReason ??
+    (staticBusybox ? null : 'needs a static busybox (apt-get install busybox-static)'));
+
+const mebibyte = 1024 * 1024;
+const work = mkdtempSync(join(tmpdir(), 'shoal-exec-image-'));
+const agentDataDir = join(work, 'agent');
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+const spec = (image: string, command: string[] = []): TaskSpec => ({
+  name: 'in-image',
+  driver: 'exec',
+  image,
+  command,
+  cpuMillis: 100,
+  memoryBytes: 64 * mebibyte,
+  priority: 50,
+  env: { FROM_TASK: 'task' },
+  constraints: {},
+});
+
+describe.skipIf(skipReason !== null)(
+  `exec tasks in an image${skipReason === null ? '' : ` (skipped: ${skipReason})`}`,
+  { timeout: taskTestTimeoutMs },
+  () => {
+    let registry: TestRegistry | null = null;
+    let ref = '';
+    const tasks = createTaskTracker(() => spec(ref), 'image');
+    afterAll(async () => {
+      await tasks.cleanup();
+      registry?.stop();
+    });
+
+    beforeAll(async () => {
+      registry = await startRegistry(work);
+      const applets = ['sh', 'cat', 'id', 'pwd', 'echo', 'ls', 'grep', 'sleep'];
+      const image = await buildImage(
+        [
+          [
+            { name: 'bin/', type: 'directory', mode: 0o755 },
+            { name: 'bin/busybox', content: readFileSync(busybox ?? ''), mode: 0o755 },
+            ...applets.map((applet) => ({
+              name: `bin/${applet}`,
+              type: 'symlink' as const,
+              linkname: 'busybox',
+            })),
+            { name: 'etc/', type: 'directory', mode: 0o755 },
+            { name: 'etc/os-release', content: 'ID=shoalimage\n', mode: 0o644 },
+            { name: 'etc/passwd', content: 'root:x:0:0::/:/bin/sh\napp:x:1000:1001::/work:/bin/sh\n' },
+            { name: 'etc/group', content: 'root:x:0:\napp:x:1001:\n' },
+            { name: 'work/', type: 'directory', mode: 0o777 },
+          ],
+        ],
+        {
+          Entrypoint: ['/bin/sh', '-c'],
+          Cmd: ['echo from the image'],
+          Env: ['A=1', 'PATH=/bin'],
+          User: 'app',
+          WorkingDir: '/work',
+        },
+      );
+      await registry.push('shoal/exec-image', 'v1', image);
+      ref = `${registry.host}/shoal/exec-image:v1`;
+    });
+
+    const makeDriver = (): Driver =>
+      createExecDriver({
+        logger: silentLogger,
+        isolation: { enabled: true, hiddenDir: agentDataDir, allowRootTasks: false },
+        images: new ImageStore({ dir: join(agentDataDir, 'images'), logger: silentLogger }),
+      });
+
+    it("runs the task in the image's root, with its entrypoint, env, user and working directory", async () => {
+      const driver = makeDriver();
+      const taskDir = await tasks.dir();
+      const events: TaskEvent[] = [];
+      const handle = await driver.start({
+        taskId: uniqueTaskId('image'),
+        spec: spec(ref, [
+          'cat /etc/os-release; id -u; id -g; pwd; echo "A=$A $FROM_TASK $SHOAL_TASK_DIR"; ls /proc | grep -c "^[0-9]"; ' +
+            'echo x > /work/written && echo image-writable; echo z > /etc/x 2>/dev/null || echo etc-refused; echo y > /shoal/task/out && echo dir-writable',
+        ]),
+        taskDir,
+        env: { SHOAL_TASK_DIR: taskDir },
+        onEvent: (event) => events.push(event),
+      });
+      tasks.track(driver, handle);
+      const result = await driver.wait(handle);
+      const logs = await readTaskLogs(taskDir);
+      expect(result.exitCode, logs.stderr.toString('utf8')).toBe(0);
+      expect(logs.stdout.toString('utf8').split('\n')).toEqual([
+        'ID=shoalimage',
+        '1000',
+        '1001',
+        '/work',
+        'A=1 task /shoal/task',
+        expect.stringMatching(/^[1-6]$/),
+        'image-writable',
+        'etc-refused',
+        'dir-writable',
+        '',
+      ]);
+      // The task's writes: its directory, and its own layer over the image; the store's copy is untouched.
+      expect(readFileSync(join(taskDir, 'out'), 'utf8')).toBe('y\n');
+      expect(existsSync(join(taskDir, '.image', 'upper', 'work', 'written'))).toBe(true);
+      const roots = readdirSync(join(agentDataDir, 'images', 'rootfs'));
+      expect(roots).toHaveLength(1);
+      expect(existsSync(join(agentDataDir, 'images', 'rootfs', roots[0] ?? '', 'work', 'written'))).toBe(
+        false,
+      );
+      expect(events.map((event) => event.type)).toContain('image:pulled');
+      expect(events.map((event) => event.message)).toContainEqual(
+        expect.stringMatching(/^runs as app \(uid 1000, gid 1001\) .* in its image's root/),
+      );
+    });
+
+    it("runs the image's own command when the task gives none", async () => {
+      const driver = makeDriver();
+      const taskDir = await tasks.dir();
+      const handle = await driver.start({ taskId: uniqueTaskId('image'), spec: spec(ref), taskDir });
+      tasks.track(driver, handle);
+      expect((await driver.wait(handle)).exitCode).toBe(0);
+      expect((await readTaskLogs(taskDir)).stdout.toString('utf8')).toBe('from the image\n');
+    });
+
+    it('refuses an image its registry does not have, in one line', async () => {
+      const driver = makeDriver();
+      const missing = `${registry?.host ?? ''}/shoal/none:v1`;
+      await expect(
+        driver.start({ taskId: uniqueTaskId('image'), spec: spec(missing), taskDir: await tasks.dir() }),
+      ).rejects.toSatisfy((error) => isShoalError(error, 'NOT_FOUND') && !error.message.includes('\n'));
+    });
+  },
+);
