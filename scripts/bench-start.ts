@@ -1,6 +1,7 @@
 /**
  * bench:start — from `shoal run` (the API call) to the task running, p50 and p99, for the exec driver
- * (isolated, and on a second agent with --isolation off, when run as root) and,
+ * (isolated, and on a second agent with --isolation off, when run as root; with an image from a registry,
+ * SHOAL_BENCH_DOCKER_IMAGE=HOST:PORT/NAME:TAG, also exec in that image without an engine) and,
  * when a Docker engine is given (SHOAL_BENCH_DOCKER_SOCKET, SHOAL_BENCH_DOCKER_IMAGE), the docker driver
  * beside a bare `docker run -d` in the same run. Also prints the agent's idle RSS and the binary's size.
  *
@@ -89,6 +90,14 @@ try {
     } finally {
       await plain.stop();
     }
+  }
+  if (dockerImage && isolated && /^[^/]+[:.][^/]*\//.test(dockerImage)) {
+    // The same image without an engine: the exec driver pulls it once (the first start), then each task
+    // runs in its root under an overlay of its own.
+    summary(
+      'exec with --image (no engine; isolated): shoal run -> running',
+      await measure(apiAddress, { ...execSpec, image: dockerImage }),
+    );
   }
   if (dockerSocket && dockerImage) {
     summary(

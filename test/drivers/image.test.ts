@@ -68,6 +68,7 @@ describe.skipIf(skipReason !== null)(
   () => {
     let registry: TestRegistry | null = null;
     let ref = '';
+    let bareRef = '';
     const tasks = createTaskTracker(() => spec(ref), 'image');
     afterAll(async () => {
       await tasks.cleanup();
@@ -104,6 +105,23 @@ describe.skipIf(skipReason !== null)(
       );
       await registry.push('shoal/exec-image', 'v1', image);
       ref = `${registry.host}/shoal/exec-image:v1`;
+      // Busybox alone, as CI's image is: no /etc, no user, no entrypoint.
+      const bare = await buildImage(
+        [
+          [
+            { name: 'bin/', type: 'directory', mode: 0o755 },
+            { name: 'bin/busybox', content: readFileSync(busybox ?? ''), mode: 0o755 },
+            ...applets.map((applet) => ({
+              name: `bin/${applet}`,
+              type: 'symlink' as const,
+              linkname: 'busybox',
+            })),
+          ],
+        ],
+        { Env: ['PATH=/bin'] },
+      );
+      await registry.push('shoal/bare', 'v1', bare);
+      bareRef = `${registry.host}/shoal/bare:v1`;
     });
 
     const makeDriver = (): Driver =>
@@ -164,6 +182,19 @@ describe.skipIf(skipReason !== null)(
       tasks.track(driver, handle);
       expect((await driver.wait(handle)).exitCode).toBe(0);
       expect((await readTaskLogs(taskDir)).stdout.toString('utf8')).toBe('from the image\n');
+    });
+
+    it('runs an image that names no user, and has no passwd, as nobody’s ids', async () => {
+      const driver = makeDriver();
+      const taskDir = await tasks.dir();
+      const handle = await driver.start({
+        taskId: uniqueTaskId('image'),
+        spec: spec(bareRef, ['sh', '-c', 'id -u; id -g; pwd']),
+        taskDir,
+      });
+      tasks.track(driver, handle);
+      expect((await driver.wait(handle)).exitCode).toBe(0);
+      expect((await readTaskLogs(taskDir)).stdout.toString('utf8')).toBe('65534\n65534\n/\n');
     });
 
     it('refuses an image its registry does not have, in one line', async () => {

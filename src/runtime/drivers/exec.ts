@@ -279,8 +279,10 @@ export function createExecDriver(init: ExecDriverInit): Driver {
   ): { plan: IsolationPlan | null; warnings: string[] } => {
     const { spec, taskDir } = request;
     // An image may name its user (looked up in the image's own files); unnamed, the default is nobody.
+    // An image need not have /etc/passwd, let alone nobody in it: there the default is nobody's usual ids.
     const userText =
-      spec.user ?? (image !== null && image.config.user !== '' ? image.config.user : taskUserDefault);
+      spec.user ??
+      (image === null ? taskUserDefault : image.config.user !== '' ? image.config.user : imageUserDefault);
     if (isolationInit === undefined || !isolationInit.enabled) {
       const why =
         isolationInit === undefined ? 'isolation is off' : 'isolation is off on this node (--isolation off)';
@@ -893,6 +895,9 @@ function deviceOf(device: { kind: string; path: string }): { type: 'c' | 'b'; ma
     throw new ShoalError('UNAVAILABLE', `device ${device.kind} ${device.path} is not a device file`);
   return { type: stats.isCharacterDevice() ? 'c' : 'b', ...deviceNumbers(stats.rdev) };
 }
+
+/** The user of an image task when neither the task nor the image names one: nobody's uid and gid. */
+const imageUserDefault = '65534:65534';
 
 /** How often the image store is swept for images no task has used for a day. */
 const imageCollectIntervalMs = 60 * 60_000;
