@@ -19,7 +19,10 @@ import {
 import { isShoalError, silentLogger } from '../../src/shared/index.ts';
 import {
   createTaskTracker,
+  engineSkipReason,
   taskTestTimeoutMs,
+  testDockerImage,
+  testDockerSocket,
   uniqueTaskId,
   waitUntil,
   type SpecInput,
@@ -179,16 +182,8 @@ describe('exec driver execCheck', { timeout: taskTestTimeoutMs }, () => {
   });
 });
 
-const socketPath = process.env['SHOAL_TEST_DOCKER_SOCKET'] ?? '';
-const image = process.env['SHOAL_TEST_DOCKER_IMAGE'] ?? '';
-
-async function engineSkipReason(): Promise<string | null> {
-  if (socketPath === '' || image === '') {
-    return 'set SHOAL_TEST_DOCKER_SOCKET to an engine socket and SHOAL_TEST_DOCKER_IMAGE to a busybox image';
-  }
-  const health = await createDockerDriver({ logger: silentLogger, socketPath }).health();
-  return health.healthy ? null : `SHOAL_TEST_DOCKER_SOCKET: ${health.detail}`;
-}
+const socketPath = testDockerSocket;
+const image = testDockerImage;
 const skipReason = await engineSkipReason();
 
 const makeDockerSpec = ({ command, env }: SpecInput): TaskSpec => ({

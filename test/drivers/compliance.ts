@@ -15,7 +15,9 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { TaskDriver, TaskSpec } from '../../src/cluster/task.ts';
+import { silentLogger } from '../../src/shared/index.ts';
 import {
+  createDockerDriver,
   followTaskLogs,
   readTaskLogs,
   type Driver,
@@ -24,6 +26,22 @@ import {
   type StartRequest,
   type TaskHandle,
 } from '../../src/runtime/drivers/index.ts';
+
+/** The engine and busybox image the docker tests use (CI starts one); empty when not given. */
+export const testDockerSocket = process.env['SHOAL_TEST_DOCKER_SOCKET'] ?? '';
+export const testDockerImage = process.env['SHOAL_TEST_DOCKER_IMAGE'] ?? '';
+
+/** Why the docker tests cannot run here (no engine given, or it does not answer), or null. */
+export async function engineSkipReason(): Promise<string | null> {
+  if (testDockerSocket === '' || testDockerImage === '') {
+    return 'set SHOAL_TEST_DOCKER_SOCKET to an engine socket and SHOAL_TEST_DOCKER_IMAGE to a busybox image';
+  }
+  const health = await createDockerDriver({
+    logger: silentLogger,
+    socketPath: testDockerSocket,
+  }).health();
+  return health.healthy ? null : `SHOAL_TEST_DOCKER_SOCKET: ${health.detail}`;
+}
 
 export interface SpecInput {
   command: string[];

@@ -28,18 +28,18 @@ import {
   type TaskHandle,
 } from '../../src/runtime/drivers/index.ts';
 import { silentLogger } from '../../src/shared/index.ts';
-import { createTaskTracker, taskTestTimeoutMs, uniqueTaskId, waitUntil } from './compliance.ts';
+import {
+  createTaskTracker,
+  engineSkipReason,
+  taskTestTimeoutMs,
+  testDockerImage,
+  testDockerSocket,
+  uniqueTaskId,
+  waitUntil,
+} from './compliance.ts';
 
-const socketPath = process.env['SHOAL_TEST_DOCKER_SOCKET'] ?? '';
-const image = process.env['SHOAL_TEST_DOCKER_IMAGE'] ?? '';
-
-async function engineSkipReason(): Promise<string | null> {
-  if (socketPath === '' || image === '') {
-    return 'set SHOAL_TEST_DOCKER_SOCKET to an engine socket and SHOAL_TEST_DOCKER_IMAGE to a busybox image';
-  }
-  const health = await createDockerDriver({ logger: silentLogger, socketPath }).health();
-  return health.healthy ? null : `SHOAL_TEST_DOCKER_SOCKET: ${health.detail}`;
-}
+const socketPath = testDockerSocket;
+const image = testDockerImage;
 const skipReason = await engineSkipReason();
 
 const makeSpec = ({ command, env }: { command: string[]; env: Record<string, string> }): TaskSpec => ({

@@ -31,23 +31,18 @@ import { isShoalError, silentLogger } from '../../src/shared/index.ts';
 import {
   createTaskTracker,
   driverCompliance,
+  engineSkipReason,
   taskTestTimeoutMs,
+  testDockerImage,
+  testDockerSocket,
   uniqueTaskId,
   waitUntil,
   type DriverTestInit,
   type SpecInput,
 } from './compliance.ts';
 
-const socketPath = process.env['SHOAL_TEST_DOCKER_SOCKET'] ?? '';
-const image = process.env['SHOAL_TEST_DOCKER_IMAGE'] ?? '';
-
-async function engineSkipReason(): Promise<string | null> {
-  if (socketPath === '' || image === '') {
-    return 'set SHOAL_TEST_DOCKER_SOCKET to an engine socket and SHOAL_TEST_DOCKER_IMAGE to a busybox image';
-  }
-  const health = await createDockerDriver({ logger: silentLogger, socketPath }).health();
-  return health.healthy ? null : `SHOAL_TEST_DOCKER_SOCKET: ${health.detail}`;
-}
+const socketPath = testDockerSocket;
+const image = testDockerImage;
 const skipReason = await engineSkipReason();
 
 const mebibyte = 1024 * 1024;

@@ -25,6 +25,7 @@ import {
   registrySkipReason,
   startRegistry,
   which,
+  type TarEntry,
   type TestRegistry,
 } from '../helpers/registry.ts';
 
@@ -78,16 +79,20 @@ describe.skipIf(skipReason !== null)(
     beforeAll(async () => {
       registry = await startRegistry(work);
       const applets = ['sh', 'cat', 'id', 'pwd', 'echo', 'ls', 'grep', 'sleep'];
+      // /bin: the static busybox and its applets as links to it.
+      const busyboxEntries: TarEntry[] = [
+        { name: 'bin/', type: 'directory', mode: 0o755 },
+        { name: 'bin/busybox', content: readFileSync(busybox ?? ''), mode: 0o755 },
+        ...applets.map((applet) => ({
+          name: `bin/${applet}`,
+          type: 'symlink' as const,
+          linkname: 'busybox',
+        })),
+      ];
       const image = await buildImage(
         [
           [
-            { name: 'bin/', type: 'directory', mode: 0o755 },
-            { name: 'bin/busybox', content: readFileSync(busybox ?? ''), mode: 0o755 },
-            ...applets.map((applet) => ({
-              name: `bin/${applet}`,
-              type: 'symlink' as const,
-              linkname: 'busybox',
-            })),
+            ...busyboxEntries,
             { name: 'etc/', type: 'directory', mode: 0o755 },
             { name: 'etc/os-release', content: 'ID=shoalimage\n', mode: 0o644 },
             { name: 'etc/passwd', content: 'root:x:0:0::/:/bin/sh\napp:x:1000:1001::/work:/bin/sh\n' },
@@ -106,20 +111,7 @@ describe.skipIf(skipReason !== null)(
       await registry.push('shoal/exec-image', 'v1', image);
       ref = `${registry.host}/shoal/exec-image:v1`;
       // Busybox alone, as CI's image is: no /etc, no user, no entrypoint.
-      const bare = await buildImage(
-        [
-          [
-            { name: 'bin/', type: 'directory', mode: 0o755 },
-            { name: 'bin/busybox', content: readFileSync(busybox ?? ''), mode: 0o755 },
-            ...applets.map((applet) => ({
-              name: `bin/${applet}`,
-              type: 'symlink' as const,
-              linkname: 'busybox',
-            })),
-          ],
-        ],
-        { Env: ['PATH=/bin'] },
-      );
+      const bare = await buildImage([[...busyboxEntries]], { Env: ['PATH=/bin'] });
       await registry.push('shoal/bare', 'v1', bare);
       bareRef = `${registry.host}/shoal/bare:v1`;
     });

@@ -14,30 +14,12 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { zstdCompressSync, gzipSync } from 'node:zlib';
-import tar from 'tar-stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isShoalError } from '../../shared/index.ts';
+import { tarOf, type TarEntry } from '../../../test/helpers/registry.ts';
 import { detectCompression, entryComponents, RootfsBuilder } from './unpack.ts';
 
-type Entry = tar.Headers & { content?: string };
-
-/** A tar of `entries`, in memory. */
-async function tarOf(entries: readonly Entry[]): Promise<Buffer> {
-  const pack = tar.pack();
-  const chunks: Buffer[] = [];
-  pack.on('data', (chunk: Buffer) => chunks.push(chunk));
-  const ended = new Promise((resolve) => pack.on('end', resolve));
-  for (const { content, ...header } of entries) {
-    await new Promise<void>((resolve, reject) => {
-      pack.entry({ mtime: new Date(1_000_000_000_000), ...header }, content ?? '', (error) =>
-        error ? reject(error) : resolve(),
-      );
-    });
-  }
-  pack.finalize();
-  await ended;
-  return Buffer.concat(chunks);
-}
+type Entry = TarEntry;
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -127,13 +109,13 @@ describe('unpacking layers', () => {
       (plain) => plain,
     );
     expect(statSync(join(root, 'bin/hello')).mode & 0o7777).toBe(0o4755);
-    expect(statSync(join(root, 'bin/hello')).mtimeMs).toBe(1_000_000_000_000);
+    expect(statSync(join(root, 'bin/hello')).mtimeMs).toBe(1_700_000_000_000);
     expect(readlinkSync(join(root, 'lib'))).toBe('/usr/lib');
     expect(readFileSync(join(root, 'usr/lib/liby'), 'utf8')).toBe('y');
     expect(statSync(join(root, 'bin/hi')).ino).toBe(statSync(join(root, 'bin/hello')).ino);
     expect(readFileSync(join(root, 'was-dir'), 'utf8')).toBe('now a file');
     expect(statSync(join(root, 'ro')).mode & 0o777).toBe(0o555);
-    expect(statSync(join(root, 'ro')).mtimeMs).toBe(1_000_000_000_000);
+    expect(statSync(join(root, 'ro')).mtimeMs).toBe(1_700_000_000_000);
     expect(readFileSync(join(root, 'ro/file2'), 'utf8')).toBe('r2');
     expect(lstatSync(join(root)).mode & 0o777).toBe(0o755);
   });
