@@ -189,6 +189,23 @@ describe.skipIf(skipReason !== null)(
       expect((await readTaskLogs(taskDir)).stdout.toString('utf8')).toBe('65534\n65534\n/\n');
     });
 
+    it('refuses an image task as root where root tasks are refused, and holds no image for it', async () => {
+      const images = new ImageStore({ dir: join(agentDataDir, 'refused-images'), logger: silentLogger });
+      const driver = createExecDriver({
+        logger: silentLogger,
+        isolation: { enabled: true, hiddenDir: agentDataDir, allowRootTasks: false },
+        images,
+      });
+      await expect(
+        driver.start({
+          taskId: uniqueTaskId('image'),
+          spec: { ...spec(ref, ['id']), user: 'root' },
+          taskDir: await tasks.dir(),
+        }),
+      ).rejects.toSatisfy((error) => isShoalError(error, 'PERMISSION_DENIED'));
+      expect((await images.list()).map((image) => image.users)).toEqual([[]]);
+    });
+
     it('refuses an image its registry does not have, in one line', async () => {
       const driver = makeDriver();
       const missing = `${registry?.host ?? ''}/shoal/none:v1`;

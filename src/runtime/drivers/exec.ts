@@ -397,7 +397,7 @@ export function createExecDriver(init: ExecDriverInit): Driver {
   let imagesCollectedMs = 0;
 
   const start = async (request: StartRequest): Promise<TaskHandle> => {
-    const { taskId, spec, taskDir } = request;
+    const { taskId, spec } = request;
     if (spec.driver !== 'exec') {
       throw new ShoalError('INVALID_ARGUMENT', `task ${taskId} asks for the ${spec.driver} driver, not exec`);
     }
@@ -409,6 +409,18 @@ export function createExecDriver(init: ExecDriverInit): Driver {
       throw new ShoalError('CONFLICT', `task ${taskId} is already running on this agent`);
     }
     const image = spec.image === undefined ? null : await pullImage(request, spec.image);
+    try {
+      return await startPulled(request, image);
+    } catch (error) {
+      // A start that fails holds no image: the store may collect it.
+      if (image !== null) await init.images?.release(image.digest, taskId).catch(() => undefined);
+      throw error;
+    }
+  };
+
+  /** start() once the task's image, if it has one, is in the store. */
+  const startPulled = async (request: StartRequest, image: StoredImage | null): Promise<TaskHandle> => {
+    const { taskId, spec, taskDir } = request;
     const [command, ...args] = image === null ? spec.command : imageCommand(image, spec.command);
     if (command === undefined || command === '') {
       throw new ShoalError(
