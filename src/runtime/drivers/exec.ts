@@ -973,17 +973,7 @@ function describeIsolation(plan: IsolationPlan): string {
 
 /** The absolute path of a program in the agent's PATH, or null. */
 function findProgram(program: string): string | null {
-  for (const dir of (process.env['PATH'] ?? execPathDefault).split(':')) {
-    if (dir === '') continue;
-    const path = join(dir, program);
-    try {
-      accessSync(path, constants.X_OK);
-      return path;
-    } catch {
-      // not here
-    }
-  }
-  return null;
+  return locateCommand(program, process.env['PATH'] ?? execPathDefault, '/').path;
 }
 
 function shimRunning(entry: ShimTask): boolean {
@@ -1071,6 +1061,23 @@ async function readLaunch(runtimeDir: string): Promise<ShimLaunch | null> {
 
 /** Finds the command as execvp would, in PATH (or relative to the task directory when it has a slash). */
 function checkCommand(command: string, searchPath: string, cwd: string): void {
+  const found = locateCommand(command, searchPath, cwd);
+  if (found.path !== null) return;
+  throw new ShoalError(
+    'INVALID_ARGUMENT',
+    found.denied ? `command not executable (permission denied): ${command}` : `command not found: ${command}`,
+  );
+}
+
+/**
+ * Where execvp would find `command` (relative to cwd when it has a slash, else in searchPath): its path,
+ * or null, and whether a match was refused for want of the right to execute it.
+ */
+function locateCommand(
+  command: string,
+  searchPath: string,
+  cwd: string,
+): { path: string | null; denied: boolean } {
   const candidates = command.includes('/')
     ? [resolve(cwd, command)]
     : searchPath.split(':').map((dir) => resolve(cwd, dir === '' ? '.' : dir, command));
@@ -1079,15 +1086,12 @@ function checkCommand(command: string, searchPath: string, cwd: string): void {
     if (!statSync(candidate, { throwIfNoEntry: false })?.isFile()) continue;
     try {
       accessSync(candidate, constants.X_OK);
-      return;
+      return { path: candidate, denied: false };
     } catch {
       denied = true;
     }
   }
-  throw new ShoalError(
-    'INVALID_ARGUMENT',
-    denied ? `command not executable (permission denied): ${command}` : `command not found: ${command}`,
-  );
+  return { path: null, denied };
 }
 
 function watchQuietly(dir: string, onChange: () => void): FSWatcher | null {

@@ -31,7 +31,7 @@ import {
   type LogRotation,
 } from './logs.ts';
 import { isolatedCommand, isolatedExit, isolationFailurePrefix, type IsolationPlan } from './isolation.ts';
-import { identify } from './process.ts';
+import { identify, signalGroup } from './process.ts';
 
 /** The hidden first argument that makes the shoal binary run as a shim: `shoal __shim LAUNCH_FILE`. */
 export const shimArgument = '__shim';
@@ -188,7 +188,7 @@ async function supervise(launchPath: string): Promise<void> {
   // From here on the task runs. A shim that cannot go on (task.json or exit.json cannot be written: a full
   // disk) must not leave it behind: nobody could find it (its pid may be unrecorded), stop it, or learn how
   // it ended, and the cluster, told its status is unknown, runs it again elsewhere — twice at once.
-  fatalCleanup = () => killGroup(pid);
+  fatalCleanup = () => signalGroup(pid, 'SIGKILL');
   const identity = identify(pid);
   writeFileAtomic(
     join(runtimeDir, taskFileName),
@@ -221,15 +221,6 @@ async function supervise(launchPath: string): Promise<void> {
     finishedAtMs: Date.now(),
   });
   await copied;
-}
-
-/** Kills the task's process group, if any of it is left. */
-function killGroup(groupId: number): void {
-  try {
-    process.kill(-groupId, 'SIGKILL');
-  } catch {
-    // Already gone.
-  }
 }
 
 /**
@@ -278,7 +269,7 @@ export function watchLease(
     process.stderr.write(
       `${new Date().toISOString()} shoal shim: the node's lease ran out (last confirmed ${new Date(confirmedMs).toISOString()}); killing the task\n`,
     );
-    killGroup(groupId);
+    signalGroup(groupId, 'SIGKILL');
   };
   check();
   return {
