@@ -176,6 +176,31 @@ describe.skipIf(skipReason !== null)(
       expect((await readTaskLogs(taskDir)).stdout.toString('utf8')).toBe('from the image\n');
     });
 
+    it("runs an exec check in the image's root, as the task's user, where the task sees its files", async () => {
+      const driver = makeDriver();
+      const taskDir = await tasks.dir();
+      const handle = await driver.start({
+        taskId: uniqueTaskId('image'),
+        spec: spec(ref, ['echo ready > /tmp/ready; exec sleep 1000']),
+        taskDir,
+      });
+      tasks.track(driver, handle);
+      const check = async (): Promise<{ exitCode: number | null; output: string }> =>
+        (await driver.execCheck?.(handle, {
+          command: ['sh', '-c', 'cat /tmp/ready && cat /etc/os-release && id -u && pwd'],
+          env: { PATH: '/bin' },
+          cwd: taskDir,
+          timeoutMs: 10_000,
+        })) ?? { exitCode: null, output: 'no execCheck' };
+      let result = await check();
+      for (let attempt = 0; attempt < 100 && result.exitCode !== 0; attempt++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        result = await check();
+      }
+      expect(result).toEqual({ exitCode: 0, output: 'ready\nID=shoalimage\n1000\n/work\n', timedOut: false });
+      await driver.stop(handle, { graceMs: 0 });
+    });
+
     it('runs an image that names no user, and has no passwd, as nobody’s ids', async () => {
       const driver = makeDriver();
       const taskDir = await tasks.dir();

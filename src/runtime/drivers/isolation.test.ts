@@ -231,6 +231,39 @@ describe('checks', () => {
   });
 });
 
+describe('checks in an image', () => {
+  it("enter the image's root at its working directory after the namespaces, as the task does", () => {
+    const plan: IsolationPlan = {
+      uid: 1000,
+      gid: 1001,
+      userName: 'app',
+      initGroups: false,
+      capabilities: [],
+      hiddenDir: '/d',
+      taskDir: '/d/tasks/t',
+      readOnlyMounts: ['/'],
+      network: 'host',
+      hostname: 't',
+      image: { digest: 'sha256:ab', lowerDir: '/d/images/rootfs/ab', workingDir: '/work' },
+    };
+    const [, args] = isolatedCheckCommand(plan, 4242, 'cat', ['/tmp/ready']);
+    expect(args.slice(args.indexOf('--bounding-set=-all,+sys_chroot,+setuid,+setgid'))).toEqual([
+      '--bounding-set=-all,+sys_chroot,+setuid,+setgid',
+      '--inh-caps=-all',
+      '--nnp',
+      '--',
+      'unshare',
+      '--root=/d/tasks/t/rootfs',
+      '--wd=/work',
+      '--setgid=1001',
+      '--setuid=1000',
+      '--',
+      'cat',
+      '/tmp/ready',
+    ]);
+  });
+});
+
 describe('exits and names', () => {
   it("reads a shell's 128+N as signal N, and leaves other statuses alone", () => {
     expect(isolatedExit(143, null)).toEqual({ code: null, signal: 'SIGTERM' });

@@ -291,7 +291,6 @@ export function isolatedCommand(
     ...(plan.network === 'none' ? ['--net'] : []),
     '--mount-proc',
   ];
-  const setprivArgs = privilegeArgs(plan);
   return [
     program(plan, 'unshare'),
     [
@@ -308,20 +307,27 @@ export function isolatedCommand(
       program(plan, 'env'),
       '--default-signal',
       program(plan, 'setpriv'),
-      ...(plan.image === undefined ? setprivArgs : imagePrivilegeArgs(plan)),
-      '--',
-      ...(plan.image === undefined
-        ? []
-        : [
-            program(plan, 'unshare'),
-            `--root=${plan.taskDir}/rootfs`,
-            `--wd=${plan.image.workingDir}`,
-            ...(plan.uid === 0 ? [] : [`--setgid=${plan.gid}`, `--setuid=${plan.uid}`]),
-            '--',
-          ]),
+      ...privilegeAndRootArgs(plan),
       command,
       ...args,
     ],
+  ];
+}
+
+/**
+ * setpriv's arguments and, for a task in an image, the unshare that enters the image's root: what follows
+ * `setpriv` on the command line up to the task's own command.
+ */
+function privilegeAndRootArgs(plan: IsolationPlan): string[] {
+  if (plan.image === undefined) return [...privilegeArgs(plan), '--'];
+  return [
+    ...imagePrivilegeArgs(plan),
+    '--',
+    program(plan, 'unshare'),
+    `--root=${plan.taskDir}/rootfs`,
+    `--wd=${plan.image.workingDir}`,
+    ...(plan.uid === 0 ? [] : [`--setgid=${plan.gid}`, `--setuid=${plan.uid}`]),
+    '--',
   ];
 }
 
@@ -354,8 +360,9 @@ function imagePrivilegeArgs(plan: IsolationPlan): string[] {
 
 /**
  * The command line that runs a health check's command where the task runs: in the namespaces of its
- * process 1 (host pid `initPid`), in its directory, as its user with its capabilities — so `cat /tmp/ready`
- * reads the task's /tmp, and a check can do no more than the task could.
+ * process 1 (host pid `initPid`), in its directory (or, for a task in an image, in the image's root at its
+ * working directory), as its user with its capabilities — so `cat /tmp/ready` reads the task's /tmp, and a
+ * check can do no more than the task could.
  */
 export function isolatedCheckCommand(
   plan: IsolationPlan,
@@ -377,8 +384,7 @@ export function isolatedCheckCommand(
       program(plan, 'env'),
       '--default-signal',
       program(plan, 'setpriv'),
-      ...privilegeArgs(plan),
-      '--',
+      ...privilegeAndRootArgs(plan),
       command,
       ...args,
     ],
