@@ -50,6 +50,8 @@ export interface NodeConfig {
   readonly execIsolation?: boolean;
   /** Exec tasks may run as root; absent: false. */
   readonly allowRootTasks?: boolean;
+  /** Registries (HOST or HOST:PORT) the exec driver pulls images from over plain http; loopback ones always are. */
+  readonly insecureRegistries?: readonly string[];
   readonly raftTimings?: RaftTimings;
   readonly membership?: MembershipConfig;
   readonly voterPolicy?: VoterPolicy;

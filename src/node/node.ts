@@ -205,7 +205,11 @@ export class ShoalNode {
           hiddenDir: config.dataDir,
           allowRootTasks: config.allowRootTasks ?? false,
         },
-        images: new ImageStore({ dir: join(config.dataDir, 'images'), logger: logger.child('images') }),
+        images: new ImageStore({
+          dir: join(config.dataDir, 'images'),
+          logger: logger.child('images'),
+          insecureRegistries: config.insecureRegistries ?? [],
+        }),
       }),
     );
     // The lease keeper's files: it holds this node's containers to the lease even while no agent runs.

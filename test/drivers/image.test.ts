@@ -201,6 +201,38 @@ describe.skipIf(skipReason !== null)(
       await driver.stop(handle, { graceMs: 0 });
     });
 
+    it("pivots the task's namespace to a root that holds the image and the host's programs, and nothing else of the host", async () => {
+      const driver = makeDriver();
+      const taskDir = await tasks.dir();
+      const handle = await driver.start({
+        taskId: uniqueTaskId('image'),
+        spec: spec(ref, ['exec sleep 31337']),
+        taskDir,
+      });
+      tasks.track(driver, handle);
+      let sleeper = '';
+      for (let attempt = 0; attempt < 100 && sleeper === ''; attempt++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        try {
+          sleeper = execFileSync('pgrep', ['-f', '^sleep 31337$'], { encoding: 'utf8' }).trim();
+        } catch {
+          // pgrep exits 1 until the task runs.
+        }
+      }
+      // Its parent is the namespace's process 1 (the setup shell): its root is the namespace's root.
+      const parent = readFileSync(`/proc/${sleeper}/stat`, 'utf8').split(') ')[1]?.split(' ')[1] ?? '';
+      const root = `/proc/${parent}/root`;
+      expect(readdirSync(root).sort()).toEqual(expect.arrayContaining(['dev', 'etc', 'rootfs', 'usr']));
+      for (const hostOnly of ['home', 'root', 'var', 'tmp', 'proc', 'run'])
+        expect(readdirSync(root)).not.toContain(hostOnly);
+      expect(readdirSync(join(root, 'etc'))).toEqual(['ld.so.cache']);
+      expect(readdirSync(join(root, 'dev'))).toEqual(['null']);
+      expect(readFileSync(join(root, 'rootfs', 'etc', 'os-release'), 'utf8')).toBe('ID=shoalimage\n');
+      // The task's own root is the image.
+      expect(readFileSync(`/proc/${sleeper}/root/etc/os-release`, 'utf8')).toBe('ID=shoalimage\n');
+      await driver.stop(handle, { graceMs: 0 });
+    });
+
     it('runs an image that names no user, and has no passwd, as nobody’s ids', async () => {
       const driver = makeDriver();
       const taskDir = await tasks.dir();
@@ -229,6 +261,31 @@ describe.skipIf(skipReason !== null)(
         }),
       ).rejects.toSatisfy((error) => isShoalError(error, 'PERMISSION_DENIED'));
       expect((await images.list()).map((image) => image.users)).toEqual([[]]);
+    });
+
+    it('gives back the image of a task an earlier agent process never destroyed, when garbage is collected', async () => {
+      const dir = join(agentDataDir, 'restart-images');
+      const before = createExecDriver({
+        logger: silentLogger,
+        isolation: { enabled: true, hiddenDir: agentDataDir, allowRootTasks: false },
+        images: new ImageStore({ dir, logger: silentLogger }),
+      });
+      const taskId = uniqueTaskId('image');
+      const taskDir = await tasks.dir();
+      const handle = await before.start({ taskId, spec: spec(ref, ['true']), taskDir });
+      await before.wait(handle);
+      // The agent "restarts": a new driver and store over the same directory, no handles.
+      const images = new ImageStore({ dir, logger: silentLogger });
+      const after = createExecDriver({
+        logger: silentLogger,
+        isolation: { enabled: true, hiddenDir: agentDataDir, allowRootTasks: false },
+        images,
+      });
+      expect((await images.list()).map((image) => image.users)).toEqual([[taskId]]);
+      expect(await after.leftovers?.()).toEqual([taskId]);
+      expect(await after.collect?.({ taskId, taskDir })).toBe(true);
+      expect((await images.list()).map((image) => image.users)).toEqual([[]]);
+      expect(await after.leftovers?.()).toEqual([]);
     });
 
     it('refuses an image its registry does not have, in one line', async () => {

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { parseDevices } from './agent.ts';
+import { parseDevices, parseRegistryHost } from './agent.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'shoal-device-flag-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -39,5 +39,15 @@ describe('--device', () => {
     expect(() => parseDevices(['gpu=two'])).toThrow(
       '--device "gpu=two" is not KIND=COUNT (a positive whole number)',
     );
+  });
+});
+
+describe('--insecure-registry', () => {
+  it('takes HOST or HOST:PORT and refuses a scheme or a path, in one line', () => {
+    expect(parseRegistryHost('registry.lan:5000')).toBe('registry.lan:5000');
+    expect(parseRegistryHost('10.0.0.7')).toBe('10.0.0.7');
+    expect(parseRegistryHost('[fd00::1]:5000')).toBe('[fd00::1]:5000');
+    for (const bad of ['http://registry.lan', 'registry.lan/v2', '', 'host:port'])
+      expect(() => parseRegistryHost(bad)).toThrow(/give the registry as HOST or HOST:PORT/);
   });
 });

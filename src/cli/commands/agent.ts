@@ -108,6 +108,12 @@ const options = {
     help: 'run exec tasks as their user in namespaces of their own, the host read-only (default on; needs root)',
   },
   'allow-root-tasks': { type: 'boolean', help: 'let exec tasks run as root (--user root)' },
+  'insecure-registry': {
+    type: 'string',
+    multiple: true,
+    value: 'HOST[:PORT]',
+    help: 'pull exec tasks\' images from this registry over plain http (loopback registries always are)',
+  },
   'log-level': { type: 'string', value: logLevels.join('|'), help: 'how much the agent logs (default info)' },
   'raft-compact-entries': {
     type: 'string',
@@ -192,6 +198,7 @@ export function agentConfig(values: FlagValues<typeof options>): NodeConfig {
     dockerSocket: values['docker-socket'] ?? null,
     execIsolation: (parseChoice(values.isolation, '--isolation', ['on', 'off'] as const) ?? 'on') === 'on',
     allowRootTasks: values['allow-root-tasks'],
+    insecureRegistries: values['insecure-registry'].map((entry) => parseRegistryHost(entry)),
     ...(preemptionGap === null ? {} : { preemptionPriorityGap: preemptionGap }),
     ...(compactEntries === null ? {} : { compaction: { entriesBeforeCompaction: compactEntries } }),
     ...(removalDelaySeconds === null
@@ -200,6 +207,16 @@ export function agentConfig(values: FlagValues<typeof options>): NodeConfig {
           voterPolicy: { ...defaultVoterPolicy, deadVoterRemovalMs: Math.round(removalDelaySeconds * 1000) },
         }),
   };
+}
+
+/** An --insecure-registry entry: a host name or address, with a port or not. */
+export function parseRegistryHost(entry: string): string {
+  if (!/^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$/.test(entry)) {
+    throw invalidArgument(
+      `--insecure-registry ${JSON.stringify(entry)}: give the registry as HOST or HOST:PORT, without a scheme or path`,
+    );
+  }
+  return entry;
 }
 
 /**

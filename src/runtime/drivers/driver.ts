@@ -110,7 +110,7 @@ export interface Driver {
   recover(handle: TaskHandle): Promise<boolean>;
   /**
    * Garbage collection: ids of the tasks this driver still holds something for on this node (containers,
-   * stopped ones included), found without handles. Absent when the task directories tell it all (exec).
+   * stopped ones included; images the exec driver's store keeps for them), found without handles.
    */
   leftovers?(): Promise<string[]>;
   /**

@@ -731,9 +731,11 @@ export function createExecDriver(init: ExecDriverInit): Driver {
   };
 
   const collect = async (orphan: { taskId: string; taskDir: string }): Promise<boolean> => {
-    const runtimeDir = join(orphan.taskDir, runtimeDirName);
-    if (!existsSync(runtimeDir)) return false;
     if (attached.has(orphan.taskId)) return false; // this instance watches it: not an orphan
+    // An image it still holds (an agent that died before the task's destroy gave it back) can go.
+    const releasedImages = await releaseImagesOf(orphan.taskId);
+    const runtimeDir = join(orphan.taskDir, runtimeDirName);
+    if (!existsSync(runtimeDir)) return releasedImages;
     // No handle, so no shim identity: the task is found from what its shim recorded (pid, cgroup).
     const launch = await readLaunch(runtimeDir);
     const record = await readRuntimeRecord<TaskRecord>(runtimeDir, taskFileName);
@@ -756,6 +758,24 @@ export function createExecDriver(init: ExecDriverInit): Driver {
     return true;
   };
 
+  // Task directories tell the agent of processes and cgroups; the image store is the one thing they don't.
+  const leftovers = async (): Promise<string[]> =>
+    init.images === undefined
+      ? []
+      : [...new Set((await init.images.list()).flatMap((image) => image.users))].filter(
+          (taskId) => !attached.has(taskId),
+        );
+
+  /** Gives back every image the task holds in the store; true when it held one. */
+  const releaseImagesOf = async (taskId: string): Promise<boolean> => {
+    const images = init.images;
+    if (images === undefined) return false;
+    const held = (await images.list()).filter((image) => image.users.includes(taskId));
+    for (const image of held) await images.release(image.digest, taskId);
+    if (held.length > 0) logger.info('released the images of a task this node no longer runs', { taskId });
+    return held.length > 0;
+  };
+
   const execCheck = async (handle: TaskHandle, request: ExecCheckRequest): Promise<ExecCheckResult> => {
     checkHandleDriver(handle, 'exec');
     const entry = attached.get(handle.taskId) ?? detachedEntry(handle);
@@ -770,7 +790,7 @@ export function createExecDriver(init: ExecDriverInit): Driver {
     );
   };
 
-  return { name: 'exec', health, start, wait, stop, destroy, recover, collect, execCheck };
+  return { name: 'exec', health, start, wait, stop, destroy, recover, leftovers, collect, execCheck };
 }
 
 type ExecCheckRequest = Parameters<NonNullable<Driver['execCheck']>>[1];

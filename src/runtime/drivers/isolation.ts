@@ -8,7 +8,9 @@
  * SETUP, in the task's own mount namespace, remounts the host's filesystems read-only, hides the agent's data
  * directory (its keys, every other task's sandbox) under an empty tmpfs and binds the task's own directory
  * back in place, binds the task's tmp/ over /tmp and a fresh tmpfs over /dev/shm, sets the hostname to the
- * task's name, then runs the task and waits for it. The shell stays as process 1 because the kernel does
+ * task's name, then runs the task and waits for it. A task in an image instead gets a root of its own:
+ * SETUP mounts the image (an overlay), pivots the namespace's root to a tmpfs that holds it and the host's
+ * programs, lets go of the host's root, and the task's start chroots into the image (`unshare --root`). The shell stays as process 1 because the kernel does
  * not deliver a signal to a namespace's process 1 unless it handles it: a task run there directly would
  * never see the SIGTERM of a graceful stop. The shell handles the usual stop signals with a no-op (the
  * shim's signal reaches the task itself, which shares the shell's process group) and exits with the task's
@@ -232,7 +234,8 @@ export const isolationSetupScript = [
   `fail() { [ "$stopped" = 0 ] || exit "$stopped"; echo "${isolationFailurePrefix} $*" >&2; exit ${isolationFailedExitCode}; }`,
   'cd "$task" || fail "no task directory $task"',
   'mount -t tmpfs -o mode=1777,size=64m,nosuid,nodev shoal-shm /dev/shm || fail "cannot give it a private /dev/shm"',
-  // An image's root: built before the data directory (where the image store is) is hidden.
+  'command -v hostname >/dev/null && hostname "$name"',
+  // An image's root: an overlay on the store's copy, with the task's own /proc, /dev, /tmp and directory.
   'if [ -n "$lower" ]; then',
   '  mkdir -p .image/upper .image/work rootfs || fail "cannot make the image root in $task"',
   '  mount -t overlay shoal-image -o "lowerdir=$lower,upperdir=$task/.image/upper,workdir=$task/.image/work" rootfs || fail "cannot mount the image root (overlayfs)"',
@@ -246,27 +249,48 @@ export const isolationSetupScript = [
   '    [ -e "rootfs$file" ] || : > "rootfs$file"',
   '    mount --bind "$file" "rootfs$file" || fail "cannot bind $file in the image root"',
   '  done',
-  'fi',
-  'mount -t tmpfs -o mode=0755,size=64k,nosuid,nodev shoal-hidden "$hidden" || fail "cannot hide $hidden"',
+  // Its own root, with pivot_root: a tmpfs that holds the image's root (at /rootfs) and, read-only, only
+  // the host's programs and libraries the rest of the setup and the task's start run (util-linux and
+  // coreutils). The host's root is then let go of: a root task that breaks out of its chroot (it keeps
+  // CAP_SYS_CHROOT, as in Docker) finds those programs and nothing else — no /etc, no data, no other task.
+  '  mkdir -p .image/root || fail "cannot make the task\'s root in $task"',
+  '  mount -t tmpfs -o mode=0755,size=64k,nosuid,nodev shoal-root .image/root || fail "cannot make the task\'s root"',
+  '  for dir in /usr /bin /sbin /lib /lib32 /lib64 /libx32; do',
+  '    if [ -L "$dir" ]; then ln -s "$(readlink "$dir")" ".image/root$dir" || fail "cannot link $dir in the task\'s root"',
+  '    elif [ -d "$dir" ]; then mkdir ".image/root$dir" && mount --bind -o ro "$dir" ".image/root$dir" || fail "cannot bind $dir in the task\'s root"',
+  '    fi',
+  '  done',
+  '  mkdir .image/root/etc .image/root/dev .image/root/rootfs .image/root/proc .image/root/.host || fail "cannot make mount points in the task\'s root"',
+  // The shell starts the task with its stdin from /dev/null (as for any background command).
+  '  : > .image/root/dev/null && mount --bind /dev/null .image/root/dev/null || fail "cannot bind /dev/null in the task\'s root"',
+  // The loader's cache: where a distribution's libraries are when its built-in paths do not say.
+  '  if [ -f /etc/ld.so.cache ]; then : > .image/root/etc/ld.so.cache && mount --bind -o ro /etc/ld.so.cache .image/root/etc/ld.so.cache || fail "cannot bind /etc/ld.so.cache in the task\'s root"; fi',
+  '  mount --rbind rootfs .image/root/rootfs || fail "cannot bind the image\'s root in the task\'s root"',
+  // umount reads /proc/self/mountinfo: a /proc until the host's root is gone.
+  '  mount -t proc proc .image/root/proc || fail "cannot mount /proc in the task\'s root"',
+  '  cd .image/root && pivot_root . .host || fail "cannot pivot to the task\'s root"',
+  '  umount -l /.host || fail "cannot let go of the host\'s root"',
+  '  umount /proc && rmdir /proc /.host && mount -o remount,bind,ro / || fail "cannot make the task\'s root read-only"',
+  'else',
+  '  mount -t tmpfs -o mode=0755,size=64k,nosuid,nodev shoal-hidden "$hidden" || fail "cannot hide $hidden"',
   // Relative sources, not canonicalized: the working directory is the task directory the tmpfs now hides.
-  'mount --no-canonicalize --bind tmp /tmp || fail "cannot bind its tmp/ over /tmp"',
-  // Recursive: an image root mounted inside the directory comes along.
-  'mkdir -p "$task" && mount --no-canonicalize --rbind . "$task" || fail "cannot bind $task back"',
-  'cd "$task" || fail "cannot enter $task"',
+  '  mount --no-canonicalize --bind tmp /tmp || fail "cannot bind its tmp/ over /tmp"',
+  '  mkdir -p "$task" && mount --no-canonicalize --rbind . "$task" || fail "cannot bind $task back"',
+  '  cd "$task" || fail "cannot enter $task"',
   // Read-only last: a bind made from a read-only mount would be read-only too. Mounts made above are
   // mounts of their own, so they stay writable.
-  'set -f',
+  '  set -f',
   "IFS='",
   "'",
   // A mount that went away since the plan was made is skipped; "/" must become read-only.
-  'for point in $readonly; do',
-  '  mount -o remount,bind,ro "$point" 2>/dev/null && continue',
-  '  [ "$point" = / ] && fail "cannot make / read-only"',
-  '  [ -e "$point" ] && echo "shoal: note: $point stays writable: it could not be remounted read-only" >&2',
-  'done',
-  'unset IFS',
-  'set +f',
-  'command -v hostname >/dev/null && hostname "$name"',
+  '  for point in $readonly; do',
+  '    mount -o remount,bind,ro "$point" 2>/dev/null && continue',
+  '    [ "$point" = / ] && fail "cannot make / read-only"',
+  '    [ -e "$point" ] && echo "shoal: note: $point stays writable: it could not be remounted read-only" >&2',
+  '  done',
+  '  unset IFS',
+  '  set +f',
+  'fi',
   '[ "$stopped" = 0 ] || exit "$stopped"',
   'trap : TERM INT HUP QUIT USR1 USR2',
   'PATH=$taskpath "$@" &',
@@ -324,7 +348,7 @@ function privilegeAndRootArgs(plan: IsolationPlan): string[] {
     ...imagePrivilegeArgs(plan),
     '--',
     program(plan, 'unshare'),
-    `--root=${plan.taskDir}/rootfs`,
+    '--root=/rootfs',
     `--wd=${plan.image.workingDir}`,
     ...(plan.uid === 0 ? [] : [`--setgid=${plan.gid}`, `--setuid=${plan.uid}`]),
     '--',
@@ -379,7 +403,8 @@ export function isolatedCheckCommand(
       '--ipc',
       '--uts',
       ...(plan.network === 'none' ? ['--net'] : []),
-      `--wd=${plan.taskDir}`,
+      // In an image, entering the mount namespace puts it at the task's root; unshare goes on from there.
+      ...(plan.image === undefined ? [`--wd=${plan.taskDir}`] : []),
       '--',
       program(plan, 'env'),
       '--default-signal',
