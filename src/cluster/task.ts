@@ -248,8 +248,9 @@ export const taskSpecSchema = z
      */
     network: z.optional(z.enum(networkModes)),
     /**
-     * exec: the user the task runs as, `NAME`, `UID` or `UID:GID` (default `nobody`). `root` (uid 0) runs
-     * only on agents started with --allow-root-tasks.
+     * The user the task runs as, `NAME`, `UID` or `UID:GID`. exec: default `nobody`; `root` (uid 0) runs
+     * only on agents started with --allow-root-tasks. docker: instead of the image's user (a NAME from the
+     * image's /etc/passwd).
      */
     user: z.optional(taskUserSchema),
     /** Most processes and threads the task may have at once (its pids cgroup). Default pidsMaxDefault. */
@@ -334,11 +335,6 @@ export const taskSpecSchema = z
         });
       if (spec.network === 'none' && portNames.length > 0)
         ctx.addIssue({ code: 'custom', message: 'a task with network none cannot have ports' });
-      if (spec.driver === 'docker' && spec.user !== undefined)
-        ctx.addIssue({
-          code: 'custom',
-          message: 'user is for exec tasks (a docker image names its own user)',
-        });
     }),
   );
 

@@ -418,12 +418,35 @@ export class Agent {
     this.health.unwatch(local.taskId);
   }
 
-  /** Measures its directory against its disk request once it runs here (once per attempt). */
+  /**
+   * Measures its directory, and where else its driver says it writes, against its disk request once it runs
+   * here (once per attempt).
+   */
   private watchDisk(task: Task, local: LocalTask): void {
     const limitBytes = task.spec.diskBytes ?? 0;
-    if (local.diskWatched || local.handle === null || limitBytes <= 0) return;
+    const handle = local.handle;
+    if (local.diskWatched || handle === null || limitBytes <= 0) return;
     local.diskWatched = true;
-    this.disk.watch({ taskId: task.id, attempt: local.attempt, dir: this.taskDir(task.id), limitBytes });
+    const watch = (otherDirs: readonly string[]): void => {
+      // Unwatched meanwhile (it ended): nothing to measure.
+      if (!local.diskWatched || local.handle !== handle) return;
+      this.disk.watch({
+        taskId: task.id,
+        attempt: local.attempt,
+        dir: this.taskDir(task.id),
+        otherDirs,
+        limitBytes,
+      });
+    };
+    const driver = this.init.drivers.get(handle.driver);
+    if (driver?.diskPaths === undefined) return watch([]);
+    driver.diskPaths(handle).then(watch, (error: unknown) => {
+      this.init.logger.warn('cannot tell where a task writes; its disk limit counts its directory only', {
+        task: task.id,
+        error: errorMessage(error),
+      });
+      watch([]);
+    });
   }
 
   /** Sends what the checks say when the task's record says otherwise (and again, until it does). */

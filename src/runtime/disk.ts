@@ -5,7 +5,7 @@
  * filesystem, at the price of a task overshooting by what it writes in one interval.
  *
  * What counts: the blocks the task's files take (as du counts them), in its directory and its tmp/ (the
- * task's /tmp when isolated). What does not: its stdout and stderr logs, capped and rotated by the driver,
+ * task's /tmp when isolated; an image task's own layer), and a container's writable layer. What does not: its stdout and stderr logs, capped and rotated by the driver,
  * and the driver's own runtime files.
  */
 import { lstat, readdir } from 'node:fs/promises';
@@ -53,7 +53,10 @@ export async function directoryUsageBytes(dir: string): Promise<number> {
 export interface DiskWatch {
   readonly taskId: string;
   readonly attempt: number;
+  /** Its task directory (measured less the node's own files), then where else its writes land. */
   readonly dir: string;
+  /** Measured whole: a container's writable layer. */
+  readonly otherDirs?: readonly string[];
   readonly limitBytes: number;
 }
 
@@ -66,7 +69,7 @@ export interface DiskMonitorInit {
   readonly measure?: (dir: string) => Promise<number>;
 }
 
-/** Measures the watched task directories one after another, every intervalMs. */
+/** Measures the watched task directories (and where else tasks write) one after another, every intervalMs. */
 export class DiskMonitor {
   private readonly init: DiskMonitorInit;
   private readonly watches = new Map<string, DiskWatch>();
@@ -99,9 +102,10 @@ export class DiskMonitor {
     // One directory at a time: a walk is I/O the task's own work competes with.
     for (const watch of [...this.watches.values()]) {
       if (this.closed || this.watches.get(watch.taskId) !== watch) continue;
-      let usedBytes: number;
+      let usedBytes = 0;
       try {
         usedBytes = await measure(watch.dir);
+        for (const dir of watch.otherDirs ?? []) usedBytes += await measure(dir);
       } catch (error) {
         this.init.logger.warn('cannot measure a task directory', {
           task: watch.taskId,

@@ -24,6 +24,14 @@ export {
   type UpkeepInit,
 } from './upkeep.ts';
 export * from './drivers/index.ts';
+export {
+  DiskMonitor,
+  diskCheckIntervalMsDefault,
+  diskLimitVerdict,
+  directoryUsageBytes,
+  type DiskMonitorInit,
+  type DiskWatch,
+} from './disk.ts';
 export { ImageStore, type ImageStoreInit, type StoredImage } from './images/index.ts';
 export {
   checkOutputLineLengthMax,

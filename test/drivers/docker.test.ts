@@ -5,14 +5,14 @@
  * The "engine down" tests need no engine and always run.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readlinkSync } from 'node:fs';
+import { mkdtempSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Docker from 'dockerode';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { TaskSpec } from '../../src/cluster/task.ts';
 import { createPullProgress } from '../../src/runtime/drivers/docker.ts';
 import {
@@ -40,12 +40,17 @@ import {
   type DriverTestInit,
   type SpecInput,
 } from './compliance.ts';
+import { isolationCompliance } from './isolation-compliance.ts';
 
 const socketPath = testDockerSocket;
 const image = testDockerImage;
 const skipReason = await engineSkipReason();
 
 const mebibyte = 1024 * 1024;
+/** Stands for the agent's data directory in the isolation cases: what containers must not see. */
+const agentDataDir = mkdtempSync(join(tmpdir(), 'shoal-docker-agent-'));
+writeFileSync(join(agentDataDir, 'cluster.key'), 'secret\n', { mode: 0o600 });
+afterAll(() => rmSync(agentDataDir, { recursive: true, force: true }));
 
 const makeSpec = ({ command, env }: SpecInput): TaskSpec => ({
   name: 'docker-test',
@@ -219,6 +224,7 @@ describe.skipIf(skipReason !== null)(
   { timeout: taskTestTimeoutMs },
   () => {
     driverCompliance('docker', makeDriver, makeSpec, { socketPath });
+    isolationCompliance('docker', makeDriver, makeSpec, { hiddenDir: agentDataDir });
 
     describe('docker extras', () => {
       const tasks = createTaskTracker(makeSpec, 'docker');

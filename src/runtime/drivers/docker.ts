@@ -359,6 +359,7 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
       Image: image,
       // An empty command runs the image's default.
       ...(spec.command.length > 0 ? { Cmd: spec.command } : {}),
+      ...(spec.user === undefined ? {} : { User: spec.user }),
       Env: Object.entries(env).map(([key, value]) => `${key}=${value}`),
       ...(network === 'bridge' && bindings.length > 0
         ? { ExposedPorts: Object.fromEntries(bindings.map((binding) => [`${binding.innerPort}/tcp`, {}])) }
@@ -899,7 +900,36 @@ export function createDockerDriver(init: DockerDriverInit): Driver {
     }
   };
 
-  return { name: 'docker', health, start, wait, stop, destroy, recover, leftovers, collect, execCheck };
+  // The container's writable layer (overlay2's upper directory): what it writes outside its task directory.
+  const diskPaths = async (handle: TaskHandle): Promise<string[]> => {
+    const { containerId } = parseState(handle);
+    const info = await (
+      await docker()
+    )
+      .getContainer(containerId)
+      .inspect()
+      .catch((error: unknown) => {
+        throw engineError(error, `inspect container ${containerId}`);
+      });
+    // Typed for devicemapper by @types/dockerode; overlay2 reports UpperDir here.
+    const data: Readonly<Record<string, unknown>> = info.GraphDriver.Data;
+    const upper = data['UpperDir'];
+    return typeof upper === 'string' && upper !== '' ? [upper] : [];
+  };
+
+  return {
+    name: 'docker',
+    health,
+    start,
+    wait,
+    stop,
+    destroy,
+    recover,
+    leftovers,
+    collect,
+    diskPaths,
+    execCheck,
+  };
 }
 
 type ExecCheckRequest = Parameters<NonNullable<Driver['execCheck']>>[1];

@@ -121,6 +121,11 @@ export interface Driver {
    */
   collect?(orphan: { taskId: string; taskDir: string }): Promise<boolean>;
   /**
+   * Where the task's writes land outside its directory (a container's writable layer), for its disk limit.
+   * Absent, or [], when they all land in its directory. Rejects with DRIVER_UNAVAILABLE when the engine is down.
+   */
+  diskPaths?(handle: TaskHandle): Promise<string[]>;
+  /**
    * Runs a health check's command in the task's environment (inside its container for docker); never throws
    * for the command's own failure. exitCode is null when the command could not run (output says why) or was
    * killed; output is stdout and stderr together, its first 4 KiB. Rejects with DRIVER_UNAVAILABLE when the
