@@ -39,6 +39,9 @@ const help = `npm run chaos -- [flags]
   --print-schedule      print the schedule (as JSON) and exit, without running anything
   --submit-ms MS        one submission every MS (default 500)
   --long-tasks SHARE    share of tasks that run 15-35 s, past the task lease (default 0.2)
+  --docker-image REF    give each agent a Docker engine of its own (dockerd) that pulls REF, a busybox
+                        image, and run part of the workload as docker tasks of it
+  --docker-share SHARE  with --docker-image: share of tasks that are docker tasks (default 1)
   --binary PATH         the shoal binary (default dist/shoal)
   --work-dir DIR        where runs keep their files (default ${tmpdir()})
   --keep                keep the work dir (logs, history.json) even when the run passes
@@ -81,6 +84,8 @@ async function main(): Promise<number> {
       'print-schedule': { type: 'boolean' },
       'submit-ms': { type: 'string' },
       'long-tasks': { type: 'string' },
+      'docker-image': { type: 'string' },
+      'docker-share': { type: 'string' },
       binary: { type: 'string' },
       'work-dir': { type: 'string' },
       keep: { type: 'boolean' },
@@ -185,6 +190,14 @@ async function main(): Promise<number> {
       check: defaultCheckOptions,
       log: (line) => console.log(line),
       signal: controller.signal,
+      ...(values['docker-image'] === undefined
+        ? {}
+        : {
+            docker: {
+              image: values['docker-image'],
+              share: share(values['docker-share'], '--docker-share', 1),
+            },
+          }),
     });
     console.log(formatReport(history, result, replay));
     if (kept) console.log(`work dir (agent logs, runs.log, history.json): ${workDir}`);

@@ -16,6 +16,7 @@ import {
 } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import type { ChaosEngine } from './engines.ts';
 import { killCgroup, killProcessesUnder, processesUnder, runCommand } from './network.ts';
 import { ShoalClient, type Delivery, type RouteName, type SendOptions } from '../../src/api/index.ts';
 
@@ -28,6 +29,8 @@ export interface AgentConfig {
   readonly cpu: number;
   readonly memoryMiB: number;
   readonly compactEntries: number;
+  /** Its own Docker engine (docker runs); absent: the docker driver has none to talk to. */
+  readonly engine?: ChaosEngine;
 }
 
 /** A port free on `host` now (the agent binds it a moment later; a clash shows as a start failure). */
@@ -121,7 +124,7 @@ export class ChaosAgent {
       '--memory',
       String(this.config.memoryMiB),
       '--docker-socket',
-      '/nonexistent/docker.sock',
+      this.config.engine?.socketPath ?? '/nonexistent/docker.sock',
       '--raft-compact-entries',
       String(this.config.compactEntries),
       // The workload writes its heartbeats to the harness's runs.log, outside its task directory, which an
@@ -200,6 +203,11 @@ export class ChaosAgent {
     const tasksDir = join(this.dataDir, 'tasks');
     const ids = new Set(processesUnder(tasksDir).map((p) => p.cwd.slice(tasksDir.length + 1).split('/')[0]));
     return ids.size;
+  }
+
+  /** How many tasks run on this node: exec tasks by their processes, docker tasks by their containers. */
+  async runningTasks(): Promise<number> {
+    return this.liveTasks() + ((await this.config.engine?.runningTasks()) ?? 0);
   }
 
   /** Fills the tmpfs until ENOSPC. Returns the bytes written. */

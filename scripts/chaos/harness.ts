@@ -1,13 +1,16 @@
 /**
  * One chaos run, start to end: agents up, workload and observers on, the schedule's faults applied and
  * healed at their times, then every fault healed, the cluster given time to converge and settle, the
- * final lists read, everything torn down, and the history handed to the checker.
+ * final lists read, everything torn down, and the history handed to the checker. With `docker`, each agent
+ * gets a Docker engine of its own and part of the workload runs in containers.
  */
 import {
+  appendFileSync,
   copyFileSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   rmSync,
   writeFileSync,
@@ -15,6 +18,7 @@ import {
 import { join } from 'node:path';
 import { seededRandom } from '../../src/shared/random.ts';
 import { ChaosAgent } from './agents.ts';
+import { ChaosEngine } from './engines.ts';
 import { check, parseRunLine, type CheckOptions, type CheckResult } from './check.ts';
 import type { AgentExit, AppliedFault, FinalTask, History, RunLine } from './history.ts';
 import { ChaosNetwork, cleanupStale, preflight, type Link } from './network.ts';
@@ -25,7 +29,7 @@ import {
   type Schedule,
   type ScheduledFault,
 } from './schedule.ts';
-import { Observers, Workload, submitTimeoutMs } from './workload.ts';
+import { bootTimeMs, dockerRunsPath, Observers, Workload, submitTimeoutMs } from './workload.ts';
 
 export interface HarnessOptions {
   readonly schedule: Schedule;
@@ -43,6 +47,8 @@ export interface HarnessOptions {
   readonly check: CheckOptions;
   readonly log: (line: string) => void;
   readonly signal: AbortSignal;
+  /** Docker tasks of `image` for `share` of the workload, each agent with an engine of its own. */
+  readonly docker?: { readonly image: string; readonly share: number };
 }
 
 export interface HarnessResult {
@@ -155,10 +161,13 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
 
   const names = Array.from({ length: schedule.nodes }, (_, i) => `n${i + 1}`);
   const agents: ChaosAgent[] = [];
+  const engines: ChaosEngine[] = [];
   for (const [i, name] of names.entries()) {
     const address = `127.0.0.${block.first + i}`;
     const cgroupDir = await network.addNode(name, address);
+    const engine = options.docker === undefined ? undefined : new ChaosEngine(join(workDir, 'engines', name));
     const agent = new ChaosAgent({
+      ...(engine === undefined ? {} : { engine }),
       name,
       address,
       nodeDir: join(workDir, 'nodes', name),
@@ -172,6 +181,14 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
     teardown.push(() => agent.kill(true));
     await agent.prepare(options.tmpfsMiB);
     agents.push(agent);
+    if (engine !== undefined) engines.push(engine);
+  }
+  // Removed before the agents' tmpfs goes: containers hold binds of their task directories.
+  for (const engine of engines) teardown.push(() => engine.stop());
+  if (options.docker !== undefined) {
+    const image = options.docker.image;
+    log(`starting ${engines.length} Docker engines and pulling ${image} into each`);
+    await Promise.all(engines.map((engine) => engine.start(image)));
   }
   const startMs = Date.now();
   const at = (ms: number = Date.now()): string => `t+${((ms - startMs) / 1000).toFixed(1)}s`;
@@ -235,6 +252,9 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
     inFlightMax: 32,
     restartShare: 0.75,
     longShare: options.longTaskShare,
+    ...(options.docker === undefined
+      ? {}
+      : { docker: { image: options.docker.image, share: options.docker.share, bootMs: bootTimeMs() } }),
   });
   const faults: AppliedFault[] = [];
   let lastHealMs = startMs;
@@ -292,7 +312,9 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
   const resolveTarget = async (target: NodeTarget): Promise<ChaosAgent> => {
     if ('node' in target) return agentAt(target.node);
     if ('busiest' in target) {
-      const counts = agents.map((agent) => ({ agent, tasks: agent.running ? agent.liveTasks() : 0 }));
+      const counts = await Promise.all(
+        agents.map(async (agent) => ({ agent, tasks: agent.running ? await agent.runningTasks() : 0 })),
+      );
       const best = counts.sort((a, b) => b.tasks - a.tasks)[0];
       return best !== undefined && best.tasks > 0 ? best.agent : agentAt(target.fallback);
     }
@@ -556,6 +578,8 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
     await workload.stop();
     await observers.stop();
     await network.healAll().catch(() => undefined);
+    // Docker tasks wrote their lines in their task directories (on the agents' tmpfs, gone at teardown).
+    if (options.docker !== undefined) collectDockerRuns(agents, runsPath);
     await runTeardown();
   }
 
@@ -587,6 +611,18 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessResult
   const kept = options.keep || result.failures.length > 0;
   if (!kept) rmSync(workDir, { recursive: true, force: true });
   return { history, result, workDir, kept };
+}
+
+/** Appends every docker task's lines, from each node's task directories, to the runs file. */
+function collectDockerRuns(agents: readonly ChaosAgent[], runsPath: string): void {
+  for (const agent of agents) {
+    const tasksDir = join(agent.dataDir, 'tasks');
+    if (!existsSync(tasksDir)) continue;
+    for (const taskId of readdirSync(tasksDir)) {
+      const path = join(tasksDir, taskId, dockerRunsPath);
+      if (existsSync(path)) appendFileSync(runsPath, readFileSync(path, 'utf8'));
+    }
+  }
 }
 
 function toFinalTask(row: FinalTask): FinalTask {

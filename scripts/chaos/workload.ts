@@ -1,11 +1,15 @@
 /**
- * The client side of a chaos run: a workload that keeps submitting small exec tasks through random nodes
+ * The client side of a chaos run: a workload that keeps submitting small tasks (exec, or docker where the
+ * agents have engines) through random nodes
  * and records how each submission ended, and observers that poll every node's status, members and tasks.
  *
  * Each task writes its own start, a heartbeat a second and its end to a shared runs file, with its pid and
  * working directory (DATA_DIR/tasks/TASK_ID: which node ran which task), so the checker sees every run
  * whatever the cluster says about it.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { containerSharedDirName } from '../../src/runtime/index.ts';
 import type { Random } from '../../src/shared/random.ts';
 import type { ChaosAgent } from './agents.ts';
 import { taskName } from './check.ts';
@@ -31,6 +35,39 @@ export function taskScript(beats: number): string {
   ].join('; ');
 }
 
+/**
+ * The same for a docker task: a container sees neither the harness's runs file nor the host's paths, and
+ * busybox's date has no milliseconds. It appends to its directory's share (/shoal/task, which the harness
+ * collects from every node's data dir afterwards), names its node and task the way the agent told it
+ * (SHOAL_NODE, SHOAL_TASK_ID) in the DIR the checker parses, and takes the time from the kernel's uptime
+ * (shared with the host) plus CHAOS_BOOT_MS, the wall clock at boot as the harness reckoned it. Its pid is
+ * the container's process 1: a new S line starts a new run.
+ */
+export function dockerTaskScript(beats: number): string {
+  return [
+    'line() { read up rest < /proc/uptime; ms=$((CHAOS_BOOT_MS + ${up%.*}${up#*.}0)); ' +
+      'echo "$1 $CHAOS_NONCE $$ $ms /nodes/$SHOAL_NODE/data/tasks/$SHOAL_TASK_ID" >> "$SHOAL_TASK_DIR/chaos-runs"; }',
+    'line S',
+    // The engine stops a container with SIGTERM to its process 1, this shell.
+    "trap 'line T; exit 143' TERM",
+    'i=0',
+    `while [ $i -lt ${beats} ]; do sleep 1 & wait $!; i=$((i+1)); line H; done`,
+    'line E',
+  ].join('; ');
+}
+
+/** Where a docker task's lines are, under its task directory on the host. */
+export const dockerRunsPath = join(containerSharedDirName, 'chaos-runs');
+
+/** The wall clock at the kernel's boot, in ms: what dockerTaskScript adds its uptime to. */
+export function bootTimeMs(
+  uptimeText: string = readFileSync('/proc/uptime', 'utf8'),
+  nowMs = Date.now(),
+): number {
+  const uptimeSeconds = Number(uptimeText.split(' ')[0]);
+  return Math.round(nowMs - uptimeSeconds * 1000);
+}
+
 export interface WorkloadInit {
   readonly agents: readonly ChaosAgent[];
   readonly random: Random;
@@ -41,6 +78,8 @@ export interface WorkloadInit {
   readonly restartShare: number;
   /** Share of tasks that run 15–35 s, longer than the task lease and the leader's grace after it. */
   readonly longShare: number;
+  /** Docker tasks of this image, for this share of the tasks; absent: exec tasks only. */
+  readonly docker?: { readonly image: string; readonly share: number; readonly bootMs: number };
 }
 
 export class Workload {
@@ -78,7 +117,8 @@ export class Workload {
     // only those can be caught running on two nodes when a node is cut off, paused or loses its agent.
     const beats = random.next() < this.init.longShare ? random.int(15, 36) : random.int(2, 9);
     const cpuMillis = 100 * random.int(1, 3);
-    const promise = this.submit(via, nonce, restart, beats, cpuMillis).finally(() =>
+    const docker = this.init.docker !== undefined && random.next() < this.init.docker.share;
+    const promise = this.submit(via, nonce, restart, beats, cpuMillis, docker).finally(() =>
       this.inFlight.delete(promise),
     );
     this.inFlight.add(promise);
@@ -90,15 +130,26 @@ export class Workload {
     restart: boolean,
     beats: number,
     cpuMillis: number,
+    docker: boolean,
   ): Promise<void> {
+    const image = this.init.docker?.image;
     const spec = {
       name: taskName(nonce),
-      driver: 'exec',
-      command: ['sh', '-c', taskScript(beats)],
+      ...(docker && image !== undefined
+        ? {
+            driver: 'docker',
+            image,
+            command: ['sh', '-c', dockerTaskScript(beats)],
+            env: { CHAOS_NONCE: nonce, CHAOS_BOOT_MS: String(this.init.docker?.bootMs ?? 0) },
+          }
+        : {
+            driver: 'exec',
+            command: ['sh', '-c', taskScript(beats)],
+            env: { CHAOS_NONCE: nonce, CHAOS_RUNS: this.init.runsPath },
+          }),
       cpuMillis,
       memoryBytes: 32 * 1024 * 1024,
       priority: 50,
-      env: { CHAOS_NONCE: nonce, CHAOS_RUNS: this.init.runsPath },
       constraints: {},
       ...(restart ? { restart: { policy: 'on-failure', maxRestarts: 3, delayMs: 500 } } : {}),
     };

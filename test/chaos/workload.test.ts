@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildRuns, parseRunLine } from '../../scripts/chaos/check.ts';
-import { taskScript } from '../../scripts/chaos/workload.ts';
+import { bootTimeMs, dockerTaskScript, taskScript } from '../../scripts/chaos/workload.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'shoal-chaos-workload-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -53,5 +53,30 @@ describe('the task script', () => {
       .map((text) => parseRunLine(text)?.mark);
     expect(marks[0]).toBe('S');
     expect(marks[marks.length - 1]).toBe('T');
+  });
+});
+
+describe("a docker task's script", () => {
+  it("names its node and task from the agent's variables, and tells the time from the uptime", async () => {
+    const taskDir = mkdtempSync(join(root, 'docker-'));
+    // busybox's sh where there is one, as in the image; else the host's.
+    const child = spawn('sh', ['-c', dockerTaskScript(1)], {
+      env: {
+        PATH: '/usr/bin:/bin',
+        CHAOS_NONCE: '00043',
+        CHAOS_BOOT_MS: String(bootTimeMs()),
+        SHOAL_NODE: 'n3',
+        SHOAL_TASK_ID: 'fedcba987654',
+        SHOAL_TASK_DIR: taskDir,
+      },
+      stdio: 'ignore',
+    });
+    const beforeMs = Date.now();
+    expect(await exited(child)).toBe(0);
+    const lines = readFileSync(join(taskDir, 'chaos-runs'), 'utf8').trim().split('\n').map(parseRunLine);
+    expect(lines.map((l) => l?.mark)).toEqual(['S', 'H', 'E']);
+    expect(lines[0]).toMatchObject({ nonce: '00043', node: 'n3', taskId: 'fedcba987654' });
+    // The uptime has 10 ms steps, and the boot time was reckoned from it: within a few of the wall clock.
+    expect(Math.abs((lines[0]?.atMs ?? 0) - beforeMs)).toBeLessThan(500);
   });
 });

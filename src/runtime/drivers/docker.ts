@@ -115,7 +115,7 @@ const engineLogSizeMax = '20m';
 /** Where in the task's directory the driver writes the container's /etc/hosts. */
 const containerHostsFileName = 'hosts';
 /** The task directory's part shared with the container, and where the container sees it (SHOAL_TASK_DIR). */
-const containerSharedDirName = 'shared';
+export const containerSharedDirName = 'shared';
 const containerTaskDir = '/shoal/task';
 /**
  * A container's /etc/hosts: the lines the engine writes for `--network none`. Containers run with networking

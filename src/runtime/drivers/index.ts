@@ -38,6 +38,7 @@ export { detectCgroupMounts, parseCgroupMountInfo, type CgroupMounts } from './c
 export { runShim, shimArgument } from './shim.ts';
 export {
   containerNamePrefix,
+  containerSharedDirName,
   createDockerDriver,
   dockerSocketPathDefault,
   dockerSocketPathFromEnv,
