@@ -78,7 +78,7 @@ export const placementFlags = {
   user: {
     type: 'string',
     value: 'NAME|UID[:GID]',
-    help: 'the user the task runs as (exec: default nobody, root needs agents with --allow-root-tasks; docker: default the image\'s)',
+    help: "the user the task runs as (exec: default nobody, root needs agents with --allow-root-tasks; docker: default the image's)",
   },
   pids: {
     type: 'string',

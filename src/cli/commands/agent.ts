@@ -112,7 +112,7 @@ const options = {
     type: 'string',
     multiple: true,
     value: 'HOST[:PORT]',
-    help: 'pull exec tasks\' images from this registry over plain http (loopback registries always are)',
+    help: "pull exec tasks' images from this registry over plain http (loopback registries always are)",
   },
   'log-level': { type: 'string', value: logLevels.join('|'), help: 'how much the agent logs (default info)' },
   'raft-compact-entries': {
