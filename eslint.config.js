@@ -5,7 +5,7 @@ import tseslint from 'typescript-eslint';
  * Module boundaries. A module (a folder of src/) is imported only through its index.ts, its public face;
  * shared/ is the exception: its files are independent leaves (none imports a module), imported one by
  * one so the exec shim's own bundle stays small (its start is measured by bench:start). Imports flow one
- * way: shared ← allocator, membership, election ← cluster ← runtime ← api ← node ← cli. ui/ is the
+ * way: shared ← allocator, membership, election ← frameworks ← cluster ← runtime ← api ← node ← cli. ui/ is the
  * dashboard, bundled for the browser on its own (scripts/build.mjs): it takes the API's types, no code.
  */
 const modules = [
@@ -14,6 +14,7 @@ const modules = [
   'cli',
   'cluster',
   'election',
+  'frameworks',
   'membership',
   'node',
   'runtime',
@@ -23,15 +24,16 @@ const modules = [
 /** What each module may not import at all (besides the internals of any other module). */
 const forbidden = {
   shared: modules.filter((name) => name !== 'shared'),
-  allocator: ['api', 'cli', 'cluster', 'election', 'membership', 'node', 'runtime', 'ui'],
-  membership: ['api', 'cli', 'cluster', 'election', 'node', 'runtime', 'ui'],
-  election: ['api', 'cli', 'cluster', 'membership', 'node', 'runtime', 'ui'],
+  allocator: ['api', 'cli', 'cluster', 'election', 'frameworks', 'membership', 'node', 'runtime', 'ui'],
+  frameworks: ['api', 'cli', 'cluster', 'election', 'membership', 'node', 'runtime', 'ui'],
+  membership: ['api', 'cli', 'cluster', 'election', 'frameworks', 'node', 'runtime', 'ui'],
+  election: ['api', 'cli', 'cluster', 'frameworks', 'membership', 'node', 'runtime', 'ui'],
   cluster: ['api', 'cli', 'election', 'membership', 'node', 'runtime', 'ui'],
   runtime: ['api', 'cli', 'node', 'ui'],
   api: ['cli', 'node', 'ui'],
   node: ['cli', 'ui'],
   cli: ['ui'],
-  ui: ['allocator', 'cli', 'cluster', 'election', 'membership', 'node', 'runtime'],
+  ui: ['allocator', 'cli', 'cluster', 'election', 'frameworks', 'membership', 'node', 'runtime'],
 };
 
 /** Import patterns (gitignore syntax) that reach into another module from `depth` folders below src/. */
