@@ -25,6 +25,7 @@ import { accessorIdPattern, tokenRecordSchema, type TokenRecord } from './tokens
 import { clusterCaSchema, type ClusterCaRecord } from './ca.ts';
 import { backupStateSchema, type BackupState } from './backup.ts';
 import { storedJobSpecSchema, type JobSpec } from './job.ts';
+import { frameworkCommandSchemas, tasksPerAcceptMax, type FrameworkCommand } from '../frameworks/index.ts';
 
 /** What `shoal deployment pause|resume|promote|fail` asks of a deployment. */
 export const deploymentActions = ['pause', 'resume', 'promote', 'fail'] as const;
@@ -72,6 +73,18 @@ export interface PreemptionCommand {
 
 export type Command =
   | { readonly type: 'submitTask'; readonly id: string; readonly spec: TaskSpec; readonly atMs: number }
+  /** Frameworks' durable commands (src/frameworks): subscribe, disconnect, expire, teardown, acknowledge. */
+  | FrameworkCommand
+  | {
+      /**
+       * An ACCEPT's tasks, placed where the framework's offers were: all are created, already assigned, or
+       * none (a node gone or full since, a task id taken). Their namespace is the framework's role.
+       */
+      readonly type: 'launchFrameworkTasks';
+      readonly frameworkId: string;
+      readonly tasks: readonly FrameworkLaunchCommandTask[];
+      readonly atMs: number;
+    }
   | {
       /** Several tasks at once (replicas, a gang): all are accepted or none. */
       readonly type: 'submitTasks';
@@ -221,8 +234,27 @@ const nodeDescriptionSchema = z.strictObject({
   dynamicPorts: z.exactOptional(z.strictObject({ min: whole(1, 65_535), max: whole(1, 65_535) })),
 });
 
+/** One task of a launchFrameworkTasks command. */
+export interface FrameworkLaunchCommandTask {
+  /** The cluster's id for it. */
+  readonly id: string;
+  /** The framework's id for it. */
+  readonly frameworkTaskId: string;
+  readonly nodeId: string;
+  readonly spec: TaskSpec;
+}
+
 const commandSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('submitTask'), id, spec: taskSpecSchema, atMs: timeMs }),
+  ...frameworkCommandSchemas,
+  z.strictObject({
+    type: z.literal('launchFrameworkTasks'),
+    frameworkId: id,
+    tasks: z
+      .array(z.strictObject({ id, frameworkTaskId: id, nodeId: id, spec: taskSpecSchema }))
+      .check(z.minLength(1), z.maxLength(tasksPerAcceptMax)),
+    atMs: timeMs,
+  }),
   z.strictObject({
     type: z.literal('submitTasks'),
     tasks: z.array(z.strictObject({ id, spec: taskSpecSchema })).check(z.minLength(1)),

@@ -113,6 +113,8 @@ export interface EventSource {
   liveTasksOn(nodeId: string): readonly Task[];
   /** Tasks a job's reconciliation created, and ones it began to stop, while applying the command. */
   readonly jobEffects?: { readonly created: readonly string[]; readonly stopping: readonly string[] };
+  /** The live tasks of each framework (killed when it goes). */
+  readonly frameworks?: { liveClusterTaskIds(frameworkId: string): string[] };
 }
 
 /** A task as it was before the command, in what events compare. */
@@ -167,7 +169,17 @@ export function eventBasis(state: EventSource, command: Command): EventBasis {
       task(command.id);
       break;
     case 'submitTasks':
+    case 'launchFrameworkTasks':
       for (const { id } of command.tasks) task(id);
+      break;
+    case 'expireFramework':
+    case 'teardownFramework':
+      // Its tasks are killed with it.
+      for (const id of state.frameworks?.liveClusterTaskIds(command.frameworkId) ?? []) task(id);
+      break;
+    case 'subscribeFramework':
+    case 'disconnectFramework':
+    case 'acknowledgeFrameworkUpdate':
       break;
     case 'assignTasks':
       // In the order the state applies them: evictions first.

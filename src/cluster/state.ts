@@ -61,6 +61,12 @@ import {
 import { reconcileJob, type GroupRollout, type ReconcileInput, type StartAction } from './reconcile.ts';
 import { periodicLaunchName, periodicLaunchesRetainedMax } from './periodic.ts';
 import { createHash } from 'node:crypto';
+import {
+  FrameworkRegistry,
+  type FrameworkCommand,
+  type FrameworkEffects,
+  type FrameworkTaskState,
+} from '../frameworks/index.ts';
 
 /** What a node's live tasks hold. */
 interface Usage {
@@ -116,6 +122,8 @@ interface StateSnapshot {
   readonly jobs?: JobRecord[];
   /** Absent in snapshots from before deployments. */
   readonly deployments?: DeploymentRecord[];
+  /** Absent in snapshots from before frameworks. */
+  readonly frameworks?: unknown;
 }
 
 /**
@@ -176,6 +184,13 @@ export class ClusterState {
     created: [],
     stopping: [],
   };
+  /** Frameworks' durable records, their tasks and unacknowledged updates (src/frameworks). */
+  readonly frameworks = new FrameworkRegistry();
+  /**
+   * What the last framework command asks of the leader (events to send, a stream to close). Not part of
+   * the state: followers ignore it.
+   */
+  frameworkEffects: FrameworkEffects | null = null;
   appliedIndex = 0;
 
   apply(index: number, command: Command): ApplyResult {
@@ -183,6 +198,7 @@ export class ClusterState {
     this.appliedIndex = index;
     this.jobEffects.created.length = 0;
     this.jobEffects.stopping.length = 0;
+    this.frameworkEffects = null;
     const result = this.applyCommand(index, command);
     // Every job whose instances ended or whose nodes changed is brought back to its shape in the same
     // step: deterministic on every node, and no instance waits for another log entry to be replaced.
@@ -263,12 +279,123 @@ export class ClusterState {
         return this.recordHealth(command);
       case 'deploymentProgress':
         return this.deploymentProgress(index, command);
+      case 'subscribeFramework':
+      case 'disconnectFramework':
+      case 'expireFramework':
+      case 'teardownFramework':
+      case 'acknowledgeFrameworkUpdate':
+        return this.applyFramework(command);
+      case 'launchFrameworkTasks':
+        return this.launchFrameworkTasks(index, command);
       case 'controlDeployment':
         return this.controlDeployment(index, command.deploymentId, command.action, command.atMs);
     }
   }
 
   /** A running task's health, from the agent running this attempt; it may let a deployment go on. */
+  /** A framework's durable command; the tasks of a framework that is gone are killed with it. */
+  private applyFramework(command: FrameworkCommand): ApplyResult {
+    const result = this.frameworks.apply(command);
+    if (!result.ok) {
+      const code = result.error.code === 'NOT_FOUND' ? 'NOT_FOUND' : 'CONFLICT';
+      return { ok: false, code, message: result.error.message };
+    }
+    this.frameworkEffects = result.effects;
+    for (const taskId of result.effects.killTasks) this.kill(taskId, command.atMs);
+    return { ok: true };
+  }
+
+  /**
+   * An ACCEPT's launch: every task checked against its node as the leader's plans are (up, not draining, its
+   * driver, its label rules, room for all of this launch's tasks there together, free static ports), then
+   * all created and placed, or none. A framework task never restarts or moves by the cluster's policies: its
+   * framework decides, from its updates.
+   */
+  private launchFrameworkTasks(
+    index: number,
+    command: Extract<Command, { type: 'launchFrameworkTasks' }>,
+  ): ApplyResult {
+    const framework = this.frameworks.get(command.frameworkId);
+    if (framework === undefined)
+      return { ok: false, code: 'NOT_FOUND', message: `no framework ${command.frameworkId}` };
+    const refuse = (message: string): ApplyResult => ({ ok: false, code: 'CONFLICT', message });
+    if (this.liveCount + command.tasks.length > liveTasksMax)
+      return refuse(`the cluster holds ${this.liveCount} live tasks and accepts at most ${liveTasksMax}`);
+    const byNode = new Map<string, TaskSpec[]>();
+    for (const launch of command.tasks) {
+      if (this.tasks.has(launch.id)) return refuse(`task id ${launch.id} is taken`);
+      const node = this.nodes.get(launch.nodeId);
+      if (node === undefined || node.status !== 'up' || node.draining)
+        return refuse(`node ${launch.nodeId} is not up and schedulable`);
+      if (!node.drivers.includes(launch.spec.driver))
+        return refuse(`node ${node.name} has no healthy ${launch.spec.driver} driver`);
+      const constraints = compileConstraints(taskConstraints(launch.spec), launch.spec.labelConstraints);
+      if (!matchesAll(node.labels, constraints))
+        return refuse(`task ${launch.frameworkTaskId} does not match node ${node.name}'s labels`);
+      const specs = byNode.get(node.id) ?? [];
+      specs.push(launch.spec);
+      byNode.set(node.id, specs);
+    }
+    for (const [nodeId, specs] of byNode) {
+      const node = this.nodes.get(nodeId);
+      if (node === undefined || !this.allFitOn(node, specs))
+        return refuse(`the tasks for node ${node?.name ?? nodeId} no longer fit there`);
+    }
+    const refused = this.frameworks.addTasks(
+      command.frameworkId,
+      command.tasks.map((launch) => ({
+        taskId: launch.frameworkTaskId,
+        clusterTaskId: launch.id,
+        nodeId: launch.nodeId,
+      })),
+      command.atMs,
+    );
+    if (refused !== null) return refuse(refused.message);
+    for (const launch of command.tasks) {
+      const spec: TaskSpec = {
+        ...launch.spec,
+        namespace: framework.info.role,
+        restart: { policy: 'never', maxRestarts: 0, delayMs: 0 },
+        reschedule: 'never',
+      };
+      this.submit(index, [{ id: launch.id, spec }], command.atMs);
+      const task = this.tasks.get(launch.id);
+      if (task === undefined) continue;
+      task.framework = { id: command.frameworkId, taskId: launch.frameworkTaskId };
+      this.assign({ taskId: launch.id, nodeId: launch.nodeId }, command.atMs);
+      // Checked above with the launch's other tasks; a port clash between two of them is the one case left.
+      if (task.state === 'pending')
+        this.transition(task, 'failed', command.atMs, 'its offer no longer had its ports free', null);
+    }
+    return { ok: true, taskId: command.tasks[0]?.id ?? '' };
+  }
+
+  /** Whether every one of `specs` fits on `node` at once, with what its live tasks hold. */
+  private allFitOn(node: ClusterNode, specs: readonly TaskSpec[]): boolean {
+    const free = this.freeOn(node.id);
+    const wanted = { cpuMillis: 0, memoryBytes: 0, diskBytes: 0, dynamicPorts: 0 };
+    const devices = new Map<string, number>();
+    const staticPorts = new Set<number>();
+    const inUse = new Set(this.portsInUseOn(node.id));
+    for (const spec of specs) {
+      wanted.cpuMillis += spec.cpuMillis;
+      wanted.memoryBytes += spec.memoryBytes;
+      wanted.diskBytes += spec.diskBytes ?? 0;
+      for (const [kind, count] of Object.entries(spec.devices ?? {}))
+        devices.set(kind, (devices.get(kind) ?? 0) + count);
+      for (const port of Object.values(spec.ports ?? {})) {
+        if (staticPorts.has(port) || inUse.has(port)) return false;
+        staticPorts.add(port);
+      }
+      wanted.dynamicPorts += spec.dynamicPorts?.length ?? 0;
+    }
+    if (wanted.cpuMillis > free.cpuMillis || wanted.memoryBytes > free.memoryBytes) return false;
+    if (wanted.diskBytes > free.diskBytes) return false;
+    for (const [kind, count] of devices) if (count > (free.devices[kind] ?? 0)) return false;
+    const range = node.dynamicPorts ?? dynamicPortRangeDefault;
+    return wanted.dynamicPorts <= range.max - range.min + 1 - this.dynamicPortsHeldOn(node.id);
+  }
+
   private recordHealth(command: Extract<Command, { type: 'taskHealth' }>): ApplyResult {
     const task = this.tasks.get(command.taskId);
     if (!task) return { ok: false, code: 'NOT_FOUND', message: `no task ${command.taskId}` };
@@ -1062,12 +1189,15 @@ export class ClusterState {
       clusterCa: this.clusterCa,
       jobs: [...this.jobs.values()],
       deployments: [...this.deployments.values()],
+      frameworks: this.frameworks.toSnapshot(),
     } satisfies StateSnapshot);
   }
 
   /** Replaces this state with a snapshot's. */
   restore(data: string): void {
     const snapshot = JSON.parse(data) as StateSnapshot;
+    // Validated first: a snapshot whose frameworks do not decode leaves this state as it was.
+    this.frameworks.restore(snapshot.frameworks ?? { frameworks: [] });
     this.tasks.clear();
     this.nodes.clear();
     this.used.clear();
@@ -1413,6 +1543,16 @@ export class ClusterState {
     task.state = state;
     task.updatedAtMs = atMs;
     task.reason = reason;
+    if (task.framework !== undefined)
+      this.frameworks.recordStatus(
+        task.id,
+        {
+          state: frameworkStateOf(state),
+          message: frameworkMessage(state, reason, exitCode),
+          nodeId: task.nodeId,
+        },
+        atMs,
+      );
     if (state === 'running') {
       task.runningSinceMs = atMs;
       this.indexRunning(task, true);
@@ -1607,6 +1747,32 @@ function instanceTaskId(index: number, key: string, n: number): string {
 }
 
 /** A task of a backup as this state holds it: no node of the old cluster is nominated any more. */
+/** A cluster task's state as its framework hears it (Mesos's TaskState). */
+export function frameworkStateOf(state: TaskState): FrameworkTaskState {
+  switch (state) {
+    case 'pending':
+    case 'assigned':
+      return 'TASK_STAGING';
+    case 'starting':
+      return 'TASK_STARTING';
+    case 'running':
+      return 'TASK_RUNNING';
+    case 'finished':
+      return 'TASK_FINISHED';
+    case 'failed':
+      return 'TASK_FAILED';
+    case 'killed':
+      return 'TASK_KILLED';
+    case 'lost':
+      return 'TASK_LOST';
+  }
+}
+
+function frameworkMessage(state: TaskState, reason: string | null, exitCode: number | null): string {
+  const exit = exitCode === null || reason?.includes('exit code') === true ? '' : `exit code ${exitCode}`;
+  return [reason ?? '', exit].filter((part) => part !== '').join('; ') || state;
+}
+
 function restoredTask(saved: BackupState['tasks'][number]): Task {
   const task: Task = { ...saved, events: saved.events ?? [] };
   delete task.nominatedNodeId;

@@ -425,6 +425,8 @@ export interface Task {
   health?: TaskHealth;
   /** A job's instance: which group and slot of which version (absent: a task of its own). */
   instance?: TaskInstance;
+  /** Launched by a framework (src/frameworks): which one, and its own id for the task. */
+  framework?: { readonly id: string; readonly taskId: string };
 }
 
 /** Where a job's task belongs: which job (in the task's namespace), group, task of the group and slot. */

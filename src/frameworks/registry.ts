@@ -293,9 +293,9 @@ export class FrameworkRegistry {
     return ids;
   }
 
-  /** Unacknowledged updates, oldest first (empty for an unknown framework). */
+  /** Unacknowledged updates, oldest first (empty for an unknown framework): a copy, safe to hold across applies. */
   pendingUpdates(frameworkId: string): readonly StatusUpdate[] {
-    return this.frameworks.get(frameworkId)?.updates ?? [];
+    return [...(this.frameworks.get(frameworkId)?.updates ?? [])];
   }
 
   /** Disconnected frameworks whose failover timeout has passed at nowMs: the leader proposes their expiry. */
