@@ -188,3 +188,52 @@ describe('the leader scheduler', () => {
     }
   });
 });
+
+describe("frameworks' offers held in the allocator", () => {
+  it('keeps a plan off offered room, on a rebuild too, and gives it back when the offer goes', () => {
+    const state = new ClusterState();
+    const scheduler = new Scheduler(state, {
+      preemptionPriorityGap: gap,
+      isAlive: () => true,
+      rebuildIntervalMs: 60_000,
+    });
+    state.observer = scheduler;
+    let index = 0;
+    state.apply(++index, {
+      type: 'upsertNode',
+      node: {
+        id: 'n1',
+        name: 'n1',
+        address: 'h:1',
+        capacity: { cpuMillis: 1000, memoryBytes: 1024 * MiB },
+        labels: {},
+        drivers: ['exec'],
+      },
+      atMs: 0,
+    });
+    const offer = {
+      nodeId: 'n1',
+      priority: 50,
+      namespace: 'default',
+      request: { cpuMillis: 600, memoryBytes: 0 },
+    };
+    scheduler.setHolds(new Map([['offer:o1', offer]]));
+    const spec: TaskSpec = {
+      name: 't',
+      driver: 'exec',
+      command: ['true'],
+      cpuMillis: 500,
+      memoryBytes: 64 * MiB,
+      priority: 100,
+      env: {},
+      constraints: {},
+    };
+    state.apply(++index, { type: 'submitTask', id: 'a', spec, atMs: 1 });
+    expect(scheduler.plan(1, 10).placements).toEqual([]);
+    // A rebuild (here: forced by the interval) keeps the hold.
+    expect(scheduler.plan(120_000, 10).placements).toEqual([]);
+    scheduler.setHolds(new Map());
+    expect(scheduler.plan(120_001, 10).placements).toEqual([{ taskId: 'a', nodeId: 'n1' }]);
+    expect(scheduler.rebuildsAfterError).toBe(0);
+  });
+});

@@ -29,6 +29,14 @@ export interface SchedulerOptions {
   readonly rebuildIntervalMs: number;
 }
 
+/** Room on a node held outside the log (a framework's offer), as the allocator counts it. */
+export interface Hold {
+  readonly nodeId: string;
+  readonly priority: number;
+  readonly namespace: string;
+  readonly request: Resources;
+}
+
 export class Scheduler implements StateObserver {
   private allocator: Allocator | null = null;
   /** Pending tasks still in their restart backoff, kept out of the allocator until their time. */
@@ -39,6 +47,11 @@ export class Scheduler implements StateObserver {
   private readonly jobCaps = new Map<string, number>();
   private builtAtMs = 0;
   private broken = false;
+  /**
+   * Room held outside the log, by id: frameworks' outstanding offers, which count as allocated (so a plan
+   * never places on offered room). In the allocator as running tasks no plan may preempt.
+   */
+  private holds = new Map<string, Hold>();
   /** How many times the mirror was found out of step and rebuilt (for tests and status). */
   rebuildsAfterError = 0;
 
@@ -68,6 +81,40 @@ export class Scheduler implements StateObserver {
       this.markBroken();
       throw error;
     }
+  }
+
+  /**
+   * The room held outside the log now (frameworks' offers), replacing what was held before: each enters the
+   * allocator as a task placed on its node that no plan preempts (its room consumed), and leaves it when it
+   * is no longer in the map (its room given back).
+   */
+  setHolds(holds: ReadonlyMap<string, Hold>): void {
+    const before = this.holds;
+    this.holds = new Map(holds);
+    this.guard((allocator) => {
+      for (const [id, hold] of before) {
+        const now = holds.get(id);
+        if (now === undefined || now.nodeId !== hold.nodeId) allocator.taskEnded(id);
+      }
+      for (const [id, hold] of holds) {
+        const was = before.get(id);
+        if (was === undefined || was.nodeId !== hold.nodeId) this.addHold(allocator, id, hold);
+      }
+    });
+  }
+
+  private addHold(allocator: Allocator, id: string, hold: Hold): void {
+    if (this.state.nodes.get(hold.nodeId)?.status !== 'up') return;
+    allocator.addPending({
+      id,
+      priority: hold.priority,
+      submitIndex: 0,
+      driver: 'exec',
+      request: hold.request,
+      constraints: {},
+      namespace: hold.namespace,
+    });
+    allocator.taskPlaced(id, hold.nodeId, false);
   }
 
   /** When the earliest task in backoff may be placed, or null. */
@@ -153,6 +200,7 @@ export class Scheduler implements StateObserver {
       if (task.notBeforeMs !== null && task.notBeforeMs > nowMs) this.deferred.set(task.id, task.notBeforeMs);
       else this.addPending(allocator, task);
     }
+    for (const [id, hold] of this.holds) this.addHold(allocator, id, hold);
   }
 
   private addNode(allocator: Allocator, node: ClusterNode): void {
