@@ -101,6 +101,7 @@ const tokens = new Map<string, TokenRecord>(
       ['deploy-team', 'deploy', ['team'], null],
       ['operator', 'operator', null, null],
       ['admin', 'admin', null, null],
+      ['framework-team', 'framework', ['team'], null],
       ['expired', 'admin', null, 1],
     ] as const
   ).map(([secret, role, namespaces, expiresAtMs], index) => [
@@ -203,6 +204,17 @@ const backend: ApiBackend = {
     }),
   logs: () => Promise.resolve({ stdout: 'out', stderr: '' }),
   // A short stream that ends at once, so every request of it finishes.
+  subscribeFramework: (_body, _namespaces, _signal) =>
+    Promise.resolve({
+      streamId: 's1',
+      events: (async function* () {
+        yield await Promise.resolve({
+          type: 'SUBSCRIBED' as const,
+          subscribed: { framework_id: { value: 'fw-1' }, heartbeat_interval_seconds: 15 },
+        });
+      })(),
+    }),
+  schedulerCall: () => Promise.resolve(),
   events: (index, filter) => {
     eventsAsked.push({ index, filter });
     return Promise.resolve(
@@ -393,6 +405,24 @@ describe('the server and the client', () => {
       await run();
       answered.push(name);
     };
+    await check('scheduler', async () => {
+      // SUBSCRIBE opens a stream, whose id comes back in a header; a call on it is answered 202.
+      const subscribe = await fetch(`http://${address}/v1/scheduler`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer shoal_admin', 'content-type': 'application/json' },
+        body: samples.scheduler.body ?? '',
+      });
+      expect(subscribe.status).toBe(200);
+      expect(subscribe.headers.get('shoal-stream-id')).toBe('s1');
+      expect(subscribe.headers.get('content-type')).toBe('application/x-ndjson');
+      expect(JSON.parse((await subscribe.text()).trim())).toMatchObject({ type: 'SUBSCRIBED' });
+      const call = await fetch(`http://${address}/v1/scheduler`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer shoal_admin', 'shoal-stream-id': 's1' },
+        body: '{"type":"SUPPRESS","framework_id":{"value":"fw-1"}}',
+      });
+      expect([call.status, await call.text()]).toEqual([202, '{}']);
+    });
     await check('health', () => client.call('health'));
     await check('openapi', () => client.call('openapi'));
     await check('status', () => client.status());
@@ -534,6 +564,11 @@ describe('the server and the client', () => {
 
 /** A valid request for every route, so the matrix below tests access and nothing else. */
 const samples: Record<RouteName, { method: string; path: string; body?: string }> = {
+  scheduler: {
+    method: 'POST',
+    path: '/v1/scheduler',
+    body: '{"type":"SUBSCRIBE","subscribe":{"framework_info":{"name":"batch","role":"team"}}}',
+  },
   health: { method: 'GET', path: '/v1/health' },
   openapi: { method: 'GET', path: '/v1/openapi.json' },
   status: { method: 'GET', path: '/v1/status' },
@@ -587,6 +622,8 @@ const credentials: { name: string; secret: string | null; rank: number; namespac
   { name: 'deploy in namespace team', secret: 'shoal_deploy-team', rank: 1, namespaces: ['team'] },
   { name: 'operator', secret: 'shoal_operator', rank: 2, namespaces: null },
   { name: 'admin', secret: 'shoal_admin', rank: 3, namespaces: null },
+  // Ranks with none of the above: the scheduler API (in its namespaces) and nothing else.
+  { name: 'framework in namespace team', secret: 'shoal_framework-team', rank: -2, namespaces: ['team'] },
 ];
 
 describe('access: every route × every credential', () => {
@@ -598,9 +635,12 @@ describe('access: every route × every credential', () => {
     const sample = samples[name];
     const answer = await raw(sample.method, sample.path, sample.body, credential.secret);
     let expected: number;
+    // The scheduler API needs a framework token or one that may deploy.
+    const needed = route.access === 'framework' ? roleRank.indexOf('deploy') : roleRank.indexOf(route.access);
     if (route.access === 'public') expected = 200;
+    else if (credential.rank === -2) expected = route.access === 'framework' ? 200 : 403;
     else if (credential.rank < 0) expected = 401;
-    else if (credential.rank < roleRank.indexOf(route.access)) expected = 403;
+    else if (credential.rank < needed) expected = 403;
     else if (route.namespaceFrom !== undefined && credential.namespaces !== null) expected = 403;
     else expected = route.created === true ? 201 : 200;
     expect(answer.status, answer.text).toBe(expected);

@@ -31,6 +31,16 @@ export {
   type ApiServers,
 } from './server.ts';
 export { eventFrameSchema } from './views.ts';
+export {
+  decodeSchedulerCall,
+  encodeSchedulerEvent,
+  streamIdHeader,
+  type DecodedCall,
+  type OfferJson,
+  type SchedulerCallJson,
+  type SchedulerEventJson,
+  type TaskStatusJson,
+} from './scheduler.ts';
 export type {
   DeploymentView,
   ErrorBody,

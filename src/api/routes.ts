@@ -116,7 +116,26 @@ const logFrameSchema = z.union([
   z.object({ error: z.object({ code: z.string(), message: z.string() }) }),
 ]);
 
+/** One line of a scheduler stream (its fields per type: src/api/scheduler.ts, docs/api.md). */
+const schedulerEventFrameSchema = z.looseObject({
+  type: z.enum(['SUBSCRIBED', 'OFFERS', 'RESCIND', 'UPDATE', 'FAILURE', 'ERROR', 'HEARTBEAT']),
+});
+
 export const routes = {
+  scheduler: {
+    method: 'POST',
+    path: '/v1/scheduler',
+    access: 'framework',
+    summary:
+      "Frameworks (Mesos's v1 scheduler API): SUBSCRIBE opens a stream of offers and task updates; every other call (ACCEPT, DECLINE, REVIVE, SUPPRESS, KILL, ACKNOWLEDGE, RECONCILE, TEARDOWN) names that stream in the shoal-stream-id header and is answered 202",
+    body: z.looseObject({ type: z.string() }),
+    answer: schedulerEventFrameSchema,
+    stream: {
+      frame: schedulerEventFrameSchema,
+      description:
+        'SUBSCRIBE: newline-delimited JSON events, SUBSCRIBED first (with the framework id and the heartbeat interval), then OFFERS, RESCIND, UPDATE, FAILURE and a HEARTBEAT every interval, until the client goes away; ERROR and the end when the subscription is replaced, torn down, or the leader changes. The answer carries the shoal-stream-id header. Other calls: 202 with {}',
+    },
+  },
   health: {
     method: 'GET',
     path: '/v1/health',

@@ -42,12 +42,24 @@ import {
   type TokenRequest,
 } from './routes.ts';
 import type { EventFrame } from './views.ts';
+import { streamIdHeader, type SchedulerEventJson } from './scheduler.ts';
 
 /** The largest request body the API reads. */
 export const requestBytesMax = 1024 * 1024;
 
 /** What the API needs from a node: the node implements it (node/backend.ts); tests may too. */
 export interface ApiBackend {
+  /**
+   * SUBSCRIBE (Mesos's v1 scheduler API, api/scheduler.ts): the stream's id, then its events until signal
+   * aborts or the subscription ends. `namespaces`: where the caller may run frameworks (null: anywhere).
+   */
+  subscribeFramework(
+    body: unknown,
+    namespaces: readonly string[] | null,
+    signal: AbortSignal,
+  ): Promise<{ readonly streamId: string; readonly events: AsyncIterable<SchedulerEventJson> }>;
+  /** Any other scheduler call, on the stream its SUBSCRIBE opened. */
+  schedulerCall(streamId: string, body: unknown, namespaces: readonly string[] | null): Promise<void>;
   /** Submits one task, or `replicas` of them as one job; returns their ids. */
   submit(spec: TaskSpec, options: SubmitOptions): Promise<string[]>;
   namespaces(): Promise<Answer<'namespaces'>>;
@@ -316,6 +328,7 @@ function removeStaleSocket(path: string): void {
 
 /** A request as a handler sees it: its path parameters, and its query and body validated by the route. */
 interface Request {
+  readonly caller: Caller;
   readonly params: Readonly<Record<string, string>>;
   readonly query: Readonly<Record<string, unknown>>;
   readonly body: unknown;
@@ -327,6 +340,28 @@ type Handler = (backend: ApiBackend, request: Request) => Promise<unknown>;
 
 /** One handler per route; each answers with the route's view, or streams and answers undefined. */
 const handlers: Record<RouteName, Handler> = {
+  scheduler: async (backend, { caller, body, http, response }) => {
+    const namespaces = grantOf(caller);
+    const header = http.headers[streamIdHeader];
+    const streamId = Array.isArray(header) ? header[0] : header;
+    if (streamId === undefined) {
+      await streamLines(
+        async (signal) => {
+          const subscription = await backend.subscribeFramework(body, namespaces, signal);
+          response.setHeader(streamIdHeader, subscription.streamId);
+          return subscription.events;
+        },
+        (event) => event,
+        (_code, message) => ({ type: 'ERROR', error: { message } }),
+        http,
+        response,
+      );
+      return undefined;
+    }
+    await backend.schedulerCall(streamId, body, namespaces);
+    send(response, 202, {});
+    return undefined;
+  },
   health: (backend) => Promise.resolve(backend.health()),
   openapi: () => Promise.resolve(openApiDocument()),
   status: (backend) => Promise.resolve(backend.status()),
@@ -480,7 +515,14 @@ async function route(
   const namespace = await requestNamespace(backend, route, match.params, query, body);
   const denied = denial(caller, route.access, namespace);
   if (denied !== null) throw new ShoalError('PERMISSION_DENIED', denied);
-  const answer = await handlers[match.name](backend, { params: match.params, query, body, http, response });
+  const answer = await handlers[match.name](backend, {
+    caller,
+    params: match.params,
+    query,
+    body,
+    http,
+    response,
+  });
   // A stream has answered already.
   if (answer === undefined) return;
   if (route.textType !== undefined && typeof answer === 'string') {
@@ -495,6 +537,12 @@ async function route(
     return;
   }
   send(response, route.created === true ? 201 : 200, answer);
+}
+
+/** The namespaces a caller may run frameworks in; null: all (the local socket, admin, unrestricted tokens). */
+function grantOf(caller: Caller): readonly string[] | null {
+  if (caller.kind === 'local' || caller.token.role === 'admin') return null;
+  return caller.token.namespaces;
 }
 
 /** The namespace a request acts in, for the deploy check (see Route.namespaceFrom); null: none. */

@@ -89,7 +89,14 @@ export {
   type TaskSpec,
   type TaskState,
 } from './task.ts';
-export { Scheduler, type Hold, toAllocatorTask, toRunningTask, type SchedulerOptions } from './scheduler.ts';
+export {
+  Scheduler,
+  type Hold,
+  toAllocatorTask,
+  toNamespacePolicy,
+  toRunningTask,
+  type SchedulerOptions,
+} from './scheduler.ts';
 export {
   accessorIdPattern,
   denial,

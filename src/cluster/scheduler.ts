@@ -341,7 +341,7 @@ export function toRunningTask(task: Task, nodeId: string): RunningTask {
   };
 }
 
-function toNamespacePolicy(policy: NamespacePolicySpec): NamespacePolicy {
+export function toNamespacePolicy(policy: NamespacePolicySpec): NamespacePolicy {
   const quota = policy.quota;
   if (quota === null) return { name: policy.name, weight: policy.weight };
   return {

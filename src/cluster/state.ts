@@ -1548,7 +1548,7 @@ export class ClusterState {
         task.id,
         {
           state: frameworkStateOf(state),
-          message: frameworkMessage(state, reason, exitCode),
+          message: frameworkMessage(reason, exitCode),
           nodeId: task.nodeId,
         },
         atMs,
@@ -1768,9 +1768,9 @@ export function frameworkStateOf(state: TaskState): FrameworkTaskState {
   }
 }
 
-function frameworkMessage(state: TaskState, reason: string | null, exitCode: number | null): string {
+function frameworkMessage(reason: string | null, exitCode: number | null): string {
   const exit = exitCode === null || reason?.includes('exit code') === true ? '' : `exit code ${exitCode}`;
-  return [reason ?? '', exit].filter((part) => part !== '').join('; ') || state;
+  return [reason ?? '', exit].filter((part) => part !== '').join('; ');
 }
 
 function restoredTask(saved: BackupState['tasks'][number]): Task {

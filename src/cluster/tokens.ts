@@ -8,11 +8,12 @@ import * as z from 'zod/mini';
 import { text, whole } from '../shared/schema.ts';
 
 /**
- * Roles, each allowing what the ones before it do: `read` reads everything; `deploy` also submits, kills
- * and reads logs (in its namespaces, when the token names some); `operator` also drains, leaves and sets
- * namespaces; `admin` also manages tokens, snapshots and the cluster key.
+ * Roles. The first four each allow what the ones before it do: `read` reads everything; `deploy` also
+ * submits, kills, reads logs and runs frameworks (in its namespaces, when the token names some); `operator`
+ * also drains, leaves and sets namespaces; `admin` also manages tokens, snapshots and the cluster key.
+ * `framework` stands apart: the scheduler API (`POST /v1/scheduler`) in its namespaces, and nothing else.
  */
-export const tokenRoles = ['read', 'deploy', 'operator', 'admin'] as const;
+export const tokenRoles = ['read', 'deploy', 'operator', 'admin', 'framework'] as const;
 export type TokenRole = (typeof tokenRoles)[number];
 /** What a route needs: a role, or nothing (`public`: the health check and the API's description). */
 export type Access = TokenRole | 'public';
@@ -54,8 +55,9 @@ export function newAccessorId(): string {
   return randomBytes(6).toString('hex');
 }
 
+/** The ranked roles' order; `framework` ranks with none of them. */
 function rank(role: TokenRole): number {
-  return tokenRoles.indexOf(role);
+  return role === 'framework' ? -1 : tokenRoles.indexOf(role);
 }
 
 /** Who is asking: a token's holder, or the local Unix socket's user (who may do anything, as root may). */
@@ -68,7 +70,14 @@ export type Caller = { readonly kind: 'local' } | { readonly kind: 'token'; read
 export function denial(caller: Caller, need: Access, namespace: string | null): string | null {
   if (need === 'public' || caller.kind === 'local') return null;
   const { token } = caller;
-  if (rank(token.role) < rank(need)) {
+  if (token.role === 'framework' && need !== 'framework')
+    return `token ${token.name} (${token.accessorId}) has role framework: it may use only the scheduler API`;
+  // The scheduler API: framework tokens, and those that may deploy (a framework launches tasks).
+  const enough =
+    need === 'framework'
+      ? token.role === 'framework' || rank(token.role) >= rank('deploy')
+      : rank(token.role) >= rank(need);
+  if (!enough) {
     return `token ${token.name} (${token.accessorId}) has role ${token.role}; this needs ${need}`;
   }
   if (

@@ -37,6 +37,7 @@ import { mebibyte, ShoalError, shoalVersion } from '../shared/index.ts';
 import type { LogFrame } from '../shared/log-frames.ts';
 import type { Control } from './control.ts';
 import type { EventHub } from './events.ts';
+import type { FrameworkService, NamespaceGrant, Subscription } from './frameworks.ts';
 import { JobOperations } from './jobs.ts';
 import { ServiceOperations, hostOf } from './services.ts';
 import { followLocalLogs, followRemoteLogs } from './follow.ts';
@@ -73,6 +74,8 @@ export interface BackendInit {
   readonly clusterKey: string;
   /** This node's metrics, in the Prometheus text format. */
   readonly metrics: () => Promise<string>;
+  /** The scheduler API (frameworks.ts). */
+  readonly frameworks: FrameworkService;
 }
 
 export class NodeBackend implements ApiBackend {
@@ -85,6 +88,14 @@ export class NodeBackend implements ApiBackend {
     this.init = init;
     this.jobOperations = new JobOperations(init);
     this.serviceOperations = new ServiceOperations(init);
+  }
+
+  subscribeFramework(body: unknown, namespaces: NamespaceGrant, signal: AbortSignal): Promise<Subscription> {
+    return this.init.frameworks.subscribe(body, namespaces, signal);
+  }
+
+  schedulerCall(streamId: string, body: unknown, namespaces: NamespaceGrant): Promise<void> {
+    return this.init.frameworks.call(streamId, body, namespaces);
   }
 
   jobDeployments(namespace: string, name: string): Promise<Answer<'jobDeployments'>> {

@@ -11,6 +11,7 @@ import {
   encodeCommand,
   planPeriodicLaunches,
   Scheduler,
+  type Hold,
 } from '../cluster/index.ts';
 import {
   defaultVoterPolicy,
@@ -46,6 +47,13 @@ export interface LeaderInit {
   readonly describe: (member: Member) => MemberFacts['description'];
   /** Hears each allocator plan: its time, placements and evictions (metrics). */
   readonly planned?: (seconds: number, placements: number, preemptions: number) => void;
+  /** Frameworks' offers (frameworks.ts): led in each term, held in the allocator, offered after each plan. */
+  readonly frameworks?: {
+    lead(term: number): void;
+    stepDown(reason: string): void;
+    holds(): Map<string, Hold>;
+    round(): void;
+  };
 }
 
 export class LeaderDuties {
@@ -109,14 +117,20 @@ export class LeaderDuties {
       const { raft, state, leases } = this.init;
       if (this.stopped || !raft.isReadyLeader()) {
         this.dropScheduler();
+        this.init.frameworks?.stepDown('this node is no longer the leader: subscribe again');
         return;
       }
-      leases.leading(raft.status().term, state.nodes.keys(), Date.now());
+      const term = raft.status().term;
+      leases.leading(term, state.nodes.keys(), Date.now());
+      this.init.frameworks?.lead(term);
       this.reconcileNodes();
       this.reconcileVoters();
       this.launchPeriodicJobs();
       this.watchDeployments();
       this.runAllocator();
+      // Offers are made from what the plan left (pending built-in work that outranks a framework keeps it
+      // off the nodes that work fits).
+      this.init.frameworks?.round();
     });
   }
 
@@ -275,6 +289,8 @@ export class LeaderDuties {
     const { raft, state } = this.init;
     const scheduler = this.ensureScheduler();
     const nowMs = Date.now();
+    // Offered room counts as allocated: no plan places there.
+    if (this.init.frameworks !== undefined) scheduler.setHolds(this.init.frameworks.holds());
     let plan;
     const startedMs = performance.now();
     try {

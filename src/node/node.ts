@@ -58,6 +58,7 @@ import { startDnsServer, type DnsServer } from './dns.ts';
 import { readPeers, writePeers } from './peers.ts';
 import { serveLogs } from './follow.ts';
 import { ensureDataDir, loadOrCreateNodeKey, nextIncarnation, resolveClusterKey } from './identity.ts';
+import { FrameworkService } from './frameworks.ts';
 import { LeaderDuties } from './leader.ts';
 import { AgentLease, LeaderLeases, leaseFileName, leaseRenewIntervalMs, taskLeaseMs } from './lease.ts';
 import type { MemberFacts } from './node-updates.ts';
@@ -88,6 +89,8 @@ interface Parts {
   readonly agentLease: AgentLease;
   readonly leases: LeaderLeases;
   readonly backend: NodeBackend;
+  /** The scheduler API's streams, and the leader's offers (frameworks.ts). */
+  readonly frameworks: FrameworkService;
   /** Null when the node serves no DNS (off, or its address was taken). */
   readonly dns: DnsServer | null;
 }
@@ -336,7 +339,23 @@ export class ShoalNode {
     });
     made.membership = membership;
 
+    const frameworks = new FrameworkService({
+      selfId: id,
+      state: this.state,
+      libp2p,
+      logger: logger.child('frameworks'),
+      random: systemRandom(),
+      propose: (command) => control.propose(command),
+      isLeader: () => raft.isReadyLeader(),
+      leaderId: () => raft.status().leaderId,
+      nameOf: (nodeId) => this.nameOf(nodeId),
+      isAlive: (nodeId) =>
+        nodeId === id || membership.members().some((m) => m.record.id === nodeId && m.state === 'alive'),
+    });
+    made.frameworks = frameworks;
+
     const leader = new LeaderDuties({
+      frameworks,
       selfId: id,
       config,
       state: this.state,
@@ -365,10 +384,12 @@ export class ShoalNode {
       events: this.events,
       clusterKey: this.clusterKey,
       metrics: () => this.metrics.text(),
+      frameworks,
     });
     made.backend = backend;
 
     await control.start();
+    await frameworks.start();
     made.dns = await this.startDns(backend);
     await serveLogs(libp2p, (request, signal) =>
       backend.followHere(request.taskId, request.tailBytes, signal),
@@ -398,6 +419,7 @@ export class ShoalNode {
       agentLease,
       leases,
       backend,
+      frameworks,
       dns: made.dns ?? null,
     };
     leader.start();
@@ -447,6 +469,7 @@ export class ShoalNode {
     if (this.leaseTimer) clearInterval(this.leaseTimer);
     if (this.peersTimer) clearTimeout(this.peersTimer);
     made.leader?.stop();
+    made.frameworks?.stop();
     made.upkeep?.stop();
     made.agentLease?.stop();
     made.agent?.stop();
@@ -560,6 +583,7 @@ export class ShoalNode {
     const command = decodeCommand(entry.index, entry.data);
     const basis = eventBasis(this.state, command);
     const result = this.state.apply(entry.index, command);
+    this.made.frameworks?.applied(command, result);
     if (command.type === 'restoreBackup' && result.ok) this.events.restored(entry.index);
     else {
       const events = deriveEvents(entry.index, command, basis, this.state);
