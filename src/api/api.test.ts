@@ -25,7 +25,7 @@ import { openApiDocument } from './openapi.ts';
 import { renderApiReference } from './reference.ts';
 import { routes, type Route, type RouteName } from './routes.ts';
 import { requestBytesMax, startApiServer, type ApiBackend, type ApiServers } from './server.ts';
-import type { DeploymentView, JobView, TaskView } from './views.ts';
+import type { DeploymentView, FrameworkView, JobView, TaskView } from './views.ts';
 
 const task: TaskView = {
   id: 'aaaaaaaaaaaa',
@@ -50,6 +50,22 @@ const task: TaskView = {
   updatedAt: new Date(0).toISOString(),
   ports: [],
   health: null,
+  framework: null,
+};
+
+const frameworkSample: FrameworkView = {
+  id: 'fw-0123456789abcdef',
+  name: 'batch',
+  role: 'team',
+  user: 'nobody',
+  priority: 50,
+  failoverTimeoutSeconds: 3600,
+  connected: true,
+  registeredAt: new Date(0).toISOString(),
+  disconnectedAt: null,
+  expiresAt: null,
+  tasks: 1,
+  pendingUpdates: 0,
 };
 
 const deploymentSample: DeploymentView = {
@@ -215,6 +231,12 @@ const backend: ApiBackend = {
       })(),
     }),
   schedulerCall: () => Promise.resolve(),
+  frameworks: () => Promise.resolve([frameworkSample]),
+  framework: (id) =>
+    id === frameworkSample.id
+      ? Promise.resolve({ ...frameworkSample, liveTasks: [task] })
+      : Promise.reject(new ShoalError('NOT_FOUND', `no framework ${id}`)),
+  teardownFramework: () => Promise.resolve(),
   events: (index, filter) => {
     eventsAsked.push({ index, filter });
     return Promise.resolve(
@@ -423,6 +445,11 @@ describe('the server and the client', () => {
       });
       expect([call.status, await call.text()]).toEqual([202, '{}']);
     });
+    await check('frameworks', () => client.call('frameworks'));
+    await check('framework', () => client.call('framework', { params: { framework: frameworkSample.id } }));
+    await check('teardownFramework', () =>
+      client.call('teardownFramework', { params: { framework: frameworkSample.id } }),
+    );
     await check('health', () => client.call('health'));
     await check('openapi', () => client.call('openapi'));
     await check('status', () => client.status());
@@ -569,6 +596,9 @@ const samples: Record<RouteName, { method: string; path: string; body?: string }
     path: '/v1/scheduler',
     body: '{"type":"SUBSCRIBE","subscribe":{"framework_info":{"name":"batch","role":"team"}}}',
   },
+  frameworks: { method: 'GET', path: '/v1/frameworks' },
+  framework: { method: 'GET', path: '/v1/frameworks/fw-0123456789abcdef' },
+  teardownFramework: { method: 'DELETE', path: '/v1/frameworks/fw-0123456789abcdef' },
   health: { method: 'GET', path: '/v1/health' },
   openapi: { method: 'GET', path: '/v1/openapi.json' },
   status: { method: 'GET', path: '/v1/status' },

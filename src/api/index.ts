@@ -43,6 +43,8 @@ export {
 } from './scheduler.ts';
 export type {
   DeploymentView,
+  FrameworkDetailView,
+  FrameworkView,
   ErrorBody,
   EventFrame,
   HealthView,

@@ -40,6 +40,8 @@ import {
   leaveAnswerSchema,
   memberViewSchema,
   eventFrameSchema,
+  frameworkDetailViewSchema,
+  frameworkViewSchema,
   namespaceListSchema,
   namespaceViewSchema,
   statusViewSchema,
@@ -99,6 +101,11 @@ const nameParam = (description: string): QueryParameter => ({
   description,
 });
 
+const frameworkParam: QueryParameter = {
+  schema: z.string().check(z.minLength(1), z.maxLength(128)),
+  description: 'A framework id (fw- and 16 hex digits), from `shoal framework ls`',
+};
+
 const deploymentParam: QueryParameter = {
   schema: z.string().check(z.regex(/^d[0-9]{1,16}$/, 'a deployment id is d and digits')),
   description: 'The deployment id (d and digits)',
@@ -135,6 +142,29 @@ export const routes = {
       description:
         'SUBSCRIBE: newline-delimited JSON events, SUBSCRIBED first (with the framework id and the heartbeat interval), then OFFERS, RESCIND, UPDATE, FAILURE and a HEARTBEAT every interval, until the client goes away; ERROR and the end when the subscription is replaced, torn down, or the leader changes. The answer carries the shoal-stream-id header. Other calls: 202 with {}',
     },
+  },
+  frameworks: {
+    method: 'GET',
+    path: '/v1/frameworks',
+    access: 'read',
+    summary: 'The frameworks the cluster knows: connected, or disconnected within their failover timeout',
+    answer: z.array(frameworkViewSchema),
+  },
+  framework: {
+    method: 'GET',
+    path: '/v1/frameworks/:framework',
+    access: 'read',
+    summary: 'One framework, with its live tasks',
+    params: { framework: frameworkParam },
+    answer: frameworkDetailViewSchema,
+  },
+  teardownFramework: {
+    method: 'DELETE',
+    path: '/v1/frameworks/:framework',
+    access: 'operator',
+    summary: 'Tears a framework down, as its TEARDOWN call would: its tasks are killed and its record goes',
+    params: { framework: frameworkParam },
+    answer: z.object({ id: z.string(), tornDown: z.literal(true) }),
   },
   health: {
     method: 'GET',

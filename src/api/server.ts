@@ -60,6 +60,11 @@ export interface ApiBackend {
   ): Promise<{ readonly streamId: string; readonly events: AsyncIterable<SchedulerEventJson> }>;
   /** Any other scheduler call, on the stream its SUBSCRIBE opened. */
   schedulerCall(streamId: string, body: unknown, namespaces: readonly string[] | null): Promise<void>;
+  frameworks(): Promise<Answer<'frameworks'>>;
+  /** NOT_FOUND for a framework the cluster does not know. */
+  framework(id: string): Promise<Answer<'framework'>>;
+  /** Kills its tasks and forgets it (NOT_FOUND for one the cluster does not know). */
+  teardownFramework(id: string): Promise<void>;
   /** Submits one task, or `replicas` of them as one job; returns their ids. */
   submit(spec: TaskSpec, options: SubmitOptions): Promise<string[]>;
   namespaces(): Promise<Answer<'namespaces'>>;
@@ -361,6 +366,13 @@ const handlers: Record<RouteName, Handler> = {
     await backend.schedulerCall(streamId, body, namespaces);
     send(response, 202, {});
     return undefined;
+  },
+  frameworks: (backend) => backend.frameworks(),
+  framework: (backend, { params }) => backend.framework(params['framework'] ?? ''),
+  teardownFramework: async (backend, { params }) => {
+    const id = params['framework'] ?? '';
+    await backend.teardownFramework(id);
+    return { id, tornDown: true } satisfies Answer<'teardownFramework'>;
   },
   health: (backend) => Promise.resolve(backend.health()),
   openapi: () => Promise.resolve(openApiDocument()),

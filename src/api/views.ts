@@ -93,8 +93,40 @@ export const taskViewSchema = z.object({
   health: z.nullable(
     z.object({ status: z.enum(['healthy', 'unhealthy']), since: z.string(), message: z.string() }),
   ),
+  /** The framework that launched it, and its own id for the task (null: submitted, or a job's). */
+  framework: z.nullable(z.object({ id: z.string(), name: z.string(), taskId: z.string() })),
 });
 export type TaskView = z.infer<typeof taskViewSchema>;
+
+/** A framework (`GET /v1/frameworks`): its info, whether it is connected, and what it holds. */
+export const frameworkViewSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  /** The namespace its tasks run in. */
+  role: z.string(),
+  user: z.string(),
+  priority: z.int(),
+  failoverTimeoutSeconds: z.number(),
+  /** A stream is open to it now. */
+  connected: z.boolean(),
+  /** ISO 8601 times; disconnectedAt and expiresAt are null while it is connected. */
+  registeredAt: z.string(),
+  disconnectedAt: z.nullable(z.string()),
+  /** When its tasks are killed unless it subscribes again. */
+  expiresAt: z.nullable(z.string()),
+  /** Its tasks the cluster knows (live, or ended with an update not yet acknowledged). */
+  tasks: z.int(),
+  /** Status updates sent and not yet acknowledged. */
+  pendingUpdates: z.int(),
+});
+export type FrameworkView = z.infer<typeof frameworkViewSchema>;
+
+/** One framework, with its live tasks. */
+export const frameworkDetailViewSchema = z.object({
+  ...frameworkViewSchema.shape,
+  liveTasks: z.array(taskViewSchema),
+});
+export type FrameworkDetailView = z.infer<typeof frameworkDetailViewSchema>;
 
 /** One instance of a service that answers now: running, and healthy (or with no checks). */
 export const serviceInstanceViewSchema = z.object({

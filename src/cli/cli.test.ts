@@ -310,6 +310,7 @@ describe('shoal run watches its task until it runs', () => {
       updatedAt: at,
       ports: [],
       health: null,
+      framework: null,
       user: null,
       pidsMax: null,
       diskBytes: 0,

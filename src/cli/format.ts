@@ -3,6 +3,8 @@
  * `memoryBytes`, `lastHeardMsAgo`); here they become cores, MiB and seconds. Pure: views in, text out.
  */
 import type {
+  FrameworkDetailView,
+  FrameworkView,
   DeploymentView,
   EventFrame,
   MemberView,
@@ -47,7 +49,7 @@ export function formatTasks(tasks: readonly TaskView[]): string {
   for (const task of tasks) {
     rows.push([
       task.id,
-      task.name,
+      task.framework === null ? task.name : `${task.name} [${task.framework.name}]`,
       task.health === null || task.state !== 'running' ? task.state : `${task.state},${task.health.status}`,
       task.node ?? '-',
       formatPorts(task) || '-',
@@ -265,4 +267,33 @@ export function formatEvent(frame: EventFrame): string | null {
     case 'leader:elected':
       return `${head(frame)}  ${frame.leader}  term ${frame.term}\n`;
   }
+}
+
+export function formatFrameworks(frameworks: readonly FrameworkView[]): string {
+  const rows = [['ID', 'NAME', 'ROLE', 'PRIORITY', 'CONNECTED', 'TASKS', 'UNACKED', 'EXPIRES']];
+  for (const framework of frameworks)
+    rows.push([
+      framework.id,
+      framework.name,
+      framework.role,
+      String(framework.priority),
+      framework.connected ? 'yes' : `no, since ${framework.disconnectedAt ?? '?'}`,
+      String(framework.tasks),
+      String(framework.pendingUpdates),
+      framework.expiresAt ?? '-',
+    ]);
+  return formatTable(rows);
+}
+
+export function formatFrameworkDetail(framework: FrameworkDetailView): string {
+  return (
+    `framework: ${framework.id} (${framework.name})\n` +
+    `role:      ${framework.role} (priority ${framework.priority}, user ${framework.user})\n` +
+    `connected: ${framework.connected ? 'yes' : `no, since ${framework.disconnectedAt ?? '?'}; its tasks are killed at ${framework.expiresAt ?? '?'}`}\n` +
+    `failover:  ${framework.failoverTimeoutSeconds} s\n` +
+    `since:     ${framework.registeredAt}\n` +
+    `updates:   ${framework.pendingUpdates} not yet acknowledged\n` +
+    `tasks:     ${framework.tasks} (${framework.liveTasks.length} live)\n` +
+    (framework.liveTasks.length === 0 ? '' : `\n${formatTasks(framework.liveTasks)}`)
+  );
 }

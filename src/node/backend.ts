@@ -3,7 +3,7 @@
  * writes through the leader (control.ts), and answers with the API's views (api/views.ts).
  */
 import { peerIdFromString } from '@libp2p/peer-id';
-import type { Answer, ApiBackend, EventFrame, TaskView, TokenRequest } from '../api/index.ts';
+import type { Answer, ApiBackend, EventFrame, FrameworkView, TaskView, TokenRequest } from '../api/index.ts';
 import {
   defaultNamespace,
   expandSubmission,
@@ -34,6 +34,7 @@ import type { RaftService } from '../election/index.ts';
 import type { MembershipService } from '../membership/index.ts';
 import { readTaskLogs } from '../runtime/index.ts';
 import { mebibyte, ShoalError, shoalVersion } from '../shared/index.ts';
+import type { FrameworkSummary } from '../frameworks/index.ts';
 import type { LogFrame } from '../shared/log-frames.ts';
 import type { Control } from './control.ts';
 import type { EventHub } from './events.ts';
@@ -96,6 +97,27 @@ export class NodeBackend implements ApiBackend {
 
   schedulerCall(streamId: string, body: unknown, namespaces: NamespaceGrant): Promise<void> {
     return this.init.frameworks.call(streamId, body, namespaces);
+  }
+
+  async frameworks(): Promise<Answer<'frameworks'>> {
+    await this.init.control.readBarrier();
+    return this.init.state.frameworks.list().map((summary) => frameworkView(summary));
+  }
+
+  async framework(id: string): Promise<Answer<'framework'>> {
+    await this.init.control.readBarrier();
+    const summary = this.init.state.frameworks.get(id);
+    if (summary === undefined)
+      throw new ShoalError('NOT_FOUND', `no framework ${id}; list frameworks with shoal framework ls`);
+    const liveTasks = this.init.state.frameworks.liveClusterTaskIds(id).flatMap((taskId) => {
+      const task = this.init.state.tasks.get(taskId);
+      return task === undefined ? [] : [this.taskView(task)];
+    });
+    return { ...frameworkView(summary), liveTasks };
+  }
+
+  async teardownFramework(id: string): Promise<void> {
+    await this.init.control.proposeOrThrow({ type: 'teardownFramework', frameworkId: id, atMs: Date.now() });
   }
 
   jobDeployments(namespace: string, name: string): Promise<Answer<'jobDeployments'>> {
@@ -577,6 +599,14 @@ export class NodeBackend implements ApiBackend {
               since: new Date(task.health.sinceMs).toISOString(),
               message: task.health.message,
             },
+      framework:
+        task.framework === undefined
+          ? null
+          : {
+              id: task.framework.id,
+              name: this.init.state.frameworks.get(task.framework.id)?.info.name ?? task.framework.id,
+              taskId: task.framework.taskId,
+            },
     };
   }
 
@@ -589,6 +619,24 @@ export class NodeBackend implements ApiBackend {
       return hostPort === undefined ? [] : [{ name, hostPort, address: `${host}:${hostPort}` }];
     });
   }
+}
+
+function frameworkView(summary: FrameworkSummary): FrameworkView {
+  const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+  return {
+    id: summary.id,
+    name: summary.info.name,
+    role: summary.info.role,
+    user: summary.info.user,
+    priority: summary.info.priority,
+    failoverTimeoutSeconds: summary.info.failoverTimeoutMs / 1000,
+    connected: summary.streamId !== null,
+    registeredAt: new Date(summary.registeredAtMs).toISOString(),
+    disconnectedAt: iso(summary.disconnectedAtMs),
+    expiresAt: iso(summary.expiresAtMs),
+    tasks: summary.taskCount,
+    pendingUpdates: summary.pendingUpdateCount,
+  };
 }
 
 function tokenView(token: TokenRecord, nowMs: number): Answer<'tokens'>[number] {

@@ -459,6 +459,14 @@ export class FrameworkService {
       this.send(effects.events);
       if (effects.closeStreamId !== null) this.streams.get(effects.closeStreamId)?.end();
     }
+    // Gone (torn down, expired): no more offers or updates for it.
+    if (
+      (command.type === 'teardownFramework' || command.type === 'expireFramework') &&
+      !this.init.state.frameworks.has(command.frameworkId)
+    ) {
+      this.leading?.book.unsubscribe(command.frameworkId);
+      this.leading?.delivery.forget(command.frameworkId);
+    }
     if (command.type !== 'launchFrameworkTasks') return;
     const first = command.tasks[0]?.id ?? '';
     const accept = this.accepts.get(first);

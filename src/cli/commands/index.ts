@@ -4,6 +4,7 @@ import { caCommand, keyCommand, loginCommand } from './access.ts';
 import { aclCommand } from './acl.ts';
 import { agentCommand } from './agent.ts';
 import { eventsCommand } from './events.ts';
+import { frameworkCommand } from './framework.ts';
 import { jobCommand } from './job.ts';
 import { logsCommand } from './logs.ts';
 import { namespaceCommand } from './namespace.ts';
@@ -29,6 +30,7 @@ export const commands: readonly Command[] = [
   leaveCommand,
   membersCommand,
   namespaceCommand,
+  frameworkCommand,
   statusCommand,
   aclCommand,
   snapshotCommand,
