@@ -220,7 +220,7 @@ const backend: ApiBackend = {
     }),
   logs: () => Promise.resolve({ stdout: 'out', stderr: '' }),
   // A short stream that ends at once, so every request of it finishes.
-  subscribeFramework: (_body, _namespaces, _signal) =>
+  subscribeFramework: () =>
     Promise.resolve({
       streamId: 's1',
       events: (async function* () {

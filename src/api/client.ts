@@ -485,6 +485,69 @@ export class ShoalClient {
       `${this.address} answered ${delivery.status} with something that is not shoal's JSON`,
     );
   }
+
+  /**
+   * A POST with headers of the caller's, its answer read as it comes: the scheduler API's calls
+   * (scheduler-client.ts), whose SUBSCRIBE answers with a stream id header and then streams, and whose other
+   * calls send that id back. Resolves with a 2xx answer once its head arrives (no timeout after that:
+   * destroy it to hang up). Anything else throws ShoalError as the calls do, its `cause` the Delivery (so
+   * "not delivered" can be told from "no answer", and an answer's HTTP status read). `timeoutMs` bounds the
+   * wait for the head; `signal` aborts the whole exchange.
+   */
+  async post(
+    path: string,
+    body: unknown,
+    options: {
+      readonly headers?: Readonly<Record<string, string>>;
+      readonly timeoutMs?: number;
+      readonly signal?: AbortSignal;
+    } = {},
+  ): Promise<IncomingMessage> {
+    const payload = JSON.stringify(body);
+    const fail = (delivery: Delivery): ShoalError => {
+      const error = this.failure(delivery);
+      return new ShoalError(error.code, error.message, { cause: delivery });
+    };
+    const response = await new Promise<IncomingMessage>((resolve, reject) => {
+      let connected = false;
+      const timeoutMs = options.timeoutMs ?? this.timeoutMs;
+      const req = this.request('POST', path, payload, (answer) => {
+        clearTimeout(timer);
+        resolve(answer);
+      });
+      for (const [name, value] of Object.entries(options.headers ?? {})) req.setHeader(name, value);
+      const timer = setTimeout(() => {
+        req.destroy(new Error(`no answer within ${timeoutMs / 1000} s`));
+      }, timeoutMs);
+      const abort = (): void => {
+        req.destroy(new Error('aborted'));
+      };
+      if (options.signal?.aborted === true) abort();
+      options.signal?.addEventListener('abort', abort, { once: true });
+      req.on('close', () => options.signal?.removeEventListener('abort', abort));
+      req.on('socket', (socket) => {
+        if (!socket.connecting) connected = true;
+        else socket.once('connect', () => (connected = true));
+      });
+      req.on('error', (error) => {
+        clearTimeout(timer);
+        const cause = causeOf(error);
+        reject(
+          fail({ kind: connected && !certificateRefused(cause) ? 'unknown' : 'undelivered', error: cause }),
+        );
+      });
+      req.end(payload);
+    });
+    const status = response.statusCode ?? 0;
+    if (status >= 200 && status < 300) return response;
+    let text: string;
+    try {
+      text = await readAll(response);
+    } catch (error) {
+      throw fail({ kind: 'unknown', error: errorMessage(error) });
+    }
+    throw fail({ kind: 'answer', status, body: parseJson(text) });
+  }
 }
 
 async function readAll(response: IncomingMessage): Promise<string> {

@@ -9,6 +9,12 @@ export {
   type SendOptions,
 } from './client.ts';
 export { openApiDocument } from './openapi.ts';
+export {
+  SchedulerClient,
+  SchedulerClientError,
+  type SchedulerClientEvent,
+  type SchedulerClientInit,
+} from './scheduler-client.ts';
 export { renderApiReference } from './reference.ts';
 export {
   matchRoute,
