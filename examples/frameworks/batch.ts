@@ -5,7 +5,7 @@
  * failover: SchedulerClient subscribes again and reconciles, and this program keeps its copies' state, so a
  * copy still running is never launched twice (an older attempt that turns up running is killed).
  *
- *   node examples/frameworks/batch.ts --address HOST:PORT [--token T] [--ca FILE] --count N --cpu CORES \
+ *   node examples/frameworks/batch.ts --address HOST:PORT [--address …] [--token T] [--ca FILE] --count N --cpu CORES \
  *     --memory MIB --max-failures K -- CMD ARGS…
  *
  * Exit status: 0 when every copy finished; 1 when one failed MAX-FAILURES + 1 times, or the subscription
@@ -20,7 +20,8 @@ import type { TaskSpec } from '../../src/cluster/index.ts';
 const { values: flags, positionals: command } = parseArgs({
   allowPositionals: true,
   options: {
-    address: { type: 'string' },
+    // More than one: tried in turn when the one in use drops (the framework outlives a node).
+    address: { type: 'string', multiple: true },
     token: { type: 'string' },
     ca: { type: 'string' },
     count: { type: 'string', default: '1' },
@@ -36,6 +37,7 @@ const maxFailures = Number(flags['max-failures']);
 const whole = (n: number, min: number): boolean => Number.isInteger(n) && n >= min;
 if (
   flags.address === undefined ||
+  flags.address.length === 0 ||
   command.length === 0 ||
   !whole(count, 1) ||
   !whole(maxFailures, 0) ||
@@ -69,9 +71,11 @@ const log = (line: string): void => console.log(`${new Date().toISOString().slic
 const warn = (error: unknown): void =>
   log(`warning: ${error instanceof Error ? error.message : String(error)}`);
 
+const [address = '', ...alternates] = flags.address ?? [];
 const client = new SchedulerClient({
+  alternates,
   connection: {
-    address: flags.address,
+    address,
     ...(flags.token === undefined ? {} : { token: flags.token }),
     ...(flags.ca === undefined ? {} : { ca: readFileSync(flags.ca, 'utf8') }),
   },

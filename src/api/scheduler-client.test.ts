@@ -534,6 +534,30 @@ describe('SchedulerClient against a real server', () => {
     await expect(client.reconcile()).rejects.toMatchObject({ reason: 'CLOSED' });
   });
 
+  it('tries its other addresses in turn when the node it uses cannot be reached', async () => {
+    const server = new FakeScheduler();
+    fake = server;
+    const address = await server.start();
+    // Port 1 on loopback: nothing listens there.
+    const client = new SchedulerClient({
+      connection: { address: '127.0.0.1:1', timeoutMs: 2000 },
+      alternates: [address],
+      framework: { name: 'test' },
+      backoff: quickBackoff,
+      random: () => 0,
+    });
+    open = client;
+    const events = client.events();
+    const types: string[] = [];
+    for (;;) {
+      const result = await events.next();
+      if (result.done === true) throw new Error('events ended');
+      types.push(result.value.type);
+      if (result.value.type === 'SUBSCRIBED') break;
+    }
+    expect(types).toEqual(['DISCONNECTED', 'SUBSCRIBED']);
+  });
+
   it('takes a silent stream as dead after three heartbeat intervals', async () => {
     const { server, next } = await setUp();
     await next();

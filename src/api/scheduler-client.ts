@@ -110,6 +110,11 @@ export interface FrameworkInfoSpec {
 export interface SchedulerClientInit {
   /** How to reach a node: the same address forms, TLS and token as ShoalClient. */
   readonly connection: ClientInit;
+  /**
+   * More nodes' addresses (same TLS and token): after a subscription drops or fails, the next one is tried
+   * in turn, so a framework outlives the node it talks to, not only the leader behind it.
+   */
+  readonly alternates?: readonly string[];
   readonly framework: FrameworkInfoSpec;
   /** Default resubscribeBackoffDefault. */
   readonly backoff?: ResubscribeBackoff;
@@ -509,7 +514,9 @@ interface StreamOutcome {
  * SchedulerClientError). Calls go over the current subscription.
  */
 export class SchedulerClient {
-  private readonly client: ShoalClient;
+  /** One client per node it may talk to; `current` is the one in use. */
+  private readonly clients: readonly ShoalClient[];
+  private current = 0;
   private readonly framework: FrameworkInfoSpec;
   private readonly backoff: ResubscribeBackoff;
   private readonly random: () => number;
@@ -538,7 +545,9 @@ export class SchedulerClient {
     const backoff = init.backoff ?? resubscribeBackoffDefault;
     const problem = backoffProblem(backoff);
     if (problem !== null) throw new ShoalError('INVALID_ARGUMENT', problem);
-    this.client = new ShoalClient(init.connection);
+    this.clients = [init.connection.address, ...(init.alternates ?? [])].map(
+      (address) => new ShoalClient({ ...init.connection, address }),
+    );
     this.framework = init.framework;
     this.backoff = backoff;
     this.random = init.random ?? Math.random;
@@ -554,6 +563,13 @@ export class SchedulerClient {
     this.knownFrameworkId = init.framework.id ?? null;
     // Every call in flight listens for close(), and stops listening once answered: no leak to warn of.
     setMaxListeners(0, this.lifetime.signal);
+  }
+
+  /** The node in use now. */
+  private get client(): ShoalClient {
+    const client = this.clients[this.current % this.clients.length];
+    assert(client !== undefined, 'a scheduler client has at least one address');
+    return client;
   }
 
   /** The framework's id: given, or assigned by the first SUBSCRIBED; null before. */
@@ -714,7 +730,7 @@ export class SchedulerClient {
       new SchedulerClientError('CLOSED', 'UNAVAILABLE', `${this.closeReason}: no more calls`),
     );
     this.queue.end(null, true);
-    this.client.close();
+    for (const client of this.clients) client.close();
   }
 
   // ---- the subscription loop ----
@@ -767,6 +783,8 @@ export class SchedulerClient {
         attempt += 1;
         this.lastDropReason = reason;
         await this.queue.push({ type: 'DISCONNECTED', reason, retryInMs, attempt });
+        // The next node in turn: the one just used may be the one that is gone.
+        this.current = (this.current + 1) % this.clients.length;
         await this.sleep(retryInMs);
       }
       this.queue.end(null, false);
