@@ -42,7 +42,8 @@ export const noAmounts: Amounts = { cpuMillis: 0, memoryBytes: 0, diskBytes: 0, 
 /** Amounts from resources whose numbers are already known to be finite and non-negative. */
 export function amountsOf(resources: OfferResources): Amounts {
   const devices: Record<string, number> = {};
-  for (const [kind, count] of Object.entries(resources.devices ?? {})) if (count > 0) devices[kind] = count;
+  if (resources.devices)
+    for (const [kind, count] of Object.entries(resources.devices)) if (count > 0) devices[kind] = count;
   return {
     cpuMillis: resources.cpuMillis,
     memoryBytes: resources.memoryBytes,
@@ -73,21 +74,21 @@ export function toOfferResources(amounts: Amounts): OfferResources {
 
 export function plus(a: Amounts, b: Amounts): Amounts {
   const devices: Record<string, number> = { ...a.devices };
-  for (const [kind, count] of Object.entries(b.devices)) devices[kind] = (devices[kind] ?? 0) + count;
+  for (const kind in b.devices) devices[kind] = (devices[kind] ?? 0) + (b.devices[kind] ?? 0);
   return {
     cpuMillis: a.cpuMillis + b.cpuMillis,
     memoryBytes: a.memoryBytes + b.memoryBytes,
     diskBytes: a.diskBytes + b.diskBytes,
     devices,
-    ports: normalizeRanges([...a.ports, ...b.ports]),
+    ports: a.ports.length + b.ports.length === 0 ? [] : normalizeRanges([...a.ports, ...b.ports]),
   };
 }
 
 /** `a` − `b`, each dimension at least 0; ports in `a` and not in `b`. */
 export function minus(a: Amounts, b: Amounts): Amounts {
   const devices: Record<string, number> = {};
-  for (const [kind, count] of Object.entries(a.devices)) {
-    const left = count - (b.devices[kind] ?? 0);
+  for (const kind in a.devices) {
+    const left = (a.devices[kind] ?? 0) - (b.devices[kind] ?? 0);
     if (left > 0) devices[kind] = left;
   }
   return {
@@ -99,9 +100,19 @@ export function minus(a: Amounts, b: Amounts): Amounts {
   };
 }
 
-/** `need` fits in `room` on every dimension, every port of `need` included. */
+/**
+ * `need` fits in `room` on every dimension, every port of `need` included: `shortOf(need, room) === null`
+ * without building its answer (an offer round asks this for every node and contender; it allocates nothing).
+ */
 export function fitsIn(need: Amounts, room: Amounts): boolean {
-  return shortOf(need, room) === null;
+  if (
+    need.cpuMillis > room.cpuMillis ||
+    need.memoryBytes > room.memoryBytes ||
+    need.diskBytes > room.diskBytes
+  )
+    return false;
+  for (const kind in need.devices) if ((need.devices[kind] ?? 0) > (room.devices[kind] ?? 0)) return false;
+  return need.ports.length === 0 || coversRanges(room.ports, need.ports);
 }
 
 /** The first dimension where `need` exceeds `room` ("CPU", "memory", "disk", a device kind, "port 8080"), or null. */
@@ -159,6 +170,7 @@ export function formatAmounts(amounts: Amounts): string {
 
 /** Sorted, merged (overlapping and adjacent ranges joined) ranges; each range asserted valid. */
 export function normalizeRanges(ranges: readonly PortRange[]): PortRange[] {
+  if (ranges.length === 0) return [];
   for (const range of ranges)
     assert(
       Number.isInteger(range.begin) &&
@@ -199,6 +211,21 @@ export function subtractRanges(a: readonly PortRange[], b: readonly PortRange[])
     }
   }
   return out;
+}
+
+/** Every port of `b` is in `a` (`subtractRanges(b, a)` is empty); both normalized. Allocates nothing. */
+export function coversRanges(a: readonly PortRange[], b: readonly PortRange[]): boolean {
+  let j = 0;
+  for (const range of b) {
+    let begin = range.begin;
+    while (j < a.length && (a[j]?.end ?? 0) < begin) j++;
+    for (let k = j; begin <= range.end; k++) {
+      const cover = a[k];
+      if (!cover || cover.begin > begin) return false;
+      begin = Math.max(begin, cover.end + 1);
+    }
+  }
+  return true;
 }
 
 export function portCount(ranges: readonly PortRange[]): number {
