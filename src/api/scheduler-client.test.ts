@@ -196,7 +196,7 @@ describe('subscribeCall', () => {
 });
 
 describe('failures', () => {
-  const answered = (status: number, code: 'CONFLICT' | 'UNAVAILABLE' | 'NOT_FOUND'): ShoalError =>
+  const answered = (status: number, code: 'CONFLICT' | 'UNAVAILABLE' | 'NOT_FOUND' | 'TIMEOUT'): ShoalError =>
     new ShoalError(code, 'no', { cause: { kind: 'answer', status, body: null } });
 
   it('names the call, keeps the code and status, and tells unsent from unanswered', () => {
@@ -215,6 +215,8 @@ describe('failures', () => {
     const unanswered = new ShoalError('UNAVAILABLE', 'x', { cause: { kind: 'unknown', error: 'reset' } });
     expect(callFailure('KILL', unanswered).reason).toBe('NO_ANSWER');
     expect(callFailure('KILL', new Error('odd')).reason).toBe('NO_ANSWER');
+    // 504: the leader went away while taking it; whether it was carried out is unknown.
+    expect(callFailure('ACCEPT', answered(504, 'TIMEOUT')).reason).toBe('NO_ANSWER');
   });
 
   it('retries SUBSCRIBE after no answer or a 5xx, never after a 4xx', () => {

@@ -397,18 +397,21 @@ export function callFailure(call: SchedulerCallType, error: unknown): SchedulerC
   const message = errorMessage(error);
   const delivery = error instanceof ShoalError ? deliveryOf(error.cause) : null;
   const code = error instanceof ShoalError ? error.code : 'UNAVAILABLE';
+  // 504: the node took the call but cannot tell whether it was carried out (the leader went away meanwhile):
+  // as good as no answer — a framework reconciles rather than doing it again.
+  if (delivery !== null && delivery.kind === 'answer' && delivery.status !== 504)
+    return new SchedulerClientError('REFUSED', code, `${call} refused: ${message}`, {
+      call,
+      status: delivery.status,
+      cause: error,
+    });
   switch (delivery?.kind) {
-    case 'answer':
-      return new SchedulerClientError('REFUSED', code, `${call} refused: ${message}`, {
-        call,
-        status: delivery.status,
-        cause: error,
-      });
     case 'undelivered':
       return new SchedulerClientError('UNDELIVERED', code, `${call} not sent: ${message}`, {
         call,
         cause: error,
       });
+    case 'answer':
     case 'unknown':
     case undefined:
       return new SchedulerClientError('NO_ANSWER', code, `${call} unanswered: ${message}`, {

@@ -47,7 +47,7 @@ import {
   type DecodedCall,
   type SchedulerEventJson,
 } from '../api/index.ts';
-import { ShoalError, callRpc, errorMessage, handleRpc, type Logger } from '../shared/index.ts';
+import { ShoalError, callRpc, errorMessage, handleRpc, isShoalError, type Logger } from '../shared/index.ts';
 import type { Random } from '../shared/random.ts';
 import { jsonStream } from '../shared/wire.ts';
 
@@ -63,6 +63,8 @@ export const schedulerStreamsMax = 256;
  * redelivered.
  */
 export const streamQueueMax = 10_000;
+/** Calls one follower forwards to the leader at once; more wait their turn (libp2p bounds streams per protocol). */
+export const forwardedCallsMax = 32;
 /** How long a follower waits for the leader to take a relayed subscription. */
 const relayDialTimeoutMs = 5_000;
 /** How long a forwarded call may take (a launch waits for its commit). */
@@ -183,6 +185,8 @@ export class FrameworkService {
   private readonly streams = new Map<string, EventStream>();
   /** Relayed streams this node holds for frameworks connected to it (follower side). */
   private relayed = 0;
+  /** Calls this follower forwards to the leader at once, at most. */
+  private readonly forwarding = new Limiter(forwardedCallsMax);
   /** Launches proposed and not yet applied: the accept to settle, by the launch's first cluster task id. */
   private readonly accepts = new Map<string, { acceptId: number; frameworkId: string; taskIds: string[] }>();
 
@@ -238,13 +242,27 @@ export class FrameworkService {
       );
     if (this.init.isLeader()) return this.callHere(streamId, call, namespaces);
     const leader = this.leaderPeer();
-    await callRpc(
-      this.init.libp2p,
-      leader,
-      schedulerCallProtocol,
-      { streamId, call: body, namespaces },
-      callTimeoutMs,
-    );
+    // A bounded number in flight to the leader (libp2p allows so many streams per protocol); the rest wait.
+    await this.forwarding.run(async () => {
+      try {
+        await callRpc(
+          this.init.libp2p,
+          leader,
+          schedulerCallProtocol,
+          { streamId, call: body, namespaces },
+          callTimeoutMs,
+        );
+      } catch (error) {
+        // Sent, and then the leader went away: it may have carried the call out (an ACCEPT's launch may have
+        // committed). Say so, so the framework reconciles rather than doing it again.
+        if (isShoalError(error, 'UNAVAILABLE') && !error.message.startsWith('cannot reach'))
+          throw new ShoalError(
+            'TIMEOUT',
+            `the leader went away while taking the ${call.type}; whether it was carried out is unknown: reconcile (${errorMessage(error)})`,
+          );
+        throw error;
+      }
+    });
   }
 
   // ---- the leader's side -----------------------------------------------------------------------------
@@ -794,4 +812,26 @@ function addTo(usage: Map<string, Resources>, key: string, request: Resources): 
     diskBytes: (before.diskBytes ?? 0) + (request.diskBytes ?? 0),
     devices,
   });
+}
+
+/** Runs at most `max` tasks at once; the rest wait, first come first served. */
+class Limiter {
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+  private readonly max: number;
+
+  constructor(max: number) {
+    this.max = max;
+  }
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.running >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.running++;
+    try {
+      return await task();
+    } finally {
+      this.running--;
+      this.waiting.shift()?.();
+    }
+  }
 }
