@@ -85,7 +85,7 @@ describe('frameworks in the cluster state', () => {
     expect(state.tasks.get('c1')).toMatchObject({
       state: 'assigned',
       nodeId: 'n1',
-      framework: { id: 'fw-1', taskId: 'job-1' },
+      framework: { id: 'fw-1', taskId: 'job-1', name: 'batch' },
       spec: { namespace: 'batch', restart: { policy: 'never' }, reschedule: 'never' },
     });
     expect(state.pendingTasks()).toEqual([]);
@@ -166,7 +166,7 @@ describe('frameworks in the cluster state', () => {
     const copy = new ClusterState();
     copy.restore(state.toSnapshot());
     expect(copy.frameworks.get('fw-1')).toMatchObject({ taskCount: 1, streamId: 's1' });
-    expect(copy.tasks.get('c1')?.framework).toEqual({ id: 'fw-1', taskId: 'job-1' });
+    expect(copy.tasks.get('c1')?.framework).toEqual({ id: 'fw-1', taskId: 'job-1', name: 'batch' });
     apply({ type: 'teardownFramework', frameworkId: 'fw-1', atMs: 3 });
     expect(state.frameworks.has('fw-1')).toBe(false);
     expect(state.tasks.get('c1')?.desired).toBe('kill');

@@ -361,7 +361,7 @@ export class ClusterState {
       this.submit(index, [{ id: launch.id, spec }], command.atMs);
       const task = this.tasks.get(launch.id);
       if (task === undefined) continue;
-      task.framework = { id: command.frameworkId, taskId: launch.frameworkTaskId };
+      task.framework = { id: command.frameworkId, taskId: launch.frameworkTaskId, name: framework.info.name };
       this.assign({ taskId: launch.id, nodeId: launch.nodeId }, command.atMs);
       // Checked above with the launch's other tasks; a port clash between two of them is the one case left.
       if (task.state === 'pending')

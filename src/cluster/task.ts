@@ -425,8 +425,11 @@ export interface Task {
   health?: TaskHealth;
   /** A job's instance: which group and slot of which version (absent: a task of its own). */
   instance?: TaskInstance;
-  /** Launched by a framework (src/frameworks): which one, and its own id for the task. */
-  framework?: { readonly id: string; readonly taskId: string };
+  /**
+   * Launched by a framework (src/frameworks): which one, its own id for the task, and its name then (kept:
+   * the framework may be gone while the task is still listed).
+   */
+  framework?: { readonly id: string; readonly taskId: string; readonly name?: string };
 }
 
 /** Where a job's task belongs: which job (in the task's namespace), group, task of the group and slot. */

@@ -604,7 +604,10 @@ export class NodeBackend implements ApiBackend {
           ? null
           : {
               id: task.framework.id,
-              name: this.init.state.frameworks.get(task.framework.id)?.info.name ?? task.framework.id,
+              name:
+                task.framework.name ??
+                this.init.state.frameworks.get(task.framework.id)?.info.name ??
+                task.framework.id,
               taskId: task.framework.taskId,
             },
     };

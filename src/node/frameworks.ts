@@ -17,6 +17,7 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import { randomBytes } from 'node:crypto';
 import { compileConstraints, matchesAll, type Resources } from '../allocator/index.ts';
 import {
+  dynamicPortRangeDefault,
   isTerminal,
   newTaskId,
   taskConstraints,
@@ -39,6 +40,7 @@ import {
   type BuiltInDemand,
   type OfferNode,
   type OfferView,
+  type PortRange,
   type SchedulerEvent,
 } from '../frameworks/index.ts';
 import {
@@ -617,6 +619,8 @@ export class FrameworkService {
         },
         up: node.status === 'up' && this.init.isAlive(node.id),
         schedulable: !node.draining,
+        // The node's dynamic range less what its tasks hold: ports a framework's tasks may name.
+        ports: freePortRanges(node.dynamicPorts ?? dynamicPortRangeDefault, state.portsInUseOn(node.id)),
       });
     }
     const namespaceUsage = new Map<string, Resources>();
@@ -790,6 +794,22 @@ function checkNamespace(namespaces: NamespaceGrant, role: string): void {
       'PERMISSION_DENIED',
       `this token may not run frameworks in namespace ${role} (it covers ${namespaces.join(', ')})`,
     );
+}
+
+/** The ranges of `range` that no port of `inUse` is in. */
+export function freePortRanges(
+  range: { readonly min: number; readonly max: number },
+  inUse: readonly number[],
+): PortRange[] {
+  const ranges: PortRange[] = [];
+  let begin = range.min;
+  for (const port of [...inUse].sort((a, b) => a - b)) {
+    if (port < begin || port > range.max) continue;
+    if (port > begin) ranges.push({ begin, end: port - 1 });
+    begin = port + 1;
+  }
+  if (begin <= range.max) ranges.push({ begin, end: range.max });
+  return ranges;
 }
 
 function requestOf(spec: TaskSpec): Resources {
