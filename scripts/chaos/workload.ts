@@ -24,10 +24,18 @@ const tasksTimeoutMs = 5_000;
 
 /** `sh -c` script of a task: one line per event, `MARK NONCE PID MILLIS DIR`, appended to $CHAOS_RUNS. */
 export function taskScript(beats: number): string {
+  return runsScript('line() { echo "$1 $CHAOS_NONCE $$ $(date +%s%3N) $PWD" >> "$CHAOS_RUNS"; }', beats);
+}
+
+/**
+ * A task's life in lines: S, then H after each of `beats` seconds, then E; T when it is stopped — the agent
+ * (exec) sends SIGTERM to its process group, the engine (docker) to its process 1, this shell: it says so
+ * before going. `line` defines how a line is written.
+ */
+function runsScript(line: string, beats: number): string {
   return [
-    'line() { echo "$1 $CHAOS_NONCE $$ $(date +%s%3N) $PWD" >> "$CHAOS_RUNS"; }',
+    line,
     'line S',
-    // The agent stops a task with SIGTERM to its process group: say so before going.
     "trap 'line T; exit 143' TERM",
     'i=0',
     `while [ $i -lt ${beats} ]; do sleep 1 & wait $!; i=$((i+1)); line H; done`,
@@ -44,16 +52,11 @@ export function taskScript(beats: number): string {
  * the container's process 1: a new S line starts a new run.
  */
 export function dockerTaskScript(beats: number): string {
-  return [
+  return runsScript(
     'line() { read up rest < /proc/uptime; ms=$((CHAOS_BOOT_MS + ${up%.*}${up#*.}0)); ' +
       'echo "$1 $CHAOS_NONCE $$ $ms /nodes/$SHOAL_NODE/data/tasks/$SHOAL_TASK_ID" >> "$SHOAL_TASK_DIR/chaos-runs"; }',
-    'line S',
-    // The engine stops a container with SIGTERM to its process 1, this shell.
-    "trap 'line T; exit 143' TERM",
-    'i=0',
-    `while [ $i -lt ${beats} ]; do sleep 1 & wait $!; i=$((i+1)); line H; done`,
-    'line E',
-  ].join('; ');
+    beats,
+  );
 }
 
 /** Where a docker task's lines are, under its task directory on the host. */
