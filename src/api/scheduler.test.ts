@@ -63,6 +63,7 @@ describe('the scheduler wire format', () => {
     for (const body of [
       null,
       { type: 'LAUNCH_GROUP' },
+      { type: 'SUBSCRIBE', subscribe: { framework_info: { name: 'x', role: 'not a namespace!' } } },
       { type: 'DECLINE', framework_id: { value: 'fw-1' }, decline: { offer_ids: [] } },
       {
         type: 'ACCEPT',

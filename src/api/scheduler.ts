@@ -11,7 +11,7 @@
  * on SUBSCRIBE's answer): SUBSCRIBED, OFFERS, RESCIND, UPDATE, FAILURE, ERROR, HEARTBEAT.
  */
 import * as z from 'zod/mini';
-import { describeIssues, taskSpecSchema, type TaskSpec } from '../cluster/index.ts';
+import { describeIssues, identifier, taskSpecSchema, type TaskSpec } from '../cluster/index.ts';
 import {
   failoverTimeoutMsMax,
   frameworkTaskStates,
@@ -45,7 +45,8 @@ const subscribeCall = z.strictObject({
     framework_info: z.strictObject({
       name: z.string(),
       user: z.exactOptional(z.string()),
-      role: z.exactOptional(z.string()),
+      // A namespace: its weight and quota govern the framework's share.
+      role: z.exactOptional(identifier('a framework role (a namespace name)', 64)),
       id: z.exactOptional(idValue),
       failover_timeout: z.exactOptional(seconds(failoverTimeoutMsMax / 1000)),
       priority: z.exactOptional(z.number()),

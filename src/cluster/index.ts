@@ -79,6 +79,7 @@ export {
   taskEventsMax,
   taskEventsPerCommandMax,
   taskSpecSchema,
+  identifier,
   taskStates,
   terminalTaskStates,
   type RestartPolicy,
