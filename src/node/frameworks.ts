@@ -314,8 +314,6 @@ export class FrameworkService {
       throw new ShoalError('UNAVAILABLE', 'the leader changed while subscribing: subscribe again');
     }
     stream.onClose = () => this.streamClosed(stream);
-    if (signal.aborted) stream.end();
-    else signal.addEventListener('abort', () => stream.end(), { once: true });
     for (const offerId of leading.book.subscribe({ id: frameworkId, info: summary.info }))
       this.init.logger.debug('offer rescinded on subscribe', { framework: frameworkId, offer: offerId });
     leading.delivery.reset(frameworkId);
@@ -327,6 +325,9 @@ export class FrameworkService {
       },
     });
     stream.heartbeat = setInterval(() => stream.push({ type: 'HEARTBEAT' }), heartbeatIntervalMsDefault);
+    // Last: a framework already gone ends the stream at once, which unsubscribes it from the book again.
+    if (signal.aborted) stream.end();
+    else signal.addEventListener('abort', () => stream.end(), { once: true });
     this.init.logger.info('framework subscribed', {
       framework: frameworkId,
       name: info.name,
