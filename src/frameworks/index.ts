@@ -54,7 +54,13 @@ export {
   type FrameworkTaskLaunch,
   type KillTarget,
 } from './registry.ts';
-export type { OfferResources, PortRange, TaskResources } from './resources.ts';
+export {
+  normalizeRanges,
+  subtractRanges,
+  type OfferResources,
+  type PortRange,
+  type TaskResources,
+} from './resources.ts';
 export {
   frameworkTaskStates,
   isTerminalState,

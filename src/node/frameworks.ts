@@ -34,8 +34,10 @@ import {
   heartbeatIntervalMsDefault,
   isFrameworkError,
   newFrameworkId,
+  normalizeRanges,
   OfferBook,
   resolveFrameworkInfo,
+  subtractRanges,
   UpdateDelivery,
   type BuiltInDemand,
   type OfferNode,
@@ -49,7 +51,15 @@ import {
   type DecodedCall,
   type SchedulerEventJson,
 } from '../api/index.ts';
-import { ShoalError, callRpc, errorMessage, handleRpc, isShoalError, type Logger } from '../shared/index.ts';
+import {
+  ShoalError,
+  Semaphore,
+  callRpc,
+  errorMessage,
+  handleRpc,
+  isShoalError,
+  type Logger,
+} from '../shared/index.ts';
 import type { Random } from '../shared/random.ts';
 import { jsonStream } from '../shared/wire.ts';
 
@@ -188,7 +198,7 @@ export class FrameworkService {
   /** Relayed streams this node holds for frameworks connected to it (follower side). */
   private relayed = 0;
   /** Calls this follower forwards to the leader at once, at most. */
-  private readonly forwarding = new Limiter(forwardedCallsMax);
+  private readonly forwarding = new Semaphore(forwardedCallsMax);
   /** Launches proposed and not yet applied: the accept to settle, by the launch's first cluster task id. */
   private readonly accepts = new Map<string, { acceptId: number; frameworkId: string; taskIds: string[] }>();
 
@@ -802,15 +812,8 @@ export function freePortRanges(
   range: { readonly min: number; readonly max: number },
   inUse: readonly number[],
 ): PortRange[] {
-  const ranges: PortRange[] = [];
-  let begin = range.min;
-  for (const port of [...inUse].sort((a, b) => a - b)) {
-    if (port < begin || port > range.max) continue;
-    if (port > begin) ranges.push({ begin, end: port - 1 });
-    begin = port + 1;
-  }
-  if (begin <= range.max) ranges.push({ begin, end: range.max });
-  return ranges;
+  const taken = normalizeRanges(inUse.map((port) => ({ begin: port, end: port })));
+  return subtractRanges([{ begin: range.min, end: range.max }], taken);
 }
 
 function requestOf(spec: TaskSpec): Resources {
@@ -833,26 +836,4 @@ function addTo(usage: Map<string, Resources>, key: string, request: Resources): 
     diskBytes: (before.diskBytes ?? 0) + (request.diskBytes ?? 0),
     devices,
   });
-}
-
-/** Runs at most `max` tasks at once; the rest wait, first come first served. */
-class Limiter {
-  private running = 0;
-  private readonly waiting: (() => void)[] = [];
-  private readonly max: number;
-
-  constructor(max: number) {
-    this.max = max;
-  }
-
-  async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.running >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    this.running++;
-    try {
-      return await task();
-    } finally {
-      this.running--;
-      this.waiting.shift()?.();
-    }
-  }
 }

@@ -21,6 +21,7 @@ export {
   type RpcReply,
 } from './wire.ts';
 export { writeFileAtomic } from './files.ts';
+export { Semaphore } from './semaphore.ts';
 export { gibibyte, kibibyte, mebibyte } from './units.ts';
 export { taskDrivers, type TaskDriver } from './drivers.ts';
 export { deviceKindsMax } from './devices.ts';

@@ -37,6 +37,7 @@ import {
   type Logger,
 } from '../../shared/index.ts';
 import { whole } from '../../shared/schema.ts';
+import { Semaphore } from '../../shared/semaphore.ts';
 import { formatImageReference, parseImageReference, type ImageReference } from './reference.ts';
 import {
   parseImageConfig,
@@ -713,28 +714,6 @@ async function syncFileSystem(path: string, logger: Logger): Promise<void> {
     await execFileAsync('sync', ['-f', path], { timeout: 120_000 });
   } catch (error) {
     logger.debug('could not sync the image store file system', { error: errorMessage(error) });
-  }
-}
-
-/** At most `slots` runs at once; the rest wait in order. */
-class Semaphore {
-  private free: number;
-  private readonly waiting: (() => void)[] = [];
-
-  constructor(slots: number) {
-    this.free = slots;
-  }
-
-  async run<T>(work: () => Promise<T>): Promise<T> {
-    if (this.free > 0) this.free -= 1;
-    else await new Promise<void>((resolve) => this.waiting.push(resolve));
-    try {
-      return await work();
-    } finally {
-      const next = this.waiting.shift();
-      if (next) next();
-      else this.free += 1;
-    }
   }
 }
 
