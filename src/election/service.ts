@@ -350,9 +350,11 @@ export class RaftService {
     if (this.stopped) return;
     while (this.core.hasReady()) {
       const ready = this.core.ready();
+      let installStartedMs = 0;
       try {
         if (ready.snapshot) {
           // The leader sent a snapshot: it replaces our log and state machine.
+          installStartedMs = performance.now();
           saveSnapshot(this.init.walDir, ready.snapshot);
           this.wal.rewrite(
             ready.hardState ?? this.hardState(),
@@ -375,7 +377,11 @@ export class RaftService {
       }
       if (ready.snapshot) {
         this.init.restoreState(ready.snapshot.data);
-        this.init.logger.info('installed a snapshot from the leader', { index: ready.snapshot.index });
+        this.init.logger.info('installed a snapshot from the leader', {
+          index: ready.snapshot.index,
+          snapshotBytes: ready.snapshot.data.length,
+          tookMs: Math.round(performance.now() - installStartedMs),
+        });
       }
       for (const message of ready.messages) this.init.transport.send(message);
       for (const entry of ready.committed) this.applyOne(entry);

@@ -32,17 +32,23 @@ const updates = z.array(updateSchema).check(z.maxLength(updatesPerDatagramMax));
 const seq = whole(0);
 const id = text(128, 1);
 
+/**
+ * On frames exchanged with a peer that hosts members (a record's `via`): the hosted member the frame is
+ * for, or from. Absent between real nodes.
+ */
+const member = z.optional(id);
+
 export const swimMessageSchema = z.discriminatedUnion('type', [
   /** Are you there? `target` is who the sender means to reach (guards against a reused address). */
-  z.strictObject({ type: z.literal('ping'), seq, target: id, updates }),
+  z.strictObject({ type: z.literal('ping'), seq, target: id, updates, member }),
   /** Yes (or, relayed by a helper: the target answered me). */
-  z.strictObject({ type: z.literal('ack'), seq, updates }),
+  z.strictObject({ type: z.literal('ack'), seq, updates, member }),
   /** Please probe `target` for me and relay its ack, or nack if it does not answer. */
-  z.strictObject({ type: z.literal('pingReq'), seq, target: id, updates }),
+  z.strictObject({ type: z.literal('pingReq'), seq, target: id, updates, member }),
   /** I asked `target` for you and heard nothing: so the problem is not your own network. */
-  z.strictObject({ type: z.literal('nack'), seq, updates }),
+  z.strictObject({ type: z.literal('nack'), seq, updates, member }),
   /** Updates only. */
-  z.strictObject({ type: z.literal('gossip'), updates }),
+  z.strictObject({ type: z.literal('gossip'), updates, member }),
 ]);
 
 export type SwimMessage = z.infer<typeof swimMessageSchema>;

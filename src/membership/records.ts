@@ -58,6 +58,12 @@ export const nodeRecordSchema = z.strictObject({
   revision: whole(0),
   /** Set once, by a graceful leave. */
   leaving: z.boolean(),
+  /**
+   * A node hosted by another libp2p peer (the fleet simulator's simulated nodes): its membership frames
+   * and lease renewals travel over that peer's connections, which may speak for it because this record,
+   * signed by the node's own key, names it. Absent for every real node.
+   */
+  via: z.optional(text(128, 1)),
 });
 
 export type NodeRecord = z.infer<typeof nodeRecordSchema>;
@@ -146,6 +152,7 @@ export function canonicalRecord(record: NodeRecord): NodeRecord {
     incarnation: record.incarnation,
     revision: record.revision,
     leaving: record.leaving,
+    ...(record.via === undefined ? {} : { via: record.via }),
   };
 }
 

@@ -117,6 +117,7 @@ export class MembershipService {
       dialTimeoutMs: init.config.dialTimeoutMs,
       peerConnectionsMax: init.config.peerConnectionsMax,
       addressesOf: (peer) => this.state.addressesOf(peer),
+      viaOf: (peer) => this.state.viaOf(peer),
       onMessage: (from, message) => {
         if (this.stopped || from === this.selfId) return;
         this.state.receive(from, message, nowMs());
@@ -350,7 +351,8 @@ export class MembershipService {
     if (this.syncsInFlight >= syncsInFlightMax || this.stopped) return;
     let peerId: PeerId;
     try {
-      peerId = peerIdFromString(peer);
+      // A hosted member's state is its host's to exchange.
+      peerId = peerIdFromString(this.state.viaOf(peer) ?? peer);
     } catch {
       return;
     }
@@ -414,21 +416,23 @@ export class MembershipService {
     this.flush();
   }
 
-  /** Puts a member's addresses in libp2p's address book, so any protocol (Raft) can dial it by id. */
+  /**
+   * Puts a member's addresses in libp2p's address book, so any protocol (Raft) can dial it by id. A hosted
+   * member's addresses are its host's, and go under the host's id.
+   */
   private remember(record: NodeRecord): void {
     const key = record.addresses.join(' ');
-    if (record.id === this.selfId || this.addressBook.get(record.id) === key) return;
-    this.addressBook.set(record.id, key);
+    const peer = record.via ?? record.id;
+    if (record.id === this.selfId || this.addressBook.get(peer) === key) return;
+    this.addressBook.set(peer, key);
     try {
       const multiaddrs = record.addresses.map((address) => multiaddr(address));
-      void this.init.libp2p.peerStore
-        .merge(peerIdFromString(record.id), { multiaddrs })
-        .catch((error: unknown) =>
-          this.init.logger.debug('address book update failed', {
-            peer: record.name,
-            error: errorMessage(error),
-          }),
-        );
+      void this.init.libp2p.peerStore.merge(peerIdFromString(peer), { multiaddrs }).catch((error: unknown) =>
+        this.init.logger.debug('address book update failed', {
+          peer: record.name,
+          error: errorMessage(error),
+        }),
+      );
     } catch (error) {
       this.init.logger.debug('bad addresses in a member record', {
         peer: record.name,

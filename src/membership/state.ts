@@ -239,6 +239,11 @@ export class MembershipState {
     return this.members.get(id)?.record.addresses ?? [];
   }
 
+  /** The peer that hosts a member (its signed record's `via`); undefined for a member that is its own peer. */
+  viaOf(id: string): string | undefined {
+    return this.members.get(id)?.record.via;
+  }
+
   /** Members believed alive or suspect, this node included: the N of the formulas. */
   memberCount(): number {
     let count = 0;

@@ -27,7 +27,17 @@ export interface SwimTransportInit {
   readonly dialTimeoutMs: number;
   readonly peerConnectionsMax: number;
   readonly addressesOf: (id: string) => readonly string[];
+  /** The peer that hosts a member (its signed record's `via`), or undefined for a member that is its own peer. */
+  readonly viaOf: (id: string) => string | undefined;
   readonly onMessage: (from: string, message: SwimMessage) => void;
+  /**
+   * On a host of members (the fleet simulator): whether `member` is one of its own, and what to do with
+   * a frame from `from` addressed to it. Absent on a real node, which hosts no one.
+   */
+  readonly hosted?: {
+    readonly hosts: (member: string) => boolean;
+    readonly onMessage: (from: string, member: string, message: SwimMessage) => void;
+  };
   readonly onUnreachable: (peer: string) => void;
   readonly nowMs: () => number;
 }
@@ -39,6 +49,8 @@ export interface TransportStats {
   framesReceived: number;
   framesDropped: number;
   framesMalformed: number;
+  /** Frames naming a member whose record does not name the sending peer as its host. */
+  framesRefused: number;
   dials: number;
   dialFailures: number;
   connectionsClosed: number;
@@ -62,6 +74,7 @@ export class SwimTransport {
     framesReceived: 0,
     framesDropped: 0,
     framesMalformed: 0,
+    framesRefused: 0,
     dials: 0,
     dialFailures: 0,
     connectionsClosed: 0,
@@ -101,20 +114,25 @@ export class SwimTransport {
     this.channels.clear();
   }
 
-  /** Sends one message to `to`, opening a stream (and a connection) if needed. Never blocks. */
+  /**
+   * Sends one message to `to`, opening a stream (and a connection) if needed. Never blocks. A hosted
+   * member's messages go to its host, naming the member.
+   */
   send(to: string, message: SwimMessage): void {
     if (this.stopped) return;
-    const body = encoder.encode(JSON.stringify(message));
+    const via = this.init.viaOf(to);
+    const peer = via ?? to;
+    const body = encoder.encode(JSON.stringify(via === undefined ? message : { ...message, member: to }));
     if (body.length > swimMessageBytesMax) {
       // The state machine packs updates far below the limit; a larger message is a bug, not traffic.
       this.init.logger.error('dropped an oversized membership message', { to, bytes: body.length });
       return;
     }
     const frame = concat(varint(body.length), body);
-    const channel = this.channel(to);
+    const channel = this.channel(peer);
     channel.lastUsedMs = this.init.nowMs();
     if (isWritable(channel.stream)) {
-      this.write(to, channel, channel.stream, frame);
+      this.write(peer, channel, channel.stream, frame);
       return;
     }
     if (channel.pending.length >= pendingFramesPerPeerMax) {
@@ -122,7 +140,7 @@ export class SwimTransport {
       return;
     }
     channel.pending.push(frame);
-    if (!channel.opening) void this.open(to, channel);
+    if (!channel.opening) void this.open(peer, to, channel);
   }
 
   /** True (once) if this node itself closed its connection to `peer`. */
@@ -195,10 +213,11 @@ export class SwimTransport {
     }
   }
 
-  private async open(peer: string, channel: Channel): Promise<void> {
+  /** Opens a stream to `peer`, dialling the addresses in `member`'s record (its own, or its host's). */
+  private async open(peer: string, member: string, channel: Channel): Promise<void> {
     channel.opening = true;
     try {
-      const target = this.dialTarget(peer);
+      const target = this.dialTarget(peer, member);
       if (target === null) throw new Error('no known address');
       this.stats.dials++;
       const stream = await this.init.libp2p.dialProtocol(target, swimProtocol, {
@@ -216,7 +235,7 @@ export class SwimTransport {
       this.stats.framesDropped += channel.pending.length;
       channel.pending.length = 0;
       this.init.logger.debug('membership dial failed', { peer, error: errorMessage(error) });
-      if (!this.stopped) this.init.onUnreachable(peer);
+      if (!this.stopped) this.init.onUnreachable(member);
     } finally {
       channel.opening = false;
     }
@@ -228,8 +247,8 @@ export class SwimTransport {
     for (const frame of channel.pending.splice(0)) this.write(peer, channel, stream, frame);
   }
 
-  /** An existing connection if there is one, else the addresses from the peer's record. */
-  private dialTarget(peer: string): PeerId | Multiaddr[] | null {
+  /** An existing connection if there is one, else the addresses from the member's record. */
+  private dialTarget(peer: string, member: string): PeerId | Multiaddr[] | null {
     let peerId: PeerId;
     try {
       peerId = peerIdFromString(peer);
@@ -238,7 +257,7 @@ export class SwimTransport {
     }
     if (this.init.libp2p.getConnections(peerId).length > 0) return peerId;
     const addresses: Multiaddr[] = [];
-    for (const address of this.init.addressesOf(peer)) {
+    for (const address of this.init.addressesOf(member)) {
       try {
         addresses.push(multiaddr(address));
       } catch {
@@ -262,7 +281,18 @@ export class SwimTransport {
           }
           const channel = this.channels.get(peer);
           if (channel) channel.lastUsedMs = this.init.nowMs();
-          this.init.onMessage(peer, parsed);
+          if (parsed.member === undefined) {
+            this.init.onMessage(peer, parsed);
+          } else if (this.init.viaOf(parsed.member) === peer) {
+            // A hosted member speaking through its host: believed because its signed record names the host.
+            const { member, ...message } = parsed;
+            this.init.onMessage(member, message);
+          } else if (this.init.hosted?.hosts(parsed.member) === true) {
+            const { member, ...message } = parsed;
+            this.init.hosted.onMessage(peer, member, message);
+          } else {
+            this.stats.framesRefused++;
+          }
         }
       }
     } catch (error) {

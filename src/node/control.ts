@@ -15,7 +15,7 @@ import {
 } from '../cluster/index.ts';
 import type { RaftService } from '../election/index.ts';
 import { ShoalError, callRpc, errorMessage, handleRpc, isShoalError, type Logger } from '../shared/index.ts';
-import { whole } from '../shared/schema.ts';
+import { text, whole } from '../shared/schema.ts';
 import type { ShoalLibp2p } from './p2p.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -28,10 +28,19 @@ export const readIndexTimeoutMs = 2000;
 export const remoteLogsTimeoutMs = 5000;
 /** Between two attempts of a write or a read while no leader answers: a new leader is usually known within a few ticks. */
 const retryGapMs = 20;
+/** Hosted nodes one renewal may name (a fleet host renews its nodes in batches of at most this many). */
+export const renewalNodesMax = 1000;
 
 const controlRequestSchema = z.discriminatedUnion('method', [
   z.strictObject({ method: z.literal('propose'), command: z.unknown() }),
-  z.strictObject({ method: z.literal('renewLease') }),
+  z.strictObject({
+    method: z.literal('renewLease'),
+    /**
+     * The nodes to renew, when the caller hosts other nodes (their signed records name it as `via`):
+     * each is renewed as if it had asked itself. Absent: the caller's own node.
+     */
+    nodes: z.optional(z.array(text(128, 1)).check(z.minLength(1), z.maxLength(renewalNodesMax))),
+  }),
   z.strictObject({ method: z.literal('readIndex') }),
   z.strictObject({
     method: z.literal('logs'),
@@ -58,8 +67,10 @@ export interface ControlInit {
   readonly committed?: (seconds: number) => void;
   /** Which voters this node can reach, for the error when no leader answers. */
   readonly quorumHint: () => string;
-  /** Leader side of a lease renewal from remotePeer; rejects if this node cannot grant it. */
-  readonly renewLease: (remotePeer: string) => Promise<void>;
+  /** Leader side of a lease renewal of these nodes; rejects if this node cannot grant it. */
+  readonly renewLease: (nodeIds: readonly string[]) => Promise<void>;
+  /** The peer that hosts a node (its membership record's `via`), undefined for a node that is its own peer. */
+  readonly hostOf: (nodeId: string) => string | undefined;
   /** This node's copy of a task's logs. */
   readonly localLogs: (taskId: string, tailBytes: number) => Promise<{ stdout: string; stderr: string }>;
   /** The most log bytes one request returns. */
@@ -183,6 +194,11 @@ export class Control {
     await this.ask(leaderId, { method: 'renewLease' }, timeoutMs);
   }
 
+  /** Asks the leader to renew the leases of nodes this peer hosts (the fleet simulator); rejects if it did not. */
+  async renewHostedWithLeader(leaderId: string, nodeIds: string[], timeoutMs: number): Promise<void> {
+    await this.ask(leaderId, { method: 'renewLease', nodes: nodeIds }, timeoutMs);
+  }
+
   /** Another node's copy of a task's logs. */
   async remoteLogs(
     nodeId: string,
@@ -205,9 +221,19 @@ export class Control {
     const request = parsed.data;
     const { raft } = this.init;
     switch (request.method) {
-      case 'renewLease':
-        await this.init.renewLease(remotePeer);
+      case 'renewLease': {
+        const nodes = request.nodes ?? [remotePeer];
+        for (const node of nodes) {
+          if (node !== remotePeer && this.init.hostOf(node) !== remotePeer) {
+            throw new ShoalError(
+              'PERMISSION_DENIED',
+              `peer ${remotePeer} may not renew the lease of node ${node}: its membership record does not name that peer as its host`,
+            );
+          }
+        }
+        await this.init.renewLease(nodes);
         return { ok: true };
+      }
       case 'propose':
         if (!raft.isLeader()) throw new ShoalError('NOT_LEADER', 'this node is no longer the leader; retry');
         return raft.propose(encodeCommand(validateCommand(request.command)), writeTimeoutMs);

@@ -18,6 +18,9 @@ export {
   type NodeConfig,
 } from './config.ts';
 export { generateClusterKey, validateClusterKey } from './identity.ts';
+export { controlProtocol, renewalNodesMax } from './control.ts';
+export { leaseRenewIntervalMs, taskLeaseMs } from './lease.ts';
+export { createP2p, type ShoalLibp2p } from './p2p.ts';
 export { NodeMetrics, type MetricsSources } from './metrics.ts';
 export { ShoalNode, apiSocketFileName, managementTokenFileName } from './node.ts';
 export { shoalVersion } from '../shared/index.ts';

@@ -100,7 +100,9 @@ export class LeaderDuties {
 
   /** The members as the voter rules see them: state, and since when alive. */
   voterCandidates(nowMs: number): VoterCandidate[] {
-    return this.init.membership.members().map((member) => ({
+    // A hosted node (the fleet simulator's) speaks membership and leases through its host, never Raft.
+    const members = this.init.membership.members().filter((member) => member.record.via === undefined);
+    return members.map((member) => ({
       id: member.record.id,
       state: member.state,
       aliveSinceMs: member.state === 'alive' ? (this.aliveSinceMs.get(member.record.id) ?? nowMs) : null,

@@ -268,9 +268,11 @@ export class ShoalNode {
       committed: (seconds) => this.metrics.committed(seconds),
       isStopped: () => this.stopped,
       quorumHint: () => this.quorumHint(),
-      renewLease: async (remotePeer) => {
+      hostOf: (nodeId) => this.made.membership?.member(nodeId)?.record.via,
+      renewLease: async (nodeIds) => {
         if (!raft.isLeader()) throw new ShoalError('NOT_LEADER', 'this node is not the leader');
-        leases.renewed(remotePeer, Date.now());
+        const nowMs = Date.now();
+        for (const nodeId of nodeIds) leases.renewed(nodeId, nowMs);
         // A leader that was paused or cut off may not know it was deposed: it grants a lease only after a
         // quorum confirms it still leads (a ReadIndex round), so no agent keeps its tasks on a stale word.
         await leases.confirmLeadership();
