@@ -19,7 +19,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys';
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr } from '@multiformats/multiaddr';
 import { ShoalClient } from '../../src/api/index.ts';
-import type { Command } from '../../src/cluster/index.ts';
+import { reportsPerCommandMax, type Command } from '../../src/cluster/index.ts';
 import {
   HostedMembers,
   SwimTransport,
@@ -428,27 +428,34 @@ export class Fleet {
     }, reportBatchMs);
   }
 
-  /** Each node's reports go as that node's own commands. */
+  /**
+   * Each node's reports go as that node's own commands, batched as a real agent's are (node/reports.ts):
+   * what one node has to say within a batch window is one `reportTasks` entry.
+   */
   private flushReports(): void {
     const batches = [...this.pendingReports];
     this.pendingReports.clear();
     for (const [nodeId, reports] of batches) {
-      for (const report of reports) void this.proposeReport(nodeId, report);
+      for (let from = 0; from < reports.length; from += reportsPerCommandMax)
+        void this.proposeReports(nodeId, reports.slice(from, from + reportsPerCommandMax));
     }
   }
 
-  private async proposeReport(nodeId: string, report: Report): Promise<void> {
-    const command: Command = { type: 'reportTask', nodeId, ...report, atMs: Date.now() };
+  private async proposeReports(nodeId: string, reports: Report[]): Promise<void> {
+    const command: Command =
+      reports.length === 1 && reports[0] !== undefined
+        ? { type: 'reportTask', nodeId, ...reports[0], atMs: Date.now() }
+        : { type: 'reportTasks', nodeId, reports, atMs: Date.now() };
     for (let attempt = 0; attempt < 5 && !this.stopped; attempt++) {
       try {
         await this.callLeader({ method: 'propose', command });
-        this.counters.reportsCommitted++;
+        this.counters.reportsCommitted += reports.length;
         return;
       } catch (error) {
         if (!isShoalError(error, 'TIMEOUT') && !isShoalError(error, 'NO_LEADER')) break;
       }
     }
-    this.counters.reportsFailed++;
+    this.counters.reportsFailed += reports.length;
   }
 
   // ---- the simulated driver --------------------------------------------------------------------------

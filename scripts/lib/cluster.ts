@@ -79,9 +79,9 @@ export async function cluster(
   binary: string,
   size: number,
   root: string,
-  options: { readonly tls?: boolean } = {},
+  options: { readonly tls?: boolean; readonly extra?: readonly string[] } = {},
 ): Promise<Agent[]> {
-  const tls = options.tls === true ? ['--tls', 'auto'] : [];
+  const tls = [...(options.tls === true ? ['--tls', 'auto'] : []), ...(options.extra ?? [])];
   const agents: Agent[] = [];
   for (let i = 1; i <= size; i++) {
     agents.push({

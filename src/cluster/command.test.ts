@@ -1,6 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { isShoalError } from '../shared/errors.ts';
-import { decodeCommand, encodeCommand, type Command } from './command.ts';
+import {
+  applyResultSchema,
+  decodeCommand,
+  encodeCommand,
+  reportReasonsLengthMax,
+  reportsPerCommandMax,
+  validateCommand,
+  type Command,
+  type TaskReportRecord,
+} from './command.ts';
+import { taskLimitsBefore } from './limits.ts';
 import { expandSubmission } from './submission.ts';
 import type { TaskSpec } from './task.ts';
 
@@ -60,7 +70,25 @@ const commands: Command[] = [
   { type: 'nodeDown', nodeId: 'n1', reason: 'gone', atMs: 7 },
   { type: 'drainNode', nodeId: 'n1', drain: true, atMs: 8 },
   { type: 'setNamespace', policy: { name: 'team', weight: 2, quota: null }, atMs: 9 },
+  {
+    type: 'reportTasks',
+    nodeId: 'n1',
+    reports: [
+      { taskId: 'aaaaaaaaaaaa', attempt: 0, state: 'running', exitCode: null, reason: null },
+      { taskId: 'bbbbbbbbbbbb', attempt: 2, state: 'failed', exitCode: 3, reason: 'exit code 3' },
+    ],
+    atMs: 10,
+  },
+  { type: 'setTaskLimits', limits: { ...taskLimitsBefore, terminalTaskRetentionMs: 3_600_000 }, atMs: 11 },
 ];
+
+const report = (reason: string | null = null): TaskReportRecord => ({
+  taskId: 'aaaaaaaaaaaa',
+  attempt: 0,
+  state: 'finished',
+  exitCode: 0,
+  reason,
+});
 
 function corruptError(index: number, data: string): string {
   try {
@@ -97,8 +125,59 @@ describe('the command codec', () => {
     );
   });
 
+  it('still reads a reportTask of one report, as older logs hold', () => {
+    const data =
+      '{"type":"reportTask","nodeId":"n1","taskId":"aaaaaaaaaaaa","attempt":0,"state":"running","exitCode":null,"reason":null,"atMs":3}';
+    expect(decodeCommand(1, data)).toMatchObject({
+      type: 'reportTask',
+      taskId: 'aaaaaaaaaaaa',
+      state: 'running',
+    });
+  });
+
+  it('bounds a batch of reports: at least one, at most reportsPerCommandMax, their reasons together', () => {
+    const batch = (reports: TaskReportRecord[]): string =>
+      JSON.stringify({ type: 'reportTasks', nodeId: 'n1', reports, atMs: 1 });
+    expect(corruptError(13, batch([]))).toMatch(/reports/);
+    const full = Array.from({ length: reportsPerCommandMax }, () => report());
+    expect(decodeCommand(14, batch(full))).toMatchObject({ type: 'reportTasks' });
+    expect(corruptError(15, batch([...full, report()]))).toMatch(/reports/);
+    // Each reason within the codec's bound, but together too much for one entry.
+    const long = 'x'.repeat(60 * 1024);
+    const count = Math.floor(reportReasonsLengthMax / long.length) + 1;
+    expect(corruptError(16, batch(Array.from({ length: count }, () => report(long))))).toMatch(
+      /the reasons of a batch hold at most/,
+    );
+    // A proposal forwarded by another node is checked the same way.
+    expect(() => validateCommand(JSON.parse(batch([])))).toThrow(/not a command/);
+  });
+
+  it('refuses task limits out of their bounds', () => {
+    const limits = (changes: object): string =>
+      JSON.stringify({ type: 'setTaskLimits', limits: { ...taskLimitsBefore, ...changes }, atMs: 1 });
+    expect(corruptError(17, limits({ liveTasksMax: 0 }))).toMatch(/liveTasksMax/);
+    expect(corruptError(18, limits({ terminalTasksRetainedMax: 0 }))).toMatch(/terminalTasksRetainedMax/);
+    expect(corruptError(19, limits({ terminalTaskRetentionMs: 1.5 }))).toMatch(/terminalTaskRetentionMs/);
+    expect(decodeCommand(20, limits({ terminalTaskRetentionMs: null }))).toMatchObject({
+      type: 'setTaskLimits',
+    });
+  });
+
   it('refuses fields it does not know (a newer version wrote the entry)', () => {
     expect(corruptError(12, JSON.stringify({ ...commands[5], force: true }))).toMatch(/force/);
+  });
+});
+
+describe('an apply result from another node', () => {
+  it('keeps the result of each report of a batch', () => {
+    const result = {
+      ok: true,
+      results: [{ ok: true }, { ok: false, code: 'NOT_FOUND', message: 'no task x' }],
+    };
+    expect(applyResultSchema.parse(result)).toEqual(result);
+    expect(applyResultSchema.safeParse({ ok: true, results: [{ ok: false, code: 'GONE' }] }).success).toBe(
+      false,
+    );
   });
 });
 

@@ -26,6 +26,8 @@ import { clusterCaSchema, type ClusterCaRecord } from './ca.ts';
 import { backupStateSchema, type BackupState } from './backup.ts';
 import { storedJobSpecSchema, type JobSpec } from './job.ts';
 import { frameworkCommandSchemas, tasksPerAcceptMax, type FrameworkCommand } from '../frameworks/index.ts';
+import { taskLimitsSchema, type TaskLimits } from './limits.ts';
+import type { ApplyResult, CommandResult } from './state.ts';
 
 /** What `shoal deployment pause|resume|promote|fail` asks of a deployment. */
 export const deploymentActions = ['pause', 'resume', 'promote', 'fail'] as const;
@@ -58,6 +60,31 @@ export interface ClusterNode {
 }
 
 export type NodeDescription = Omit<ClusterNode, 'status' | 'updatedAtMs' | 'draining'>;
+
+/** One agent's report of a task's new observed state (a reportTask, or one of a reportTasks). */
+export interface TaskReportRecord {
+  readonly taskId: string;
+  /** The run the report is about; a report about an earlier run of a restarted task is ignored. */
+  readonly attempt: number;
+  readonly state: TaskState;
+  readonly exitCode: number | null;
+  readonly reason: string | null;
+}
+
+/**
+ * Reports one reportTasks command carries at most, and the characters of their reasons together (src/node/
+ * reports.ts batches a node's reports within a short window and cuts a batch at either bound), so an entry
+ * stays far below the 8 MiB wire message that carries it (a reason alone may be 64 KiB).
+ */
+export const reportsPerCommandMax = 256;
+export const reportReasonsLengthMax = 256 * 1024;
+
+/** The characters of a batch's reasons together (see reportReasonsLengthMax). */
+export function reportReasonsLength(reports: readonly TaskReportRecord[]): number {
+  let length = 0;
+  for (const report of reports) length += report.reason?.length ?? 0;
+  return length;
+}
 
 export interface Assignment {
   readonly taskId: string;
@@ -108,17 +135,19 @@ export type Command =
       readonly waiting: readonly { readonly taskId: string; readonly reason: string }[];
       readonly atMs: number;
     }
+  | ({ readonly type: 'reportTask'; readonly nodeId: string; readonly atMs: number } & TaskReportRecord)
   | {
-      readonly type: 'reportTask';
+      /**
+       * Several reports of one node's agent in one entry, applied as a reportTask each, in order; the apply
+       * result holds each one's own result (`results`).
+       */
+      readonly type: 'reportTasks';
       readonly nodeId: string;
-      readonly taskId: string;
-      /** The run the report is about; a report about an earlier run of a restarted task is ignored. */
-      readonly attempt: number;
-      readonly state: TaskState;
-      readonly exitCode: number | null;
-      readonly reason: string | null;
+      readonly reports: readonly TaskReportRecord[];
       readonly atMs: number;
     }
+  /** The ready leader's configured task limits, made the cluster's (limits.ts). */
+  | { readonly type: 'setTaskLimits'; readonly limits: TaskLimits; readonly atMs: number }
   | {
       /** What an agent saw while running a task (pull progress, limits not enforced), batched and throttled. */
       readonly type: 'taskEvents';
@@ -234,6 +263,14 @@ const nodeDescriptionSchema = z.strictObject({
   dynamicPorts: z.exactOptional(z.strictObject({ min: whole(1, 65_535), max: whole(1, 65_535) })),
 });
 
+const taskReportFields = {
+  taskId: id,
+  attempt: whole(0),
+  state: z.enum(taskStates),
+  exitCode: z.nullable(z.int()),
+  reason: z.nullable(reason),
+};
+
 /** One task of a launchFrameworkTasks command. */
 export interface FrameworkLaunchCommandTask {
   /** The cluster's id for it. */
@@ -269,16 +306,21 @@ const commandSchema = z.discriminatedUnion('type', [
     waiting: z.array(z.strictObject({ taskId: id, reason })),
     atMs: timeMs,
   }),
+  z.strictObject({ type: z.literal('reportTask'), nodeId: id, ...taskReportFields, atMs: timeMs }),
   z.strictObject({
-    type: z.literal('reportTask'),
+    type: z.literal('reportTasks'),
     nodeId: id,
-    taskId: id,
-    attempt: whole(0),
-    state: z.enum(taskStates),
-    exitCode: z.nullable(z.int()),
-    reason: z.nullable(reason),
+    reports: z.array(z.strictObject(taskReportFields)).check(
+      z.minLength(1),
+      z.maxLength(reportsPerCommandMax),
+      z.refine(
+        (reports) => reportReasonsLength(reports) <= reportReasonsLengthMax,
+        `the reasons of a batch hold at most ${reportReasonsLengthMax} characters together`,
+      ),
+    ),
     atMs: timeMs,
   }),
+  z.strictObject({ type: z.literal('setTaskLimits'), limits: taskLimitsSchema, atMs: timeMs }),
   z.strictObject({
     type: z.literal('taskEvents'),
     nodeId: id,
@@ -349,6 +391,29 @@ const commandSchema = z.discriminatedUnion('type', [
     purge: z.boolean(),
     atMs: timeMs,
   }),
+]);
+
+const refusalSchema = z.object({
+  ok: z.literal(false),
+  code: z.enum(['NOT_FOUND', 'CONFLICT']),
+  message: z.string(),
+});
+const commandResultSchema: z.ZodMiniType<CommandResult> = z.union([
+  z.object({ ok: z.literal(true), taskId: z.exactOptional(z.string()) }),
+  refusalSchema,
+]);
+
+/**
+ * What applying a command answers (state.ts ApplyResult), as a node checks it when it comes from the leader:
+ * a reportTasks answers each report in `results`, which a check of its own that does not know them drops.
+ */
+export const applyResultSchema: z.ZodMiniType<ApplyResult> = z.union([
+  z.object({
+    ok: z.literal(true),
+    taskId: z.exactOptional(z.string()),
+    results: z.exactOptional(z.array(commandResultSchema).check(z.maxLength(reportsPerCommandMax))),
+  }),
+  refusalSchema,
 ]);
 
 /** A command as it is written to the log. */

@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import type { Command, NodeDescription } from './command.ts';
+import type { Command, NodeDescription, TaskReportRecord } from './command.ts';
 import { clusterEventSchema, deriveEvents, eventBasis, type ClusterEvent } from './events.ts';
+import { taskLimitsBefore } from './limits.ts';
 import { ClusterState } from './state.ts';
-import type { TaskSpec } from './task.ts';
+import type { TaskSpec, TaskState } from './task.ts';
 
 const MiB = 1024 * 1024;
 const spec = (extra: Partial<TaskSpec> = {}): TaskSpec => ({
@@ -337,11 +338,61 @@ describe('the events of each command', () => {
     ).toEqual([]);
   });
 
-  it('namespaces and tokens: none', () => {
+  it('a batch of reports: each report’s events, in the batch’s order, each end with its own exit code', () => {
+    const { apply } = cluster();
+    apply({ type: 'upsertNode', node: node('n1', 'one'), atMs: 0 });
+    apply({ type: 'submitTask', id: 'a', spec: spec(), atMs: 1 });
+    apply({
+      type: 'submitTask',
+      id: 'b',
+      spec: spec({ restart: { policy: 'on-failure', maxRestarts: 1, delayMs: 1000 } }),
+      atMs: 1,
+    });
+    apply({ type: 'submitTask', id: 'c', spec: spec(), atMs: 1 });
+    apply({
+      type: 'assignTasks',
+      term: 1,
+      assignments: ['a', 'b', 'c'].map((taskId) => ({ taskId, nodeId: 'n1' })),
+      waiting: [],
+      atMs: 2,
+    });
+    const batch = (reports: TaskReportRecord[], nodeId = 'n1'): Command => ({
+      type: 'reportTasks',
+      nodeId,
+      reports,
+      atMs: 5000,
+    });
+    const of = (taskId: string, state: TaskState, exitCode: number | null = null): TaskReportRecord => ({
+      taskId,
+      attempt: 0,
+      state,
+      exitCode,
+      reason: exitCode === null ? null : `exit code ${exitCode}`,
+    });
+    expect(brief(apply(batch([of('c', 'running'), of('a', 'running'), of('b', 'running')])))).toEqual([
+      '6 task:state c running#0 - -',
+      '6 task:state a running#0 - -',
+      '6 task:state b running#0 - -',
+    ]);
+    const ends = apply(
+      batch([of('a', 'finished', 0), of('b', 'failed', 7), of('c', 'starting'), of('zzz', 'finished', 0)]),
+    );
+    expect(brief(ends)).toEqual([
+      '7 task:state a finished#0 exit code 0 0',
+      '7 task:state b failed#0 exit code 7 7',
+      '7 task:state b pending#1 failed (exit code 7); restart 1 in 1 s -',
+    ]);
+    expect(ends.every((event) => event.at === '1970-01-01T00:00:05.000Z')).toBe(true);
+    // Another node's batch speaks for none of them.
+    expect(apply(batch([of('c', 'finished', 0)], 'n2'))).toEqual([]);
+  });
+
+  it('namespaces, tokens and task limits: none', () => {
     const { apply } = cluster();
     expect(
       apply({ type: 'setNamespace', policy: { name: 'team', weight: 1, quota: null }, atMs: 1 }),
     ).toEqual([]);
     expect(apply({ type: 'revokeToken', accessorId: '000000000000', atMs: 1 })).toEqual([]);
+    expect(apply({ type: 'setTaskLimits', limits: taskLimitsBefore, atMs: 1 })).toEqual([]);
   });
 });

@@ -186,6 +186,9 @@ export function eventBasis(state: EventSource, command: Command): EventBasis {
       for (const { taskId } of command.preemptions ?? []) task(taskId);
       for (const { taskId } of command.assignments) task(taskId);
       break;
+    case 'reportTasks':
+      for (const { taskId } of command.reports) task(taskId);
+      break;
     case 'reportTask':
     case 'taskEvents':
     case 'taskHealth':
@@ -201,6 +204,7 @@ export function eventBasis(state: EventSource, command: Command): EventBasis {
       node(command.node.id);
       break;
     case 'setNamespace':
+    case 'setTaskLimits':
     case 'createToken':
     case 'revokeToken':
     case 'setClusterCa':
@@ -318,7 +322,7 @@ function taskEvents(
       reason: task.desired === 'preempt' ? (task.preemptedBy ?? null) : null,
     });
   }
-  const end = runEnd(command);
+  const end = runEnd(command, task.id);
   if (task.attempt > before.attempt) {
     // The run ended and the task was queued again within this command (a restart, a move, a preemption):
     // the end first, as the command gave it, then the task pending again.
@@ -360,12 +364,24 @@ function healthText(task: Task): string {
   return task.health === undefined ? '' : `${task.health.status}\u0000${task.health.message}`;
 }
 
-/** How a run ended, by the command that ended it: a report, or its node going down. */
+/**
+ * How a task's run ended, by the command that ended it: a report (a batch's last one about the task), or
+ * its node going down.
+ */
 function runEnd(
   command: Command,
+  taskId: string,
 ): { readonly state: TaskState; readonly reason: string | null; readonly exitCode: number | null } | null {
   if (command.type === 'reportTask')
-    return { state: command.state, reason: command.reason, exitCode: command.exitCode };
+    return command.taskId === taskId
+      ? { state: command.state, reason: command.reason, exitCode: command.exitCode }
+      : null;
+  if (command.type === 'reportTasks') {
+    const report = command.reports.findLast((candidate) => candidate.taskId === taskId);
+    return report === undefined
+      ? null
+      : { state: report.state, reason: report.reason, exitCode: report.exitCode };
+  }
   if (command.type === 'nodeDown') return { state: 'lost', reason: command.reason, exitCode: null };
   return null;
 }

@@ -1,10 +1,20 @@
+export { ClusterState, type ApplyResult, type CommandResult, type StateObserver } from './state.ts';
 export {
-  ClusterState,
-  liveTasksMax,
-  terminalTasksRetainedMax,
-  type ApplyResult,
-  type StateObserver,
-} from './state.ts';
+  liveTaskBytes,
+  liveTasksMaxForMemory,
+  liveTasksMaxMax,
+  liveTasksMaxMin,
+  liveTasksRefusal,
+  sameTaskLimits,
+  taskLimitsBefore,
+  taskLimitsSchema,
+  terminalTaskRetentionMsDefault,
+  terminalTaskRetentionMsMax,
+  terminalTasksRetainedMaxDefault,
+  terminalTasksRetainedMaxMax,
+  terminalTasksRetainedMaxMin,
+  type TaskLimits,
+} from './limits.ts';
 export {
   clusterEventSchema,
   deriveEvents,
@@ -17,10 +27,14 @@ export {
   type EventSource,
 } from './events.ts';
 export {
+  applyResultSchema,
   decodeCommand,
   deploymentActions,
   encodeCommand,
   preemptionPriorityGapOff,
+  reportReasonsLength,
+  reportReasonsLengthMax,
+  reportsPerCommandMax,
   validateCommand,
   type Assignment,
   type ClusterNode,
@@ -29,6 +43,7 @@ export {
   type NodeDescription,
   type NodeResources,
   type PreemptionCommand,
+  type TaskReportRecord,
 } from './command.ts';
 export {
   defaultJobName,

@@ -4,7 +4,8 @@ import { decodeCommand, encodeCommand, type Command } from './command.ts';
 import { deriveEvents, eventBasis } from './events.ts';
 import { jobFromTaskSpec, jobSpecSchema, nodeIdLabel, type JobSpec } from './job.ts';
 import { diffJobSpecs, groupSpecVersions } from './jobs.ts';
-import { ClusterState, terminalTasksRetainedMax, type ApplyResult } from './state.ts';
+import { ClusterState, type ApplyResult } from './state.ts';
+import { taskLimitsBefore } from './limits.ts';
 import { isTerminal, type Task } from './task.ts';
 
 const MiB = 1024 * 1024;
@@ -301,7 +302,7 @@ describe('jobs: what the review found', () => {
       atMs: 3,
     });
     // More plain tasks end than the cluster keeps.
-    for (let i = 0; i <= terminalTasksRetainedMax; i++) {
+    for (let i = 0; i <= taskLimitsBefore.terminalTasksRetainedMax; i++) {
       const id = i.toString(16).padStart(12, '0');
       apply({
         type: 'submitTask',

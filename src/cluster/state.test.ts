@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ClusterState } from './state.ts';
-import type { Command } from './command.ts';
+import type { Command, TaskReportRecord } from './command.ts';
 import { taskEventsMax, type TaskSpec } from './task.ts';
 
 const MiB = 1024 * 1024;
@@ -418,5 +418,107 @@ describe('ClusterState', () => {
       'kill requested',
       'killed: killed before it was placed',
     ]);
+  });
+});
+
+describe('reportTasks', () => {
+  /** A random mix of reports: forward, backward, stale attempts, another node, unknown tasks, repeats. */
+  function randomReports(seed: number, ids: readonly string[]): TaskReportRecord[] {
+    let x = seed;
+    const next = (n: number): number => {
+      x = (Math.imul(x, 1_103_515_245) + 12_345) >>> 0;
+      return x % n;
+    };
+    const states = ['starting', 'running', 'finished', 'failed', 'killed', 'lost'] as const;
+    const reports: TaskReportRecord[] = [];
+    for (let i = 0; i < 40; i++) {
+      const state = states[next(states.length)] ?? 'running';
+      reports.push({
+        taskId: next(8) === 0 ? 'unknown' : (ids[next(ids.length)] ?? 'a'),
+        attempt: next(5) === 0 ? 1 : 0,
+        state,
+        exitCode: state === 'failed' ? 3 : null,
+        reason: state === 'failed' ? 'exit code 3' : null,
+      });
+    }
+    return reports;
+  }
+
+  /** Two nodes, tasks of several restart policies placed on them. */
+  function placed(): { state: ClusterState; apply: (c: Command) => ReturnType<ClusterState['apply']> } {
+    const made = cluster();
+    made.apply({
+      type: 'upsertNode',
+      node: {
+        id: 'n2',
+        name: 'two',
+        address: 'h:2',
+        capacity: { cpuMillis: 1000, memoryBytes: 256 * MiB },
+        labels: {},
+        drivers: ['exec'],
+      },
+      atMs: 0,
+    });
+    const restart = { policy: 'on-failure' as const, maxRestarts: 3, delayMs: 1000 };
+    made.apply({
+      type: 'submitTasks',
+      tasks: ['a', 'b', 'c', 'd'].map((id, at) => ({
+        id,
+        spec: { ...spec(100, 16), ...(at % 2 === 0 ? { restart } : {}) },
+      })),
+      atMs: 1,
+    });
+    made.apply({
+      type: 'assignTasks',
+      term: 1,
+      assignments: [
+        { taskId: 'a', nodeId: 'n1' },
+        { taskId: 'b', nodeId: 'n1' },
+        { taskId: 'c', nodeId: 'n1' },
+        { taskId: 'd', nodeId: 'n2' },
+      ],
+      waiting: [],
+      atMs: 2,
+    });
+    return made;
+  }
+
+  it('applies as the same reports one entry each would, in order, with each one’s own result', () => {
+    for (let seed = 1; seed <= 50; seed++) {
+      const reports = randomReports(seed, ['a', 'b', 'c', 'd']);
+      const one = placed();
+      const singles = reports.map((report) =>
+        one.apply({ type: 'reportTask', nodeId: 'n1', ...report, atMs: 3 }),
+      );
+      const batched = placed();
+      const result = batched.apply({ type: 'reportTasks', nodeId: 'n1', reports, atMs: 3 });
+      expect(result).toEqual({ ok: true, results: singles });
+      const tasks = (state: ClusterState): unknown => [...state.tasks.values()];
+      expect(tasks(batched.state)).toEqual(tasks(one.state));
+      expect(batched.state.freeOn('n1')).toEqual(one.state.freeOn('n1'));
+      expect(batched.state.pendingTasks().map((task) => task.id)).toEqual(
+        one.state.pendingTasks().map((task) => task.id),
+      );
+    }
+  });
+
+  it('answers a report about a task the cluster does not hold NOT_FOUND, and applies the others', () => {
+    const { state, apply } = placed();
+    const result = apply({
+      type: 'reportTasks',
+      nodeId: 'n1',
+      reports: [
+        { taskId: 'a', attempt: 0, state: 'running', exitCode: null, reason: null },
+        { taskId: 'gone', attempt: 0, state: 'finished', exitCode: 0, reason: null },
+        { taskId: 'b', attempt: 0, state: 'finished', exitCode: 0, reason: 'exit code 0' },
+      ],
+      atMs: 3,
+    });
+    expect(result).toEqual({
+      ok: true,
+      results: [{ ok: true }, { ok: false, code: 'NOT_FOUND', message: 'no task gone' }, { ok: true }],
+    });
+    expect(state.tasks.get('a')?.state).toBe('running');
+    expect(state.tasks.get('b')).toMatchObject({ state: 'finished', exitCode: 0, updatedAtMs: 3 });
   });
 });

@@ -12,6 +12,7 @@ import {
 import { assert } from '../shared/assert.ts';
 import {
   addTaskEvent,
+  describeIssues,
   isTerminal,
   restartDecision,
   taskEventsPerCommandMax,
@@ -29,7 +30,9 @@ import type {
   DeploymentAction,
   NodeResources,
   PreemptionCommand,
+  TaskReportRecord,
 } from './command.ts';
+import { liveTasksRefusal, taskLimitsBefore, taskLimitsSchema, type TaskLimits } from './limits.ts';
 import { tokensMax, type TokenRecord } from './tokens.ts';
 import type { ClusterCaRecord } from './ca.ts';
 import type { BackupState } from './backup.ts';
@@ -61,6 +64,7 @@ import {
 import { reconcileJob, type GroupRollout, type ReconcileInput, type StartAction } from './reconcile.ts';
 import { periodicLaunchName, periodicLaunchesRetainedMax } from './periodic.ts';
 import { createHash } from 'node:crypto';
+import { ShoalError } from '../shared/errors.ts';
 import {
   FrameworkRegistry,
   type FrameworkCommand,
@@ -103,8 +107,14 @@ export interface StateObserver {
   restored(): void;
 }
 
-export type ApplyResult =
+/** What one command, or one report of a reportTasks, came to. */
+export type CommandResult =
   | { readonly ok: true; readonly taskId?: string }
+  | { readonly ok: false; readonly code: 'NOT_FOUND' | 'CONFLICT'; readonly message: string };
+
+/** What applying a command came to; a reportTasks is applied whole, with each report's own result. */
+export type ApplyResult =
+  | { readonly ok: true; readonly taskId?: string; readonly results?: readonly CommandResult[] }
   | { readonly ok: false; readonly code: 'NOT_FOUND' | 'CONFLICT'; readonly message: string };
 
 interface StateSnapshot {
@@ -124,6 +134,8 @@ interface StateSnapshot {
   readonly deployments?: DeploymentRecord[];
   /** Absent in snapshots from before frameworks. */
   readonly frameworks?: unknown;
+  /** Absent in snapshots from before replicated limits: taskLimitsBefore held. */
+  readonly taskLimits?: unknown;
 }
 
 /**
@@ -131,10 +143,6 @@ interface StateSnapshot {
  * reschedule attempts (at most rescheduleAttemptsMax) and a crash loop's recent ends.
  */
 export const instanceHistoryMax = rescheduleAttemptsMax + 2;
-/** Terminal tasks kept for `shoal ps` and `shoal logs`; older ones are forgotten so state stays bounded. */
-export const terminalTasksRetainedMax = 10_000;
-/** Live (non-terminal) tasks the cluster accepts; a submission beyond it is refused. */
-export const liveTasksMax = 200_000;
 
 /** Which observed state may follow which; reports that would go backwards are ignored. */
 const stateOrder: Record<TaskState, number> = {
@@ -159,8 +167,20 @@ export class ClusterState {
   private readonly pending = new Set<string>();
   /** Live tasks by the node they are assigned to, so an agent's view costs what runs there, not the cluster. */
   private readonly liveByNode = new Map<string, Set<string>>();
-  private readonly terminalOrder: string[] = [];
+  /**
+   * Ended plain tasks in the order they ended, oldest first, from terminalHead on (a queue: forgetting the
+   * oldest of a million must not move the rest). Retention by count and by age forgets from the front.
+   */
+  private terminalOrder: string[] = [];
+  private terminalHead = 0;
   private liveCount = 0;
+  /** How many live tasks the cluster accepts, and how long and how many ended ones it keeps (limits.ts). */
+  taskLimits: TaskLimits = taskLimitsBefore;
+
+  /** Tasks not yet ended (pending, placed, starting, running), what taskLimits.liveTasksMax bounds. */
+  get liveTaskCount(): number {
+    return this.liveCount;
+  }
   /** API tokens by accessor id, and the same by the hash of their secret (what a request is looked up by). */
   readonly tokens = new Map<string, TokenRecord>();
   private readonly tokensBySecretHash = new Map<string, TokenRecord>();
@@ -203,6 +223,8 @@ export class ClusterState {
     // Every job whose instances ended or whose nodes changed is brought back to its shape in the same
     // step: deterministic on every node, and no instance waits for another log entry to be replaced.
     if (this.touchedJobs.size > 0) this.reconcileTouched(index, 'atMs' in command ? command.atMs : 0);
+    // Ended tasks age by the times in the log, the same on every node, never by this node's clock.
+    if ('atMs' in command) this.forgetExpired(command.atMs);
     return result;
   }
 
@@ -229,7 +251,16 @@ export class ClusterState {
         }
         return { ok: true };
       case 'reportTask':
-        return this.report(command);
+        return this.report(command.nodeId, command, command.atMs);
+      case 'reportTasks': {
+        // As a reportTask each, in order; the jobs they touch are reconciled once, when apply ends.
+        const results = command.reports.map((report) => this.report(command.nodeId, report, command.atMs));
+        return { ok: true, results };
+      }
+      case 'setTaskLimits':
+        this.taskLimits = command.limits;
+        this.pruneTerminal();
+        return { ok: true };
       case 'taskEvents':
         return this.recordEvents(command);
       case 'killTask':
@@ -319,8 +350,8 @@ export class ClusterState {
     if (framework === undefined)
       return { ok: false, code: 'NOT_FOUND', message: `no framework ${command.frameworkId}` };
     const refuse = (message: string): ApplyResult => ({ ok: false, code: 'CONFLICT', message });
-    if (this.liveCount + command.tasks.length > liveTasksMax)
-      return refuse(`the cluster holds ${this.liveCount} live tasks and accepts at most ${liveTasksMax}`);
+    if (this.liveCount + command.tasks.length > this.taskLimits.liveTasksMax)
+      return refuse(liveTasksRefusal(this.liveCount, command.tasks.length, this.taskLimits));
     const byNode = new Map<string, TaskSpec[]>();
     for (const launch of command.tasks) {
       if (this.tasks.has(launch.id)) return refuse(`task id ${launch.id} is taken`);
@@ -857,7 +888,7 @@ export class ClusterState {
     }
     let n = 0;
     for (const start of starts) {
-      if (this.liveCount >= liveTasksMax) break;
+      if (this.liveCount >= this.taskLimits.liveTasksMax) break;
       const { part } = start;
       // A free id derived from the entry: the same on every node (a taken one, from a restored backup or a
       // client's own choice, is skipped deterministically).
@@ -1183,27 +1214,31 @@ export class ClusterState {
       appliedIndex: this.appliedIndex,
       nodes: [...this.nodes.values()],
       tasks: [...this.tasks.values()],
-      terminalOrder: this.terminalOrder,
+      terminalOrder: this.terminalOrder.slice(this.terminalHead),
       namespaces: [...this.namespaces.values()],
       tokens: [...this.tokens.values()],
       clusterCa: this.clusterCa,
       jobs: [...this.jobs.values()],
       deployments: [...this.deployments.values()],
       frameworks: this.frameworks.toSnapshot(),
+      taskLimits: this.taskLimits,
     } satisfies StateSnapshot);
   }
 
   /** Replaces this state with a snapshot's. */
   restore(data: string): void {
     const snapshot = JSON.parse(data) as StateSnapshot;
-    // Validated first: a snapshot whose frameworks do not decode leaves this state as it was.
+    // Validated first: a snapshot whose limits or frameworks do not decode leaves this state as it was.
+    const limits = restoredTaskLimits(snapshot.taskLimits);
     this.frameworks.restore(snapshot.frameworks ?? { frameworks: [] });
+    this.taskLimits = limits;
     this.tasks.clear();
     this.nodes.clear();
     this.used.clear();
     this.pending.clear();
     this.liveByNode.clear();
-    this.terminalOrder.length = 0;
+    this.terminalOrder = [];
+    this.terminalHead = 0;
     this.namespaces.clear();
     this.tokens.clear();
     this.tokensBySecretHash.clear();
@@ -1240,7 +1275,8 @@ export class ClusterState {
         this.track(task.nodeId, task.id, true);
       }
     }
-    this.terminalOrder.push(...snapshot.terminalOrder);
+    // A copy, not a spread into push: the order may hold a million ids, more than a call takes arguments.
+    this.terminalOrder = snapshot.terminalOrder.slice();
     this.observer?.restored();
   }
 
@@ -1300,11 +1336,11 @@ export class ClusterState {
     if (!first) return { ok: false, code: 'CONFLICT', message: 'a submission holds at least one task' };
     // Idempotent by id: a client retrying an unacknowledged submission does not create a second task.
     if (this.tasks.has(first.id)) return { ok: true, taskId: first.id };
-    if (this.liveCount + tasks.length > liveTasksMax) {
+    if (this.liveCount + tasks.length > this.taskLimits.liveTasksMax) {
       return {
         ok: false,
         code: 'CONFLICT',
-        message: `the cluster holds ${this.liveCount} live tasks and accepts at most ${liveTasksMax}`,
+        message: liveTasksRefusal(this.liveCount, tasks.length, this.taskLimits),
       };
     }
     for (const { id, spec } of tasks) {
@@ -1450,14 +1486,15 @@ export class ClusterState {
     }
   }
 
-  private report(command: Extract<Command, { type: 'reportTask' }>): ApplyResult {
-    const task = this.tasks.get(command.taskId);
-    if (!task) return { ok: false, code: 'NOT_FOUND', message: `no task ${command.taskId}` };
-    if (task.nodeId !== command.nodeId || task.attempt !== command.attempt || isTerminal(task.state)) {
+  /** An agent's report: only the assigned node speaks for a task's current run, and only forward. */
+  private report(nodeId: string, report: TaskReportRecord, atMs: number): CommandResult {
+    const task = this.tasks.get(report.taskId);
+    if (!task) return { ok: false, code: 'NOT_FOUND', message: `no task ${report.taskId}` };
+    if (task.nodeId !== nodeId || task.attempt !== report.attempt || isTerminal(task.state)) {
       return { ok: true };
     }
-    if (stateOrder[command.state] <= stateOrder[task.state]) return { ok: true };
-    this.transition(task, command.state, command.atMs, command.reason, command.exitCode);
+    if (stateOrder[report.state] <= stateOrder[task.state]) return { ok: true };
+    this.transition(task, report.state, atMs, report.reason, report.exitCode);
     return { ok: true };
   }
 
@@ -1628,11 +1665,41 @@ export class ClusterState {
     this.pruneTerminal();
   }
 
-  /** Forgets the oldest ended plain tasks beyond the retention bound. */
+  /** Forgets the oldest ended plain tasks beyond the retention count. */
   private pruneTerminal(): void {
-    while (this.terminalOrder.length > terminalTasksRetainedMax) {
-      const oldest = this.terminalOrder.shift();
-      if (oldest !== undefined) this.forgetTask(oldest);
+    const over = this.terminalOrder.length - this.terminalHead - this.taskLimits.terminalTasksRetainedMax;
+    this.forgetOldestTerminal(over);
+  }
+
+  /**
+   * Forgets the ended plain tasks that ended more than the retention age before `atMs` (a committed
+   * command's time), from the front of the order they ended in. Proposers' clocks differ a little, so the
+   * order is not strictly by time: a task behind one that ended later waits for it, on every node alike.
+   */
+  private forgetExpired(atMs: number): void {
+    const retentionMs = this.taskLimits.terminalTaskRetentionMs;
+    if (retentionMs === null) return;
+    const cutoffMs = atMs - retentionMs;
+    let expired = 0;
+    for (let at = this.terminalHead; at < this.terminalOrder.length; at++) {
+      const task = this.tasks.get(this.terminalOrder[at] ?? '');
+      // An id whose task is gone already takes no time to drop. One that ended at the cutoff stays, so a
+      // task is kept through the command that ends it, whatever the retention, and its events derive.
+      if (task !== undefined && task.updatedAtMs >= cutoffMs) break;
+      expired++;
+    }
+    this.forgetOldestTerminal(expired);
+  }
+
+  /** Forgets the `count` oldest ended plain tasks, and compacts the queue once its dead front is large. */
+  private forgetOldestTerminal(count: number): void {
+    if (count <= 0) return;
+    const end = Math.min(this.terminalOrder.length, this.terminalHead + count);
+    for (let at = this.terminalHead; at < end; at++) this.forgetTask(this.terminalOrder[at] ?? '');
+    this.terminalHead = end;
+    if (this.terminalHead >= 1024 && this.terminalHead * 2 >= this.terminalOrder.length) {
+      this.terminalOrder = this.terminalOrder.slice(this.terminalHead);
+      this.terminalHead = 0;
     }
   }
 
@@ -1771,6 +1838,18 @@ export function frameworkStateOf(state: TaskState): FrameworkTaskState {
 function frameworkMessage(reason: string | null, exitCode: number | null): string {
   const exit = exitCode === null || reason?.includes('exit code') === true ? '' : `exit code ${exitCode}`;
   return [reason ?? '', exit].filter((part) => part !== '').join('; ');
+}
+
+/** A snapshot's task limits, validated; a snapshot from before they were replicated had taskLimitsBefore. */
+function restoredTaskLimits(value: unknown): TaskLimits {
+  if (value === undefined) return taskLimitsBefore;
+  const parsed = taskLimitsSchema.safeParse(value);
+  if (!parsed.success)
+    throw new ShoalError(
+      'CORRUPT_DATA',
+      `the snapshot's task limits do not decode: ${describeIssues(parsed.error)}`,
+    );
+  return parsed.data;
 }
 
 function restoredTask(saved: BackupState['tasks'][number]): Task {

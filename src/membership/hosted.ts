@@ -49,6 +49,7 @@ interface HelperProbe {
   readonly requester: string;
   readonly requesterSeq: number;
   readonly member: string;
+  readonly target: string;
   readonly deadlineMs: number;
 }
 
@@ -128,6 +129,7 @@ export class HostedMembers {
             requester: from,
             requesterSeq: message.seq,
             member,
+            target,
             deadlineMs: nowMs + hostedProbeTimeoutMs,
           });
           out.push(this.outgoing(target, member, { type: 'ping', seq, target, updates: [] }));
@@ -138,7 +140,8 @@ export class HostedMembers {
       }
       case 'ack': {
         const probe = this.helperProbes.get(message.seq);
-        if (probe?.member === member) {
+        // Only the target's answer counts (as in state.ts): an ack from anyone else proves nothing.
+        if (probe?.member === member && probe.target === from) {
           this.helperProbes.delete(message.seq);
           out.push(
             this.outgoing(probe.requester, member, { type: 'ack', seq: probe.requesterSeq, updates: [] }),
@@ -153,12 +156,13 @@ export class HostedMembers {
     return out;
   }
 
-  /** Nacks for helper probes past their time. */
+  /** Nacks for helper probes past their time (none from a member that crashed meanwhile: it is silent). */
   tick(nowMs: number): HostedOutgoing[] {
     const out: HostedOutgoing[] = [];
     for (const [seq, probe] of this.helperProbes) {
       if (probe.deadlineMs > nowMs) continue;
       this.helperProbes.delete(seq);
+      if (!this.isAlive(probe.member)) continue;
       out.push(
         this.outgoing(probe.requester, probe.member, { type: 'nack', seq: probe.requesterSeq, updates: [] }),
       );

@@ -6,7 +6,10 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import type { Answer, ApiBackend, EventFrame, FrameworkView, TaskView, TokenRequest } from '../api/index.ts';
 import {
   defaultNamespace,
+  encodeCommand,
   expandSubmission,
+  liveTasksRefusal,
+  sameTaskLimits,
   makeBackupFile,
   openBackupFile,
   openCaKey,
@@ -28,6 +31,7 @@ import {
   type NamespacePolicySpec,
   type SubmitOptions,
   type Task,
+  type TaskLimits,
   type TaskSpec,
 } from '../cluster/index.ts';
 import type { RaftService } from '../election/index.ts';
@@ -36,7 +40,7 @@ import { readTaskLogs } from '../runtime/index.ts';
 import { mebibyte, ShoalError, shoalVersion } from '../shared/index.ts';
 import type { FrameworkSummary } from '../frameworks/index.ts';
 import type { LogFrame } from '../shared/log-frames.ts';
-import type { Control } from './control.ts';
+import { writeTimeoutMs, type Control } from './control.ts';
 import type { EventHub } from './events.ts';
 import type { FrameworkService, NamespaceGrant, Subscription } from './frameworks.ts';
 import { JobOperations } from './jobs.ts';
@@ -77,6 +81,8 @@ export interface BackendInit {
   readonly metrics: () => Promise<string>;
   /** The scheduler API (frameworks.ts). */
   readonly frameworks: FrameworkService;
+  /** The task limits this node makes the cluster's when it leads (config.ts taskLimitsOf). */
+  readonly taskLimits: TaskLimits;
 }
 
 export class NodeBackend implements ApiBackend {
@@ -189,6 +195,7 @@ export class NodeBackend implements ApiBackend {
     // A client that names its task can retry a submission whose outcome it did not hear: ids are
     // idempotent in the log, and replicas' ids derive from the first.
     const tasks = expandSubmission(spec, options, options.id ?? newTaskId());
+    await this.admit(tasks);
     const atMs = Date.now();
     const [only] = tasks;
     // One entry either way: replicas are all accepted or none.
@@ -198,6 +205,38 @@ export class NodeBackend implements ApiBackend {
         : { type: 'submitTasks', tasks, atMs },
     );
     return tasks.map((task) => task.id);
+  }
+
+  /**
+   * Refuses a submission the cluster is too full for before it costs a log entry (a client retrying
+   * against a full cluster would otherwise fill the log with refusals). The state checks again when it
+   * applies the entry, against the limit and the count at that point of the log: this check only saves
+   * the round. It refuses on a current view only, so a retried submission that did commit is not refused.
+   */
+  private async admit(tasks: readonly { readonly id: string }[]): Promise<void> {
+    const { state, control } = this.init;
+    const first = tasks[0]?.id ?? '';
+    const over = (): boolean =>
+      !state.tasks.has(first) && state.liveTaskCount + tasks.length > state.taskLimits.liveTasksMax;
+    if (!over()) return;
+    await control.readBarrier();
+    if (over())
+      throw new ShoalError('CONFLICT', liveTasksRefusal(state.liveTaskCount, tasks.length, state.taskLimits));
+  }
+
+  /**
+   * Makes this node's configured task limits the cluster's, once it is the ready leader and they differ
+   * (cluster/limits.ts): compared after a read barrier, so with every entry committed before it led, and
+   * proposed here only (a node that lost the lead meanwhile does not override the new leader's).
+   */
+  async adoptTaskLimits(): Promise<void> {
+    const { state, control, raft, taskLimits } = this.init;
+    await control.readIndexOnce();
+    if (!raft.isReadyLeader() || sameTaskLimits(state.taskLimits, taskLimits)) return;
+    await raft.propose(
+      encodeCommand({ type: 'setTaskLimits', limits: taskLimits, atMs: Date.now() }),
+      writeTimeoutMs,
+    );
   }
 
   async namespaces(): Promise<NamespacePolicySpec[]> {

@@ -6,7 +6,18 @@
 import { availableParallelism, totalmem } from 'node:os';
 import { statfsSync } from 'node:fs';
 import { preemptionPriorityGapDefault } from '../allocator/index.ts';
-import { preemptionPriorityGapOff } from '../cluster/index.ts';
+import {
+  liveTasksMaxForMemory,
+  liveTasksMaxMax,
+  liveTasksMaxMin,
+  preemptionPriorityGapOff,
+  terminalTaskRetentionMsDefault,
+  terminalTaskRetentionMsMax,
+  terminalTasksRetainedMaxDefault,
+  terminalTasksRetainedMaxMax,
+  terminalTasksRetainedMaxMin,
+  type TaskLimits,
+} from '../cluster/index.ts';
 import type { CompactionPolicy, RaftTimings, VoterPolicy } from '../election/index.ts';
 import type { MembershipConfig } from '../membership/index.ts';
 import { gibibyte, invalidArgument, mebibyte } from '../shared/index.ts';
@@ -39,6 +50,16 @@ export interface NodeConfig {
   readonly deviceFiles?: Readonly<Record<string, readonly string[]>>;
   /** A task may preempt only tasks at least this much lower in priority (preemptionPriorityGapOff: never). */
   readonly preemptionPriorityGap?: number;
+  /**
+   * The cluster's task limits while this node leads (the ready leader makes its own the replicated ones,
+   * cluster/limits.ts). Live tasks accepted; absent: liveTasksMaxForMemory(totalmem()), half the machine's
+   * memory at liveTaskBytes (2 KiB) a task, e.g. 2,097,152 on 8 GiB.
+   */
+  readonly liveTasksMax?: number;
+  /** Ended plain tasks kept; absent: terminalTasksRetainedMaxDefault (10,000). */
+  readonly terminalTasksRetainedMax?: number;
+  /** How long an ended plain task is kept; null: until the count forgets it; absent: 1 h. */
+  readonly terminalTaskRetentionMs?: number | null;
   readonly labels: Readonly<Record<string, string>>;
   /** The range dynamic ports are picked from on this node; absent: dynamicPortRangeDefault (20000–32000). */
   readonly dynamicPorts?: { readonly min: number; readonly max: number };
@@ -90,6 +111,18 @@ export function offeredResources(config: NodeConfig): {
   };
 }
 
+/** The task limits this node makes the cluster's when it leads: its config, or the defaults of its machine. */
+export function taskLimitsOf(config: NodeConfig, totalMemoryBytes = totalmem()): TaskLimits {
+  return {
+    liveTasksMax: config.liveTasksMax ?? liveTasksMaxForMemory(totalMemoryBytes),
+    terminalTasksRetainedMax: config.terminalTasksRetainedMax ?? terminalTasksRetainedMaxDefault,
+    terminalTaskRetentionMs:
+      config.terminalTaskRetentionMs === undefined
+        ? terminalTaskRetentionMsDefault
+        : config.terminalTaskRetentionMs,
+  };
+}
+
 export function preemptionGapOf(config: NodeConfig): number {
   return config.preemptionPriorityGap ?? preemptionPriorityGapDefault;
 }
@@ -107,6 +140,34 @@ export function validateNodeConfig(config: NodeConfig): void {
     throw invalidArgument(
       `preemptionPriorityGap must be a whole number from 0 to ${preemptionPriorityGapOff}`,
     );
+  if (
+    config.liveTasksMax !== undefined &&
+    !wholeWithin(config.liveTasksMax, liveTasksMaxMin, liveTasksMaxMax)
+  )
+    throw invalidArgument(
+      `liveTasksMax must be a whole number from ${liveTasksMaxMin} to ${liveTasksMaxMax}`,
+    );
+  const retained = config.terminalTasksRetainedMax;
+  if (
+    retained !== undefined &&
+    !wholeWithin(retained, terminalTasksRetainedMaxMin, terminalTasksRetainedMaxMax)
+  )
+    throw invalidArgument(
+      `terminalTasksRetainedMax must be a whole number from ${terminalTasksRetainedMaxMin} to ${terminalTasksRetainedMaxMax}`,
+    );
+  const retentionMs = config.terminalTaskRetentionMs;
+  if (
+    retentionMs !== undefined &&
+    retentionMs !== null &&
+    !wholeWithin(retentionMs, 0, terminalTaskRetentionMsMax)
+  )
+    throw invalidArgument(
+      `terminalTaskRetentionMs must be null or a whole number from 0 to ${terminalTaskRetentionMsMax}`,
+    );
+}
+
+function wholeWithin(value: number, min: number, max: number): boolean {
+  return Number.isSafeInteger(value) && value >= min && value <= max;
 }
 
 /** Free space on the data dir's filesystem, less a reserve for the log and task logs. */

@@ -6,6 +6,7 @@
 import { peerIdFromString } from '@libp2p/peer-id';
 import * as z from 'zod/mini';
 import {
+  applyResultSchema,
   describeIssues,
   encodeCommand,
   taskIdPattern,
@@ -51,10 +52,6 @@ const controlRequestSchema = z.discriminatedUnion('method', [
 ]);
 type ControlRequest = z.infer<typeof controlRequestSchema>;
 
-const applyResultSchema = z.union([
-  z.object({ ok: z.literal(true), taskId: z.exactOptional(z.string()) }),
-  z.object({ ok: z.literal(false), code: z.enum(['NOT_FOUND', 'CONFLICT']), message: z.string() }),
-]);
 const readIndexReplySchema = z.object({ index: whole(0) });
 const logsReplySchema = z.object({ stdout: z.string(), stderr: z.string() });
 

@@ -50,7 +50,7 @@ import {
 } from '../shared/index.ts';
 import { advertisedHost, formatHostPort, toMultiaddr } from './address.ts';
 import { NodeBackend, logsTailBytesMax } from './backend.ts';
-import { offeredResources, validateNodeConfig, type NodeConfig } from './config.ts';
+import { offeredResources, taskLimitsOf, validateNodeConfig, type NodeConfig } from './config.ts';
 import { Control, readIndexTimeoutMs } from './control.ts';
 import { EventHub } from './events.ts';
 import { NodeMetrics } from './metrics.ts';
@@ -63,6 +63,7 @@ import { LeaderDuties } from './leader.ts';
 import { AgentLease, LeaderLeases, leaseFileName, leaseRenewIntervalMs, taskLeaseMs } from './lease.ts';
 import type { MemberFacts } from './node-updates.ts';
 import { createP2p, type ShoalLibp2p } from './p2p.ts';
+import { ReportBatcher } from './reports.ts';
 
 /** Where the node that creates a cluster writes the cluster's first (admin) token. */
 export const managementTokenFileName = 'management.token';
@@ -282,6 +283,8 @@ export class ShoalNode {
     });
     made.control = control;
 
+    // Reports arriving while one is in flight share an entry (reports.ts).
+    const reports = new ReportBatcher({ nodeId: id, propose: (command) => control.propose(command) });
     const agent = new Agent({
       nodeId: id,
       dataDir: config.dataDir,
@@ -289,8 +292,7 @@ export class ShoalNode {
       logger: logger.child('agent'),
       assignedTasks: () => this.state.liveTasksOn(id),
       task: (taskId) => this.state.tasks.get(taskId),
-      report: (report) =>
-        control.proposeOrThrow({ type: 'reportTask', nodeId: id, ...report, atMs: Date.now() }),
+      report: (report) => reports.report(report),
       recordEvents: (batch) => control.proposeOrThrow({ type: 'taskEvents', nodeId: id, ...batch }),
       node: {
         name: config.name,
@@ -387,6 +389,7 @@ export class ShoalNode {
       clusterKey: this.clusterKey,
       metrics: () => this.metrics.text(),
       frameworks,
+      taskLimits: taskLimitsOf(config),
     });
     made.backend = backend;
 
@@ -630,6 +633,16 @@ export class ShoalNode {
     ]);
     // Not from inside Raft's callback: renewing asks Raft for a read index.
     setImmediate(() => void this.renewLease());
+    // A new leader's limits become the cluster's (cluster/limits.ts), through a read index too.
+    if (leader === this.id)
+      setImmediate(
+        () =>
+          void this.started.backend.adoptTaskLimits().catch((error: unknown) => {
+            this.logger.warn("could not make this node's task limits the cluster's", {
+              error: errorMessage(error),
+            });
+          }),
+      );
   }
 
   /** Confirms with the leader that it still hears this node (see lease.ts). */

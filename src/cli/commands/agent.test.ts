@@ -3,7 +3,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { parseDevices, parseRegistryHost } from './agent.ts';
+import { parseFlags } from '../flags.ts';
+import { agentConfig, agentOptions, parseDevices, parseRegistryHost } from './agent.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'shoal-device-flag-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -49,5 +50,42 @@ describe('--insecure-registry', () => {
     expect(parseRegistryHost('[fd00::1]:5000')).toBe('[fd00::1]:5000');
     for (const bad of ['http://registry.lan', 'registry.lan/v2', '', 'host:port'])
       expect(() => parseRegistryHost(bad)).toThrow(/give the registry as HOST or HOST:PORT/);
+  });
+});
+
+describe('the task limits flags', () => {
+  const config = (...args: string[]): ReturnType<typeof agentConfig> =>
+    agentConfig(parseFlags(['--name', 'n1', ...args], agentOptions, false, 'shoal agent --help').values);
+
+  it('leaves the limits to the node when absent (its memory, 10,000 ended tasks, 1 h)', () => {
+    const none = config();
+    expect(none.liveTasksMax).toBeUndefined();
+    expect(none.terminalTasksRetainedMax).toBeUndefined();
+    expect(none.terminalTaskRetentionMs).toBeUndefined();
+  });
+
+  it('takes a live-task limit, a count and an age of ended tasks, or off', () => {
+    expect(
+      config('--live-tasks-max', '1000000', '--ended-tasks-max', '1', '--ended-task-retention', '30m'),
+    ).toMatchObject({
+      liveTasksMax: 1_000_000,
+      terminalTasksRetainedMax: 1,
+      terminalTaskRetentionMs: 1_800_000,
+    });
+    expect(config('--ended-task-retention', 'off').terminalTaskRetentionMs).toBeNull();
+  });
+
+  it('refuses bad values in one line naming the flag', () => {
+    expect(() => config('--live-tasks-max', '0')).toThrow(
+      /^--live-tasks-max "0" must be a whole number from 1 to 100000000$/,
+    );
+    expect(() => config('--live-tasks-max', 'lots')).toThrow(/^--live-tasks-max "lots" must be/);
+    expect(() => config('--ended-tasks-max', '2000000')).toThrow(
+      /^--ended-tasks-max "2000000" must be a whole number from 1 to 1000000$/,
+    );
+    expect(() => config('--ended-tasks-max', '0')).toThrow(/^--ended-tasks-max "0" must be/);
+    expect(() => config('--ended-task-retention', 'forever')).toThrow(
+      /^--ended-task-retention "forever" must be a duration such as 30m, 1h or 7d \(at most 365d\), or off$/,
+    );
   });
 });

@@ -5,7 +5,17 @@
 import { readFileSync, statSync, type Stats } from 'node:fs';
 import { homedir, hostname } from 'node:os';
 import { join } from 'node:path';
-import { dynamicPortRangeDefault, preemptionPriorityGapOff } from '../../cluster/index.ts';
+import {
+  dynamicPortRangeDefault,
+  liveTaskBytes,
+  liveTasksMaxMax,
+  liveTasksMaxMin,
+  preemptionPriorityGapOff,
+  terminalTaskRetentionMsMax,
+  terminalTasksRetainedMaxDefault,
+  terminalTasksRetainedMaxMax,
+  terminalTasksRetainedMaxMin,
+} from '../../cluster/index.ts';
 import { defaultCompactionPolicy, defaultVoterPolicy } from '../../election/index.ts';
 import {
   apiDefault,
@@ -19,12 +29,13 @@ import {
   type ApiTlsMode,
   type NodeConfig,
 } from '../../node/index.ts';
-import { createLogger, errorMessage, invalidArgument, mebibyte } from '../../shared/index.ts';
+import { createLogger, errorMessage, invalidArgument, kibibyte, mebibyte } from '../../shared/index.ts';
 import { defineCommand, type Command } from '../command.ts';
 import {
   parseChoice,
   parseCores,
   parseCounts,
+  parseDuration,
   parseMebibytes,
   parseNumber,
   parsePairs,
@@ -37,7 +48,8 @@ const logLevels = ['debug', 'info', 'warn', 'error'] as const;
 const voterRemovalDelaySecondsMin = 1;
 const voterRemovalDelaySecondsMax = 86_400;
 
-const options = {
+/** `shoal agent`'s flags. */
+export const agentOptions = {
   'data-dir': {
     type: 'string',
     value: 'DIR',
@@ -130,6 +142,21 @@ const options = {
     value: 'N',
     help: `a task preempts only tasks at least N lower in priority (${preemptionPriorityGapOff}: never)`,
   },
+  'live-tasks-max': {
+    type: 'string',
+    value: 'N',
+    help: `live tasks the cluster accepts while this node leads (default: half this machine's memory at ${liveTaskBytes / kibibyte} KiB a task)`,
+  },
+  'ended-tasks-max': {
+    type: 'string',
+    value: 'N',
+    help: `ended tasks (not a job's) the cluster keeps while this node leads, oldest forgotten first (default ${terminalTasksRetainedMaxDefault})`,
+  },
+  'ended-task-retention': {
+    type: 'string',
+    value: 'DURATION|off',
+    help: "how long the cluster keeps an ended task (not a job's) while this node leads (default 1h; off: by count only)",
+  },
 } as const;
 
 export const agentCommand: Command = defineCommand({
@@ -139,7 +166,7 @@ export const agentCommand: Command = defineCommand({
   description:
     'Runs a shoal node in the foreground until SIGTERM, SIGINT or shoal leave. Without --join it starts a\n' +
     'new cluster (or restarts a member of one from its data dir) and prints how to join it.',
-  options,
+  options: agentOptions,
   allowPositionals: false,
   run: async ({ values }) => {
     const level = parseChoice(values['log-level'], '--log-level', logLevels) ?? 'info';
@@ -158,7 +185,7 @@ export const agentCommand: Command = defineCommand({
 });
 
 /** The node's configuration from `shoal agent`'s flags; what a flag leaves out the node derives. */
-export function agentConfig(values: FlagValues<typeof options>): NodeConfig {
+export function agentConfig(values: FlagValues<typeof agentOptions>): NodeConfig {
   const name = values.name ?? hostname();
   if (!nodeNamePattern.test(name))
     throw invalidArgument('--name may hold letters, digits, ".", "_" and "-" (at most 64)');
@@ -182,6 +209,19 @@ export function agentConfig(values: FlagValues<typeof options>): NodeConfig {
     `a number of seconds from ${voterRemovalDelaySecondsMin} to ${voterRemovalDelaySecondsMax}`,
   );
   const preemptionGap = parseWhole(values['preemption-gap'], '--preemption-gap', 0, preemptionPriorityGapOff);
+  const liveTasksMax = parseWhole(
+    values['live-tasks-max'],
+    '--live-tasks-max',
+    liveTasksMaxMin,
+    liveTasksMaxMax,
+  );
+  const endedTasksMax = parseWhole(
+    values['ended-tasks-max'],
+    '--ended-tasks-max',
+    terminalTasksRetainedMaxMin,
+    terminalTasksRetainedMaxMax,
+  );
+  const retentionMs = endedTaskRetentionMs(values['ended-task-retention']);
   return {
     dataDir: values['data-dir'] ?? join(homedir(), '.shoal'),
     listen: parseHostPort(values.listen ?? listenDefault, '--listen'),
@@ -200,6 +240,9 @@ export function agentConfig(values: FlagValues<typeof options>): NodeConfig {
     allowRootTasks: values['allow-root-tasks'],
     insecureRegistries: values['insecure-registry'].map((entry) => parseRegistryHost(entry)),
     ...(preemptionGap === null ? {} : { preemptionPriorityGap: preemptionGap }),
+    ...(liveTasksMax === null ? {} : { liveTasksMax }),
+    ...(endedTasksMax === null ? {} : { terminalTasksRetainedMax: endedTasksMax }),
+    ...(retentionMs === undefined ? {} : { terminalTaskRetentionMs: retentionMs }),
     ...(compactEntries === null ? {} : { compaction: { entriesBeforeCompaction: compactEntries } }),
     ...(removalDelaySeconds === null
       ? {}
@@ -207,6 +250,19 @@ export function agentConfig(values: FlagValues<typeof options>): NodeConfig {
           voterPolicy: { ...defaultVoterPolicy, deadVoterRemovalMs: Math.round(removalDelaySeconds * 1000) },
         }),
   };
+}
+
+/** --ended-task-retention DURATION or off (null: kept by count only); undefined when absent. */
+function endedTaskRetentionMs(value: string | undefined): number | null | undefined {
+  if (value === undefined) return undefined;
+  if (value === 'off') return null;
+  try {
+    return parseDuration(value, '--ended-task-retention', terminalTaskRetentionMsMax) ?? undefined;
+  } catch {
+    throw invalidArgument(
+      `--ended-task-retention ${JSON.stringify(value)} must be a duration such as 30m, 1h or 7d (at most ${terminalTaskRetentionMsMax / 86_400_000}d), or off`,
+    );
+  }
 }
 
 /** An --insecure-registry entry: a host name or address, with a port or not. */
@@ -275,7 +331,7 @@ function portRange(text: string | undefined): { dynamicPorts?: { min: number; ma
 }
 
 /** --tls auto, or --tls-cert with --tls-key, or neither (plain HTTP, which the agent allows on loopback only). */
-function apiTlsMode(values: FlagValues<typeof options>): ApiTlsMode {
+function apiTlsMode(values: FlagValues<typeof agentOptions>): ApiTlsMode {
   const auto = parseChoice(values.tls, '--tls', ['auto']) !== null;
   const certificateFile = values['tls-cert'];
   const keyFile = values['tls-key'];
