@@ -111,6 +111,8 @@ export interface FleetStats {
   renewalsFailed: number;
   eventsSeen: number;
   eventStreamBreaks: number;
+  /** Tasks assigned to a node while another live simulated node still ran them: must stay 0. */
+  assignedTwice: number;
   acks: number;
   helperProbes: number;
   refutations: number;
@@ -139,6 +141,7 @@ export class Fleet {
     renewalsFailed: 0,
     eventsSeen: 0,
     eventStreamBreaks: 0,
+    assignedTwice: 0,
   };
 
   constructor(options: FleetOptions) {
@@ -505,6 +508,9 @@ export class Fleet {
   private assigned(nodeId: string, taskId: string, attempt: number): void {
     const node = this.nodes.get(nodeId);
     if (node?.alive !== true || node.tasks.get(taskId)?.attempt === attempt) return;
+    const elsewhere = this.taskNodes.get(taskId);
+    if (elsewhere !== undefined && elsewhere !== node && elsewhere.alive && elsewhere.tasks.has(taskId))
+      this.counters.assignedTwice++;
     const { min, max } = this.options.startDelayMs;
     const task: SimTask = { taskId, attempt, state: 'starting', timer: null };
     const earlier = node.tasks.get(taskId);

@@ -31,7 +31,8 @@ export function jsonStream(stream: Stream): {
   read: (options?: { signal?: AbortSignal }) => Promise<unknown>;
   write: (value: unknown, options?: { signal?: AbortSignal }) => Promise<void>;
 } {
-  const lp = lpStream(stream, { maxDataLength: wireMessageBytesMax });
+  // libp2p's read buffer defaults to 4 MiB, which would refuse frames between 4 and 8 MiB that the limit allows.
+  const lp = lpStream(stream, { maxDataLength: wireMessageBytesMax, maxBufferSize: 2 * wireMessageBytesMax });
   return {
     read: async (options) => decodeJson((await lp.read(options)).subarray()),
     write: async (value, options) => {
