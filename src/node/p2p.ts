@@ -4,7 +4,7 @@
  * heartbeats cost bytes on every link) nor identify (~3 ms of CPU and a few KB per new connection,
  * telling us addresses the records already carry) earns its place.
  */
-import type { Libp2p, PrivateKey } from '@libp2p/interface';
+import type { ConnectionProtector, Libp2p, PrivateKey } from '@libp2p/interface';
 import { noise } from '@libp2p/noise';
 import { preSharedKey } from '@libp2p/pnet';
 import { tcp } from '@libp2p/tcp';
@@ -12,6 +12,7 @@ import { yamux } from '@libp2p/yamux';
 import { StreamState, YamuxStream } from '@libp2p/yamux/stream';
 import { createLibp2p } from 'libp2p';
 import { pnetKey } from './identity.ts';
+import { finalizeCiphersOnClose, pnetCipherRepaired } from './pnet-cipher.ts';
 
 /** Hard cap on open connections; beyond it libp2p refuses inbound ones (membership keeps far fewer). */
 export const connectionsMax = 300;
@@ -92,7 +93,7 @@ export async function createP2p(init: P2pInit): Promise<ShoalLibp2p> {
     // "no valid addresses" in a cluster older than an hour. Addresses leave with their member instead.
     peerStore: { maxAddressAge: addressAgeMaxMs },
     transports: [tcp()],
-    connectionProtector: preSharedKey({ psk: pnetKey(init.clusterKey) }),
+    connectionProtector: repairedPreSharedKey(pnetKey(init.clusterKey)),
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     services: {
@@ -101,4 +102,20 @@ export async function createP2p(init: P2pInit): Promise<ShoalLibp2p> {
       }),
     },
   });
+}
+
+/** pnet, with each connection's ciphers freed when it closes (see pnet-cipher.ts). */
+function repairedPreSharedKey(psk: Uint8Array): () => ConnectionProtector {
+  const make = preSharedKey({ psk });
+  return () => {
+    const protector = make();
+    if (!pnetCipherRepaired) return protector;
+    return {
+      protect: async (connection, options) => {
+        const protectedConnection = await protector.protect(connection, options);
+        finalizeCiphersOnClose(protectedConnection);
+        return protectedConnection;
+      },
+    };
+  };
 }
