@@ -132,8 +132,8 @@ async function counts(api: string): Promise<Counts> {
 
 interface FleetProcess {
   readonly child: ChildProcess;
-  readonly lines: AsyncIterator<string>;
   send(value: unknown): void;
+  /** The next line with this key (ready, crashed) from now on. */
   next(key: string): Promise<Record<string, unknown>>;
   lastStats: Record<string, unknown> | null;
 }
@@ -155,23 +155,23 @@ function startFleet(agents: readonly Agent[], leader: Agent): FleetProcess {
     ],
     { stdio: ['pipe', 'pipe', 'inherit'] },
   );
-  const reader = createInterface({ input: child.stdout });
-  const lines = reader[Symbol.asyncIterator]();
+  const waiters = new Map<string, (value: Record<string, unknown>) => void>();
   const fleet: FleetProcess = {
     child,
-    lines,
     lastStats: null,
     send: (value) => child.stdin.write(`${JSON.stringify(value)}\n`),
-    next: async (key) => {
-      for (;;) {
-        const line = await lines.next();
-        if (line.done === true) throw new Error('the fleet simulator exited');
-        const parsed = JSON.parse(line.value) as Record<string, unknown>;
-        if ('stats' in parsed) fleet.lastStats = parsed['stats'] as Record<string, unknown>;
-        if (key in parsed) return parsed[key] as Record<string, unknown>;
-      }
-    },
+    next: (key) => new Promise((resolve) => waiters.set(key, resolve)),
   };
+  // Read every line as it comes, so the stats are current whenever the benchmark looks.
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    const parsed = JSON.parse(line) as Record<string, unknown>;
+    if ('stats' in parsed) fleet.lastStats = parsed['stats'] as Record<string, unknown>;
+    for (const [key, resolve] of waiters) {
+      if (!(key in parsed)) continue;
+      waiters.delete(key);
+      resolve(parsed[key] as Record<string, unknown>);
+    }
+  });
   return fleet;
 }
 
@@ -260,8 +260,9 @@ try {
     if (last.running >= total) runningMs = nowMs - submittedAtMs;
     if (nowMs - lastPrintMs > 10_000) {
       lastPrintMs = nowMs;
+      const stats = fleet.lastStats ?? {};
       console.log(
-        `    … ${seconds(nowMs - submittedAtMs)}: ${last.placed} placed, ${last.running} running, ${last.pending} pending`,
+        `    … ${seconds(nowMs - submittedAtMs)}: ${last.placed} placed, ${last.running} running, ${last.pending} pending (fleet: ${String(stats['tasksRunning'])} running, reports failed ${String(stats['reportsFailed'])}, resyncs ${String(stats['resyncs'])}, stream breaks ${String(stats['eventStreamBreaks'])})`,
       );
     }
     await sleep(250);
@@ -413,6 +414,9 @@ try {
   for (const [what, value] of rows) console.log(`| ${what} | ${value} |`);
 } finally {
   fleet?.child.kill('SIGTERM');
+  // SIGTERM first, so agents run with NODE_OPTIONS=--cpu-prof write their profiles.
+  for (const agent of agents) agent.process?.kill('SIGTERM');
+  await sleep(5000);
   await stopAll(agents);
   closeClients();
   if (values.keep) console.log(`kept ${root}`);

@@ -47,8 +47,13 @@ import { callRpc, handleRpc } from '../../src/shared/wire.ts';
 
 /** Records per push-pull message when the fleet joins: each costs a voter ~70 µs to verify. */
 const joinEntriesPerSync = 400;
-/** Control calls in flight at once over the host's connection to the leader (libp2p allows 64 streams). */
-const controlCallsMax = 32;
+/**
+ * Control calls in flight at once over the host's connection to the leader (libp2p allows 64 streams):
+ * reports share most of them; renewals have lanes of their own, so a backlog of reports never holds up a
+ * lease (a real agent's renewal does not wait behind its reports either).
+ */
+const reportCallsMax = 28;
+const renewalCallsMax = 4;
 /** How long reports wait to be sent together. */
 const reportBatchMs = 20;
 /** A control call's deadline. */
@@ -113,6 +118,8 @@ export interface FleetStats {
   eventStreamBreaks: number;
   /** Tasks assigned to a node while another live simulated node still ran them: must stay 0. */
   assignedTwice: number;
+  /** Times the event stream lost events and the fleet read every task instead. */
+  resyncs: number;
   acks: number;
   helperProbes: number;
   refutations: number;
@@ -124,7 +131,8 @@ export class Fleet {
   private readonly nodes = new Map<string, SimNode>();
   /** The node each simulated task runs on. */
   private readonly taskNodes = new Map<string, SimNode>();
-  private readonly calls = new Semaphore(controlCallsMax);
+  private readonly reportCalls = new Semaphore(reportCallsMax);
+  private readonly renewalCalls = new Semaphore(renewalCallsMax);
   private readonly pendingReports = new Map<string, Report[]>();
   private readonly abort = new AbortController();
   private readonly timers: NodeJS.Timeout[] = [];
@@ -142,6 +150,7 @@ export class Fleet {
     eventsSeen: 0,
     eventStreamBreaks: 0,
     assignedTwice: 0,
+    resyncs: 0,
   };
 
   constructor(options: FleetOptions) {
@@ -365,9 +374,9 @@ export class Fleet {
 
   // ---- leases and reports ----------------------------------------------------------------------------
 
-  /** Calls the leader (found by trying the real members in turn), with at most controlCallsMax in flight. */
-  private async callLeader(request: unknown): Promise<unknown> {
-    return this.calls.run(async () => {
+  /** Calls the leader (found by trying the real members in turn), within the lanes given. */
+  private async callLeader(lanes: Semaphore, request: unknown): Promise<unknown> {
+    return lanes.run(async () => {
       let lastError: unknown = null;
       const deadline = Date.now() + controlTimeoutMs;
       while (Date.now() < deadline && !this.stopped) {
@@ -407,7 +416,10 @@ export class Fleet {
     await Promise.all(
       batches.map(async (batch) => {
         try {
-          await this.callLeader({ method: 'renewLease', nodes: batch.map((node) => node.id) });
+          await this.callLeader(this.renewalCalls, {
+            method: 'renewLease',
+            nodes: batch.map((node) => node.id),
+          });
           this.counters.renewalsConfirmed += batch.length;
           for (const node of batch) node.confirmedMs = Math.max(node.confirmedMs, nowMs);
         } catch (error) {
@@ -451,7 +463,7 @@ export class Fleet {
         : { type: 'reportTasks', nodeId, reports, atMs: Date.now() };
     for (let attempt = 0; attempt < 5 && !this.stopped; attempt++) {
       try {
-        await this.callLeader({ method: 'propose', command });
+        await this.callLeader(this.reportCalls, { method: 'propose', command });
         this.counters.reportsCommitted += reports.length;
         return;
       } catch (error) {
@@ -479,8 +491,16 @@ export class Fleet {
           signal: this.abort.signal,
         })) {
           if (frame.type === 'error') throw new Error(frame.error.message);
-          if (frame.type === 'heartbeat' || frame.type === 'reset') {
+          if (frame.type === 'heartbeat') {
             index = frame.index;
+            continue;
+          }
+          if (frame.type === 'reset') {
+            // Events were lost to us (the node keeps the latest 10,000): learn our work from the state,
+            // as an agent reconciles with what the log assigns it.
+            index = frame.index;
+            this.counters.resyncs++;
+            await this.resync(client);
             continue;
           }
           // Resume from before this entry: its other events may not have arrived yet.
@@ -503,6 +523,21 @@ export class Fleet {
       turn++;
       await new Promise((done) => setTimeout(done, 100));
     }
+  }
+
+  /** Starts what the state assigns to our live nodes and we do not run; stops what it no longer does. */
+  private async resync(client: ShoalClient): Promise<void> {
+    const wanted = new Map<string, { nodeId: string; attempt: number }>();
+    for (const task of await client.tasks()) {
+      if (task.nodeId === null || !this.nodes.has(task.nodeId) || task.desired !== 'run') continue;
+      if (task.state === 'assigned' || task.state === 'starting' || task.state === 'running')
+        wanted.set(task.id, { nodeId: task.nodeId, attempt: task.attempt });
+    }
+    for (const [taskId, node] of [...this.taskNodes]) {
+      const want = wanted.get(taskId);
+      if (want === undefined || want.nodeId !== node.id) this.stopTask(taskId);
+    }
+    for (const [taskId, { nodeId, attempt }] of wanted) this.assigned(nodeId, taskId, attempt);
   }
 
   private assigned(nodeId: string, taskId: string, attempt: number): void {

@@ -447,6 +447,17 @@ export class OfferBook {
   // ---- rounds -----------------------------------------------------------------------------------------
 
   /** One offer round at `nowMs` (see the header); the events to send, RESCIND and FAILURE before OFFERS. */
+  /**
+   * True when a round would do nothing (no framework subscribed, no offer outstanding), so the leader
+   * need not build the view of every node and task for it. The node list is forgotten then, so a framework
+   * that subscribes later hears of no failure from before it came.
+   */
+  idle(): boolean {
+    if (this.sessions.size > 0 || this.outstanding.size > 0) return false;
+    this.upNodes = new Set();
+    return true;
+  }
+
   offerRound(view: OfferView, nowMs: number): SchedulerEvent[] {
     assertTime(nowMs);
     const nodes = indexNodes(view.nodes);

@@ -597,6 +597,8 @@ export class FrameworkService {
         .catch((error: unknown) => this.init.logger.debug('expiry failed', { error: errorMessage(error) }))
         .finally(() => leading.expiring.delete(frameworkId));
     }
+    // With no framework there is nothing to offer: the view reads every live task, too dear to build for nothing.
+    if (leading.book.idle()) return;
     try {
       this.send(leading.book.offerRound(this.view(nowMs), nowMs));
     } catch (error) {
