@@ -141,3 +141,54 @@ describe(`membership on a simulated network of ${nodeCount} nodes`, () => {
     expect(run()).toBe(run());
   });
 });
+
+describe('membership on a simulated network beyond peerConnectionsMax', () => {
+  const bigCount = 150;
+  const bigIds = Array.from({ length: bigCount }, (_, i) => `m${String(i).padStart(3, '0')}`);
+
+  function converged(seed: number): MembershipSimulation {
+    const sim = new MembershipSimulation({ seed });
+    sim.startConverged(bigIds);
+    expect(bigIds.every((id) => sim.allSee(id, 'alive'))).toBe(true);
+    return sim;
+  }
+
+  it('starts converged: no false alarm, bounded connections, constant load, push-pull replies without a digest', () => {
+    const sim = converged(11);
+    sim.runFor(5000);
+    const before = { ...sim.traffic };
+    sim.runFor(20_000);
+    const seconds = 20;
+    // One ping and one ack per probe period, as in a small cluster.
+    const frames = (sim.traffic.frames - before.frames) / bigCount / seconds;
+    expect(frames).toBeGreaterThan(9);
+    expect(frames).toBeLessThan(11);
+    // Push-pull every 30 s × 3 at N = 150: two messages each (request, and a reply that carries no
+    // digest when both sides agree), so about one request's worth of digest per exchange.
+    const syncs = sim.traffic.syncMessages - before.syncMessages;
+    expect(syncs).toBeGreaterThan(0);
+    const bytesPerSync = (sim.traffic.syncBytes - before.syncBytes) / syncs;
+    const digestBytes = JSON.stringify(sim.core(bigIds[0]!).syncRequest()).length;
+    expect(bytesPerSync).toBeLessThan(digestBytes * 0.6);
+    expect(sim.transitions.filter((t) => t.to !== 'alive')).toEqual([]);
+    for (const node of sim.nodes.values()) {
+      expect(node.connections.size).toBeLessThanOrEqual(sim.config.peerConnectionsMax + 30);
+    }
+  });
+
+  it('detects a crash on every survivor by probes alone (no out-of-turn probe beyond peerConnectionsMax)', () => {
+    const sim = converged(12);
+    sim.runFor(5000);
+    for (const victim of bigIds.slice(1, 4)) {
+      sim.crash(victim);
+      const tookMs = sim.runUntil(() => sim.allSee(victim, 'dead'), 10_000);
+      expect(tookMs, `${victim} seen dead`).not.toBeNull();
+      // Someone probes it within about a period (N nodes each probe it once per N periods); then the
+      // suspicion's minimum, max(1.5 s, 4 × log10(150) × 0.2 s) = 1.74 s, with confirmations.
+      expect(tookMs).toBeLessThan(3500);
+      sim.runFor(2000);
+    }
+    const wronglyDead = sim.transitionsTo('dead').filter((t) => !bigIds.slice(1, 4).includes(t.subject));
+    expect(wronglyDead).toEqual([]);
+  });
+});

@@ -3,7 +3,15 @@
  * simulated network with latency, loss, cut links, crashed processes (peers learn at once, as from a
  * TCP reset), hung hosts (silence), and paused processes (SIGSTOP: nothing runs, messages queue, and on
  * resume the node notices the stall as the shell would). Given a seed it replays exactly. Every message
- * goes through JSON and the wire schemas, as it would between processes.
+ * goes through JSON and the wire schemas, as it would between processes, and its bytes are counted as
+ * the shell counts them (service.ts, transport.ts).
+ *
+ * Connections are modelled as the shell keeps them: a full mesh while the cluster fits in
+ * peerConnectionsMax; beyond that, a connection opens when two nodes exchange a message, and each node
+ * closes its least recently used ones beyond peerConnectionsMax every second. A closed connection (a
+ * crash resets them all) prompts an out-of-turn probe only where N ≤ peerConnectionsMax, as in the shell,
+ * where connections churn by design beyond it. Thousands of nodes start converged (startConverged), as
+ * joining them one by one would take O(N² log N) messages.
  */
 import { createHmac } from 'node:crypto';
 import { assert } from '../shared/assert.ts';
@@ -18,7 +26,7 @@ import {
   type SyncReply,
   type SyncRequest,
 } from './messages.ts';
-import type { MembershipCrypto, NodeRecord } from './records.ts';
+import type { MembershipCrypto, NodeRecord, SignedRecord } from './records.ts';
 import { MembershipState, type MemberState } from './state.ts';
 
 export interface SimulationOptions {
@@ -43,6 +51,16 @@ export interface SimTransition {
 
 type Process = 'running' | 'paused' | 'crashed' | 'hung';
 
+/** What a node sent, counted as the shell counts it. */
+export interface SimTraffic {
+  /** SWIM frames (probes, acks, ping-reqs, nacks, gossip) and their bytes: varint length + JSON. */
+  frames: number;
+  frameBytes: number;
+  /** Push-pull messages (requests, replies, last legs) and their bytes of JSON. */
+  syncMessages: number;
+  syncBytes: number;
+}
+
 interface SimNode {
   readonly id: string;
   core: MembershipState | null;
@@ -51,7 +69,16 @@ interface SimNode {
   pausedAtMs: number;
   /** Messages that reached a paused node, handled when it resumes. */
   readonly held: (() => void)[];
+  /** Open connections: peer → when this node last used it (sent or received on it). */
+  readonly connections: Map<string, number>;
+  nextHousekeepingMs: number;
+  /** When its state machine next has work to do (nextDeadlineMs), or the next step after an input. */
+  nextTickMs: number;
+  readonly traffic: SimTraffic;
 }
+
+/** How often the shell prunes connections and tells the state machine which are open (service.ts). */
+const housekeepingIntervalMs = 1000;
 
 type Event =
   | { kind: 'datagram'; from: string; to: string; body: string }
@@ -66,12 +93,15 @@ interface Scheduled {
   readonly event: Event;
 }
 
-/** HMAC "signatures" keyed by the signer's id: fast and deterministic, and a forger's differ. */
+/**
+ * HMAC "signatures" keyed by the signer's id: fast and deterministic, and a forger's differ. 64 bytes,
+ * as long as the Ed25519 signatures of the real shell, so messages have their real size.
+ */
 export function simulatedCrypto(signerId: string, secret = signerId): MembershipCrypto {
   return {
-    sign: (bytes) => createHmac('sha256', `key:${secret}`).update(bytes).digest(),
+    sign: (bytes) => createHmac('sha512', `key:${secret}`).update(bytes).digest(),
     verify: (id, bytes, signature) =>
-      Buffer.from(signature).equals(createHmac('sha256', `key:${id}`).update(bytes).digest()),
+      Buffer.from(signature).equals(createHmac('sha512', `key:${id}`).update(bytes).digest()),
   };
 }
 
@@ -97,6 +127,8 @@ export class MembershipSimulation {
   readonly transitions: SimTransition[] = [];
   /** Datagrams delivered, for load checks. */
   datagrams = 0;
+  /** What every node sent, summed (each node's own: trafficOf). */
+  readonly traffic: SimTraffic = emptyTraffic();
   private nowMs = 0;
   private queue: Scheduled[] = [];
   private order = 0;
@@ -121,38 +153,58 @@ export class MembershipSimulation {
 
   /** Starts (or restarts, with the next incarnation) node `id`, joining through `seed` if given. */
   start(id: string, seed?: string): void {
-    let node = this.nodes.get(id);
-    if (!node) {
-      node = { id, core: null, process: 'running', boots: 0, pausedAtMs: 0, held: [] };
-      this.nodes.set(id, node);
+    const node = this.boot(id);
+    // A full mesh while the cluster is small enough for one, as a real cluster keeps.
+    const others = [...this.nodes.values()].filter((other) => other !== node && other.core);
+    if (others.length <= this.config.peerConnectionsMax) {
+      for (const other of others) {
+        this.connect(node, other);
+        other.core?.setConnected(other.connections.keys());
+      }
+      node.core?.setConnected(node.connections.keys());
     }
-    node.boots++;
-    node.process = 'running';
-    node.held.length = 0;
-    node.core = new MembershipState({
-      record: simulatedRecord(id, node.boots),
-      config: this.config,
-      random: seededRandom(this.random.int(0, 2 ** 31)),
-      crypto: simulatedCrypto(id),
-      nowMs: this.nowMs,
-    });
-    // A full mesh, as a real cluster below peerConnectionsMax members keeps.
-    for (const other of this.nodes.values())
-      other.core?.setConnected([...this.nodes.keys()].filter((x) => x !== other.id));
     this.collect(node);
     if (seed !== undefined) this.sync(id, seed);
   }
 
   /**
+   * Starts `ids` as a cluster that converged long ago: every node knows every other as alive and has
+   * nothing left to gossip (MembershipState.adoptConvergedView). Connections: a full mesh if the
+   * cluster fits in peerConnectionsMax, else none until traffic opens them.
+   */
+  startConverged(ids: readonly string[]): void {
+    const started = ids.map((id) => {
+      assert(!this.nodes.get(id)?.core, `${id} is running`);
+      return this.boot(id);
+    });
+    const records: SignedRecord[] = started.map((node) => {
+      const core = this.core(node.id);
+      const own = core.syncRequest().entries[0];
+      assert(own, 'a sync request carries its sender');
+      return { signed: own.record, record: core.record };
+    });
+    if (started.length <= this.config.peerConnectionsMax + 1) {
+      for (const [i, a] of started.entries()) for (const b of started.slice(i + 1)) this.connect(a, b);
+    }
+    for (const node of started) {
+      const core = this.core(node.id);
+      core.adoptConvergedView(records, this.nowMs);
+      core.setConnected(node.connections.keys());
+      this.collect(node);
+    }
+  }
+
+  /**
    * The process dies; its host answers with resets, so peers learn at once that it is unreachable, and
-   * every peer's connection to it (a full mesh here) closes.
+   * every peer's connection to it closes (which, in a small cluster, prompts them to probe it).
    */
   crash(id: string): void {
     const node = this.mustNode(id);
     node.process = 'crashed';
     node.core = null;
-    for (const other of this.nodes.values()) {
-      if (other.id !== id && other.core) this.schedule({ kind: 'connectionLost', from: id, to: other.id });
+    for (const peer of [...node.connections.keys()]) {
+      const other = this.nodes.get(peer);
+      if (other) this.disconnect(node, other);
     }
   }
 
@@ -210,6 +262,11 @@ export class MembershipSimulation {
     return core;
   }
 
+  /** What node `id` sent since it was first started. */
+  trafficOf(id: string): SimTraffic {
+    return { ...this.mustNode(id).traffic };
+  }
+
   /** Running or paused nodes. */
   live(): string[] {
     return [...this.nodes.values()].filter((n) => n.core !== null).map((n) => n.id);
@@ -243,14 +300,90 @@ export class MembershipSimulation {
     return this.transitions.filter((t) => t.to === state && t.atMs >= sinceMs);
   }
 
+  private boot(id: string): SimNode {
+    let node = this.nodes.get(id);
+    if (!node) {
+      node = {
+        id,
+        core: null,
+        process: 'running',
+        boots: 0,
+        pausedAtMs: 0,
+        held: [],
+        connections: new Map(),
+        nextHousekeepingMs: 0,
+        nextTickMs: 0,
+        traffic: emptyTraffic(),
+      };
+      this.nodes.set(id, node);
+    }
+    node.boots++;
+    node.process = 'running';
+    node.held.length = 0;
+    node.nextHousekeepingMs = this.nowMs + housekeepingIntervalMs;
+    node.core = new MembershipState({
+      record: simulatedRecord(id, node.boots),
+      config: this.config,
+      random: seededRandom(this.random.int(0, 2 ** 31)),
+      crypto: simulatedCrypto(id),
+      nowMs: this.nowMs,
+    });
+    return node;
+  }
+
+  /**
+   * Delivers what is due, then ticks, in random order, the running nodes whose state machine has work
+   * (nextDeadlineMs, when the shell ticks it too), that had an input since their last tick, or whose
+   * shell's housekeeping is due. Not ticking idle nodes every step saves most of the time at thousands
+   * of nodes.
+   */
   private step(): void {
     this.nowMs += this.options.stepMs;
     this.deliverDue();
-    const running = [...this.nodes.values()].filter((n) => n.process === 'running' && n.core);
-    for (const node of this.shuffle(running)) {
-      node.core?.tick(this.nowMs);
-      this.collect(node);
+    const due: SimNode[] = [];
+    for (const node of this.nodes.values()) {
+      if (node.process !== 'running' || !node.core) continue;
+      if (node.nextTickMs <= this.nowMs || node.nextHousekeepingMs <= this.nowMs) due.push(node);
     }
+    for (const node of this.shuffle(due)) {
+      const core = node.core;
+      if (!core) continue;
+      if (this.nowMs >= node.nextHousekeepingMs) this.housekeeping(node);
+      core.tick(this.nowMs);
+      this.collect(node);
+      node.nextTickMs = core.nextDeadlineMs();
+    }
+  }
+
+  /** The shell's housekeeping: closes the least recently used connections beyond the bound. */
+  private housekeeping(node: SimNode): void {
+    node.nextHousekeepingMs = this.nowMs + housekeepingIntervalMs;
+    const excess = node.connections.size - this.config.peerConnectionsMax;
+    if (excess > 0) {
+      const oldest = [...node.connections].sort((a, b) => a[1] - b[1]).slice(0, excess);
+      for (const [peer] of oldest) {
+        const other = this.nodes.get(peer);
+        if (other) this.disconnect(node, other);
+      }
+    }
+    node.core?.setConnected(node.connections.keys());
+  }
+
+  private connect(a: SimNode, b: SimNode): void {
+    a.connections.set(b.id, this.nowMs);
+    b.connections.set(a.id, this.nowMs);
+  }
+
+  /**
+   * `a` closes its connection to `b` (or crashed, and its host reset it). `b`'s shell hears of it and,
+   * like the service, tells its state machine only while N ≤ peerConnectionsMax: beyond that,
+   * connections churn by design (and a prune happens only beyond it).
+   */
+  private disconnect(a: SimNode, b: SimNode): void {
+    if (!a.connections.delete(b.id)) return;
+    b.connections.delete(a.id);
+    if (b.core && b.core.memberCount() <= this.config.peerConnectionsMax)
+      this.schedule({ kind: 'connectionLost', from: a.id, to: b.id });
   }
 
   private deliverDue(): void {
@@ -282,6 +415,8 @@ export class MembershipSimulation {
       return;
     }
     if (target.process === 'hung' || !target.core) return;
+    const sender = this.nodes.get(event.from);
+    if (sender) this.connect(sender, target);
     const handle = (): void => this.handle(target, event);
     if (target.process === 'paused') target.held.push(handle);
     else handle();
@@ -300,8 +435,11 @@ export class MembershipSimulation {
       case 'syncRequest': {
         const request = syncRequestSchema.parse(JSON.parse(event.body));
         const reply = core.handleSyncRequest(event.from, request, this.nowMs);
-        if (!event.last)
-          this.schedule({ kind: 'syncReply', from: target.id, to: event.from, body: JSON.stringify(reply) });
+        if (!event.last) {
+          const body = JSON.stringify(reply);
+          this.countSync(target, body);
+          this.schedule({ kind: 'syncReply', from: target.id, to: event.from, body });
+        }
         break;
       }
       case 'syncReply': {
@@ -309,13 +447,9 @@ export class MembershipSimulation {
         const back: SyncEntry[] = core.handleSyncReply(event.from, reply, this.nowMs);
         if (back.length > 0) {
           const request: SyncRequest = { digest: null, entries: back };
-          this.schedule({
-            kind: 'syncRequest',
-            from: target.id,
-            to: event.from,
-            body: JSON.stringify(request),
-            last: true,
-          });
+          const body = JSON.stringify(request);
+          this.countSync(target, body);
+          this.schedule({ kind: 'syncRequest', from: target.id, to: event.from, body, last: true });
         }
         break;
       }
@@ -324,14 +458,33 @@ export class MembershipSimulation {
   }
 
   private sync(from: string, to: string): void {
-    const core = this.core(from);
-    this.schedule({ kind: 'syncRequest', from, to, body: JSON.stringify(core.syncRequest()), last: false });
+    const node = this.mustNode(from);
+    // The dial fails, refused by a crashed node's host or unanswered by a hung one: nothing is sent, and
+    // no digest need be made (every node tries a dead member every few seconds).
+    const target = this.nodes.get(to)?.process;
+    if ((target === 'crashed' || target === 'hung') && !this.cut.has(`${from}>${to}`)) {
+      if (target === 'crashed') this.schedule({ kind: 'unreachable', from: to, to: from });
+      return;
+    }
+    const body = JSON.stringify(this.core(from).syncRequest());
+    this.countSync(node, body);
+    this.schedule({ kind: 'syncRequest', from, to, body, last: false });
+  }
+
+  private countSync(node: SimNode, body: string): void {
+    const bytes = Buffer.byteLength(body);
+    node.traffic.syncMessages++;
+    node.traffic.syncBytes += bytes;
+    this.traffic.syncMessages++;
+    this.traffic.syncBytes += bytes;
   }
 
   /** Takes a node's outputs: messages onto the network, push-pulls started, transitions logged. */
   private collect(node: SimNode): void {
     const core = node.core;
     if (!core) return;
+    // An input may have changed its deadlines: it is ticked at the next step.
+    node.nextTickMs = Math.min(node.nextTickMs, this.nowMs);
     for (const transition of core.takeTransitions()) {
       this.transitions.push({
         atMs: this.nowMs,
@@ -341,13 +494,20 @@ export class MembershipSimulation {
         to: transition.to,
       });
     }
-    for (const out of core.takeMessages()) this.sendDatagram(node.id, out.to, out.message);
+    for (const out of core.takeMessages()) this.sendDatagram(node, out.to, out.message);
     for (const peer of core.takeSyncs()) this.sync(node.id, peer);
   }
 
-  private sendDatagram(from: string, to: string, message: SwimMessage): void {
+  /** A SWIM frame, counted as the transport counts it (varint length prefix + JSON), even if lost. */
+  private sendDatagram(from: SimNode, to: string, message: SwimMessage): void {
+    const body = JSON.stringify(message);
+    const bytes = frameBytes(Buffer.byteLength(body));
+    from.traffic.frames++;
+    from.traffic.frameBytes += bytes;
+    this.traffic.frames++;
+    this.traffic.frameBytes += bytes;
     if (this.options.dropRate > 0 && this.random.next() < this.options.dropRate) return;
-    this.schedule({ kind: 'datagram', from, to, body: JSON.stringify(message) });
+    this.schedule({ kind: 'datagram', from: from.id, to, body });
   }
 
   private schedule(event: Event): void {
@@ -371,4 +531,15 @@ export class MembershipSimulation {
     assert(node, `no node ${id}`);
     return node;
   }
+}
+
+function emptyTraffic(): SimTraffic {
+  return { frames: 0, frameBytes: 0, syncMessages: 0, syncBytes: 0 };
+}
+
+/** A frame's size on a stream: its length as an unsigned varint, then the body. */
+function frameBytes(bodyBytes: number): number {
+  let prefix = 1;
+  for (let rest = bodyBytes; rest >= 0x80; rest = Math.floor(rest / 0x80)) prefix++;
+  return prefix + bodyBytes;
 }

@@ -157,6 +157,12 @@ export class MembershipState {
   private readonly crypto: MembershipCrypto;
   private self: SignedRecord;
   private readonly members = new Map<string, Entry>();
+  /**
+   * Entries dead or left (setState keeps it), and those under suspicion: what timers look at, so that
+   * neither a tick nor N (memberCount) need scan every member.
+   */
+  private readonly gone = new Set<Entry>();
+  private readonly suspects = new Set<Entry>();
   private readonly queue = new BroadcastQueue();
   private readonly connected = new Set<string>();
   private probeOrder: string[] = [];
@@ -246,10 +252,7 @@ export class MembershipState {
 
   /** Members believed alive or suspect, this node included: the N of the formulas. */
   memberCount(): number {
-    let count = 0;
-    for (const entry of this.members.values())
-      if (entry.state === 'alive' || entry.state === 'suspect') count++;
-    return count;
+    return this.members.size - this.gone.size;
   }
 
   /** When tick() next has work to do (the shell may call it earlier). */
@@ -258,7 +261,7 @@ export class MembershipState {
     if (this.queue.size > 0) next = Math.min(next, this.nextGossipMs);
     next = Math.min(next, this.probe ? this.probe.deadlineMs : this.nextProbeMs);
     for (const helper of this.helperProbes.values()) next = Math.min(next, helper.deadlineMs);
-    for (const entry of this.members.values()) {
+    for (const entry of this.suspects) {
       if (entry.suspicion) next = Math.min(next, this.suspicionDeadline(entry.suspicion));
     }
     return next;
@@ -319,7 +322,8 @@ export class MembershipState {
     }
     if (nowMs >= this.nextReconnectMs) {
       this.nextReconnectMs = nowMs + this.config.reconnectIntervalMs;
-      const peer = this.pick(1, (entry) => entry.state === 'dead', false)[0];
+      const dead = [...this.gone].filter((entry) => entry.state === 'dead').map((entry) => entry.record.id);
+      const peer = this.sample(dead, 1)[0];
       if (peer !== undefined && !this.self.record.leaving) this.syncs.push(peer);
     }
     if (nowMs >= this.nextReapMs) {
@@ -399,7 +403,7 @@ export class MembershipState {
     this.adjustHealth(1 + Math.floor(stallMs / this.config.probeTimeoutMs));
     if (this.probe) this.probe.deadlineMs = Math.max(this.probe.deadlineMs + stallMs, nowMs);
     for (const helper of this.helperProbes.values()) helper.deadlineMs += stallMs;
-    for (const entry of this.members.values()) if (entry.suspicion) entry.suspicion.startMs += stallMs;
+    for (const entry of this.suspects) if (entry.suspicion) entry.suspicion.startMs += stallMs;
   }
 
   /** Changes what this node advertises; peers learn it by gossip. */
@@ -426,6 +430,35 @@ export class MembershipState {
     this.flushUrgent();
   }
 
+  /**
+   * For simulations only (simulation.ts startConverged): puts this node in a cluster that converged long
+   * ago, which N joins cannot build for N in the thousands (every member gossips every joiner's record
+   * λ·log N times). Each record becomes an alive member known since before joinGraceMs: no signature
+   * check (the simulation signed them), no transition, nothing gossiped. The probe order is reshuffled
+   * at the next probe, and the push-pull timer put at a random point of its full interval, as in a
+   * cluster that has run for a while. A real node learns members only by joining and gossip.
+   */
+  adoptConvergedView(records: readonly SignedRecord[], nowMs: number): void {
+    for (const { signed, record } of records) {
+      if (record.id === this.selfId || this.members.has(record.id)) continue;
+      if (this.members.size >= this.config.membersMax) break;
+      this.members.set(record.id, {
+        signed,
+        record,
+        state: 'alive',
+        stateVersion: versionOf(record),
+        claim: null,
+        suspicion: null,
+        lastHeardMs: nowMs,
+        stateChangedMs: nowMs,
+        incarnationSeenMs: nowMs - this.config.joinGraceMs,
+      });
+    }
+    this.probeOrder = [];
+    this.probeIndex = 0;
+    this.nextPushPullMs = nowMs + this.random.int(0, pushPullIntervalMs(this.config, this.memberCount())) + 1;
+  }
+
   // ---- push-pull -------------------------------------------------------------------------------------
 
   /** The first leg of a push-pull: this node's digest (and its own record, so a seed learns a joiner). */
@@ -442,7 +475,12 @@ export class MembershipState {
     let reply: SyncReply = { digest: null, entries: [] };
     if (request.digest !== null) {
       this.refuteFromDigest(request.digest);
-      reply = { digest: this.digest(), entries: this.entriesNewerThan(request.digest) };
+      // Our digest is for the caller to send back what it holds newer. When neither side holds anything
+      // newer (the steady state), the reply is empty, digest included (it asks for no last leg), which
+      // halves the exchange. Entries in the reply may make the caller refute: then it gets our digest.
+      const entries = this.entriesNewerThan(request.digest);
+      const same = entries.length === 0 && this.holdsNothingNewer(request.digest);
+      reply = { digest: same ? null : this.digest(), entries };
     }
     this.flushUrgent();
     return reply;
@@ -658,12 +696,14 @@ export class MembershipState {
       confirmations: new Set(),
       timeouts: suspicionTimeouts(this.config, this.memberCount()),
     };
+    this.suspects.add(entry);
     this.setState(entry, 'suspect', nowMs);
     this.broadcast(entry.record.id, { type: 'claim', signed: claim.signed }, true);
   }
 
   private expireSuspicions(nowMs: number): void {
-    for (const entry of this.members.values()) {
+    if (this.suspects.size === 0) return;
+    for (const entry of this.suspects) {
       if (!entry.suspicion || nowMs < this.suspicionDeadline(entry.suspicion)) continue;
       this.declareDead(entry, this.ownClaim('dead', entry, entry.stateVersion), nowMs);
     }
@@ -673,6 +713,7 @@ export class MembershipState {
     entry.stateVersion = versionOf(claim.claim);
     entry.claim = claim;
     entry.suspicion = null;
+    this.suspects.delete(entry);
     this.setState(entry, 'dead', nowMs);
     this.broadcast(entry.record.id, { type: 'claim', signed: claim.signed }, true);
   }
@@ -778,6 +819,7 @@ export class MembershipState {
       entry.stateVersion = version;
       entry.claim = null;
       entry.suspicion = null;
+      this.suspects.delete(entry);
       const next: MemberState = record.leaving ? 'left' : 'alive';
       changed = entry.state !== next;
       if (changed && entry.state === 'dead') this.addToProbeOrder(record.id);
@@ -863,6 +905,28 @@ export class MembershipState {
       this.applyRecord(item.record, nowMs);
       if (item.claim !== null) this.applyClaim(item.claim, nowMs, true);
     }
+  }
+
+  /**
+   * Whether a peer with this digest would find nothing to send back against ours (entriesNewerThan on
+   * its side): it lists no member we do not know (bar dead or left ones, which it would not send), and
+   * no record or state newer than ours.
+   */
+  private holdsNothingNewer(digest: readonly DigestEntry[]): boolean {
+    for (const [id, incarnation, revision, rank, stateIncarnation, stateRevision] of digest) {
+      const entry = this.members.get(id);
+      if (!entry) {
+        if (rank >= stateRank.dead) continue;
+        return false;
+      }
+      if (compareVersions({ incarnation, revision }, entry.record) > 0) return false;
+      const state = compareVersions(
+        { incarnation: stateIncarnation, revision: stateRevision },
+        entry.stateVersion,
+      );
+      if (state > 0 || (state === 0 && rank > stateRank[entry.state])) return false;
+    }
+    return true;
   }
 
   private digest(): DigestEntry[] {
@@ -978,15 +1042,18 @@ export class MembershipState {
   private setState(entry: Entry, state: MemberState, nowMs: number): void {
     if (entry.state === state) return;
     this.transitions.push({ id: entry.record.id, from: entry.state, to: state });
+    if (state === 'dead' || state === 'left') this.gone.add(entry);
+    else this.gone.delete(entry);
     entry.state = state;
     entry.stateChangedMs = nowMs;
   }
 
   /** Dead and left members are forgotten after the retention time. */
   private reap(nowMs: number): void {
-    for (const [id, entry] of this.members) {
-      if (id === this.selfId || (entry.state !== 'dead' && entry.state !== 'left')) continue;
-      if (nowMs - entry.stateChangedMs < this.config.deadMemberRetentionMs) continue;
+    for (const entry of this.gone) {
+      const id = entry.record.id;
+      if (id === this.selfId || nowMs - entry.stateChangedMs < this.config.deadMemberRetentionMs) continue;
+      this.gone.delete(entry);
       this.members.delete(id);
       this.queue.drop(id);
       this.lastOutOfTurnMs.delete(id);
@@ -995,15 +1062,32 @@ export class MembershipState {
 
   /** Up to `count` random members (not this node) matching `filter`, connected ones first if asked. */
   private pick(count: number, filter: (entry: Entry) => boolean, preferConnected: boolean): string[] {
-    const candidates: string[] = [];
-    const connected: string[] = [];
-    for (const entry of this.members.values()) {
-      if (entry.record.id === this.selfId || !filter(entry)) continue;
-      candidates.push(entry.record.id);
-      if (this.connected.has(entry.record.id)) connected.push(entry.record.id);
+    // The connected ones first (at most peerConnectionsMax), so gossip does not scan every member.
+    if (preferConnected) {
+      const connected: string[] = [];
+      for (const id of this.connected) {
+        const entry = this.members.get(id);
+        if (entry && id !== this.selfId && filter(entry)) connected.push(id);
+      }
+      if (connected.length >= count) return this.sample(connected, count);
     }
-    const pool = preferConnected && connected.length >= count ? connected : candidates;
-    return this.shuffle(pool).slice(0, count);
+    const candidates: string[] = [];
+    for (const entry of this.members.values()) {
+      if (entry.record.id !== this.selfId && filter(entry)) candidates.push(entry.record.id);
+    }
+    return this.sample(candidates, count);
+  }
+
+  /** `count` random items of `items` (fewer if it has fewer), shuffling only as far as needed. */
+  private sample<T>(items: T[], count: number): T[] {
+    const taken = Math.min(count, items.length);
+    for (let i = 0; i < taken; i++) {
+      const j = this.random.int(i, items.length);
+      const a = items[i] as T;
+      items[i] = items[j] as T;
+      items[j] = a;
+    }
+    return items.slice(0, taken);
   }
 
   private shuffle<T>(items: T[]): T[] {

@@ -71,8 +71,10 @@ export class LeaderDuties {
   private deploymentTimer: NodeJS.Timeout | null = null;
   /** Periodic jobs (namespace/name) whose launch is being proposed. */
   private readonly launchesInFlight = new Set<string>();
-  /** The leader's allocator, kept in step with the state while this node leads (null otherwise). */
+  /** The allocator's mirror of the state: while this node leads, and kept warm while it is a voter (see follow). */
   private scheduler: Scheduler | null = null;
+  /** Whether the scheduler was last used to lead (false: kept warm while following). */
+  private ledWithScheduler = false;
   /** When each member was last seen turning alive (for the voter promotion stability period). */
   private readonly aliveSinceMs = new Map<string, number>();
 
@@ -118,7 +120,7 @@ export class LeaderDuties {
       this.scheduled = false;
       const { raft, state, leases } = this.init;
       if (this.stopped || !raft.isReadyLeader()) {
-        this.dropScheduler();
+        this.follow();
         this.init.frameworks?.stepDown('this node is no longer the leader: subscribe again');
         return;
       }
@@ -342,8 +344,34 @@ export class LeaderDuties {
       });
   }
 
-  private ensureScheduler(): Scheduler {
-    if (this.scheduler) return this.scheduler;
+  /**
+   * Not leading: a voter keeps its scheduler warm, fed by the state's changes alone, so it can lead without
+   * a rebuild; anything else drops it. A scheduler whose own plan may still be in flight assumed placements
+   * the log may never hold, so it is dropped too (rebuilt if this node leads again).
+   */
+  private follow(): void {
+    const { raft } = this.init;
+    const voter = !this.stopped && raft.status().config.voters.includes(this.init.selfId);
+    if (!voter || (this.scheduler !== null && this.planInFlight)) {
+      this.dropScheduler();
+      return;
+    }
+    if (this.scheduler !== null) {
+      // Offers are the leader's alone.
+      this.scheduler.setHolds(new Map());
+      if (this.backoffTimer) clearTimeout(this.backoffTimer);
+      this.backoffTimer = null;
+    }
+    this.ensureScheduler(false).warm(Date.now());
+  }
+
+  private ensureScheduler(leading = true): Scheduler {
+    if (this.scheduler) {
+      if (leading && !this.ledWithScheduler) this.scheduler.leading(Date.now());
+      this.ledWithScheduler = leading;
+      return this.scheduler;
+    }
+    this.ledWithScheduler = leading;
     const { membership, leases, state } = this.init;
     const scheduler = new Scheduler(state, {
       preemptionPriorityGap: preemptionGapOf(this.init.config),
@@ -359,6 +387,7 @@ export class LeaderDuties {
   }
 
   private dropScheduler(): void {
+    this.ledWithScheduler = false;
     if (!this.scheduler) return;
     this.scheduler.reset();
     this.scheduler = null;
