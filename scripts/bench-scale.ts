@@ -265,7 +265,7 @@ try {
         `    … ${seconds(nowMs - submittedAtMs)}: ${last.placed} placed, ${last.running} running, ${last.pending} pending (fleet: ${String(stats['tasksRunning'])} running, reports failed ${String(stats['reportsFailed'])}, resyncs ${String(stats['resyncs'])}, stream breaks ${String(stats['eventStreamBreaks'])})`,
       );
     }
-    await sleep(250);
+    await sleep(1000);
   }
   const cpuUsed = cpuSeconds(leaderPid) - cpuAtStart;
   const endStatus = await client(leader.api).status();

@@ -30,6 +30,8 @@ import { planNodeUpdates, type MemberFacts } from './node-updates.ts';
 export const placementsPerPlanMax = 2000;
 /** The leader rebuilds its allocator from the state this often, whatever happens (see cluster/scheduler.ts). */
 export const schedulerRebuildIntervalMs = 5 * 60_000;
+/** The most often the leader compares every member with the state when nothing about members changed. */
+export const nodeReconcileGapMs = 100;
 /** The leader's duties also run this often with nothing to wake them (leases run out without an event). */
 export const leaderTickMs = 500;
 /** The deployment watcher looks at most this often (it reads every task of each deploying job). */
@@ -73,6 +75,10 @@ export class LeaderDuties {
   private readonly launchesInFlight = new Set<string>();
   /** The allocator's mirror of the state: while this node leads, and kept warm while it is a voter (see follow). */
   private scheduler: Scheduler | null = null;
+  /** When reconcileNodes last ran, and whether a member changed since. */
+  private nodesReconciledMs = 0;
+  private membersChanged = true;
+  private nodesTimer: NodeJS.Timeout | null = null;
   /** Whether the scheduler was last used to lead (false: kept warm while following). */
   private ledWithScheduler = false;
   /** When each member was last seen turning alive (for the voter promotion stability period). */
@@ -90,6 +96,7 @@ export class LeaderDuties {
     this.stopped = true;
     if (this.tickTimer) clearInterval(this.tickTimer);
     if (this.deploymentTimer) clearTimeout(this.deploymentTimer);
+    if (this.nodesTimer) clearTimeout(this.nodesTimer);
     this.dropScheduler();
   }
 
@@ -97,6 +104,7 @@ export class LeaderDuties {
   memberTransition(transition: MemberTransition): void {
     if (transition.to === 'alive') this.aliveSinceMs.set(transition.id, Date.now());
     else this.aliveSinceMs.delete(transition.id);
+    this.membersChanged = true;
     this.schedule();
   }
 
@@ -127,7 +135,19 @@ export class LeaderDuties {
       const term = raft.status().term;
       leases.leading(term, state.nodes.keys(), Date.now());
       this.init.frameworks?.lead(term);
-      this.reconcileNodes();
+      // Every member's record against the state is O(nodes): not on every applied entry of a busy leader,
+      // but on a member's change and otherwise at most every nodeReconcileGapMs (leases count in seconds).
+      const nowMs = Date.now();
+      if (this.membersChanged || nowMs - this.nodesReconciledMs >= nodeReconcileGapMs) {
+        this.membersChanged = false;
+        this.nodesReconciledMs = nowMs;
+        this.reconcileNodes();
+      } else {
+        this.nodesTimer ??= setTimeout(() => {
+          this.nodesTimer = null;
+          this.schedule();
+        }, nodeReconcileGapMs).unref();
+      }
       this.reconcileVoters();
       this.launchPeriodicJobs();
       this.watchDeployments();
