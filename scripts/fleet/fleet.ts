@@ -56,8 +56,9 @@ const reportCallsMax = 28;
 const renewalCallsMax = 4;
 /** How long reports wait to be sent together. */
 const reportBatchMs = 20;
-/** A control call's deadline. */
+/** A control call's deadline, and each attempt's (the next voter is tried after it). */
 const controlTimeoutMs = 10_000;
+const attemptTimeoutMs = 3000;
 
 export interface FleetOptions {
   readonly clusterKey: string;
@@ -389,11 +390,18 @@ export class Fleet {
             peerIdFromString(id),
             controlProtocol,
             request,
-            Math.max(1, deadline - Date.now()),
+            Math.max(1, Math.min(attemptTimeoutMs, deadline - Date.now())),
           );
         } catch (error) {
           lastError = error;
-          if (!isShoalError(error, 'NOT_LEADER') && !isShoalError(error, 'UNAVAILABLE')) throw error;
+          // A node that does not answer in time may be a leader stalled or gone: try the next one, as an
+          // agent follows the leader it hears of.
+          if (
+            !isShoalError(error, 'NOT_LEADER') &&
+            !isShoalError(error, 'UNAVAILABLE') &&
+            !isShoalError(error, 'TIMEOUT')
+          )
+            throw error;
           this.leaderGuess++;
           await new Promise((done) => setTimeout(done, 20));
         }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../shared/log.ts';
 import { seededRandom } from '../shared/random.ts';
-import { RaftService } from './service.ts';
+import { RaftService, compactionThreshold } from './service.ts';
 import type { RaftTransport } from './transport.ts';
 import type { ClusterConfig, RaftMessage } from './types.ts';
 
@@ -118,5 +118,19 @@ describe('RaftService', () => {
       }).not.toThrow();
       await expect(promise).rejects.toMatchObject({ code: 'NOT_LEADER' });
     }
+  });
+});
+
+describe('compactionThreshold', () => {
+  it('spreads voters over the policy count and half as many again, the same for one node every time', () => {
+    const ids = Array.from({ length: 20 }, (_, i) => `12D3KooWnode${i}`);
+    const thresholds = ids.map((id) => compactionThreshold(10_000, id));
+    for (const threshold of thresholds) {
+      expect(threshold).toBeGreaterThanOrEqual(10_000);
+      expect(threshold).toBeLessThan(15_000);
+    }
+    expect(new Set(thresholds).size).toBeGreaterThan(15);
+    expect(compactionThreshold(10_000, ids[0] ?? '')).toBe(thresholds[0]);
+    expect(compactionThreshold(1, 'any')).toBe(1);
   });
 });

@@ -60,14 +60,36 @@ export function planNodeUpdates(input: NodeUpdateInput): NodeUpdate[] {
   return updates;
 }
 
-/** Whether the replicated record already says what the member advertises. */
+/**
+ * Whether the replicated record already says what the member advertises. Field by field, not through
+ * JSON: the leader asks it of every member (5,000 at scale) several times a second.
+ */
 export function sameNode(known: ClusterNode, description: NodeDescription): boolean {
+  const a = known.capacity;
+  const b = description.capacity;
   return (
     known.name === description.name &&
     known.address === description.address &&
-    JSON.stringify(known.capacity) === JSON.stringify(description.capacity) &&
-    JSON.stringify(known.labels) === JSON.stringify(description.labels) &&
-    JSON.stringify(known.drivers) === JSON.stringify(description.drivers) &&
-    JSON.stringify(known.dynamicPorts) === JSON.stringify(description.dynamicPorts)
+    a.cpuMillis === b.cpuMillis &&
+    a.memoryBytes === b.memoryBytes &&
+    a.diskBytes === b.diskBytes &&
+    sameRecord(a.devices, b.devices) &&
+    sameRecord(known.labels, description.labels) &&
+    known.drivers.length === description.drivers.length &&
+    known.drivers.every((driver, i) => driver === description.drivers[i]) &&
+    known.dynamicPorts?.min === description.dynamicPorts?.min &&
+    known.dynamicPorts?.max === description.dynamicPorts?.max
   );
+}
+
+/** Same keys in the same order with the same values (as JSON would compare them). */
+function sameRecord(
+  a: Readonly<Record<string, string | number>> | undefined,
+  b: Readonly<Record<string, string | number>> | undefined,
+): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  const keys = Object.keys(a);
+  const otherKeys = Object.keys(b);
+  if (keys.length !== otherKeys.length) return false;
+  return keys.every((key, i) => key === otherKeys[i] && a[key] === b[key]);
 }

@@ -723,9 +723,14 @@ function labelsWithFacts(config: NodeConfig, facts: DriverFacts): Record<string,
   };
 }
 
+/** Descriptions by record: a record is replaced, never changed, and the leader asks for every member's often. */
+const descriptions = new WeakMap<Member['record'], MemberFacts['description']>();
+
 function describeNode(member: Member): MemberFacts['description'] {
   const record = member.record;
-  return {
+  const known = descriptions.get(record);
+  if (known !== undefined) return known;
+  const description: MemberFacts['description'] = {
     id: record.id,
     name: record.name,
     address: record.address,
@@ -740,4 +745,6 @@ function describeNode(member: Member): MemberFacts['description'] {
     drivers: record.drivers,
     ...(record.dynamicPorts === undefined ? {} : { dynamicPorts: record.dynamicPorts }),
   };
+  descriptions.set(record, description);
+  return description;
 }

@@ -130,7 +130,7 @@ export const agentOptions = {
   'raft-compact-entries': {
     type: 'string',
     value: 'N',
-    help: `compact the Raft log after N applied entries (default ${defaultCompactionPolicy.entriesBeforeCompaction})`,
+    help: `compact the Raft log after N applied entries, plus up to half as many again chosen by the node's id so voters do not all snapshot at once (default ${defaultCompactionPolicy.entriesBeforeCompaction})`,
   },
   'voter-removal-delay': {
     type: 'string',
