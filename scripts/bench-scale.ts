@@ -262,7 +262,7 @@ try {
       lastPrintMs = nowMs;
       const stats = fleet.lastStats ?? {};
       console.log(
-        `    … ${seconds(nowMs - submittedAtMs)}: ${last.placed} placed, ${last.running} running, ${last.pending} pending (fleet: ${String(stats['tasksRunning'])} running, reports failed ${String(stats['reportsFailed'])}, resyncs ${String(stats['resyncs'])}, stream breaks ${String(stats['eventStreamBreaks'])})`,
+        `    … ${seconds(nowMs - submittedAtMs)}: ${last.placed} placed, ${last.running} running, ${last.pending} pending (fleet: ${String(stats['tasksRunning'])} running, reports failed ${String(stats['reportsFailed'])}, resyncs ${String(stats['resyncs'])}, stream breaks ${String(stats['eventStreamBreaks'])}, lost after a lapsed lease ${String(stats['reportedLost'])})`,
       );
     }
     await sleep(1000);

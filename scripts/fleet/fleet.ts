@@ -56,6 +56,8 @@ const reportCallsMax = 28;
 const renewalCallsMax = 4;
 /** How long reports wait to be sent together. */
 const reportBatchMs = 20;
+/** What a node reports of a task its lapsed lease stopped (as the agent's words). */
+const leaseLostReason = 'stopped: the node could not reach a leader for the whole task lease (simulated)';
 /** A control call's deadline, and each attempt's (the next voter is tried after it). */
 const controlTimeoutMs = 10_000;
 const attemptTimeoutMs = 3000;
@@ -90,6 +92,8 @@ interface SimNode {
   /** When a renewal sent at this time was last confirmed by a leader. */
   confirmedMs: number;
   readonly tasks: Map<string, SimTask>;
+  /** Tasks stopped when the node's lease ran out: reported lost once a leader hears the node again. */
+  readonly stopped: { readonly taskId: string; readonly attempt: number }[];
 }
 
 interface SimTask {
@@ -102,7 +106,7 @@ interface SimTask {
 interface Report {
   readonly taskId: string;
   readonly attempt: number;
-  readonly state: 'running' | 'finished' | 'failed' | 'killed';
+  readonly state: 'running' | 'finished' | 'failed' | 'killed' | 'lost';
   readonly exitCode: number | null;
   readonly reason: string | null;
 }
@@ -121,6 +125,8 @@ export interface FleetStats {
   assignedTwice: number;
   /** Times the event stream lost events and the fleet read every task instead. */
   resyncs: number;
+  /** Tasks stopped by a lapsed lease and reported lost once the node was heard again. */
+  reportedLost: number;
   acks: number;
   helperProbes: number;
   refutations: number;
@@ -152,6 +158,7 @@ export class Fleet {
     eventStreamBreaks: 0,
     assignedTwice: 0,
     resyncs: 0,
+    reportedLost: 0,
   };
 
   constructor(options: FleetOptions) {
@@ -196,7 +203,7 @@ export class Fleet {
         },
         ed25519MembershipCrypto(key),
       );
-      this.nodes.set(id, { id, name, alive: true, confirmedMs: 0, tasks: new Map() });
+      this.nodes.set(id, { id, name, alive: true, confirmedMs: 0, tasks: new Map(), stopped: [] });
     }
     const transport = new SwimTransport({
       libp2p,
@@ -416,7 +423,11 @@ export class Fleet {
     const alive = [...this.nodes.values()].filter((node) => node.alive);
     for (const node of alive) {
       // As a real agent: a node that has not confirmed its lease for a whole lease stops its tasks.
-      if (node.confirmedMs > 0 && nowMs - node.confirmedMs > taskLeaseMs) this.dropTasks(node);
+      if (node.confirmedMs > 0 && nowMs - node.confirmedMs > taskLeaseMs) {
+        for (const task of node.tasks.values())
+          node.stopped.push({ taskId: task.taskId, attempt: task.attempt });
+        this.dropTasks(node);
+      }
     }
     const batches: SimNode[][] = [];
     for (let from = 0; from < alive.length; from += renewalNodesMax)
@@ -429,7 +440,21 @@ export class Fleet {
             nodes: batch.map((node) => node.id),
           });
           this.counters.renewalsConfirmed += batch.length;
-          for (const node of batch) node.confirmedMs = Math.max(node.confirmedMs, nowMs);
+          for (const node of batch) {
+            node.confirmedMs = Math.max(node.confirmedMs, nowMs);
+            // Heard again: what the lapsed lease stopped is reported lost, as an agent does, so the cluster
+            // places it again (a leader that never saw the lease lapse still thinks it runs).
+            for (const { taskId, attempt } of node.stopped.splice(0)) {
+              this.counters.reportedLost++;
+              this.report(node.id, {
+                taskId,
+                attempt,
+                state: 'lost',
+                exitCode: null,
+                reason: leaseLostReason,
+              });
+            }
+          }
         } catch (error) {
           this.counters.renewalsFailed += batch.length;
           this.options.logger.debug('lease renewal failed', { error: errorMessage(error) });
