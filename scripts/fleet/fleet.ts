@@ -92,8 +92,8 @@ interface SimNode {
   /** When a renewal sent at this time was last confirmed by a leader. */
   confirmedMs: number;
   readonly tasks: Map<string, SimTask>;
-  /** Tasks stopped when the node's lease ran out: reported lost once a leader hears the node again. */
-  readonly stopped: { readonly taskId: string; readonly attempt: number }[];
+  /** Tasks stopped when the node's lease ran out (id → attempt): reported lost once a leader hears it again. */
+  readonly stopped: Map<string, number>;
 }
 
 interface SimTask {
@@ -147,6 +147,8 @@ export class Fleet {
   private hosted: HostedMembers | null = null;
   private transport: SwimTransport | null = null;
   private leaderGuess = 0;
+  /** Set when a lease came back: the event loop below reads every task once more. */
+  private resyncSoon = false;
   private reportTimer: NodeJS.Timeout | null = null;
   private stopped = false;
   private readonly counters = {
@@ -203,7 +205,7 @@ export class Fleet {
         },
         ed25519MembershipCrypto(key),
       );
-      this.nodes.set(id, { id, name, alive: true, confirmedMs: 0, tasks: new Map(), stopped: [] });
+      this.nodes.set(id, { id, name, alive: true, confirmedMs: 0, tasks: new Map(), stopped: new Map() });
     }
     const transport = new SwimTransport({
       libp2p,
@@ -423,9 +425,8 @@ export class Fleet {
     const alive = [...this.nodes.values()].filter((node) => node.alive);
     for (const node of alive) {
       // As a real agent: a node that has not confirmed its lease for a whole lease stops its tasks.
-      if (node.confirmedMs > 0 && nowMs - node.confirmedMs > taskLeaseMs) {
-        for (const task of node.tasks.values())
-          node.stopped.push({ taskId: task.taskId, attempt: task.attempt });
+      if (this.leaseLapsed(node, nowMs)) {
+        for (const task of node.tasks.values()) node.stopped.set(task.taskId, task.attempt);
         this.dropTasks(node);
       }
     }
@@ -440,11 +441,13 @@ export class Fleet {
             nodes: batch.map((node) => node.id),
           });
           this.counters.renewalsConfirmed += batch.length;
+          let regained = false;
           for (const node of batch) {
+            regained ||= this.leaseLapsed(node, Date.now());
             node.confirmedMs = Math.max(node.confirmedMs, nowMs);
             // Heard again: what the lapsed lease stopped is reported lost, as an agent does, so the cluster
             // places it again (a leader that never saw the lease lapse still thinks it runs).
-            for (const { taskId, attempt } of node.stopped.splice(0)) {
+            for (const [taskId, attempt] of node.stopped) {
               this.counters.reportedLost++;
               this.report(node.id, {
                 taskId,
@@ -454,7 +457,11 @@ export class Fleet {
                 reason: leaseLostReason,
               });
             }
+            node.stopped.clear();
           }
+          // Work assigned while the lease was out was not started: read it from the state, as an agent
+          // reconciles with the log once it may run tasks again.
+          if (regained) this.resyncSoon = true;
         } catch (error) {
           this.counters.renewalsFailed += batch.length;
           this.options.logger.debug('lease renewal failed', { error: errorMessage(error) });
@@ -524,6 +531,11 @@ export class Fleet {
           signal: this.abort.signal,
         })) {
           if (frame.type === 'error') throw new Error(frame.error.message);
+          if (this.resyncSoon) {
+            this.resyncSoon = false;
+            this.counters.resyncs++;
+            await this.resync(client);
+          }
           if (frame.type === 'heartbeat') {
             index = frame.index;
             continue;
@@ -573,9 +585,16 @@ export class Fleet {
     for (const [taskId, { nodeId, attempt }] of wanted) this.assigned(nodeId, taskId, attempt);
   }
 
+  /** Whether a node has gone a whole lease without a confirmed renewal (it runs nothing then). */
+  private leaseLapsed(node: SimNode, nowMs: number): boolean {
+    return node.confirmedMs > 0 && nowMs - node.confirmedMs > taskLeaseMs;
+  }
+
   private assigned(nodeId: string, taskId: string, attempt: number): void {
     const node = this.nodes.get(nodeId);
     if (node?.alive !== true || node.tasks.get(taskId)?.attempt === attempt) return;
+    // An agent without a lease starts nothing; it picks the work up when the lease is back (resyncSoon).
+    if (this.leaseLapsed(node, Date.now())) return;
     const elsewhere = this.taskNodes.get(taskId);
     if (elsewhere !== undefined && elsewhere !== node && elsewhere.alive && elsewhere.tasks.has(taskId))
       this.counters.assignedTwice++;
