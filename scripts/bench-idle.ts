@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { client, closeClients, requireBinary, startBenchAgent } from './lib/bench.ts';
+import { client, closeClients, cpuTicks, requireBinary, startBenchAgent, statusKiB } from './lib/bench.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const binary = join(root, 'dist', 'shoal');
@@ -28,18 +28,6 @@ if (!Number.isInteger(taskCount) || taskCount < 1 || !(windowSeconds >= 1)) {
 const clockTicksPerSecond = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
 /** After the last task runs, the agent is left alone this long before the window starts (start-up work fades). */
 const settleMs = 15_000;
-
-/** utime + stime of a process, in clock ticks. */
-function cpuTicks(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(fields[11]) + Number(fields[12]);
-}
-
-function statusKiB(pid: number, field: string): number {
-  const match = new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return Number(match?.[1] ?? NaN);
-}
 
 function pssKiB(pid: number): number {
   const match = /Pss:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));

@@ -22,6 +22,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
+import { cpuTicks } from './lib/bench.ts';
 import { Agent, waitUntil, type LoggedTransition } from './lib/membership-agents.ts';
 import { NetnsNetwork, cleanupStale, netnsUnavailableReason } from './lib/netns.ts';
 
@@ -185,8 +186,7 @@ function cpuSample(agents: readonly Agent[]): CpuSample {
     const pid = agent.process?.pid;
     if (pid === undefined || !agent.running) continue;
     try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-      agentTicks.set(pid, Number(stat[11] ?? 0) + Number(stat[12] ?? 0));
+      agentTicks.set(pid, cpuTicks(pid));
     } catch {
       // It exited between the check and the read.
     }

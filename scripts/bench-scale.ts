@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import type { JobSpec } from '../src/cluster/index.ts';
-import { closeClients, client, freePort, requireBinary } from './lib/bench.ts';
+import { closeClients, client, cpuTicks, freePort, requireBinary, statusKiB } from './lib/bench.ts';
 import { benchTaskSpec, cluster, leaderOf, sleep, start, stopAll, until, type Agent } from './lib/cluster.ts';
 
 const { values } = parseArgs({
@@ -71,18 +71,14 @@ const row = (what: string, value: string): void => {
 const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
 const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
 
-/** user+system CPU seconds of a process so far (/proc/PID/stat, clock ticks of 10 ms). */
+/** user+system CPU seconds of a process so far. */
 function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-  return (Number(fields[11]) + Number(fields[12])) / 100;
+  return cpuTicks(pid) / 100;
 }
 
-/** Peak and current resident memory of a process (/proc/PID/status). */
+/** Peak and current resident memory of a process. */
 function memory(pid: number): { peakBytes: number; rssBytes: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kib = (field: string): number =>
-    Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0) * 1024;
-  return { peakBytes: kib('VmHWM'), rssBytes: kib('VmRSS') };
+  return { peakBytes: statusKiB(pid, 'VmHWM') * 1024, rssBytes: statusKiB(pid, 'VmRSS') * 1024 };
 }
 
 function dirBytes(path: string): number {

@@ -156,3 +156,16 @@ export function requireBinary(path: string): void {
     process.exit(2);
   }
 }
+
+/** utime + stime of a process so far, in clock ticks (/proc/PID/stat; 100 a second here). */
+export function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+/** A KiB field of /proc/PID/status (VmRSS, VmHWM …). */
+export function statusKiB(pid: number, field: string): number {
+  const match = new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(match?.[1] ?? NaN);
+}

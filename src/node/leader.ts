@@ -376,8 +376,8 @@ export class LeaderDuties {
       this.dropScheduler();
       return;
     }
-    if (this.scheduler !== null) {
-      // Offers are the leader's alone.
+    if (this.scheduler !== null && this.ledWithScheduler) {
+      // Just stepped down: offers are the leader's alone (cleared once, not on every entry applied after).
       this.scheduler.setHolds(new Map());
       if (this.backoffTimer) clearTimeout(this.backoffTimer);
       this.backoffTimer = null;
