@@ -19,6 +19,7 @@ import {
   decodeSchedulerEvent,
   isReplacedMessage,
   isRetryable,
+  resendsWanted,
   resubscribeBackoffDefault,
   subscribeCall,
   type ResubscribeBackoff,
@@ -497,6 +498,20 @@ describe('SchedulerClient against a real server', () => {
       ['SUPPRESS', 's2'],
       ['RECONCILE', 's3'],
     ]);
+  });
+
+  // Found in CI: a framework's revive() at start failed for a leader change it could do nothing about.
+  it('sends REVIVE and SUPPRESS again when the leader went away under them, never a refused one', async () => {
+    const { server, client, next } = await setUp();
+    await next();
+    // A new leader that never had the stream (409), then one with no leader yet (503): sent a third time.
+    server.callAnswers.push({ status: 409, code: 'CONFLICT' }, { status: 503, code: 'UNAVAILABLE' });
+    await client.revive();
+    expect(server.calls.map((recorded) => recorded.call.type)).toEqual(['REVIVE', 'REVIVE', 'REVIVE']);
+    server.callAnswers.push({ status: 400, code: 'INVALID_ARGUMENT' });
+    await expect(client.suppress()).rejects.toMatchObject({ reason: 'REFUSED', status: 400 });
+    expect(server.calls).toHaveLength(4);
+    expect(resendsWanted(callFailure('REVIVE', new Error('reset')))).toBe(true);
   });
 
   it('holds a call made while re-subscribing until the new stream id comes', async () => {

@@ -391,6 +391,16 @@ export function isReplacedMessage(message: string): boolean {
   return /failed over|\breplaced\b/i.test(message);
 }
 
+/**
+ * Whether a REVIVE or SUPPRESS that failed this way is worth sending again on the next subscription: no
+ * answer or not sent (the leader went away), a 5xx (no leader yet), or 409 (the stream ended with the old
+ * leader). Never a refusal of the call itself.
+ */
+export function resendsWanted(error: SchedulerClientError): boolean {
+  if (error.reason === 'REFUSED') return error.status === 409 || isRetryable(error);
+  return isRetryable(error);
+}
+
 /** A failure of ShoalClient.post as this API's error, naming the call. */
 export function callFailure(call: SchedulerCallType, error: unknown): SchedulerClientError {
   if (error instanceof SchedulerClientError) return error;
@@ -661,13 +671,13 @@ export class SchedulerClient {
   revive(minimum?: { readonly cpuMillis?: number; readonly memoryBytes?: number }): Promise<void> {
     this.wantsOffers = true;
     this.reviveMinimum = minimum;
-    return this.send('REVIVE', (frameworkId) => reviveCall(frameworkId, minimum));
+    return this.sendWanted(true, 'REVIVE', (frameworkId) => reviveCall(frameworkId, minimum));
   }
 
   /** No more offers until revive(). Remembered: a new subscription is not revived. */
   suppress(): Promise<void> {
     this.wantsOffers = false;
-    return this.send('SUPPRESS', (frameworkId) => ({
+    return this.sendWanted(false, 'SUPPRESS', (frameworkId) => ({
       type: 'SUPPRESS',
       framework_id: { value: frameworkId },
     }));
@@ -962,6 +972,34 @@ export class SchedulerClient {
       // The answer's status is what counts; its body (`{}`) need not arrive whole.
     } finally {
       response.destroy();
+    }
+  }
+
+  /**
+   * REVIVE and SUPPRESS set what the framework wants, and both are idempotent. When the leader goes away
+   * under one (no answer, a 5xx, or 409 from a new leader that never had the stream) it is sent again,
+   * with backoff, on the subscription that follows, until subscribeWaitMs has passed, rather than failing
+   * a framework for a failover it can do nothing about. Settled without sending once the framework has
+   * asked for the opposite meanwhile.
+   */
+  private async sendWanted(
+    wantsOffers: boolean,
+    type: 'REVIVE' | 'SUPPRESS',
+    build: (frameworkId: string) => SchedulerCallJson,
+  ): Promise<void> {
+    const deadlineMs = this.clock.nowMs() + this.subscribeWaitMs;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.send(type, build);
+        return;
+      } catch (error) {
+        if (!(error instanceof SchedulerClientError) || !resendsWanted(error)) throw error;
+        if (this.clock.nowMs() >= deadlineMs || this.phase !== 'running') throw error;
+      }
+      await new Promise<void>((resolve) =>
+        this.clock.after(Math.min(backoffDelayMs(attempt, this.backoff, this.random), 1000), resolve),
+      );
+      if (this.wantsOffers !== wantsOffers) return;
     }
   }
 

@@ -186,6 +186,60 @@ describe('RaftCore', () => {
     expect(c.ready().readStates).toEqual([{ requestId: 'r1', index: 2 }]);
   });
 
+  it('a forgiven stall: the leader heartbeats and keeps its quorum window; rationed, so a node that keeps stalling still acts', () => {
+    const c = core('s1', {
+      hardState: { term: 1, votedFor: null, commitIndex: 1 },
+      entries: [config(['s1', 's2', 's3'])],
+    });
+    elect(c, ['s1', 's2', 's3']);
+    const term = c.status().term;
+    // Answers arrived, then the check-quorum window ran out while the process was stalled.
+    acknowledge(c, 's2', 2);
+    acknowledge(c, 's3', 2);
+    for (let i = 0; i < 10; i++) c.tick();
+    drain(c);
+    for (let i = 0; i < 9; i++) c.tick();
+    drain(c);
+    expect(c.forgiveStall()).toBe(true);
+    const heartbeats = drain(c).filter((m) => m.type === 'appendEntries');
+    expect(heartbeats.map((m) => m.to).sort()).toEqual(['s2', 's3']);
+    // A whole window from now: answers to those heartbeats keep it leader.
+    for (let i = 0; i < 9; i++) c.tick();
+    acknowledge(c, 's2', 2);
+    c.tick();
+    expect(c.status()).toMatchObject({ role: 'leader', term });
+    // Stalling again within two election timeouts is not forgiven: silence then deposes it as usual.
+    expect(c.forgiveStall()).toBe(false);
+    for (let i = 0; i < 10; i++) c.tick();
+    expect(c.status().role).toBe('follower');
+
+    // A follower with a leader restarts its timeout; one with none (or a candidate) has no one to wait for.
+    const f = core('s2', {
+      hardState: { term: 1, votedFor: null, commitIndex: 1 },
+      entries: [config(['s1', 's2', 's3'])],
+    });
+    f.step({
+      type: 'appendEntries',
+      from: 's1',
+      to: 's2',
+      term: 1,
+      prevLogIndex: 1,
+      prevLogTerm: 1,
+      entries: [],
+      leaderCommit: 1,
+      readSeq: 0,
+    });
+    drain(f);
+    // Its timer was due (an election timeout is 10 to 20 ticks) when it stalled: the shell has not counted the stall.
+    for (let i = 0; i < 9; i++) f.tick();
+    expect(f.forgiveStall()).toBe(true);
+    expect(f.ticksSinceLeaderContact()).toBe(0);
+    expect(f.status().role).toBe('follower');
+    const lonely = core('s3', { entries: [config(['s1', 's2', 's3'])] });
+    for (let i = 0; i < 30; i++) lonely.tick();
+    expect(lonely.forgiveStall()).toBe(false);
+  });
+
   it('heartbeats reach voters every heartbeat and learners every learnerHeartbeatTicks; reads ask voters only', () => {
     const c = core('s1', {
       hardState: { term: 1, votedFor: null, commitIndex: 1 },

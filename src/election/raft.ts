@@ -118,6 +118,9 @@ export class RaftCore {
   /** Entries were appended as leader since the last ready(): send them to followers then. */
   private appendsPending = false;
   private transferElapsed = 0;
+  /** Ticks counted since this core was made; forgiveStall() is rationed in them. */
+  private ticksCounted = 0;
+  private stallForgivenAtTick = -Infinity;
 
   // What the next Ready carries.
   private messages: RaftMessage[] = [];
@@ -165,6 +168,7 @@ export class RaftCore {
   }
 
   tick(): void {
+    this.ticksCounted++;
     this.electionElapsed++;
     if (this.role === 'leader') {
       this.heartbeatElapsed++;
@@ -189,6 +193,34 @@ export class RaftCore {
     if (this.electionElapsed >= this.randomizedElectionTimeout && this.isVoter(this.id)) {
       this.campaign(true);
     }
+  }
+
+  /**
+   * The shell found that this node's process did not run for a while (a GC pause, a starved CPU, SIGSTOP):
+   * its timer fired, or a message came, long after the tick that was due. Peers' silence over that time
+   * says nothing about them: their heartbeats and answers are still unread in its sockets, and its peers,
+   * on a loaded machine, often stalled with it. So instead of counting the stalled ticks, which would
+   * depose a healthy leader by check-quorum or start an election ahead of the messages that would have
+   * prevented it, a leader sends heartbeats now and opens a new check-quorum window, and a follower that
+   * has a leader restarts its election timeout. Rationed, so that a node which keeps stalling still acts:
+   * at most once per two election timeouts of counted ticks; otherwise false, and the shell counts the
+   * ticks as usual. A candidate, or a follower with no leader, has no one to wait for: also false.
+   */
+  forgiveStall(): boolean {
+    if (this.ticksCounted - this.stallForgivenAtTick < 2 * this.electionTicks) return false;
+    if (this.role === 'leader') {
+      if (this.progress.size === 0) return false;
+      this.stallForgivenAtTick = this.ticksCounted;
+      this.electionElapsed = 0;
+      this.heartbeatElapsed = 0;
+      this.learnerHeartbeatElapsed = 0;
+      this.broadcastHeartbeat(true);
+      return true;
+    }
+    if (this.role !== 'follower' || this.leaderId === null || !this.isVoter(this.id)) return false;
+    this.stallForgivenAtTick = this.ticksCounted;
+    this.electionElapsed = 0;
+    return true;
   }
 
   /**

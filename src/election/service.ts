@@ -92,6 +92,8 @@ export class RaftService {
   private stopped = false;
   /** The latest the tick timer fired after it was due: how long the event loop stalled. */
   tickStallMsMax = 0;
+  /** Stalls the core forgave rather than count (see catchUpTicks). */
+  stallsForgiven = 0;
   /** Set while the WAL cannot be written (e.g. the disk is full); writes through this node are refused. */
   private diskError: string | null = null;
   private diskRetryTimer: NodeJS.Timeout | null = null;
@@ -312,14 +314,25 @@ export class RaftService {
   }
 
   /**
-   * Ticks the core for every tick that fell due since the last one it counted. After a long stall only
-   * the first few election timeouts' worth run: more would only repeat what those did.
+   * Ticks the core for every tick that fell due since the last one it counted. Unless the process stalled:
+   * when this runs at least half an election timeout after the armed tick was due, the event loop was
+   * blocked that long, and the core forgives the stall instead of counting it (RaftCore.forgiveStall);
+   * counting it would act on peers' silence before reading what they sent meanwhile. After a long stall
+   * the core does not forgive, only the first few election timeouts' worth run: more would only repeat
+   * what those did.
    */
-  private catchUpTicks(): void {
+  private catchUpTicks(dueAtMs = this.tickTimerAtMs): void {
     if (!this.started) return;
     const { tickMs, electionTicks } = this.init.timings;
-    const owed = Math.floor((performance.now() - this.lastTickAtMs) / tickMs);
+    const nowMs = performance.now();
+    const owed = Math.floor((nowMs - this.lastTickAtMs) / tickMs);
     if (owed <= 0) return;
+    if (nowMs - dueAtMs >= (electionTicks * tickMs) / 2 && this.core.forgiveStall()) {
+      this.stallsForgiven++;
+      this.lastTickAtMs = nowMs;
+      this.schedule();
+      return;
+    }
     const run = Math.min(owed, 4 * electionTicks);
     for (let i = 0; i < run; i++) this.core.tick();
     this.lastTickAtMs += owed * tickMs;
@@ -339,9 +352,10 @@ export class RaftService {
     this.tickTimer = setTimeout(
       () => {
         this.tickTimer = null;
-        this.tickStallMsMax = Math.max(this.tickStallMsMax, performance.now() - this.tickTimerAtMs);
+        const dueAtMs = this.tickTimerAtMs;
+        this.tickStallMsMax = Math.max(this.tickStallMsMax, performance.now() - dueAtMs);
         this.tickTimerAtMs = Infinity;
-        this.catchUpTicks();
+        this.catchUpTicks(dueAtMs);
         this.armTickTimer();
       },
       Math.max(0, dueAtMs - performance.now()),

@@ -17,7 +17,7 @@ import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:
 import { request, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { StatusView, TaskView } from '../../src/api/index.ts';
 import type { OfferJson, SchedulerEventJson } from '../../src/api/scheduler.ts';
 import { SchedulerClient, type SchedulerClientEvent } from '../../src/api/scheduler-client.ts';
@@ -253,6 +253,12 @@ interface Timed<T> {
   readonly value: T;
 }
 
+/**
+ * Frameworks a test started and has not torn down: afterEach tears them down, so that a test that fails
+ * does not leave a greedy framework holding the cluster for the tests after it.
+ */
+const frameworksOfThisTest = new Set<TestFramework>();
+
 /** A framework in this process, recording what it is offered and what becomes of its tasks. */
 class TestFramework {
   readonly init: FrameworkInit;
@@ -273,6 +279,7 @@ class TestFramework {
 
   constructor(init: FrameworkInit) {
     this.init = init;
+    frameworksOfThisTest.add(this);
     this.client = new SchedulerClient({
       connection: { address: `unix:${socketOf(init.agent)}` },
       framework: { name: init.name, role: init.role, failoverTimeoutSeconds: 60 },
@@ -397,6 +404,7 @@ class TestFramework {
 
   /** Unregisters it (its tasks are killed) and ends its loop. */
   async teardown(): Promise<void> {
+    frameworksOfThisTest.delete(this);
     await this.client.teardown().catch(() => this.client.close());
     await this.loop;
   }
@@ -526,6 +534,10 @@ describe('frameworks on three real agents (issue #17)', { timeout: 120_000 }, ()
       ),
     );
   }, 180_000);
+
+  afterEach(async () => {
+    await Promise.all([...frameworksOfThisTest].map((framework) => framework.teardown()));
+  }, 60_000);
 
   afterAll(async () => {
     await cluster.stop();
