@@ -8,7 +8,7 @@ export {
   type RaftTimings,
 } from './service.ts';
 export { Libp2pRaftTransport, raftProtocol, type RaftTransport } from './transport.ts';
-export { Wal, loadSnapshot, saveSnapshot, snapshotFileName, walFileName } from './wal.ts';
+export { Wal, loadSnapshot, saveSnapshot, snapshotFileName, walFileName, writeSnapshotAside } from './wal.ts';
 export type {
   ClusterConfig,
   HardState,

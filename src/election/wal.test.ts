@@ -2,7 +2,8 @@ import { appendFileSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeF
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Wal, loadSnapshot, saveSnapshot, snapshotFileName, walFileName } from './wal.ts';
+import { crc32 } from 'node:zlib';
+import { Wal, loadSnapshot, saveSnapshot, snapshotFileName, walFileName, writeSnapshotAside } from './wal.ts';
 import type { LogEntry } from './types.ts';
 
 const dirs: string[] = [];
@@ -115,5 +116,39 @@ describe('Wal', () => {
     data.writeUInt8(data.readUInt8(20) ^ 0xff, 20);
     writeFileSync(path, data);
     expect(() => loadSnapshot(dir)).toThrow(/snapshot.bin is damaged/);
+  });
+
+  it('keeps the data as it is after a metadata line (format 2), newlines and any character included', () => {
+    const dir = tempDir();
+    const data = '{"name":"a\\nb","note":"ünïcode ✓ \u{1f41f}"}\n{"second":"line"}';
+    const snapshot = { index: 9, term: 3, config: { voters: ['a', 'b'], learners: ['c'] }, data };
+    saveSnapshot(dir, snapshot);
+    const file = readFileSync(join(dir, snapshotFileName));
+    // The data is not escaped a second time: its bytes end the file as they are.
+    expect(file.subarray(file.length - Buffer.byteLength(data)).toString('utf8')).toBe(data);
+    expect(file.subarray(8, 25).toString('utf8')).toBe('shoal-snapshot 2\n');
+    expect(loadSnapshot(dir)).toEqual(snapshot);
+  });
+
+  it('loads a snapshot written by an older shoal (format 1: one JSON object)', () => {
+    const dir = tempDir();
+    const snapshot = { index: 4, term: 1, config: { voters: ['a'], learners: [] }, data: '{"x":"y"}' };
+    const payload = Buffer.from(JSON.stringify(snapshot), 'utf8');
+    const header = Buffer.alloc(8);
+    header.writeUInt32LE(payload.length, 0);
+    header.writeUInt32LE(crc32(payload), 4);
+    writeFileSync(join(dir, snapshotFileName), Buffer.concat([header, payload]));
+    expect(loadSnapshot(dir)).toEqual(snapshot);
+  });
+
+  it('writes a snapshot aside, and puts it in place only when told', async () => {
+    const dir = tempDir();
+    const older = { index: 3, term: 1, config: { voters: ['a'], learners: [] }, data: '{"n":3}' };
+    saveSnapshot(dir, older);
+    const newer = { ...older, index: 8, data: '{"n":8}' };
+    const putInPlace = await writeSnapshotAside(dir, newer);
+    expect(loadSnapshot(dir)).toEqual(older);
+    putInPlace();
+    expect(loadSnapshot(dir)).toEqual(newer);
   });
 });

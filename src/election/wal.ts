@@ -16,6 +16,7 @@ import {
   renameSync,
   writeSync,
 } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { ShoalError, errorMessage } from '../shared/errors.ts';
@@ -227,16 +228,78 @@ function syncDirectory(path: string): void {
   }
 }
 
+/**
+ * The snapshot file's first line since format 2: then one line of JSON with the index, term and config,
+ * then the state machine's data as it is. Format 1 was the whole snapshot as one JSON object, which
+ * escaped the data (itself JSON) a second time: at 500,000 tasks that doubled the time a compaction held
+ * the main thread. Format 1 files still load.
+ */
+const snapshotMagic = 'shoal-snapshot 2\n';
+
+/** The file's parts: the header (u32 LE length and CRC-32 of what follows), the magic and metadata, the data. */
+function snapshotParts(snapshot: Snapshot): Buffer[] {
+  const { index, term, config } = snapshot;
+  const meta = Buffer.from(`${snapshotMagic}${JSON.stringify({ index, term, config })}\n`, 'utf8');
+  const data = Buffer.from(snapshot.data, 'utf8');
+  const length = meta.length + data.length;
+  if (length > 0xffff_ffff)
+    throw new ShoalError(
+      'TOO_LARGE',
+      `a snapshot of ${length} bytes is over the 4 GiB a snapshot file holds`,
+    );
+  const header = Buffer.alloc(headerBytes);
+  header.writeUInt32LE(length, 0);
+  header.writeUInt32LE(crc32(data, crc32(meta)), 4);
+  return [header, meta, data];
+}
+
+function writeAll(fd: number, parts: readonly Buffer[]): void {
+  for (const part of parts) {
+    for (let offset = 0; offset < part.length;) offset += writeSync(fd, part, offset);
+  }
+}
+
 /** Saves a snapshot as one checksummed record, atomically (write, fsync, rename). */
 export function saveSnapshot(dir: string, snapshot: Snapshot): void {
   mkdirSync(dir, { recursive: true });
   const path = join(dir, snapshotFileName);
-  const payload = Buffer.from(JSON.stringify(snapshot), 'utf8');
-  const header = Buffer.alloc(headerBytes);
-  header.writeUInt32LE(payload.length, 0);
-  header.writeUInt32LE(crc32(payload), 4);
-  writeFileAtomic(path, Buffer.concat([header, payload]));
+  const temporary = `${path}.tmp`;
+  const fd = openSync(temporary, 'w', 0o600);
+  try {
+    writeAll(fd, snapshotParts(snapshot));
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(temporary, path);
   syncDirectory(path);
+}
+
+/**
+ * Writes a snapshot beside the current one and fsyncs it off the main thread (encoding and checksum stay
+ * on it: ~0.5 s at 500,000 tasks; the write and fsync of 400 MB do not). Resolves with the function that
+ * puts it in place (rename, directory fsync), for the caller to run once it knows that no newer snapshot
+ * was saved meanwhile.
+ */
+export async function writeSnapshotAside(dir: string, snapshot: Snapshot): Promise<() => void> {
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, snapshotFileName);
+  const aside = `${path}.compacting`;
+  const parts = snapshotParts(snapshot);
+  const file = await open(aside, 'w', 0o600);
+  try {
+    for (const part of parts) {
+      for (let offset = 0; offset < part.length;)
+        offset += (await file.write(part, offset, part.length - offset)).bytesWritten;
+    }
+    await file.sync();
+  } finally {
+    await file.close();
+  }
+  return () => {
+    renameSync(aside, path);
+    syncDirectory(path);
+  };
 }
 
 /** Loads the snapshot in `dir`, or null if there is none; a damaged one is refused with the file named. */
@@ -251,5 +314,21 @@ export function loadSnapshot(dir: string): Snapshot | null {
       `${path} is damaged (length or checksum mismatch); restore the data dir from a backup or remove it to rejoin as a new node`,
     );
   }
-  return JSON.parse(data.subarray(headerBytes).toString('utf8')) as Snapshot;
+  const payload = data.subarray(headerBytes);
+  const magic = Buffer.from(snapshotMagic, 'utf8');
+  if (!payload.subarray(0, magic.length).equals(magic))
+    return JSON.parse(payload.toString('utf8')) as Snapshot;
+  const metaEnd = payload.indexOf(0x0a, magic.length);
+  if (metaEnd < 0)
+    throw new ShoalError(
+      'CORRUPT_DATA',
+      `${path} has no end to its metadata line; restore the data dir from a backup`,
+    );
+  const meta = JSON.parse(payload.subarray(magic.length, metaEnd).toString('utf8')) as Omit<Snapshot, 'data'>;
+  return {
+    index: meta.index,
+    term: meta.term,
+    config: meta.config,
+    data: payload.subarray(metaEnd + 1).toString('utf8'),
+  };
 }
