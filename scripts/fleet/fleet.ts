@@ -56,6 +56,8 @@ const reportCallsMax = 28;
 const renewalCallsMax = 4;
 /** How long reports wait to be sent together. */
 const reportBatchMs = 20;
+/** Tasks per page when a resync reads the task list (GET /v1/tasks?limit=). */
+const resyncPageTasks = 5000;
 /** What a node reports of a task its lapsed lease stopped (as the agent's words). */
 const leaseLostReason = 'stopped: the node could not reach a leader for the whole task lease (simulated)';
 /** A control call's deadline, and each attempt's (the next voter is tried after it). */
@@ -573,11 +575,20 @@ export class Fleet {
   /** Starts what the state assigns to our live nodes and we do not run; stops what it no longer does. */
   private async resync(client: ShoalClient): Promise<void> {
     const wanted = new Map<string, { nodeId: string; attempt: number }>();
-    for (const task of await client.tasks()) {
-      if (task.nodeId === null || !this.nodes.has(task.nodeId) || task.desired !== 'run') continue;
-      if (task.state === 'assigned' || task.state === 'starting' || task.state === 'running')
-        wanted.set(task.id, { nodeId: task.nodeId, attempt: task.attempt });
-    }
+    // In pages: one answer of every task holds the voter's event loop for seconds at 500,000 tasks.
+    let after: string | null = null;
+    do {
+      const page: Awaited<ReturnType<ShoalClient['tasksPage']>> = await client.tasksPage(
+        resyncPageTasks,
+        after,
+      );
+      for (const task of page.tasks) {
+        if (task.nodeId === null || !this.nodes.has(task.nodeId) || task.desired !== 'run') continue;
+        if (task.state === 'assigned' || task.state === 'starting' || task.state === 'running')
+          wanted.set(task.id, { nodeId: task.nodeId, attempt: task.attempt });
+      }
+      after = page.next;
+    } while (after !== null);
     for (const [taskId, node] of [...this.taskNodes]) {
       const want = wanted.get(taskId);
       if (want === undefined || want.nodeId !== node.id) this.stopTask(taskId);

@@ -207,7 +207,15 @@ const backend: ApiBackend = {
   setNamespace: () => Promise.resolve(),
   kill: (id) =>
     id === task.id ? Promise.resolve() : Promise.reject(new ShoalError('NOT_FOUND', `no task ${id}`)),
-  tasks: () => Promise.resolve([task]),
+  // Two pages of one task each when asked for pages of one: the task, then nothing.
+  tasks: (page) =>
+    Promise.resolve(
+      page === undefined
+        ? { tasks: [task], next: null }
+        : page.after === null
+          ? { tasks: [task], next: `1.${task.id}` }
+          : { tasks: [], next: null },
+    ),
   queue: () => Promise.resolve([task]),
   task: () =>
     Promise.resolve({
@@ -512,6 +520,17 @@ describe('the server and the client', () => {
       { end: 'task finished' },
     ]);
     for (const frame of frames) expect(routes.taskLogs.stream.frame.safeParse(frame).success).toBe(true);
+  });
+
+  it('reads the task list a page at a time, the next page named by a header', async () => {
+    const first = await client.tasksPage(1);
+    expect(first).toEqual({ tasks: [task], next: `1.${task.id}` });
+    expect(await client.tasksPage(1, first.next)).toEqual({ tasks: [], next: null });
+    expect((await raw('GET', '/v1/tasks?limit=0')).status).toBe(400);
+    expect((await raw('GET', '/v1/tasks?limit=10001')).status).toBe(400);
+    const bad = await raw('GET', '/v1/tasks?limit=5&after=nope');
+    expect(bad.status).toBe(400);
+    expect(bad.text).toMatch(/after must be the shoal-next-page header of an answer/);
   });
 
   it('takes a POST without a body where the route needs none', async () => {

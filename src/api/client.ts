@@ -4,7 +4,13 @@
  * fails with a clear message rather than a missing field later. Errors come back as ShoalError with the
  * server's code and message.
  */
-import { Agent, request, type ClientRequest, type IncomingMessage } from 'node:http';
+import {
+  Agent,
+  request,
+  type ClientRequest,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+} from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { assert } from '../shared/assert.ts';
 import { ShoalError, errorMessage, isShoalErrorCode } from '../shared/errors.ts';
@@ -18,7 +24,14 @@ import {
   type SubmitOptions,
   type TaskSpec,
 } from '../cluster/index.ts';
-import { routePath, routes, type Answer, type RouteName, type TokenRequest } from './routes.ts';
+import {
+  nextPageHeader,
+  routePath,
+  routes,
+  type Answer,
+  type RouteName,
+  type TokenRequest,
+} from './routes.ts';
 import { eventFrameSchema, type EventFrame } from './views.ts';
 
 export interface ClientInit {
@@ -58,7 +71,13 @@ export const answerBytesMax = 256 * 1024 * 1024;
 
 /** What became of one request, for callers that must tell "not delivered" from "no answer". */
 export type Delivery =
-  | { readonly kind: 'answer'; readonly status: number; readonly body: unknown }
+  | {
+      readonly kind: 'answer';
+      readonly status: number;
+      readonly body: unknown;
+      /** The answer's headers (absent where a delivery is made up, as in tests). */
+      readonly headers?: IncomingHttpHeaders;
+    }
   /** Nothing was delivered: the connection was refused or never made. */
   | { readonly kind: 'undelivered'; readonly error: string }
   /** The request may have been delivered, but no answer came (timeout, reset). */
@@ -138,6 +157,21 @@ export class ShoalClient {
 
   tasks(): Promise<Answer<'tasks'>> {
     return this.call('tasks');
+  }
+
+  /**
+   * One page of the task list: at most `limit` tasks after the cursor `after` (null: the first page), and
+   * the cursor of the next page (null on the last). How a big cluster's tasks are read.
+   */
+  async tasksPage(
+    limit: number,
+    after: string | null = null,
+  ): Promise<{ readonly tasks: Answer<'tasks'>; readonly next: string | null }> {
+    const query = { limit, ...(after === null ? {} : { after }) };
+    const delivery = await this.send('tasks', { query });
+    const tasks = this.answerOf('tasks', delivery);
+    const header = delivery.kind === 'answer' ? delivery.headers?.[nextPageHeader] : undefined;
+    return { tasks, next: typeof header === 'string' ? header : null };
   }
 
   task(taskId: string): Promise<Answer<'task'>> {
@@ -349,7 +383,10 @@ export class ShoalClient {
 
   /** A route's answer, checked against its schema; anything else throws ShoalError. */
   async call<R extends RouteName>(name: R, options: SendOptions = {}): Promise<Answer<R>> {
-    const delivery = await this.send(name, options);
+    return this.answerOf(name, await this.send(name, options));
+  }
+
+  private answerOf<R extends RouteName>(name: R, delivery: Delivery): Answer<R> {
     if (delivery.kind !== 'answer' || delivery.status < 200 || delivery.status >= 300) {
       throw this.failure(delivery);
     }
@@ -386,7 +423,13 @@ export class ShoalClient {
       };
       const req = this.request(method, path, payload, (response) => {
         readAll(response).then(
-          (text) => done({ kind: 'answer', status: response.statusCode ?? 0, body: parseJson(text) }),
+          (text) =>
+            done({
+              kind: 'answer',
+              status: response.statusCode ?? 0,
+              body: parseJson(text),
+              headers: response.headers,
+            }),
           (error: unknown) => done({ kind: 'unknown', error: errorMessage(error) }),
         );
       });

@@ -18,8 +18,10 @@ export {
 export { renderApiReference } from './reference.ts';
 export {
   matchRoute,
+  nextPageHeader,
   routePath,
   routes,
+  tasksPageMax,
   type Answer,
   type Route,
   type RouteName,
@@ -31,6 +33,8 @@ export {
   tlsVersionMin,
   type ApiBackend,
   type ApiTlsIdentity,
+  type TasksPage,
+  type TasksPageRequest,
   apiTimeoutsDefault,
   type ApiServerInit,
   type ApiTimeouts,

@@ -128,6 +128,13 @@ const schedulerEventFrameSchema = z.looseObject({
   type: z.enum(['SUBSCRIBED', 'OFFERS', 'RESCIND', 'UPDATE', 'FAILURE', 'ERROR', 'HEARTBEAT']),
 });
 
+/** The most tasks one page of GET /v1/tasks holds. */
+export const tasksPageMax = 10_000;
+/** The answer's header that names the next page of GET /v1/tasks (absent on the last page). */
+export const nextPageHeader = 'shoal-next-page';
+/** A page cursor: the submission index and id of the last task of the page before. */
+export const tasksPageCursorPattern = /^\d{1,15}\..{1,128}$/s;
+
 export const routes = {
   scheduler: {
     method: 'POST',
@@ -231,7 +238,20 @@ export const routes = {
     method: 'GET',
     path: '/v1/tasks',
     access: 'read',
-    summary: 'Every task, in submission order',
+    summary:
+      'Every task, in submission order; with limit, one page of them, and the shoal-next-page header names the next page while there is one',
+    query: {
+      limit: {
+        schema: whole(1, tasksPageMax),
+        description: `At most this many tasks (default: all). A cluster of hundreds of thousands of tasks is read in pages: one answer of them all holds the node's event loop for seconds`,
+      },
+      after: {
+        schema: z
+          .string()
+          .check(z.regex(tasksPageCursorPattern, 'after must be the shoal-next-page header of an answer')),
+        description: 'The page after the one whose answer carried this shoal-next-page header',
+      },
+    },
     answer: z.array(taskViewSchema),
   },
   submit: {

@@ -34,6 +34,7 @@ import { jobJsonSchema, openApiDocument } from './openapi.ts';
 import { uiContentSecurityPolicy, uiPage, uiScript } from './ui.ts';
 import {
   matchRoute,
+  nextPageHeader,
   pathKnown,
   routes,
   type Answer,
@@ -48,6 +49,18 @@ import { streamIdHeader, type SchedulerEventJson } from './scheduler.ts';
 export const requestBytesMax = 1024 * 1024;
 
 /** What the API needs from a node: the node implements it (node/backend.ts); tests may too. */
+/** One page of GET /v1/tasks: at most `limit` tasks after the cursor `after` (null: from the first). */
+export interface TasksPageRequest {
+  readonly limit: number;
+  readonly after: string | null;
+}
+
+export interface TasksPage {
+  readonly tasks: Answer<'tasks'>;
+  /** The cursor of the next page (the shoal-next-page header), or null on the last. */
+  readonly next: string | null;
+}
+
 export interface ApiBackend {
   /**
    * SUBSCRIBE (Mesos's v1 scheduler API, api/scheduler.ts): the stream's id, then its events until signal
@@ -70,7 +83,8 @@ export interface ApiBackend {
   namespaces(): Promise<Answer<'namespaces'>>;
   setNamespace(policy: NamespacePolicySpec): Promise<void>;
   kill(taskId: string): Promise<void>;
-  tasks(): Promise<Answer<'tasks'>>;
+  /** Every task in submission order, or the page `page` asks for and the cursor of the next (null: none). */
+  tasks(page?: TasksPageRequest): Promise<TasksPage>;
   /** The pending tasks in the allocator's order (see allocator/queue-order.ts). */
   queue(): Promise<Answer<'queue'>>;
   task(taskId: string): Promise<Answer<'task'>>;
@@ -396,7 +410,13 @@ const handlers: Record<RouteName, Handler> = {
     await backend.leaveCluster();
     return { leaving: true } satisfies Answer<'leave'>;
   },
-  tasks: (backend) => backend.tasks(),
+  tasks: async (backend, { query, response }) => {
+    const limit = query['limit'] as number | undefined;
+    const after = query['after'] as string | undefined;
+    const page = await backend.tasks(limit === undefined ? undefined : { limit, after: after ?? null });
+    if (page.next !== null) response.setHeader(nextPageHeader, page.next);
+    return page.tasks;
+  },
   queue: (backend) => backend.queue(),
   submit: async (backend, { query, body }) => {
     const id = query['id'] as string | undefined;

@@ -186,3 +186,4 @@ export {
   type DeploymentRecord,
   type DeploymentStatus,
 } from './deployment.ts';
+export { compareSubmission, pageOfTasks, parseTaskPageCursor, taskPageCursor } from './pages.ts';

@@ -219,6 +219,69 @@ describe('replicated task limits', () => {
     expect(state.jobTasks('default', 'crunch').filter((task) => isTerminal(task.state))).toEqual(ended);
   });
 
+  it('keeps the newest ended tasks of each instance slot, on a node restored from a snapshot alike', () => {
+    const { state } = cluster();
+    let restored: ClusterState | null = null;
+    // Both apply each entry at the same index: instance task ids derive from it.
+    let index = 100;
+    const apply = (command: Command): void => {
+      index++;
+      for (const node of restored === null ? [state] : [state, restored])
+        node.apply(index, decodeCommand(index, encodeCommand(command)));
+    };
+    const job: JobSpec = {
+      name: 'web',
+      type: 'service',
+      task: { driver: 'exec', command: ['false'], cpuMillis: 1, memoryMiB: 1 },
+      count: 2,
+      reschedule: { policy: 'always', attempts: null, delayMs: 100 },
+    };
+    apply({ type: 'putJob', job, atMs: 1 });
+    const runs = instanceHistoryMax + 8;
+    for (let run = 0; run < runs; run++) {
+      // Halfway, a node restores the snapshot (its index of ended tasks is built afresh) and applies the
+      // rest of the log as the first one does.
+      if (run === Math.floor(runs / 2)) {
+        restored = new ClusterState();
+        restored.restore(state.toSnapshot());
+      }
+      const atMs = (run + 1) * hourMs;
+      const pending = state.pendingTasks();
+      expect(pending).toHaveLength(2);
+      apply({
+        type: 'assignTasks',
+        term: 1,
+        assignments: pending.map((task) => ({ taskId: task.id, nodeId: 'n1' })),
+        waiting: [],
+        atMs,
+      });
+      for (const task of pending) {
+        apply({
+          type: 'reportTask',
+          nodeId: 'n1',
+          taskId: task.id,
+          attempt: 0,
+          state: 'failed',
+          exitCode: 1,
+          reason: 'exit code 1',
+          atMs: atMs + 1,
+        });
+      }
+    }
+    expect(restored).not.toBeNull();
+    for (const node of [state, restored ?? state]) {
+      const ended = node.jobTasks('default', 'web').filter((task) => isTerminal(task.state));
+      for (const slot of [0, 1]) {
+        const mine = ended.filter((task) => task.instance?.slot === slot);
+        expect(mine).toHaveLength(instanceHistoryMax);
+        // The newest: those of the last instanceHistoryMax runs.
+        const oldestKeptMs = (runs - instanceHistoryMax + 1) * hourMs + 1;
+        expect(Math.min(...mine.map((task) => task.updatedAtMs))).toBe(oldestKeptMs);
+      }
+    }
+    expect([...(restored?.tasks.keys() ?? [])].sort()).toEqual([...state.tasks.keys()].sort());
+  });
+
   it('every node that applies the same log keeps the same tasks', () => {
     const log: Command[] = [
       {

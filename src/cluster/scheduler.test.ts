@@ -189,6 +189,75 @@ describe('the leader scheduler', () => {
   });
 });
 
+describe("a follower's warm mirror", () => {
+  // Found by bench:scale at 500,000 tasks: a follower never plans, so it never released a restarted task's
+  // backoff into its mirror; when the leader's plan placed that task, the mirror threw, and the follower
+  // rebuilt it from every task on each applied entry (71 s of a 450-s profile).
+  it('stays in step when the log places a task whose restart backoff it never released', () => {
+    const states = [new ClusterState(), new ClusterState()] as const;
+    const [leader, follower] = states.map((state) => {
+      const scheduler = new Scheduler(state, {
+        preemptionPriorityGap: gap,
+        isAlive: () => true,
+        rebuildIntervalMs: Infinity,
+      });
+      state.observer = scheduler;
+      return scheduler;
+    }) as [Scheduler, Scheduler];
+    let index = 0;
+    const apply = (command: Command): void => {
+      index++;
+      for (const state of states) state.apply(index, command);
+    };
+    apply({
+      type: 'upsertNode',
+      node: {
+        id: 'n1',
+        name: 'n1',
+        address: 'h:1',
+        capacity: { cpuMillis: 2000, memoryBytes: 512 * MiB },
+        labels: {},
+        drivers: ['exec'],
+      },
+      atMs: 0,
+    });
+    follower.warm(0);
+    const spec: TaskSpec = {
+      name: 'flaky',
+      driver: 'exec',
+      command: ['false'],
+      cpuMillis: 100,
+      memoryBytes: 64 * MiB,
+      priority: 50,
+      env: {},
+      constraints: {},
+      restart: { policy: 'always', maxRestarts: null, delayMs: 5000 },
+    };
+    apply({ type: 'submitTask', id: 't', spec, atMs: 1000 });
+    for (let run = 0; run < 3; run++) {
+      const nowMs = 1000 + run * 600_000;
+      const plan = leader.plan(nowMs, 10);
+      expect(plan.placements).toEqual([{ taskId: 't', nodeId: 'n1' }]);
+      apply({ type: 'assignTasks', term: 1, assignments: plan.placements, waiting: [], atMs: nowMs });
+      follower.warm(nowMs);
+      apply({
+        type: 'reportTask',
+        nodeId: 'n1',
+        taskId: 't',
+        attempt: run,
+        state: 'failed',
+        exitCode: 1,
+        reason: null,
+        atMs: nowMs + 1,
+      });
+      follower.warm(nowMs + 1);
+      expect(states[1].tasks.get('t')?.notBeforeMs).toBeGreaterThan(nowMs + 1);
+    }
+    expect(follower.rebuildsAfterError).toBe(0);
+    expect(leader.rebuildsAfterError).toBe(0);
+  });
+});
+
 describe("frameworks' offers held in the allocator", () => {
   it('keeps a plan off offered room, on a rebuild too, and gives it back when the offer goes', () => {
     const state = new ClusterState();

@@ -7,6 +7,7 @@
  * applied. If the mirror ever disagrees with the state (an allocator assertion fails), it is rebuilt from
  * the state before the next plan; it is also rebuilt now and then as a matter of hygiene.
  */
+import { errorMessage } from '../shared/errors.ts';
 import {
   Allocator,
   type AllocatorNode,
@@ -27,6 +28,11 @@ export interface SchedulerOptions {
   readonly isAlive: (nodeId: string) => boolean;
   /** Rebuild from the state at least this often, whatever happens. */
   readonly rebuildIntervalMs: number;
+  /**
+   * Told why, each time the mirror is found out of step with the state (it is rebuilt from every task
+   * next, which costs seconds at hundreds of thousands of tasks): a bug worth a log line.
+   */
+  readonly onOutOfStep?: (reason: string) => void;
 }
 
 /** Room on a node held outside the log (a framework's offer), as the allocator counts it. */
@@ -78,7 +84,7 @@ export class Scheduler implements StateObserver {
     try {
       return allocator.plan({ placementsMax, waiting: 'changed' });
     } catch (error) {
-      this.markBroken();
+      this.markBroken(error);
       throw error;
     }
   }
@@ -164,7 +170,13 @@ export class Scheduler implements StateObserver {
   taskPlaced(task: Task): void {
     const nodeId = task.nodeId;
     if (nodeId === null) return;
-    this.guard((allocator) => allocator.taskPlaced(task.id, nodeId, task.spec.preemptible ?? true));
+    // Still in its restart backoff here, placed by a plan made elsewhere: a follower never plans, so it
+    // never releases backoffs into its mirror (and a new leader may apply its predecessor's plans).
+    const deferred = this.deferred.delete(task.id);
+    this.guard((allocator) => {
+      if (deferred) this.addPending(allocator, task);
+      allocator.taskPlaced(task.id, nodeId, task.spec.preemptible ?? true);
+    });
   }
 
   taskReleased(task: Task): void {
@@ -287,14 +299,15 @@ export class Scheduler implements StateObserver {
     if (!this.allocator || this.broken) return;
     try {
       action(this.allocator);
-    } catch {
-      this.markBroken();
+    } catch (error) {
+      this.markBroken(error);
     }
   }
 
-  private markBroken(): void {
+  private markBroken(error: unknown): void {
     this.broken = true;
     this.rebuildsAfterError++;
+    this.options.onOutOfStep?.(errorMessage(error));
   }
 }
 

@@ -17,6 +17,7 @@ import {
   restartDecision,
   taskEventsPerCommandMax,
   type Task,
+  type TaskInstance,
   type TaskSpec,
   type TaskState,
   type NamespacePolicySpec,
@@ -190,6 +191,13 @@ export class ClusterState {
   readonly jobs = new Map<string, JobRecord>();
   /** Task ids of each job's instances, live and terminal (derived). */
   private readonly tasksByJob = new Map<string, Set<string>>();
+  /**
+   * Of those, the ended ones by instance slot (derived; a job's is built from tasksByJob the first time one
+   * of its instances ends, and kept in step after): pruneInstanceHistory's count. Scanning every task of
+   * the job instead cost O(job) per ended task: 20 s of a 450-s profile on each voter when leases lapsed
+   * on 200,000 tasks of 1,000-task jobs.
+   */
+  private readonly endedBySlot = new Map<string, Map<string, Set<string>>>();
   /** Deployments by id (deployment.ts), at most deploymentsPerJobMax per job, oldest first per job. */
   readonly deployments = new Map<string, DeploymentRecord>();
   /** Running tasks by the service they answer for (namespace/job, see serviceOf): discovery's index. */
@@ -667,6 +675,7 @@ export class ClusterState {
     this.jobs.delete(key);
     const ids = [...(this.tasksByJob.get(key) ?? [])];
     this.tasksByJob.delete(key);
+    this.endedBySlot.delete(key);
     for (const id of ids) {
       const task = this.tasks.get(id);
       if (!task) continue;
@@ -1083,7 +1092,11 @@ export class ClusterState {
   private forgetTask(id: string): void {
     const task = this.tasks.get(id);
     this.tasks.delete(id);
-    if (task?.instance) this.tasksByJob.get(jobKey(task.spec.namespace, task.instance.job))?.delete(id);
+    if (task?.instance) {
+      const key = jobKey(task.spec.namespace, task.instance.job);
+      this.tasksByJob.get(key)?.delete(id);
+      this.endedBySlot.get(key)?.get(instanceSlotKey(task.instance))?.delete(id);
+    }
   }
 
   /**
@@ -1244,6 +1257,7 @@ export class ClusterState {
     this.tokensBySecretHash.clear();
     this.jobs.clear();
     this.tasksByJob.clear();
+    this.endedBySlot.clear();
     this.touchedJobs.clear();
     this.deployments.clear();
     for (const job of snapshot.jobs ?? []) this.jobs.set(jobKey(job.namespace, job.name), job);
@@ -1711,15 +1725,22 @@ export class ClusterState {
     const instance = ended.instance;
     if (!instance) return;
     const key = jobKey(ended.spec.namespace, instance.job);
-    const same: Task[] = [];
-    for (const id of this.tasksByJob.get(key) ?? []) {
-      const task = this.tasks.get(id);
-      const other = task?.instance;
-      if (!task || !other || !isTerminal(task.state)) continue;
-      if (other.group === instance.group && other.task === instance.task && other.slot === instance.slot)
-        same.push(task);
+    let slots = this.endedBySlot.get(key);
+    if (slots === undefined) {
+      slots = new Map();
+      this.endedBySlot.set(key, slots);
+      for (const id of this.tasksByJob.get(key) ?? []) {
+        const task = this.tasks.get(id);
+        if (task?.instance && isTerminal(task.state)) addToSetOf(slots, instanceSlotKey(task.instance), id);
+      }
     }
-    if (same.length <= instanceHistoryMax) return;
+    const ids = addToSetOf(slots, instanceSlotKey(instance), ended.id);
+    if (ids.size <= instanceHistoryMax) return;
+    const same: Task[] = [];
+    for (const id of ids) {
+      const task = this.tasks.get(id);
+      if (task) same.push(task);
+    }
     same.sort((a, b) => a.updatedAtMs - b.updatedAtMs || (a.id < b.id ? -1 : 1));
     for (const task of same.slice(0, same.length - instanceHistoryMax)) this.forgetTask(task.id);
   }
@@ -1910,4 +1931,20 @@ function isCurrentVersion(job: JobRecord, group: string, version: number): boole
 /** The service a task answers for: its job's name (a job's instance, or a replica of `shoal run`), else its own. */
 function serviceKey(task: Task): string {
   return jobKey(task.spec.namespace, task.instance?.job ?? task.spec.job ?? task.spec.name);
+}
+
+/** An instance task's slot within its job: group, task and slot. */
+function instanceSlotKey(instance: TaskInstance): string {
+  return `${instance.group}\u0000${instance.task}\u0000${instance.slot}`;
+}
+
+/** Adds `id` to the set under `key` (made if missing) and returns that set. */
+function addToSetOf(sets: Map<string, Set<string>>, key: string, id: string): Set<string> {
+  let ids = sets.get(key);
+  if (ids === undefined) {
+    ids = new Set();
+    sets.set(key, ids);
+  }
+  ids.add(id);
+  return ids;
 }

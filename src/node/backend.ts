@@ -3,7 +3,16 @@
  * writes through the leader (control.ts), and answers with the API's views (api/views.ts).
  */
 import { peerIdFromString } from '@libp2p/peer-id';
-import type { Answer, ApiBackend, EventFrame, FrameworkView, TaskView, TokenRequest } from '../api/index.ts';
+import type {
+  Answer,
+  ApiBackend,
+  EventFrame,
+  FrameworkView,
+  TaskView,
+  TasksPage,
+  TasksPageRequest,
+  TokenRequest,
+} from '../api/index.ts';
 import {
   defaultNamespace,
   encodeCommand,
@@ -13,6 +22,8 @@ import {
   makeBackupFile,
   openBackupFile,
   openCaKey,
+  pageOfTasks,
+  parseTaskPageCursor,
   placementOrder,
   portNames,
   type BackupFile,
@@ -254,11 +265,16 @@ export class NodeBackend implements ApiBackend {
     await this.init.control.proposeOrThrow({ type: 'killTask', taskId, atMs: Date.now() });
   }
 
-  async tasks(): Promise<TaskView[]> {
+  async tasks(request?: TasksPageRequest): Promise<TasksPage> {
+    let after: ReturnType<typeof parseTaskPageCursor> = null;
+    if (request?.after != null) {
+      after = parseTaskPageCursor(request.after);
+      if (after === null)
+        throw new ShoalError('INVALID_ARGUMENT', 'after must be the shoal-next-page header of an answer');
+    }
     await this.init.control.readBarrier();
-    return [...this.init.state.tasks.values()]
-      .sort((a, b) => a.submitIndex - b.submitIndex)
-      .map((task) => this.taskView(task));
+    const page = pageOfTasks(this.init.state.tasks.values(), request?.limit ?? null, after);
+    return { tasks: page.tasks.map((task) => this.taskView(task)), next: page.next };
   }
 
   /** The pending tasks in the order the allocator's policy takes them (allocator/queue-order.ts). */

@@ -81,6 +81,8 @@ export class LeaderDuties {
   private nodesTimer: NodeJS.Timeout | null = null;
   /** Whether the scheduler was last used to lead (false: kept warm while following). */
   private ledWithScheduler = false;
+  /** When the allocator mirror falling out of step was last logged (ms). */
+  private outOfStepLoggedMs = 0;
   /** When each member was last seen turning alive (for the voter promotion stability period). */
   private readonly aliveSinceMs = new Map<string, number>();
 
@@ -400,6 +402,16 @@ export class LeaderDuties {
       isAlive: (nodeId) =>
         membership.member(nodeId)?.state === 'alive' && leases.freshForPlacement(nodeId, Date.now()),
       rebuildIntervalMs: schedulerRebuildIntervalMs,
+      onOutOfStep: (reason) => {
+        // At most one line a minute: a mirror that keeps falling out of step would fill the log.
+        const nowMs = Date.now();
+        if (nowMs - this.outOfStepLoggedMs < 60_000) return;
+        this.outOfStepLoggedMs = nowMs;
+        this.init.logger.warn('the allocator mirror fell out of step with the state; rebuilding it', {
+          reason,
+          times: scheduler.rebuildsAfterError,
+        });
+      },
     });
     this.scheduler = scheduler;
     state.observer = scheduler;
