@@ -151,6 +151,9 @@ function startFleet(agents: readonly Agent[], leader: Agent): FleetProcess {
     ],
     { stdio: ['pipe', 'pipe', 'inherit'] },
   );
+  // A fleet already gone (killed, or crashed: its stderr says why) must not take the benchmark down with an
+  // EPIPE on the next line sent to it; the benchmark then times out on what it waited for.
+  child.stdin.on('error', () => undefined);
   const waiters = new Map<string, (value: Record<string, unknown>) => void>();
   const fleet: FleetProcess = {
     child,
