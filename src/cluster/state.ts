@@ -1112,6 +1112,8 @@ export class ClusterState {
         code: 'CONFLICT',
         message: `this cluster has ${this.tasks.size} tasks; restore into a new cluster (one agent on an empty data dir)`,
       };
+    // No task: what a derived index still holds is empty, and the backup's ended tasks must be counted.
+    this.endedBySlot.clear();
     for (const policy of backup.namespaces ?? [])
       if (!this.namespaces.has(policy.name)) this.namespaces.set(policy.name, policy);
     for (const token of backup.tokens ?? []) {

@@ -331,9 +331,9 @@ export class RaftService {
    * Ticks the core for every tick that fell due since the last one it counted. Unless the process stalled:
    * when this runs at least half an election timeout after the armed tick was due, the event loop was
    * blocked that long, and the core forgives the stall instead of counting it (RaftCore.forgiveStall);
-   * counting it would act on peers' silence before reading what they sent meanwhile. After a long stall
-   * the core does not forgive, only the first few election timeouts' worth run: more would only repeat
-   * what those did.
+   * counting it would act on peers' silence before reading what they sent meanwhile. Where the core does
+   * not forgive (it forgives once per two election timeouts), only the first few election timeouts' worth
+   * of a long gap run: more would only repeat what those did.
    */
   private catchUpTicks(dueAtMs = this.tickTimerAtMs): void {
     if (!this.started) return;
