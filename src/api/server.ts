@@ -48,7 +48,6 @@ import { streamIdHeader, type SchedulerEventJson } from './scheduler.ts';
 /** The largest request body the API reads. */
 export const requestBytesMax = 1024 * 1024;
 
-/** What the API needs from a node: the node implements it (node/backend.ts); tests may too. */
 /** One page of GET /v1/tasks: at most `limit` tasks after the cursor `after` (null: from the first). */
 export interface TasksPageRequest {
   readonly limit: number;
@@ -61,6 +60,7 @@ export interface TasksPage {
   readonly next: string | null;
 }
 
+/** What the API needs from a node: the node implements it (node/backend.ts); tests may too. */
 export interface ApiBackend {
   /**
    * SUBSCRIBE (Mesos's v1 scheduler API, api/scheduler.ts): the stream's id, then its events until signal

@@ -57,6 +57,20 @@ function endTask(apply: (command: Command) => ApplyResult, n: number, atMs: numb
   apply({ type: 'killTask', taskId: id(n), atMs });
 }
 
+/** n1's report that the first run of `taskId` failed with exit code 1. */
+function failedOnN1(taskId: string, atMs: number): Command {
+  return {
+    type: 'reportTask',
+    nodeId: 'n1',
+    taskId,
+    attempt: 0,
+    state: 'failed',
+    exitCode: 1,
+    reason: 'exit code 1',
+    atMs,
+  };
+}
+
 afterEach(() => {
   vi.useRealTimers();
 });
@@ -198,16 +212,7 @@ describe('replicated task limits', () => {
         waiting: [],
         atMs: 2,
       });
-      apply({
-        type: 'reportTask',
-        nodeId: 'n1',
-        taskId: task.id,
-        attempt: 0,
-        state: 'failed',
-        exitCode: 1,
-        reason: 'exit code 1',
-        atMs: 3 + run * hourMs,
-      });
+      apply(failedOnN1(task.id, 3 + run * hourMs));
     }
     const ended = state.jobTasks('default', 'crunch').filter((task) => isTerminal(task.state));
     expect(ended.length).toBeGreaterThan(0);
@@ -256,16 +261,7 @@ describe('replicated task limits', () => {
         atMs,
       });
       for (const task of pending) {
-        apply({
-          type: 'reportTask',
-          nodeId: 'n1',
-          taskId: task.id,
-          attempt: 0,
-          state: 'failed',
-          exitCode: 1,
-          reason: 'exit code 1',
-          atMs: atMs + 1,
-        });
+        apply(failedOnN1(task.id, atMs + 1));
       }
     }
     expect(restored).not.toBeNull();

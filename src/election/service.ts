@@ -504,7 +504,7 @@ export class RaftService {
     if (pending !== null) {
       if (pending.putInPlace === null) return;
       this.compaction = null;
-      this.finishCompaction(pending.snapshot, pending.putInPlace, pending.startedMs, pending.writtenMs);
+      this.finishCompaction(pending, pending.putInPlace);
       return;
     }
     const policy = this.init.compaction ?? defaultCompactionPolicy;
@@ -529,12 +529,7 @@ export class RaftService {
   }
 
   /** Puts a snapshot written aside in place and rewrites the WAL after it, unless a newer one is saved. */
-  private finishCompaction(
-    snapshot: Snapshot,
-    putInPlace: () => void,
-    startedMs: number,
-    writtenMs: number,
-  ): void {
+  private finishCompaction({ snapshot, startedMs, writtenMs }: Compaction, putInPlace: () => void): void {
     // The leader may have sent a newer snapshot meanwhile, saved at once (handleReady): keep that one.
     if (snapshot.index <= this.snapshotSavedIndex) return;
     putInPlace();
